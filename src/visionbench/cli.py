@@ -1,0 +1,163 @@
+"""`visionbench ...` commands: a thin layer over the library.
+
+Every user error ends with a one-line message on stderr and exit code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from visionbench import __version__
+from visionbench.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Train, evaluate and compare image classifiers; say with evidence which to trust.",
+)
+stdout = Console()
+stderr = Console(stderr=True)
+
+ConfigArg = Annotated[
+    str, typer.Argument(help="A YAML config, or a built-in recipe name such as 'quickstart'.")
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", help="Override a config key, e.g. --set data.path=/data/mri (repeatable)."
+    ),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        stdout.print(f"visionbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """visionbench: one YAML config -> data, models, training, evaluation and a report."""
+
+
+@app.command()
+def inspect(
+    config: ConfigArg = "quickstart",
+    set_: SetOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for charts and data.json (default: <output.dir>/<name>/inspect)."
+        ),
+    ] = None,
+) -> None:
+    """Counts, image statistics, corrupt files, duplicates and class variance of a dataset."""
+    from visionbench.config import load_config
+    from visionbench.data.dataset import prepare_data
+    from visionbench.data.inspect import inspect_data
+    from visionbench.fileio import write_json
+    from visionbench.provenance import save_config
+
+    cfg = load_config(config, set_ or [])
+    data = prepare_data(cfg.data)
+    folder = out or cfg.output.dir / str(cfg.output.name) / "inspect"
+    report = inspect_data(data, folder)
+    write_json(folder / "data.json", data.record)
+    save_config(cfg, folder)
+    report["output"] = str(folder)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+    else:
+        _print_inspection(report)
+
+
+def _print_inspection(report: dict[str, Any]) -> None:
+    classes = report["classes"]
+    splits = list(report["splits"])
+    shape = "x".join(map(str, report["image_shape"]))
+    table = Table(title=f"{report['source']}  ({shape}, {report['channels']} ch)")
+    table.add_column("class")
+    for split in splits:
+        table.add_column(split, justify="right")
+    for name in classes:
+        table.add_row(name, *(str(report["splits"][s][name]) for s in splits))
+    table.add_row("[bold]total", *(f"[bold]{report['totals'][s]}" for s in splits))
+    stdout.print(table)
+
+    dup = Table(title=f"duplicates (policy: {report['duplicates']['policy']})")
+    for column in ("kind", "where", "pairs", "images", "label conflicts"):
+        dup.add_column(column, justify="left" if column in ("kind", "where") else "right")
+    examples = []
+    for kind in ("exact", "near"):
+        for place in ("within", "across"):
+            for where, found in report["duplicates"][kind][place].items():
+                counts = (found["pairs"], found["images"], found["label_conflicts"])
+                dup.add_row(kind, where, *map(str, counts))
+                if place == "across" and found["examples"]:
+                    examples.append(f"  {kind} {where}, e.g. {' = '.join(found['examples'][0])}")
+    stdout.print(dup if dup.row_count else "duplicates: none found")
+    for line in examples:
+        stdout.print(line, highlight=False)
+
+    for split, stats in report["image_stats"].items():
+        stdout.print(
+            f"{split}: source sizes {stats['width']['min']}-{stats['width']['max']} px wide, "
+            f"{stats['distinct_sizes']} distinct; modes {stats['modes']}; "
+            f"formats {stats['formats']}"
+        )
+    variance = report["variance"]
+    stdout.print(
+        f"class variance ({'+'.join(variance['computed_on'])}): "
+        f"study ratio {variance['ratio_study']:.2f}, "
+        f"Fisher ratio trace(S_B)/trace(S_W) {variance['fisher_ratio']:.4f}"
+    )
+    if report["failures"]:
+        stdout.print(f"[yellow]{len(report['failures'])} file(s) skipped:")
+        for name, why in list(report["failures"].items())[:10]:
+            stdout.print(f"  {name}: {why}")
+    if report["ignored_files"]["count"]:
+        stdout.print(f"{report['ignored_files']['count']} non-image file(s) ignored")
+    for warning in report["warnings"]:
+        stdout.print(f"[yellow]warning:[/] {warning}")
+    stdout.print(f"charts and data.json in {report['output']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `visionbench` script; returns the exit code."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except UserError as exc:
+        stderr.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        stderr.print("interrupted; finished results are kept, partial ones were discarded")
+        return 130
+    return 0
+
+
+def run() -> None:
+    """Console-script wrapper: exit with `main()`'s code."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,348 @@
+"""The typed, validated config: YAML + `--set key=value` overrides -> `Config`.
+
+Unknown keys are errors that name the closest valid key and the file line (or the
+`--set` option) they came from. A model entry may `extends:` another one; the child's
+keys are deep-merged over the parent's.
+
+Example:
+    >>> cfg = load_config("quickstart", ["train.epochs=2"])
+    >>> cfg.data.source, cfg.train.epochs
+    ('digits', 2)
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import types
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+
+from visionbench.data.schema import DataCommon, StrictModel
+from visionbench.data.sources import SOURCES
+from visionbench.errors import UserError
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+DataConfig = Annotated[
+    Union[tuple(cls for _, cls in SOURCES.items())],  # noqa: UP007 - built from the registry
+    Field(discriminator="source"),
+]
+
+
+class ModelConfig(StrictModel):
+    """One candidate model. `extends: NAME` (resolved at load time) inherits another entry."""
+
+    description: str | None = None
+    preset: str | None = None
+    backbone: str | None = None
+    pretrained: bool | Path = False
+
+
+class TrainConfig(StrictModel):
+    """Training settings shared by every model unless a model overrides them."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    seed: int = 0
+
+
+class EvaluateConfig(StrictModel):
+    """What the comparison reports."""
+
+    primary_metric: str = "accuracy"
+    bootstrap: int = Field(1000, ge=0)
+
+
+class OutputConfig(StrictModel):
+    """Where run folders go: `<dir>/<name>/<timestamp>/`; `name` defaults to the file stem."""
+
+    dir: Path = Path("runs")
+    name: str | None = None
+
+
+class Provenance(StrictModel):
+    """Written with every saved config (versions, commit, command); ignored when loading."""
+
+    created_at: str
+    command: list[str]
+    visionbench: str
+    python: str
+    platform: str
+    packages: dict[str, str]
+    git: dict[str, str | bool | None]
+
+
+class Config(StrictModel):
+    """A whole visionbench config."""
+
+    data: DataConfig
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    provenance: Provenance | None = None
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A config file path, or the name of a built-in recipe (`quickstart`)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    recipe = RECIPES_DIR / f"{Path(name_or_path).stem}.yaml"
+    if path.suffix in ("", ".yaml", ".yml") and path.parent == Path(".") and recipe.is_file():
+        return recipe
+    if path.exists():
+        raise UserError(f"config {path} is not a file")
+    known = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
+    raise UserError(f"config file not found: {path} (built-in recipes: {known})")
+
+
+def load_config(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Read, override, resolve `extends:` and validate a config; errors are `UserError`s."""
+    path = resolve_config_path(name_or_path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text)
+        lines = _line_numbers(yaml.compose(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path} line {mark.line + 1}" if mark else str(path)
+        raise UserError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a config is a mapping with data, models, train, ... sections")
+    return config_from_dict(raw, overrides, source=str(path), lines=lines, stem=path.stem)
+
+
+def config_from_dict(
+    raw: dict[str, Any],
+    overrides: Sequence[str] = (),
+    *,
+    source: str = "config",
+    lines: dict[tuple[Any, ...], int] | None = None,
+    stem: str = "run",
+) -> Config:
+    """Validate a config held in a dict (the YAML's content), after `--set` overrides."""
+    raw = copy.deepcopy(raw)
+    overridden: set[tuple[str, ...]] = set()
+    for override in overrides:
+        overridden.add(_apply_override(raw, override))
+    if isinstance(raw.get("models"), dict):
+        raw["models"] = _resolve_extends(raw["models"])
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(_describe(exc, raw, source, lines or {}, overridden)) from None
+    if config.output.name is None:
+        config.output.name = stem
+    return config
+
+
+def dump_config(config: Config) -> str:
+    """The config as YAML, every default filled in; loading it back gives an equal config."""
+    data = config.model_dump(mode="json", exclude_none=False)
+    # The source tag and the source's own keys read best first.
+    common = set(DataCommon.model_fields)
+    source_data = data["data"]
+    data["data"] = {
+        **{k: v for k, v in source_data.items() if k not in common},
+        **{k: v for k, v in source_data.items() if k in common},
+    }
+    data["data"] = {"source": source_data["source"], **data["data"]}
+    if data.get("provenance") is None:
+        data.pop("provenance", None)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def _line_numbers(node: yaml.Node | None, prefix: tuple[Any, ...] = ()) -> dict[tuple, int]:
+    """Map each key path of a composed YAML document to its 1-based line."""
+    found: dict[tuple, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = (*prefix, key_node.value)
+            found[path] = key_node.start_mark.line + 1
+            found.update(_line_numbers(value_node, path))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found[(*prefix, index)] = item.start_mark.line + 1
+            found.update(_line_numbers(item, (*prefix, index)))
+    return found
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> tuple[str, ...]:
+    """Set `a.b.c=value` in `raw` (value parsed as YAML); returns the key path."""
+    key, sep, value = override.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set {override!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
+    parts = tuple(key.strip().split("."))
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    node: Any = raw
+    for depth, part in enumerate(parts[:-1]):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+            continue
+        if not isinstance(node, dict):
+            where = ".".join(parts[:depth]) or "the config"
+            raise UserError(f"--set {key}: {where} is not a mapping")
+        if not isinstance(node.get(part), dict | list):
+            node[part] = {}
+        node = node[part]
+    if isinstance(node, list) and parts[-1].isdigit() and int(parts[-1]) < len(node):
+        node[int(parts[-1])] = parsed
+    elif isinstance(node, dict):
+        node[parts[-1]] = parsed
+    else:
+        raise UserError(f"--set {key}: {'.'.join(parts[:-1])} is not a mapping")
+    return parts
+
+
+def _deep_merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _resolve_extends(models: dict[str, Any]) -> dict[str, Any]:
+    """Replace each `extends: parent` by the parent's (resolved) keys under the child's."""
+    resolved: dict[str, Any] = {}
+
+    def resolve(name: str, chain: tuple[str, ...]) -> dict[str, Any]:
+        if name in resolved:
+            return resolved[name]
+        entry = models[name]
+        if not isinstance(entry, dict):
+            raise UserError(f"models.{name}: a model entry is a mapping, got {entry!r}")
+        parent = entry.get("extends")
+        if parent is None:
+            resolved[name] = entry
+            return entry
+        if parent not in models:
+            close = difflib.get_close_matches(str(parent), list(models), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UserError(f"models.{name}.extends: no model named {parent!r}{hint}")
+        if parent in chain:
+            raise UserError(f"models.{name}.extends: cycle {' -> '.join((*chain, parent))}")
+        own = {k: v for k, v in entry.items() if k != "extends"}
+        resolved[name] = _deep_merge(resolve(parent, (*chain, parent)), own)
+        return resolved[name]
+
+    return {name: resolve(name, (name,)) for name in models}
+
+
+def _clean_location(raw: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Drop the union tags pydantic inserts into error locations (`data.folder.path`)."""
+    clean: list[Any] = []
+    node = raw
+    for part in loc:
+        if isinstance(node, dict) and part not in node and node.get("source") == part:
+            continue
+        clean.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(clean)
+
+
+def _unwrap(annotation: Any, raw_node: Any) -> Any:
+    """The model class an annotation stands for at a raw node (Optional, unions, tags)."""
+    if get_origin(annotation) is Annotated:
+        return _unwrap(get_args(annotation)[0], raw_node)
+    if get_origin(annotation) in (Union, types.UnionType):
+        models = [
+            a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
+        tag = raw_node.get("source") if isinstance(raw_node, dict) else None
+        for model in models:
+            field = model.model_fields.get("source")
+            if field is not None and get_args(field.annotation) == (tag,):
+                return model
+        return models[0] if len(models) == 1 else None
+    return annotation
+
+
+def _valid_keys(raw: Any, path: tuple[Any, ...]) -> list[str]:
+    """The keys allowed in the mapping at `path`, found by walking the Config types."""
+    annotation: Any = Config
+    node = raw
+    for part in path:
+        annotation = _unwrap(annotation, node)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(part)
+            if field is None:
+                return []
+            annotation = field.annotation
+        elif get_origin(annotation) in (dict, list, tuple):
+            annotation = get_args(annotation)[-1] if get_args(annotation) else Any
+        else:
+            return []
+        node = node.get(part) if isinstance(node, dict) else None
+    annotation = _unwrap(annotation, node)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return []
+
+
+def _where(
+    path: tuple[Any, ...],
+    source: str,
+    lines: dict[tuple, int],
+    overridden: set[tuple[str, ...]],
+) -> str:
+    as_strings = tuple(str(p) for p in path)
+    for cut in range(len(path), 0, -1):
+        if as_strings[:cut] in overridden:
+            return "--set " + ".".join(as_strings[:cut])
+        if path[:cut] in lines:
+            return f"{source} line {lines[path[:cut]]}"
+    return source
+
+
+def _describe(
+    error: ValidationError,
+    raw: dict[str, Any],
+    source: str,
+    lines: dict[tuple, int],
+    overridden: set[tuple[str, ...]],
+) -> str:
+    """One line per the first problem (with a count of the others)."""
+    messages = []
+    for item in error.errors():
+        path = _clean_location(raw, tuple(item["loc"]))
+        dotted = ".".join(str(p) for p in path)
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            parent, key = path[:-1], str(path[-1])
+            close = difflib.get_close_matches(key, _valid_keys(raw, parent), n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            valid = ", ".join(_valid_keys(raw, parent))
+            text = f"unknown key {dotted!r}{hint} (valid here: {valid})"
+        elif kind == "missing":
+            text = f"{dotted}: required key is missing"
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            tag = item.get("ctx", {}).get("tag")
+            path = (*path, "source")
+            close = difflib.get_close_matches(str(tag), SOURCES.names(), n=1) if tag else []
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            text = (
+                f"{'.'.join(map(str, path))}: {'missing' if tag is None else repr(tag)} is not a "
+                f"data source; {hint}known: {', '.join(SOURCES.names())}"
+            )
+        else:
+            text = f"{dotted}: {item['msg']} (got {item.get('input')!r})"
+        messages.append(f"{_where(path, source, lines, overridden)}: {text}")
+    more = f" (and {len(messages) - 1} more problem(s))" if len(messages) > 1 else ""
+    return messages[0] + more

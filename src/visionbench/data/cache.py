@@ -1,0 +1,334 @@
+"""Decode every image once into a uint8 array cached on disk.
+
+The cache entry is keyed by the images' content (file bytes or array bytes), their ids and
+the decode-time preprocessing, so a second run decodes nothing and any change to a file or
+a setting gives a new entry. Entries are written into a temporary folder and renamed into
+place when complete: an interrupted run leaves nothing a later run would trust.
+
+File content hashes are remembered by (path, size, mtime) so a warm run does not re-read
+the files either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from rich.progress import Progress
+
+from visionbench.data.decode import ImageFacts, preprocess
+from visionbench.data.schema import PreprocessConfig
+from visionbench.data.sources import SourceData
+from visionbench.errors import UserError
+from visionbench.fileio import atomic_dir, write_json
+
+CACHE_FORMAT = 1
+# Below this many images a process pool costs more to start than it saves.
+POOL_THRESHOLD = 256
+STALE_TMP_SECONDS = 3600
+
+
+def default_cache_root() -> Path:
+    """`$VISIONBENCH_CACHE`, else `$XDG_CACHE_HOME/visionbench`, else `~/.cache/visionbench`."""
+    if os.environ.get("VISIONBENCH_CACHE"):
+        return Path(os.environ["VISIONBENCH_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "visionbench"
+
+
+@dataclass
+class Decoded:
+    """The decoded images of one source (rows of failed images are zeros) and their facts."""
+
+    images: np.ndarray
+    ok: np.ndarray
+    failures: dict[str, str]
+    width: np.ndarray
+    height: np.ndarray
+    modes: list[str]
+    formats: list[str]
+    exact: list[str]
+    phash: np.ndarray
+    key: str
+    path: Path
+    from_cache: bool
+    seconds: float
+
+
+def _decode_params(config: PreprocessConfig) -> dict[str, object]:
+    return {
+        "format": CACHE_FORMAT,
+        "size": list(config.size) if config.size else None,
+        "resize": config.resize,
+        "mode": config.decode_mode,
+        "exif": config.exif,
+        "crop_margins": config.crop_margins,
+        "margin_threshold": config.margin_threshold if config.crop_margins else None,
+    }
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_hashes(paths: list[Path], cache_root: Path) -> list[str]:
+    """Content hashes of `paths`, reusing remembered ones whose size and mtime are unchanged."""
+    index_path = cache_root / "file-hashes.json"
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError):
+        index = {}
+    hashes, changed = [], False
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            raise UserError(f"cannot read {path}: {exc.strerror}") from None
+        name = os.path.abspath(path)
+        known = index.get(name)
+        if known and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
+            hashes.append(known[2])
+            continue
+        try:
+            digest = _file_digest(path)
+        except OSError as exc:
+            raise UserError(f"cannot read {path}: {exc.strerror}") from None
+        index[name] = [stat.st_size, stat.st_mtime_ns, digest]
+        hashes.append(digest)
+        changed = True
+    if changed:
+        write_json(index_path, index)
+    return hashes
+
+
+def cache_key(source: SourceData, config: PreprocessConfig, cache_root: Path) -> str:
+    """The key of the cache entry for `source` decoded with `config`."""
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(json.dumps(_decode_params(config), sort_keys=True).encode())
+    digest.update("\n".join(source.ids).encode())
+    if source.paths is not None:
+        digest.update("\n".join(file_hashes(source.paths, cache_root)).encode())
+    else:
+        assert source.arrays is not None
+        digest.update(f"{source.arrays.shape}{source.arrays.dtype}".encode())
+        digest.update(np.ascontiguousarray(source.arrays).data)
+    return digest.hexdigest()
+
+
+def _output_shape(source: SourceData, config: PreprocessConfig) -> tuple[int, int, int]:
+    channels = 3 if config.decode_mode == "RGB" else 1
+    if config.size is not None:
+        return (*config.size, channels)
+    if source.arrays is not None and not config.crop_margins:
+        return (*source.arrays.shape[1:3], channels)
+    if config.crop_margins:
+        raise UserError("data.preprocess.crop_margins needs data.preprocess.size (e.g. 256)")
+    sizes: dict[tuple[int, int], str] = {}
+    assert source.paths is not None
+    for path in source.paths:
+        try:
+            with Image.open(path) as image:
+                sizes.setdefault(image.size, str(path))
+        except Exception:
+            continue
+    if len(sizes) > 1:
+        examples = ", ".join(f"{w}x{h}" for w, h in list(sizes)[:3])
+        raise UserError(
+            f"images have {len(sizes)} different sizes ({examples}, ...); "
+            "set data.preprocess.size (e.g. 256 or [224, 224])"
+        )
+    if not sizes:
+        raise UserError("no image could be read; check data.path")
+    width, height = next(iter(sizes))
+    return (height, width, channels)
+
+
+def _open(item: Path | np.ndarray) -> Image.Image:
+    if isinstance(item, Path):
+        image = Image.open(item)
+        image.load()
+        return image
+    return Image.fromarray(item)
+
+
+def _describe_failure(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}".rstrip(": ")
+
+
+def _decode_chunk(
+    items: list[Path] | np.ndarray,
+    positions: list[int],
+    images_path: str,
+    config_json: str,
+) -> list[tuple[int, ImageFacts | str]]:
+    """Decode `items` into rows `positions` of the memory-mapped `images_path`."""
+    config = PreprocessConfig.model_validate_json(config_json)
+    out = np.load(images_path, mmap_mode="r+")
+    results: list[tuple[int, ImageFacts | str]] = []
+    for item, position in zip(items, positions, strict=True):
+        try:
+            with _open(item) as image:
+                pixels, facts = preprocess(image, config)
+        except Exception as exc:
+            results.append((position, _describe_failure(exc)))
+            continue
+        if pixels.shape != out.shape[1:]:
+            results.append(
+                (position, f"size {facts.width}x{facts.height} differs; set data.preprocess.size")
+            )
+            continue
+        out[position] = pixels
+        results.append((position, facts))
+    out.flush()
+    return results
+
+
+def _clean_stale(cache_root: Path) -> None:
+    """Remove temporary folders that interrupted runs left behind."""
+    now = time.time()
+    for tmp in (cache_root / "decoded").glob(".*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_TMP_SECONDS:
+                shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def _run_decode(
+    source: SourceData,
+    config: PreprocessConfig,
+    images_path: Path,
+    workers: int,
+) -> list[tuple[int, ImageFacts | str]]:
+    items: list[Path] | np.ndarray = source.paths if source.paths is not None else source.arrays
+    count = len(source.ids)
+    config_json = config.model_dump_json()
+    if workers <= 1 or count < POOL_THRESHOLD:
+        return _decode_chunk(items, list(range(count)), str(images_path), config_json)
+    chunk = max(16, min(256, count // (workers * 8)))
+    starts = range(0, count, chunk)
+    results: list[tuple[int, ImageFacts | str]] = []
+    context = multiprocessing.get_context("spawn")
+    with (
+        ProcessPoolExecutor(workers, mp_context=context) as pool,
+        Progress(transient=True) as progress,
+    ):
+        task = progress.add_task(f"decoding {count} images", total=count)
+        futures = [
+            pool.submit(
+                _decode_chunk,
+                items[start : start + chunk],
+                list(range(start, min(start + chunk, count))),
+                str(images_path),
+                config_json,
+            )
+            for start in starts
+        ]
+        try:
+            for future in futures:
+                part = future.result()
+                results += part
+                progress.advance(task, len(part))
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return results
+
+
+def decode(
+    source: SourceData,
+    config: PreprocessConfig,
+    cache_root: Path | None = None,
+    workers: int | None = None,
+) -> Decoded:
+    """Decode `source` with `config`, or load the cached result of a previous identical call."""
+    started = time.perf_counter()
+    root = Path(cache_root) if cache_root else default_cache_root()
+    (root / "decoded").mkdir(parents=True, exist_ok=True)
+    key = cache_key(source, config, root)
+    entry = root / "decoded" / key
+    from_cache = (entry / "meta.json").is_file()
+    if not from_cache:
+        _clean_stale(root)
+        shape = _output_shape(source, config)
+        with atomic_dir(entry) as tmp:
+            images = np.lib.format.open_memmap(
+                tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(len(source.ids), *shape)
+            )
+            del images  # workers write through their own maps
+            results = _run_decode(
+                source, config, tmp / "images.npy", workers or os.cpu_count() or 1
+            )
+            _write_facts(tmp, source, results, key)
+    return _load(entry, key, from_cache, time.perf_counter() - started)
+
+
+def _write_facts(
+    folder: Path,
+    source: SourceData,
+    results: list[tuple[int, ImageFacts | str]],
+    key: str,
+) -> None:
+    count = len(source.ids)
+    width = np.zeros(count, np.int32)
+    height = np.zeros(count, np.int32)
+    phash = np.zeros(count, np.uint64)
+    ok = np.zeros(count, bool)
+    modes, formats, exact = [""] * count, [""] * count, [""] * count
+    failures: dict[str, str] = {}
+    for position, outcome in results:
+        if isinstance(outcome, str):
+            failures[source.ids[position]] = outcome
+            continue
+        ok[position] = True
+        width[position], height[position] = outcome.width, outcome.height
+        phash[position] = outcome.phash
+        modes[position], formats[position] = outcome.mode, outcome.format
+        exact[position] = outcome.exact_hash
+    np.savez(folder / "facts.npz", width=width, height=height, phash=phash, ok=ok)
+    meta = {
+        "format": CACHE_FORMAT,
+        "key": key,
+        "source": source.description,
+        "ids": source.ids,
+        "modes": modes,
+        "formats": formats,
+        "exact": exact,
+        "failures": failures,
+    }
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+def _load(entry: Path, key: str, from_cache: bool, seconds: float) -> Decoded:
+    meta = json.loads((entry / "meta.json").read_text())
+    with np.load(entry / "facts.npz") as facts:
+        width, height, phash, ok = (facts[k] for k in ("width", "height", "phash", "ok"))
+    return Decoded(
+        images=np.load(entry / "images.npy", mmap_mode="r"),
+        ok=ok,
+        failures=meta["failures"],
+        width=width,
+        height=height,
+        modes=meta["modes"],
+        formats=meta["formats"],
+        exact=meta["exact"],
+        phash=phash,
+        key=key,
+        path=entry,
+        from_cache=from_cache,
+        seconds=seconds,
+    )

@@ -1,0 +1,252 @@
+"""From a data config to decoded, labelled, split images and the record of how.
+
+`prepare_data` is the one entry point: source -> labels -> decode (cached) -> duplicates ->
+splits -> duplicate policy. Its `record` is what every run stores as `data.json`.
+
+Example:
+    >>> from visionbench.config import load_config
+    >>> data = prepare_data(load_config("quickstart").data)
+    >>> data.classes[:3], sorted(data.record["splits"])
+    (['0', '1', '2'], ['test', 'train', 'val'])
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from visionbench.data.cache import Decoded, decode
+from visionbench.data.duplicates import connected_groups, find_duplicates, summarize
+from visionbench.data.labels import LabelMapping, map_labels
+from visionbench.data.normalize import Normalization, resolve_normalization
+from visionbench.data.schema import DataCommon
+from visionbench.data.sources import SourceData
+from visionbench.data.splits import assign_splits, check_classes
+from visionbench.errors import UserError
+
+SPLITS = ("train", "val", "test")
+SMALL_TEST_CLASS = 20
+
+
+@dataclass
+class PreparedData:
+    """Decoded images with their labels and splits; `images[index[i]]` is image `i`."""
+
+    config: DataCommon
+    classes: list[str]
+    images: np.ndarray
+    index: np.ndarray
+    ids: list[str]
+    targets: np.ndarray
+    split: np.ndarray
+    fold: np.ndarray
+    labels: LabelMapping
+    decoded: Decoded
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def channels(self) -> int:
+        """Channels the model sees (grey repeated to 3 for `gray3`)."""
+        return self.config.preprocess.channels
+
+    def positions(self, split: str) -> np.ndarray:
+        """Positions (into `ids`, `targets`) of the images of `split`."""
+        return np.flatnonzero(self.split == split)
+
+    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 images (N, H, W, C as the model sees them) and integer targets of `split`."""
+        positions = self.positions(split)
+        images = np.asarray(self.images[self.index[positions]])
+        if self.channels == 3 and images.shape[-1] == 1:
+            images = np.repeat(images, 3, axis=-1)
+        return images, self.targets[positions]
+
+    def normalization(self) -> Normalization:
+        """The configured normalisation, with statistics from the training split only."""
+        return resolve_normalization(
+            self.config.preprocess, self.images[np.sort(self.index[self.positions("train")])]
+        )
+
+
+def _limit_per_class(source: SourceData, targets: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """Positions keeping at most `limit` images per (given split, class), chosen by seed."""
+    rng = np.random.default_rng(seed)
+    keep = []
+    places = np.asarray([f"{s}|{t}" for s, t in zip(source.splits, targets.tolist(), strict=True)])
+    for place in np.unique(places):
+        members = np.flatnonzero(places == place)
+        keep.append(np.sort(rng.permutation(members)[:limit]))
+    return np.sort(np.concatenate(keep))
+
+
+def _counts(targets: np.ndarray, mask: np.ndarray, classes: list[str]) -> dict[str, int]:
+    counted = Counter(targets[mask].tolist())
+    return {name: int(counted.get(i, 0)) for i, name in enumerate(classes)}
+
+
+def prepare_data(config: DataCommon) -> PreparedData:
+    """Load, label, decode (cached), deduplicate-check and split the data `config` names."""
+    source: SourceData = config.load()  # type: ignore[attr-defined]
+    labels = map_labels(source.labels, config.labels)
+    keep = np.flatnonzero(labels.targets >= 0)
+    if config.split.limit_per_class is not None:
+        kept = source.subset(keep)
+        keep = keep[
+            _limit_per_class(
+                kept, labels.targets[keep], config.split.limit_per_class, config.split.seed
+            )
+        ]
+    source = source.subset(keep)
+    targets_all = labels.targets[keep]
+
+    decoded = decode(source, config.preprocess, config.cache_dir, config.workers)
+    index = np.flatnonzero(decoded.ok)
+    if len(index) == 0:
+        raise UserError(f"none of the {len(source.ids)} images could be decoded; check data.path")
+    ids = [source.ids[i] for i in index]
+    targets = targets_all[index]
+    given = (
+        [source.splits[i] for i in index] if config.split.given == "keep" else [None] * len(index)
+    )
+
+    dup = config.duplicates
+    pairs = find_duplicates(
+        [decoded.exact[i] for i in index],
+        decoded.phash[index],
+        dup.near_threshold if dup.near else None,
+    )
+    groups = (
+        connected_groups(len(index), pairs.all_pairs())
+        if dup.keep_groups_together
+        else np.arange(len(index))
+    )
+    split, fold = assign_splits(
+        targets,
+        given,
+        groups,
+        val=config.split.val,
+        test=config.split.test,
+        seed=config.split.seed,
+        folds=config.split.folds,
+    )
+    check_classes(targets, split, labels.classes)
+
+    findings = {
+        "exact": summarize(pairs.exact, split, targets, ids),
+        "near": summarize(pairs.near, split, targets, ids),
+    }
+    leaked = _test_leaks(pairs.all_pairs(), split)
+    warnings: list[str] = []
+    dropped: list[str] = []
+    if len(leaked):
+        message = (
+            f"{len(leaked)} test image(s) duplicate training/validation images "
+            f"(e.g. {ids[int(leaked[0])]})"
+        )
+        if dup.policy == "fail":
+            raise UserError(f"{message}; duplicates.policy is 'fail' (use warn or drop_from_test)")
+        if dup.policy == "drop_from_test":
+            dropped = [ids[i] for i in leaked.tolist()]
+            keep_mask = np.ones(len(index), bool)
+            keep_mask[leaked] = False
+            index, targets, split, fold = (
+                index[keep_mask],
+                targets[keep_mask],
+                split[keep_mask],
+                fold[keep_mask],
+            )
+            ids = [i for i, k in zip(ids, keep_mask, strict=True) if k]
+            warnings.append(f"{message}: dropped from the test split")
+        else:
+            warnings.append(
+                f"{message}: test metrics may be optimistic "
+                "(duplicates.policy: drop_from_test removes them)"
+            )
+
+    data = PreparedData(
+        config, labels.classes, decoded.images, index, ids, targets, split, fold, labels, decoded
+    )
+    data.record = _record(data, source, findings, dropped, warnings)
+    return data
+
+
+def _test_leaks(pairs: np.ndarray, split: np.ndarray) -> np.ndarray:
+    """Positions of test images paired with a training or validation image."""
+    leaks = set()
+    for a, b in pairs.tolist():
+        if (split[a] == "test") != (split[b] == "test"):
+            leaks.add(a if split[a] == "test" else b)
+    return np.asarray(sorted(leaks), np.int64)
+
+
+def _record(
+    data: PreparedData,
+    source: SourceData,
+    findings: dict[str, Any],
+    dropped: list[str],
+    warnings: list[str],
+) -> dict[str, Any]:
+    classes = data.classes
+    splits = {
+        name: _counts(data.targets, data.split == name, classes)
+        for name in SPLITS
+        if (data.split == name).any()
+    }
+    for name, counts in splits.get("test", {}).items():
+        if 0 < counts < SMALL_TEST_CLASS:
+            warnings.append(
+                f"test class {name} has only {counts} images: its metrics are very uncertain"
+            )
+    if data.decoded.failures:
+        warnings.append(
+            f"{len(data.decoded.failures)} image(s) could not be decoded and were skipped"
+        )
+    config = data.config
+    record: dict[str, Any] = {
+        "source": source.description,
+        "classes": classes,
+        "channels": data.channels,
+        "image_shape": list(data.images.shape[1:3]),
+        "label_notes": data.labels.notes,
+        "positive_group": None
+        if data.labels.positive_group is None
+        else {
+            "name": data.labels.positive_group,
+            "classes": [classes[i] for i in data.labels.positive_classes],
+        },
+        "splits": splits,
+        "totals": {name: sum(counts.values()) for name, counts in splits.items()},
+        "split_policy": {
+            "given": config.split.given,
+            "val": config.split.val,
+            "test": config.split.test
+            if "test" not in set(s for s in source.splits if s)
+            else "given",
+            "seed": config.split.seed,
+            "folds": config.split.folds,
+        },
+        "failures": data.decoded.failures,
+        "ignored_files": {"count": len(source.ignored), "examples": source.ignored[:10]},
+        "duplicates": {
+            "policy": config.duplicates.policy,
+            "near_threshold": config.duplicates.near_threshold if config.duplicates.near else None,
+            **findings,
+            "dropped_from_test": dropped,
+        },
+        "cache": {
+            "key": data.decoded.key,
+            "path": str(data.decoded.path),
+            "from_cache": data.decoded.from_cache,
+            "seconds": round(data.decoded.seconds, 3),
+        },
+        "warnings": warnings,
+    }
+    if config.split.folds is not None:
+        record["folds"] = {
+            str(k): _counts(data.targets, data.fold == k, classes)
+            for k in range(config.split.folds)
+        }
+    return record

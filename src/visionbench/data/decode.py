@@ -1,0 +1,127 @@
+"""Decoding one image: EXIF orientation, colour mode, dark-margin crop, resize, hashes.
+
+Everything here works on one image at a time and is pure, so the cache can run it in a
+process pool. The perceptual hash is a DCT hash (pHash): 64 bits that change little when
+an image is re-encoded, resized or slightly brightened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from visionbench.data.schema import PreprocessConfig
+
+# Pixel formats PIL would clip when converting to 8 bits (16-bit medical PNGs, floats).
+_WIDE_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What is known about one source image after decoding it."""
+
+    width: int
+    height: int
+    mode: str
+    format: str
+    exact_hash: str
+    phash: int
+
+
+def to_mode(image: Image.Image, mode: str) -> Image.Image:
+    """Convert to `L` or `RGB`, rescaling wide integer/float images instead of clipping."""
+    if image.mode in _WIDE_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        scale = 255.0 / (high - low) if high > low else 0.0
+        image = Image.fromarray(np.rint((values - low) * scale).astype(np.uint8), "L")
+    elif image.mode in ("RGBA", "LA", "P", "PA") and mode == "RGB":
+        # Transparent pixels become black rather than whatever colour they hide.
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(canvas, rgba)
+    return image.convert(mode) if image.mode != mode else image
+
+
+def exact_hash(pixels: np.ndarray) -> str:
+    """Hash of the decoded pixels and their shape: equal only for identical images."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(str(pixels.shape).encode())
+    digest.update(np.ascontiguousarray(pixels).tobytes())
+    return digest.hexdigest()
+
+
+def phash_from_grey32(grey32: np.ndarray) -> np.ndarray:
+    """pHash of grey images already reduced to 32x32: (N, 32, 32) -> (N,) uint64."""
+    from scipy.fft import dctn  # imported here: a warm run never hashes, so never pays for it
+
+    coefficients = dctn(grey32.astype(np.float64), axes=(-2, -1), norm="ortho")[..., :8, :8]
+    flat = coefficients.reshape(len(grey32), 64)
+    # The DC term measures overall brightness, not structure: compare against the median
+    # of the other 63 coefficients, as pHash does.
+    median = np.median(flat[:, 1:], axis=1, keepdims=True)
+    bits = (flat > median).astype(np.uint64)
+    weights = np.left_shift(np.uint64(1), np.arange(64, dtype=np.uint64))
+    return (bits * weights).sum(axis=1, dtype=np.uint64)
+
+
+def grey32(image: Image.Image) -> np.ndarray:
+    """The 32x32 grey thumbnail pHash is computed from."""
+    return np.asarray(image.convert("L").resize((32, 32), Image.Resampling.LANCZOS))
+
+
+def crop_dark_margins(image: Image.Image, threshold: int) -> Image.Image:
+    """Crop to the bounding box of pixels brighter than `threshold` (e.g. the skull in an MRI).
+
+    An image with nothing above the threshold is returned as it is.
+    """
+    grey = np.asarray(image.convert("L"))
+    rows = np.flatnonzero((grey > threshold).any(axis=1))
+    cols = np.flatnonzero((grey > threshold).any(axis=0))
+    if rows.size == 0 or cols.size == 0:
+        return image
+    return image.crop((int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1))
+
+
+def resize(image: Image.Image, size: tuple[int, int], how: str) -> Image.Image:
+    """Resize to (height, width) by `stretch`, `letterbox` (fit, pad black) or `center_crop`."""
+    height, width = size
+    if image.size == (width, height):
+        return image
+    bilinear = Image.Resampling.BILINEAR
+    if how == "stretch":
+        return image.resize((width, height), bilinear)
+    if how == "letterbox":
+        fitted = ImageOps.contain(image, (width, height), bilinear)
+        canvas = Image.new(image.mode, (width, height))
+        canvas.paste(fitted, ((width - fitted.width) // 2, (height - fitted.height) // 2))
+        return canvas
+    if how == "center_crop":
+        return ImageOps.fit(image, (width, height), bilinear)
+    raise ValueError(f"unknown resize {how!r}")
+
+
+def preprocess(image: Image.Image, config: PreprocessConfig) -> tuple[np.ndarray, ImageFacts]:
+    """Decode-time preprocessing of one opened image -> (H, W, C) uint8 pixels and facts."""
+    source_mode, source_format = image.mode, image.format or ""
+    if config.exif:
+        image = ImageOps.exif_transpose(image)
+    image = to_mode(image, config.decode_mode)
+    pixels = np.asarray(image)
+    facts = ImageFacts(
+        width=image.width,
+        height=image.height,
+        mode=source_mode,
+        format=source_format,
+        exact_hash=exact_hash(pixels),
+        phash=int(phash_from_grey32(grey32(image)[None])[0]),
+    )
+    if config.crop_margins:
+        image = crop_dark_margins(image, config.margin_threshold)
+    if config.size is not None:
+        image = resize(image, config.size, config.resize)
+    out = np.asarray(image, dtype=np.uint8)
+    return (out[..., None] if out.ndim == 2 else out), facts

@@ -1,0 +1,129 @@
+"""Exact and near-duplicate images, within and across splits.
+
+Exact duplicates share the hash of their decoded pixels; near duplicates have perceptual
+hashes (64-bit pHash) at most `threshold` bits apart. The all-pairs Hamming search runs in
+row blocks so memory stays bounded (block x N bytes) whatever the dataset size.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+
+BLOCK_ROWS = 1024
+
+
+def popcount64(values: np.ndarray) -> np.ndarray:
+    """Number of set bits of each uint64."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(values)
+    as_bytes = values.view(np.uint8).reshape(*values.shape, 8)
+    table = np.array([bin(i).count("1") for i in range(256)], np.uint8)
+    return table[as_bytes].sum(axis=-1)
+
+
+@dataclass(frozen=True)
+class DuplicatePairs:
+    """Pairs (i < j) of positions among the images searched, exact and near."""
+
+    exact: np.ndarray
+    near: np.ndarray
+
+    def all_pairs(self) -> np.ndarray:
+        """Exact and near pairs together, shape (P, 2)."""
+        return np.concatenate([self.exact, self.near]).reshape(-1, 2)
+
+
+def exact_pairs(hashes: list[str]) -> np.ndarray:
+    """All pairs of positions whose exact hashes are equal, shape (P, 2)."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for position, value in enumerate(hashes):
+        groups[value].append(position)
+    pairs = [pair for members in groups.values() for pair in combinations(members, 2)]
+    return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+def near_pairs(phash: np.ndarray, threshold: int) -> np.ndarray:
+    """All pairs (i < j) whose pHashes differ in at most `threshold` bits, shape (P, 2)."""
+    phash = np.asarray(phash, dtype=np.uint64)
+    found = []
+    for start in range(0, len(phash), BLOCK_ROWS):
+        block = phash[start : start + BLOCK_ROWS]
+        # Only columns after the block's first row can pair with it (i < j).
+        distance = popcount64(block[:, None] ^ phash[None, start:])
+        rows, cols = np.nonzero(distance <= threshold)
+        cols = cols + start
+        rows = rows + start
+        keep = cols > rows
+        found.append(np.stack([rows[keep], cols[keep]], axis=1))
+    return np.concatenate(found) if found else np.zeros((0, 2), np.int64)
+
+
+def find_duplicates(hashes: list[str], phash: np.ndarray, threshold: int | None) -> DuplicatePairs:
+    """Exact pairs, and near pairs that are not exact (`threshold=None` skips near search)."""
+    exact = exact_pairs(hashes)
+    if threshold is None:
+        return DuplicatePairs(exact, np.zeros((0, 2), np.int64))
+    near = near_pairs(phash, threshold)
+    if len(exact) and len(near):
+        exact_set = {tuple(p) for p in exact.tolist()}
+        near = np.asarray([p for p in near.tolist() if tuple(p) not in exact_set], np.int64)
+    return DuplicatePairs(exact, near.reshape(-1, 2))
+
+
+def connected_groups(count: int, pairs: np.ndarray) -> np.ndarray:
+    """Union-find group id per position: duplicates (transitively) share a group."""
+    parent = np.arange(count)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in pairs.tolist():
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return np.asarray([root(i) for i in range(count)])
+
+
+def summarize(
+    pairs: np.ndarray,
+    splits: np.ndarray,
+    targets: np.ndarray,
+    ids: list[str],
+    examples: int = 5,
+) -> dict[str, dict[str, object]]:
+    """Counts per split (`within`) and split pair (`across`), with example id pairs.
+
+    For each place: `pairs` (duplicate pairs), `images` (images with a duplicate there; for
+    `a~b` the images of `b` that also appear in `a`), `label_conflicts` (pairs whose labels
+    differ) and up to `examples` example pairs.
+    """
+    within: dict[str, dict[str, object]] = {}
+    across: dict[str, dict[str, object]] = {}
+    order = {"train": 0, "val": 1, "test": 2}
+    for a, b in pairs.tolist():
+        first, second = sorted((a, b), key=lambda p: order.get(str(splits[p]), 3))
+        split_a, split_b = str(splits[first]), str(splits[second])
+        if split_a == split_b:
+            place = within.setdefault(split_a, _empty())
+            place["_images"].update((first, second))
+        else:
+            place = across.setdefault(f"{split_a}~{split_b}", _empty())
+            place["_images"].add(second)
+        place["pairs"] += 1
+        place["label_conflicts"] += int(targets[first] != targets[second])
+        if len(place["examples"]) < examples:
+            place["examples"].append([ids[first], ids[second]])
+    for place in [*within.values(), *across.values()]:
+        place["images"] = len(place.pop("_images"))
+    return {"within": within, "across": across}
+
+
+def _empty() -> dict:
+    return {"pairs": 0, "images": 0, "label_conflicts": 0, "examples": [], "_images": set()}

@@ -1,0 +1,191 @@
+"""Dataset inspection: counts, image statistics, duplicates, class variance, charts.
+
+The variance analysis follows the MRI study's section 4.4 (images flattened to vectors):
+intra-class variance of class k is (1/n_k) sum ||x_i - mu_k||^2, the study's inter-class
+variance is sum_k n_k ||mu_k - mu||^2 and its ratio divides that by the *sum* of the
+intra-class variances. That ratio mixes a sum over images with a mean per class, so it
+grows with the dataset size; we report it for comparison and, beside it, the
+scale-free Fisher ratio trace(S_B) / trace(S_W) = sum_k n_k ||mu_k - mu||^2 /
+sum_k n_k var_k. Everything is accumulated in chunks: no N x D matrix is ever built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from visionbench.data.dataset import SPLITS, PreparedData
+from visionbench.fileio import write_json
+
+CHUNK = 256
+SAMPLES_PER_CLASS = 8
+THUMBNAIL = 128
+# Fast PNG compression: inspect charts are rewritten on every call.
+PNG_OPTIONS = {"compress_level": 1}
+
+
+def image_statistics(data: PreparedData) -> dict[str, Any]:
+    """Source image sizes, modes and formats per split (before preprocessing)."""
+    stats: dict[str, Any] = {}
+    source_positions = data.index
+    for split in SPLITS:
+        positions = source_positions[data.split == split]
+        if len(positions) == 0:
+            continue
+        width, height = data.decoded.width[positions], data.decoded.height[positions]
+        sizes = Counter(zip(width.tolist(), height.tolist(), strict=True))
+        stats[split] = {
+            "width": {
+                "min": int(width.min()),
+                "median": float(np.median(width)),
+                "max": int(width.max()),
+            },
+            "height": {
+                "min": int(height.min()),
+                "median": float(np.median(height)),
+                "max": int(height.max()),
+            },
+            "distinct_sizes": len(sizes),
+            "most_common_sizes": [f"{w}x{h}: {n}" for (w, h), n in sizes.most_common(3)],
+            "modes": dict(Counter(data.decoded.modes[p] for p in positions.tolist())),
+            "formats": dict(
+                Counter(data.decoded.formats[p] or "array" for p in positions.tolist())
+            ),
+        }
+    return stats
+
+
+def class_variance(
+    data: PreparedData, splits: tuple[str, ...] = ("train", "val")
+) -> dict[str, Any]:
+    """Intra/inter-class variance of the flattened uint8 images of `splits` (see module doc)."""
+    positions = np.flatnonzero(np.isin(data.split, splits))
+    dims = int(np.prod(data.images.shape[1:]))
+    per_class: dict[str, dict[str, float]] = {}
+    sums, counts, intra = [], [], []
+    for label, name in enumerate(data.classes):
+        members = np.sort(data.index[positions[data.targets[positions] == label]])
+        if len(members) == 0:
+            continue
+        total = np.zeros(dims)
+        squared = 0.0
+        for start in range(0, len(members), CHUNK):
+            chunk = np.asarray(data.images[members[start : start + CHUNK]]).reshape(-1, dims)
+            total += chunk.sum(axis=0, dtype=np.float64)
+            as_float = chunk.astype(np.float32)
+            squared += float(np.einsum("ij,ij->", as_float, as_float, dtype=np.float64))
+        mean = total / len(members)
+        variance = squared / len(members) - float(mean @ mean)
+        per_class[name] = {"count": len(members), "intra_variance": variance}
+        sums.append(total)
+        counts.append(len(members))
+        intra.append(variance)
+    n = np.asarray(counts, np.float64)
+    means = np.stack(sums) / n[:, None]
+    grand = np.sum(sums, axis=0) / n.sum()
+    inter = float(np.sum(n * np.sum((means - grand) ** 2, axis=1)))
+    within = float(np.sum(n * np.asarray(intra)))
+    return {
+        "computed_on": list(splits),
+        "pixel_scale": "uint8 0-255, flattened preprocessed images",
+        "per_class": per_class,
+        "inter_variance_study": inter,
+        "ratio_study": inter / float(np.sum(intra)) if np.sum(intra) > 0 else None,
+        "fisher_ratio": inter / within if within > 0 else None,
+    }
+
+
+def _cached_variance(data: PreparedData) -> dict[str, Any]:
+    """`class_variance`, remembered in the cache entry for this exact labelling and split."""
+    digest = hashlib.blake2b(digest_size=12)
+    for array in (data.index, data.targets, data.split.astype("U5")):
+        digest.update(np.ascontiguousarray(array).data)
+    path = data.decoded.path / f"variance-{digest.hexdigest()}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        result = class_variance(data)
+    # A read-only cache still gives the answer, just not faster next time.
+    with contextlib.suppress(OSError):
+        write_json(path, result)
+    return result
+
+
+def plot_class_distribution(data: PreparedData, path: Path) -> Path:
+    """Grouped bar chart of images per class and split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    splits = [s for s in SPLITS if s in data.record["splits"]]
+    x = np.arange(len(data.classes))
+    width = 0.8 / max(len(splits), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(data.classes) + 3), 4))
+    for i, split in enumerate(splits):
+        counts = [data.record["splits"][split][name] for name in data.classes]
+        bars = ax.bar(x + (i - (len(splits) - 1) / 2) * width, counts, width, label=split)
+        ax.bar_label(bars, fontsize=7)
+    ax.set_xticks(x, data.classes, rotation=30 if len(data.classes) > 4 else 0, ha="right")
+    ax.set_ylabel("images")
+    ax.set_title("Images per class and split")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, pil_kwargs=PNG_OPTIONS)
+    plt.close(fig)
+    return path
+
+
+def sample_grid(data: PreparedData, label: int, path: Path, seed: int = 0) -> Path:
+    """A row of up to 8 training images of class `label`, as the model sees them (uint8)."""
+    rng = np.random.default_rng(seed)
+    pool = np.flatnonzero((data.targets == label) & (data.split == "train"))
+    chosen = np.sort(data.index[rng.permutation(pool)[:SAMPLES_PER_CLASS]])
+    height, width = data.images.shape[1:3]
+    # Small images are enlarged by whole pixels (crisp), large ones reduced to thumbnails.
+    scale = THUMBNAIL / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    gap = 4
+    canvas = Image.new("RGB", (len(chosen) * (size[0] + gap) - gap, size[1]), "white")
+    for i, position in enumerate(chosen.tolist()):
+        tile = np.asarray(data.images[position])
+        image = Image.fromarray(tile[..., 0] if tile.shape[-1] == 1 else tile)
+        resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.BILINEAR
+        canvas.paste(image.resize(size, resample), (i * (size[0] + gap), 0))
+    canvas.save(path, **PNG_OPTIONS)
+    return path
+
+
+def inspect_data(data: PreparedData, out_dir: Path) -> dict[str, Any]:
+    """Everything `visionbench inspect` reports; charts are written into `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    artifacts = [str(plot_class_distribution(data, out_dir / "class_distribution.png"))]
+    for label, name in enumerate(data.classes):
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+        artifacts.append(str(sample_grid(data, label, out_dir / f"samples_{safe}.png")))
+    record = data.record
+    return {
+        **{
+            k: record[k]
+            for k in ("source", "classes", "image_shape", "channels", "splits", "totals")
+        },
+        "positive_group": record["positive_group"],
+        "label_notes": record["label_notes"],
+        "split_policy": record["split_policy"],
+        **({"folds": record["folds"]} if "folds" in record else {}),
+        "image_stats": image_statistics(data),
+        "failures": record["failures"],
+        "ignored_files": record["ignored_files"],
+        "duplicates": record["duplicates"],
+        "variance": _cached_variance(data),
+        "warnings": record["warnings"],
+        "cache": record["cache"],
+        "artifacts": artifacts,
+    }

@@ -1,0 +1,131 @@
+"""Typed settings shared by every data source: preprocessing, splits, labels, duplicates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys are errors, values are validated on set."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class MeanStd(StrictModel):
+    """Explicit per-channel normalisation statistics, in the [0, 1] pixel scale."""
+
+    mean: list[float]
+    std: list[float]
+
+    @model_validator(mode="after")
+    def _same_length(self) -> MeanStd:
+        if len(self.mean) != len(self.std) or not self.mean:
+            raise ValueError("mean and std need the same, non-zero number of channels")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("every std must be positive")
+        return self
+
+
+NormalizeName = Literal["unit", "standardize", "dataset", "imagenet"]
+
+
+class PreprocessConfig(StrictModel):
+    """How every image is decoded, once, into the uint8 cache (and normalised later).
+
+    `size` is (height, width) or one number for a square; `None` keeps the native size,
+    which is allowed only when every image has the same size (array sources do).
+    """
+
+    size: tuple[int, int] | None = None
+    resize: Literal["stretch", "letterbox", "center_crop"] = "stretch"
+    color: Literal["grayscale", "rgb", "gray3"] = "rgb"
+    exif: bool = True
+    crop_margins: bool = False
+    margin_threshold: int = Field(10, ge=0, le=254)
+    normalize: NormalizeName | MeanStd = "unit"
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _square(cls, value: object) -> object:
+        if isinstance(value, int):
+            return (value, value)
+        return value
+
+    @field_validator("size")
+    @classmethod
+    def _positive(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError("size must be positive")
+        return value
+
+    @property
+    def decode_mode(self) -> Literal["L", "RGB"]:
+        """The PIL mode stored in the cache; `gray3` stores grey and repeats it later."""
+        return "RGB" if self.color == "rgb" else "L"
+
+    @property
+    def channels(self) -> int:
+        """Channels the model sees."""
+        return 1 if self.color == "grayscale" else 3
+
+
+class SplitConfig(StrictModel):
+    """How train/validation(/test) splits are made from the data the source gives.
+
+    A test split the source provides is never touched and never feeds validation. `test`
+    is used only when the source has no test split. `given: pool` ignores the source's
+    splits and splits everything here (e.g. MNIST's 10k test set used alone).
+    """
+
+    val: float = Field(0.2, ge=0.0, lt=1.0)
+    test: float = Field(0.2, ge=0.0, lt=1.0)
+    seed: int = 42
+    folds: int | None = Field(None, ge=2)
+    given: Literal["keep", "pool"] = "keep"
+    limit_per_class: int | None = Field(None, ge=1)
+
+
+class PositiveGroup(StrictModel):
+    """Classes read together as 'positive' in clinical readings (e.g. any tumour)."""
+
+    name: str
+    classes: list[str] = Field(min_length=1)
+
+
+class LabelConfig(StrictModel):
+    """Label mapping, applied in this order: rename, merge, select, positive (binary)."""
+
+    rename: dict[str, str] = Field(default_factory=dict)
+    merge: dict[str, list[str]] = Field(default_factory=dict)
+    select: list[str] | None = None
+    positive: list[str] | None = None
+    positive_name: str | None = None
+    negative_name: str | None = None
+    positive_group: PositiveGroup | None = None
+
+
+class DuplicateConfig(StrictModel):
+    """Exact (decoded-pixel hash) and near (perceptual hash) duplicate detection.
+
+    `policy`: `warn` records and reports, `drop_from_test` removes test images that
+    duplicate a training or validation image, `fail` stops the run on any such leak.
+    """
+
+    policy: Literal["warn", "drop_from_test", "fail"] = "warn"
+    near: bool = True
+    near_threshold: int = Field(4, ge=0, le=32)
+    keep_groups_together: bool = True
+
+
+class DataCommon(StrictModel):
+    """Settings every source shares; each source adds its own fields and a `source` tag."""
+
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    labels: LabelConfig = Field(default_factory=LabelConfig)
+    duplicates: DuplicateConfig = Field(default_factory=DuplicateConfig)
+    cache_dir: Path | None = None
+    workers: int | None = Field(None, ge=1)
