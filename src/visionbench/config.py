@@ -320,7 +320,9 @@ def _describe(
 ) -> str:
     """One line per the first problem (with a count of the others)."""
     messages = []
-    for item in error.errors():
+    # A misspelt key also makes the real key 'missing': report the misspelling first.
+    ordered = sorted(error.errors(), key=lambda item: item["type"] != "extra_forbidden")
+    for item in ordered:
         path = _clean_location(raw, tuple(item["loc"]))
         dotted = ".".join(str(p) for p in path)
         kind = item["type"]

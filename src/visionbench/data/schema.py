@@ -76,7 +76,8 @@ class SplitConfig(StrictModel):
     """How train/validation(/test) splits are made from the data the source gives.
 
     A test split the source provides is never touched and never feeds validation. `test`
-    is used only when the source has no test split. `given: pool` ignores the source's
+    (a fraction of all images) is used only when the source has no test split; `val` is a
+    fraction of the training images that remain. `given: pool` ignores the source's
     splits and splits everything here (e.g. MNIST's 10k test set used alone).
     """
 

@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny synthetic image folders made on the fly, and an isolated cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Every test gets its own decode cache, never the user's."""
+    root = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("VISIONBENCH_CACHE", str(root))
+    return root
+
+
+def pattern(label: int, index: int, size: int = 24, mode: str = "RGB") -> Image.Image:
+    """A distinct image per (label, index): class sets the stripe direction, index the phase."""
+    rng = np.random.default_rng(1000 * label + index)
+    y, x = np.mgrid[0:size, 0:size]
+    angle = label * np.pi / 5 + rng.uniform(0, 0.2)
+    wave = np.sin((x * np.cos(angle) + y * np.sin(angle)) * (0.5 + 0.05 * index) + index)
+    blob = np.exp(-((x - rng.uniform(4, size - 4)) ** 2 + (y - rng.uniform(4, size - 4)) ** 2) / 20)
+    grey = np.clip(127 + 80 * wave + 60 * blob + rng.normal(0, 8, (size, size)), 0, 255)
+    rgb = np.stack([grey, np.roll(grey, label, 0), 255 - grey], -1).astype(np.uint8)
+    image = Image.fromarray(rgb, "RGB")
+    return image.convert(mode) if mode != "RGB" else image
+
+
+def make_class_folders(
+    root: Path,
+    counts: dict[str, int],
+    size: int = 24,
+    offset: int = 0,
+    suffix: str = ".png",
+) -> Path:
+    """Write `root/<class>/<i>.png` images, `counts[class]` of each."""
+    for label, (name, count) in enumerate(counts.items()):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            pattern(label, i + offset, size).save(folder / f"img {i}{suffix}")
+    return root
+
+
+@pytest.fixture
+def class_folder(tmp_path: Path) -> Path:
+    """Three classes, 12 images each, 24x24 RGB PNGs."""
+    return make_class_folders(tmp_path / "data", {"cat": 12, "dog": 12, "fox": 12})
+
+
+@pytest.fixture
+def presplit_folder(tmp_path: Path) -> Path:
+    """`Training/` and `Testing/` with two classes and distinct images in each split."""
+    root = tmp_path / "mri"
+    make_class_folders(root / "Training", {"healthy": 20, "tumour": 16})
+    make_class_folders(root / "Testing", {"healthy": 5, "tumour": 4}, offset=100)
+    return root

@@ -1,0 +1,108 @@
+import os
+import time
+
+import numpy as np
+import pytest
+
+from conftest import pattern
+from visionbench.data import cache as cache_module
+from visionbench.data.cache import decode
+from visionbench.data.schema import PreprocessConfig
+from visionbench.data.sources import SOURCES
+
+
+def folder_source(path):
+    return SOURCES.get("folder")(source="folder", path=path).load()
+
+
+def test_second_decode_comes_from_cache_with_same_pixels(class_folder, tmp_path):
+    config = PreprocessConfig(size=16)
+    first = decode(folder_source(class_folder), config, tmp_path / "c")
+    second = decode(folder_source(class_folder), config, tmp_path / "c")
+    assert not first.from_cache and second.from_cache
+    assert first.key == second.key
+    np.testing.assert_array_equal(np.asarray(first.images), np.asarray(second.images))
+    assert first.images.shape == (36, 16, 16, 3) and first.ok.all()
+
+
+def test_changing_a_file_or_a_setting_invalidates(class_folder, tmp_path):
+    config = PreprocessConfig(size=16)
+    base = decode(folder_source(class_folder), config, tmp_path / "c")
+    assert (
+        decode(folder_source(class_folder), PreprocessConfig(size=12), tmp_path / "c").key
+        != base.key
+    )
+    assert (
+        decode(
+            folder_source(class_folder),
+            PreprocessConfig(size=16, color="grayscale"),
+            tmp_path / "c",
+        ).key
+        != base.key
+    )
+    # Normalisation is applied later, so it shares the decoded entry.
+    assert (
+        decode(
+            folder_source(class_folder),
+            PreprocessConfig(size=16, normalize="imagenet"),
+            tmp_path / "c",
+        ).key
+        == base.key
+    )
+    target = class_folder / "cat" / "img 0.png"
+    pattern(2, 77).save(target)
+    os.utime(target, (time.time() + 5, time.time() + 5))
+    changed = decode(folder_source(class_folder), config, tmp_path / "c")
+    assert changed.key != base.key and not changed.from_cache
+
+
+def test_corrupt_and_truncated_images_are_skipped_and_listed(class_folder, tmp_path):
+    (class_folder / "cat" / "broken.jpg").write_bytes(b"this is not a jpeg")
+    good = (class_folder / "dog" / "img 0.png").read_bytes()
+    (class_folder / "dog" / "cut.png").write_bytes(good[: len(good) // 2])
+    decoded = decode(folder_source(class_folder), PreprocessConfig(size=16), tmp_path / "c")
+    assert set(decoded.failures) == {"cat/broken.jpg", "dog/cut.png"}
+    assert decoded.ok.sum() == 36
+    again = decode(folder_source(class_folder), PreprocessConfig(size=16), tmp_path / "c")
+    assert again.from_cache and set(again.failures) == set(decoded.failures)
+
+
+def test_interrupted_decode_leaves_no_trusted_entry(class_folder, tmp_path, monkeypatch):
+    def explode(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache_module, "_write_facts", explode)
+    with pytest.raises(KeyboardInterrupt):
+        decode(folder_source(class_folder), PreprocessConfig(size=16), tmp_path / "c")
+    assert list((tmp_path / "c" / "decoded").iterdir()) == []
+    monkeypatch.undo()
+    assert not decode(
+        folder_source(class_folder), PreprocessConfig(size=16), tmp_path / "c"
+    ).from_cache
+
+
+def test_process_pool_gives_the_same_result_as_one_process(class_folder, tmp_path, monkeypatch):
+    serial = decode(
+        folder_source(class_folder), PreprocessConfig(size=16), tmp_path / "a", workers=1
+    )
+    monkeypatch.setattr(cache_module, "POOL_THRESHOLD", 4)
+    pooled = decode(
+        folder_source(class_folder), PreprocessConfig(size=16), tmp_path / "b", workers=2
+    )
+    np.testing.assert_array_equal(np.asarray(serial.images), np.asarray(pooled.images))
+    assert serial.exact == pooled.exact
+
+
+def test_mixed_sizes_without_size_is_an_error(class_folder, tmp_path):
+    from visionbench.errors import UserError
+
+    pattern(0, 50, size=30).save(class_folder / "cat" / "big.png")
+    with pytest.raises(UserError, match=r"different sizes.*data.preprocess.size"):
+        decode(folder_source(class_folder), PreprocessConfig(), tmp_path / "c")
+
+
+def test_arrays_keep_native_size(tmp_path):
+    source = SOURCES.get("digits")(source="digits").load()
+    decoded = decode(source, PreprocessConfig(color="grayscale"), tmp_path / "c")
+    assert decoded.images.shape == (1797, 8, 8, 1)
+    np.testing.assert_array_equal(np.asarray(decoded.images)[..., 0], source.arrays)

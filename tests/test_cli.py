@@ -1,0 +1,95 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from visionbench.cli import main
+
+
+def run(argv, capsys):
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_inspect_json_on_a_folder(class_folder, tmp_path, capsys):
+    out = tmp_path / "inspect"
+    code, stdout, _ = run(
+        [
+            "inspect",
+            "quickstart",
+            "--set",
+            "data.source=folder",
+            "--set",
+            f"data.path={class_folder}",
+            "--set",
+            "data.preprocess.size=16",
+            "--json",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
+    assert code == 0
+    report = json.loads(stdout)
+    assert report["splits"]["train"] == {"cat": 8, "dog": 8, "fox": 8}
+    assert set(report["duplicates"]) >= {"exact", "near"}
+    assert set(report["duplicates"]["exact"]) == {"within", "across"}
+    for name in ("class_distribution.png", "samples_cat.png", "data.json", "config.yaml"):
+        assert (out / name).is_file()
+    assert report["variance"]["fisher_ratio"] > 0
+
+
+def test_inspect_human_output_on_quickstart(tmp_path, capsys):
+    code, stdout, _ = run(["inspect", "quickstart", "--out", str(tmp_path / "q")], capsys)
+    assert code == 0
+    assert "train" in stdout and "class variance" in stdout
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "message"),
+    [
+        (
+            None,
+            ["--set", "data.source=folder", "--set", "data.path=/no/such/folder"],
+            "data folder not found",
+        ),
+        (None, ["--set", "train.epoch=3"], "did you mean 'epochs'"),
+        ("empty", [], "has no images"),
+        ("single", [], "at least two classes"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(make, args, message, class_folder, tmp_path, capsys):
+    if make == "empty":
+        (class_folder / "empty").mkdir()
+    if make == "single":
+        for name in ("dog", "fox"):
+            for file in (class_folder / name).iterdir():
+                file.unlink()
+            (class_folder / name).rmdir()
+    if make is not None:
+        args = [
+            "--set",
+            "data.source=folder",
+            "--set",
+            f"data.path={class_folder}",
+            "--set",
+            "data.preprocess.size=8",
+        ]
+    code, _, err = run(["inspect", "quickstart", *args, "--out", str(tmp_path / "o")], capsys)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+    assert err.strip().count("\n") == 0
+
+
+def test_console_script_prints_no_traceback(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "visionbench.cli", "inspect", str(tmp_path / "missing.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "config file not found" in done.stderr and "Traceback" not in done.stderr

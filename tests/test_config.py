@@ -1,0 +1,135 @@
+from pathlib import Path
+
+import pytest
+
+from visionbench.config import config_from_dict, dump_config, load_config
+from visionbench.errors import UserError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_quickstart_loads_with_typed_sections():
+    cfg = load_config("quickstart")
+    assert cfg.data.source == "digits"
+    assert cfg.output.name == "quickstart"
+    assert set(cfg.models) == {"small_cnn", "wide_cnn", "mlp"}
+
+
+def test_set_overrides_parse_yaml_values():
+    cfg = load_config(
+        "quickstart", ["train.epochs=3", "data.split.folds=5", "data.preprocess.size=[16, 12]"]
+    )
+    assert cfg.train.epochs == 3
+    assert cfg.data.split.folds == 5
+    assert cfg.data.preprocess.size == (16, 12)
+
+
+def test_unknown_key_names_closest_key_and_file_line(tmp_path):
+    path = write(tmp_path, "data:\n  source: digits\ntrain:\n  epochs: 2\n  batchsize: 8\n")
+    with pytest.raises(UserError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert f"{path} line 5" in message
+    assert "'train.batchsize'" in message
+    assert "did you mean 'batch_size'" in message
+
+
+def test_unknown_key_inside_source_section_suggests_source_field(tmp_path):
+    path = write(tmp_path, "data:\n  source: folder\n  pth: /x\n")
+    with pytest.raises(UserError) as info:
+        load_config(path)
+    assert "did you mean 'path'" in str(info.value)
+    assert "line 3" in str(info.value)
+
+
+def test_unknown_key_from_set_names_the_option():
+    with pytest.raises(UserError, match=r"--set data.split.sead.*did you mean 'seed'"):
+        load_config("quickstart", ["data.split.sead=1"])
+
+
+def test_bad_value_says_which_key_and_why():
+    with pytest.raises(UserError, match=r"data.split.val.*less than 1"):
+        load_config("quickstart", ["data.split.val=1.5"])
+
+
+def test_unknown_source_type_suggests_registered_one():
+    with pytest.raises(UserError, match=r"'foldr' is not a data source; did you mean 'folder'"):
+        load_config("quickstart", ["data.source=foldr"])
+
+
+def test_set_without_equals_is_explained():
+    with pytest.raises(UserError, match=r"KEY=VALUE"):
+        load_config("quickstart", ["train.epochs"])
+
+
+def test_invalid_yaml_reports_line(tmp_path):
+    path = write(tmp_path, "data:\n  source: digits\n  split: [unclosed\n")
+    with pytest.raises(UserError, match=r"invalid YAML"):
+        load_config(path)
+
+
+def test_missing_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match=r"config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_extends_deep_merges_parent_and_allows_chains():
+    raw = {
+        "data": {"source": "digits"},
+        "models": {
+            "base": {"preset": "mnist_baseline", "description": "base"},
+            "variant": {"extends": "base", "description": "variant"},
+            "variant2": {"extends": "variant", "pretrained": True},
+        },
+    }
+    cfg = config_from_dict(raw)
+    assert cfg.models["variant"].preset == "mnist_baseline"
+    assert cfg.models["variant"].description == "variant"
+    assert cfg.models["variant2"].description == "variant"
+    assert cfg.models["variant2"].pretrained is True
+    assert cfg.models["base"].pretrained is False
+
+
+def test_extends_errors():
+    with pytest.raises(UserError, match=r"no model named 'bse'; did you mean 'base'"):
+        config_from_dict(
+            {"data": {"source": "digits"}, "models": {"base": {}, "v": {"extends": "bse"}}}
+        )
+    with pytest.raises(UserError, match=r"cycle"):
+        config_from_dict(
+            {"data": {"source": "digits"}, "models": {"a": {"extends": "b"}, "b": {"extends": "a"}}}
+        )
+
+
+def test_override_of_parent_reaches_children():
+    raw = {
+        "data": {"source": "digits"},
+        "models": {"base": {"preset": "a"}, "child": {"extends": "base"}},
+    }
+    cfg = config_from_dict(raw, ["models.base.preset=b"])
+    assert cfg.models["child"].preset == "b"
+
+
+def test_dump_round_trips(tmp_path):
+    cfg = load_config("quickstart", ["data.split.seed=7"])
+    path = write(tmp_path, dump_config(cfg))
+    again = load_config(path)
+    assert again.model_dump() == cfg.model_dump()
+    assert dump_config(cfg).startswith("data:\n  source: digits")
+
+
+def test_saved_config_has_provenance_and_reloads(tmp_path):
+    from visionbench.provenance import save_config
+
+    cfg = load_config("quickstart")
+    path = save_config(cfg, tmp_path, command=["visionbench", "inspect"])
+    text = path.read_text()
+    assert "provenance:" in text and "numpy:" in text and "visionbench_commit" in text
+    again = load_config(path)
+    assert again.provenance is not None
+    assert again.provenance.command == ["visionbench", "inspect"]
+    assert again.data == cfg.data

@@ -1,0 +1,175 @@
+import shutil
+
+import numpy as np
+import pytest
+
+from visionbench.config import config_from_dict
+from visionbench.data.dataset import prepare_data
+from visionbench.data.inspect import class_variance
+from visionbench.errors import UserError
+
+
+def data_config(**data):
+    return config_from_dict({"data": data}).data
+
+
+def test_folder_is_split_into_three_stratified_splits(class_folder):
+    data = prepare_data(
+        data_config(
+            source="folder",
+            path=str(class_folder),
+            preprocess={"size": 16},
+            split={"val": 0.25, "test": 0.25},
+        )
+    )
+    assert data.record["splits"] == {
+        "train": {"cat": 7, "dog": 7, "fox": 7},
+        "val": {"cat": 2, "dog": 2, "fox": 2},  # 25 % of the 9 left after the test carve-out
+        "test": {"cat": 3, "dog": 3, "fox": 3},
+    }
+    images, targets = data.arrays("test")
+    assert images.shape == (9, 16, 16, 3) and sorted(targets.tolist()) == [
+        0,
+        0,
+        0,
+        1,
+        1,
+        1,
+        2,
+        2,
+        2,
+    ]
+
+
+def test_duplicates_across_splits_are_found(presplit_folder):
+    # An exact copy and a re-encoded, resized copy of training images placed in Testing.
+    from PIL import Image
+
+    shutil.copy(
+        presplit_folder / "Training/tumour/img 0.png", presplit_folder / "Testing/tumour/copy.png"
+    )
+    shutil.copy(
+        presplit_folder / "Training/tumour/img 1.png", presplit_folder / "Training/tumour/dup.png"
+    )
+    near = Image.open(presplit_folder / "Training/healthy/img 3.png").resize((30, 30))
+    near.convert("RGB").save(presplit_folder / "Testing/healthy/near.jpg", quality=90)
+    data = prepare_data(
+        data_config(source="presplit", path=str(presplit_folder), preprocess={"size": 24})
+    )
+    found = data.record["duplicates"]
+    assert found["exact"]["across"]["train~test"]["pairs"] == 1
+    assert found["exact"]["within"]["train"]["pairs"] == 1
+    assert found["near"]["across"]["train~test"]["images"] == 1
+    assert found["exact"]["across"]["train~test"]["examples"] == [
+        ["Training/tumour/img 0.png", "Testing/tumour/copy.png"]
+    ]
+    assert any("2 test image(s) duplicate" in w for w in data.record["warnings"])
+    # The within-train duplicate pair never straddles train and validation.
+    pair = [data.ids.index("Training/tumour/img 1.png"), data.ids.index("Training/tumour/dup.png")]
+    assert data.split[pair[0]] == data.split[pair[1]]
+
+    dropped = prepare_data(
+        data_config(
+            source="presplit",
+            path=str(presplit_folder),
+            preprocess={"size": 24},
+            duplicates={"policy": "drop_from_test"},
+        )
+    )
+    assert sorted(dropped.record["duplicates"]["dropped_from_test"]) == [
+        "Testing/healthy/near.jpg",
+        "Testing/tumour/copy.png",
+    ]
+    assert dropped.record["totals"]["test"] == 9
+    with pytest.raises(UserError, match=r"2 test image\(s\) duplicate.*policy is 'fail'"):
+        prepare_data(
+            data_config(
+                source="presplit",
+                path=str(presplit_folder),
+                preprocess={"size": 24},
+                duplicates={"policy": "fail"},
+            )
+        )
+
+
+def test_test_class_missing_from_training(presplit_folder):
+    from conftest import make_class_folders
+
+    make_class_folders(
+        presplit_folder / "Testing", {"healthy": 0, "tumour": 0, "zebra": 2}, offset=300
+    )
+    with pytest.raises(UserError, match=r"zebra have no training images"):
+        prepare_data(
+            data_config(source="presplit", path=str(presplit_folder), preprocess={"size": 24})
+        )
+
+
+def test_limit_per_class_and_pooling_given_splits(presplit_folder):
+    data = prepare_data(
+        data_config(
+            source="presplit",
+            path=str(presplit_folder),
+            split={"limit_per_class": 3, "given": "pool", "val": 0.0, "test": 0.34},
+        )
+    )
+    assert sum(data.record["totals"].values()) == 12  # 3 per class per given split
+    assert data.record["totals"]["test"] == 4
+
+
+def test_normalization_statistics_come_from_training_only(class_folder):
+    data = prepare_data(
+        data_config(
+            source="folder",
+            path=str(class_folder),
+            preprocess={"size": 8, "normalize": "dataset", "color": "grayscale"},
+        )
+    )
+    train, _ = data.arrays("train")
+    norm = data.normalization()
+    assert norm.mean[0] == pytest.approx(train.mean() / 255, rel=1e-6)
+    assert norm.std[0] == pytest.approx(train.std() / 255, rel=1e-4)
+    out = norm.apply(train)
+    assert abs(out.mean()) < 1e-4 and out.std() == pytest.approx(1.0, rel=1e-3)
+
+
+def test_gray3_repeats_grey_and_imagenet_fits_channels(class_folder):
+    data = prepare_data(
+        data_config(
+            source="folder",
+            path=str(class_folder),
+            preprocess={"size": 8, "color": "gray3", "normalize": "imagenet"},
+        )
+    )
+    images, _ = data.arrays("train")
+    assert images.shape[-1] == 3 and (images[..., 0] == images[..., 2]).all()
+    assert data.normalization().mean == (0.485, 0.456, 0.406)
+    grey = prepare_data(
+        data_config(
+            source="folder",
+            path=str(class_folder),
+            preprocess={"size": 8, "color": "grayscale", "normalize": "imagenet"},
+        )
+    )
+    assert grey.normalization().mean == pytest.approx((np.mean([0.485, 0.456, 0.406]),))
+
+
+def test_class_variance_matches_brute_force(class_folder):
+    data = prepare_data(
+        data_config(
+            source="folder",
+            path=str(class_folder),
+            preprocess={"size": 6, "color": "grayscale"},
+            split={"val": 0.0, "test": 0.0},
+        )
+    )
+    got = class_variance(data, ("train",))
+    x, y = data.arrays("train")
+    x = x.reshape(len(x), -1).astype(np.float64)
+    mu = x.mean(0)
+    intra = [((x[y == k] - x[y == k].mean(0)) ** 2).sum(1).mean() for k in range(3)]
+    inter = sum((y == k).sum() * ((x[y == k].mean(0) - mu) ** 2).sum() for k in range(3))
+    assert [v["intra_variance"] for v in got["per_class"].values()] == pytest.approx(intra)
+    assert got["inter_variance_study"] == pytest.approx(inter)
+    assert got["ratio_study"] == pytest.approx(inter / sum(intra))
+    within = sum((y == k).sum() * intra[k] for k in range(3))
+    assert got["fisher_ratio"] == pytest.approx(inter / within)

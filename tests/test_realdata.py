@@ -1,0 +1,75 @@
+"""Checks on ../shared/data; skipped where it is absent (a user's fresh machine)."""
+
+import json
+
+import pytest
+
+from conftest import SHARED_DATA
+from visionbench.cli import main
+
+BRAIN = SHARED_DATA / "brain_tumor_mri"
+pytestmark = pytest.mark.realdata
+
+
+@pytest.mark.skipif(not BRAIN.is_dir(), reason="../shared/data/brain_tumor_mri is absent")
+def test_brain_tumor_counts_and_duplicates(tmp_path, capsys):
+    code = main(
+        [
+            "inspect",
+            "recipes/brain_tumor.yaml",
+            "--set",
+            f"data.path={BRAIN}",
+            "--set",
+            "data.split.val=0",
+            "--json",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    # The counts of shared/data/README.md (validation disabled to compare with Training).
+    assert report["splits"]["train"] == {
+        "glioma_tumor": 826,
+        "meningioma_tumor": 822,
+        "no_tumor": 395,
+        "pituitary_tumor": 827,
+    }
+    assert report["splits"]["test"] == {
+        "glioma_tumor": 100,
+        "meningioma_tumor": 115,
+        "no_tumor": 105,
+        "pituitary_tumor": 74,
+    }
+    across = report["duplicates"]["exact"]["across"]["train~test"]
+    assert across["pairs"] > 100 and across["images"] > 100
+    assert report["duplicates"]["near"]["across"]["train~test"]["pairs"] > 0
+    assert report["image_stats"]["train"]["distinct_sizes"] > 100
+    assert report["ignored_files"]["count"] == 1  # SHA256SUMS
+
+
+@pytest.mark.skipif(
+    not (SHARED_DATA / "mnist_t10k").is_dir(), reason="../shared/data/mnist_t10k is absent"
+)
+def test_mnist_idx_pool_is_split_stratified(capsys, tmp_path):
+    code = main(
+        [
+            "inspect",
+            "quickstart",
+            "--set",
+            "data.source=idx",
+            "--set",
+            f"data.path={SHARED_DATA / 'mnist_t10k'}",
+            "--set",
+            "data.split.given=pool",
+            "--set",
+            "data.duplicates.near=false",
+            "--json",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert sum(report["totals"].values()) == 10000
+    assert report["totals"]["test"] == pytest.approx(2000, abs=10)
