@@ -28,7 +28,10 @@ def test_brain_tumor_counts_and_duplicates(tmp_path, capsys):
     )
     report = json.loads(capsys.readouterr().out)
     assert code == 0
-    # The counts of shared/data/README.md (validation disabled to compare with Training).
+    # The counts of shared/data/README.md, as the source gave them and (validation disabled)
+    # as the split used for training.
+    assert report["source_splits"]["train"]["glioma_tumor"] == 826
+    assert report["source_splits"]["test"]["no_tumor"] == 105
     assert report["splits"]["train"] == {
         "glioma_tumor": 826,
         "meningioma_tumor": 822,

@@ -170,6 +170,11 @@ def prepare_data(config: DataCommon) -> PreparedData:
         config, labels.classes, decoded.images, index, ids, targets, split, fold, labels, decoded
     )
     data.record = _record(data, source, findings, dropped, warnings)
+    given_names = np.asarray([g or "unsplit" for g in (source.splits[i] for i in data.index)])
+    data.record["source_splits"] = {
+        name: _counts(data.targets, given_names == name, data.classes)
+        for name in dict.fromkeys(given_names.tolist())
+    }
     return data
 
 

@@ -176,6 +176,7 @@ def inspect_data(data: PreparedData, out_dir: Path) -> dict[str, Any]:
             k: record[k]
             for k in ("source", "classes", "image_shape", "channels", "splits", "totals")
         },
+        "source_splits": record["source_splits"],
         "positive_group": record["positive_group"],
         "label_notes": record["label_notes"],
         "split_policy": record["split_policy"],
