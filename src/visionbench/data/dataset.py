@@ -67,7 +67,7 @@ class PreparedData:
     def normalization(self) -> Normalization:
         """The configured normalisation, with statistics from the training split only."""
         return resolve_normalization(
-            self.config.preprocess, self.images[np.sort(self.index[self.positions("train")])]
+            self.config.preprocess, self.images, self.index[self.positions("train")]
         )
 
 

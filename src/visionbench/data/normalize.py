@@ -37,16 +37,22 @@ class Normalization:
         return (values - np.float32(self.mean)) / np.float32(self.std)
 
 
-def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 (N, H, W, C) images in [0, 1], in bounded memory."""
+def channel_stats(
+    images: np.ndarray, rows: np.ndarray | None = None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std in [0, 1] of uint8 (N, H, W, C) `images[rows]`.
+
+    Rows are read a chunk at a time, so a memory-mapped cache is never loaded whole.
+    """
+    rows = np.arange(len(images)) if rows is None else np.sort(rows)
     channels = images.shape[-1]
     total = np.zeros(channels)
     squares = np.zeros(channels)
-    for start in range(0, len(images), CHUNK):
-        chunk = np.asarray(images[start : start + CHUNK]).reshape(-1, channels)
+    for start in range(0, len(rows), CHUNK):
+        chunk = np.asarray(images[rows[start : start + CHUNK]]).reshape(-1, channels)
         total += chunk.sum(axis=0, dtype=np.float64)
         squares += np.einsum("ij,ij->j", chunk.astype(np.float32), chunk.astype(np.float32))
-    count = len(images) * images.shape[1] * images.shape[2]
+    count = len(rows) * images.shape[1] * images.shape[2]
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
     return tuple((mean / 255).tolist()), tuple(np.maximum(std / 255, 1e-6).tolist())
@@ -62,8 +68,10 @@ def _fit(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
     raise ValueError(f"{len(values)} normalisation values for {channels} channels")
 
 
-def resolve_normalization(config: PreprocessConfig, train_images: np.ndarray) -> Normalization:
-    """The normalisation `config.normalize` asks for, for images with `config.channels`."""
+def resolve_normalization(
+    config: PreprocessConfig, images: np.ndarray, train_rows: np.ndarray
+) -> Normalization:
+    """The normalisation `config.normalize` asks for; dataset statistics use `train_rows`."""
     channels = config.channels
     choice = config.normalize
     if isinstance(choice, MeanStd):
@@ -74,5 +82,5 @@ def resolve_normalization(config: PreprocessConfig, train_images: np.ndarray) ->
         return Normalization((0.0,) * channels, (1.0,) * channels, per_image=True)
     if choice == "imagenet":
         return Normalization(_fit(IMAGENET_MEAN, channels), _fit(IMAGENET_STD, channels))
-    mean, std = channel_stats(train_images)
+    mean, std = channel_stats(images, train_rows)
     return Normalization(_fit(mean, channels), _fit(std, channels))
