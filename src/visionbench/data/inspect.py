@@ -133,7 +133,9 @@ def plot_class_distribution(data: PreparedData, path: Path) -> Path:
         counts = [data.record["splits"][split][name] for name in data.classes]
         bars = ax.bar(x + (i - (len(splits) - 1) / 2) * width, counts, width, label=split)
         ax.bar_label(bars, fontsize=7)
-    ax.set_xticks(x, data.classes, rotation=30 if len(data.classes) > 4 else 0, ha="right")
+    ax.set_xticks(
+        x, data.classes, rotation=30 if sum(map(len, data.classes)) > 40 else 0, ha="right"
+    )
     ax.set_ylabel("images")
     ax.set_title("Images per class and split")
     ax.legend()
