@@ -85,6 +85,70 @@ def inspect(
         _print_inspection(report)
 
 
+@app.command()
+def run(
+    config: ConfigArg = "quickstart",
+    set_: SetOption = None,
+    model: Annotated[
+        list[str] | None, typer.Option("--model", help="Train only this model (repeatable).")
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(help="Resume an interrupted run folder: finished models are kept, "
+                     "interrupted ones continue from their last checkpoint."),
+    ] = None,
+) -> None:
+    """Train every model of a config and write the run folder."""
+    from visionbench.benchmark import run_benchmark
+    from visionbench.config import load_config
+
+    cfg = load_config(config, set_ or [])
+    result = run_benchmark(cfg, resume=resume, only=model, report=_report)
+    _finish(result)
+
+
+@app.command(name="continue")
+def continue_(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `visionbench run`.")],
+    epochs: Annotated[int, typer.Option(min=1, help="How many more epochs to train.")],
+    model: Annotated[
+        list[str] | None, typer.Option("--model", help="Continue only this model (repeatable).")
+    ] = None,
+) -> None:
+    """Continue training finished models of a run for more epochs (in place)."""
+    from visionbench.benchmark import continue_run
+
+    _finish(continue_run(run_dir, epochs, model, report=_report))
+
+
+def _report(line: str) -> None:
+    stderr.print(line, highlight=False, soft_wrap=True)
+
+
+def _finish(result: Any) -> None:
+    from visionbench.benchmark import leaderboard_rows
+
+    table = Table(title=f"leaderboard  ({result.folder})")
+    for column in ("model", "status", "val acc", "test acc", "test loss", "params", "seconds"):
+        table.add_column(column, justify="left" if column in ("model", "status") else "right")
+
+    def fmt(value: Any, spec: str = ".4f") -> str:
+        return "–" if value is None else format(value, spec)
+
+    for row in leaderboard_rows(result):
+        table.add_row(
+            row["model"], row["status"], fmt(row["val_accuracy"]), fmt(row["test_accuracy"]),
+            fmt(row["test_loss"]), fmt(row["parameters"], ","), fmt(row["train_seconds"], ".1f"),
+        )
+    stdout.print(table)
+    if result.exit_code:
+        failed = [n for n, m in result.models.items() if m["status"] != "ok"]
+        stderr.print(f"[red]error:[/] {len(failed)} model(s) failed: {', '.join(failed)} "
+                     f"(reasons in {result.folder}/run.json); the others' results are kept",
+                     highlight=False, soft_wrap=True)
+        raise typer.Exit(result.exit_code)
+
+
 def _print_inspection(report: dict[str, Any]) -> None:
     classes = report["classes"]
     splits = list(report["splits"])

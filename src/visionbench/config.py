@@ -25,6 +25,9 @@ from pydantic import BaseModel, Field, ValidationError
 from visionbench.data.schema import DataCommon, StrictModel
 from visionbench.data.sources import SOURCES
 from visionbench.errors import UserError
+from visionbench.models.presets import PRESETS
+from visionbench.models.schema import ModelConfig
+from visionbench.train.schema import TrainConfig
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
@@ -32,23 +35,6 @@ DataConfig = Annotated[
     Union[tuple(cls for _, cls in SOURCES.items())],  # noqa: UP007 - built from the registry
     Field(discriminator="source"),
 ]
-
-
-class ModelConfig(StrictModel):
-    """One candidate model. `extends: NAME` (resolved at load time) inherits another entry."""
-
-    description: str | None = None
-    preset: str | None = None
-    backbone: str | None = None
-    pretrained: bool | Path = False
-
-
-class TrainConfig(StrictModel):
-    """Training settings shared by every model unless a model overrides them."""
-
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(32, ge=1)
-    seed: int = 0
 
 
 class EvaluateConfig(StrictModel):
@@ -133,6 +119,10 @@ def config_from_dict(
         overridden.add(_apply_override(raw, override))
     if isinstance(raw.get("models"), dict):
         raw["models"] = _resolve_extends(raw["models"])
+        raw["models"] = {
+            name: _complete_model(name, entry, raw.get("train"), lines, source)
+            for name, entry in raw["models"].items()
+        }
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
@@ -238,6 +228,44 @@ def _resolve_extends(models: dict[str, Any]) -> dict[str, Any]:
         return resolved[name]
 
     return {name: resolve(name, (name,)) for name in models}
+
+
+def _complete_model(
+    name: str,
+    entry: Any,
+    train: Any,
+    lines: dict[tuple[Any, ...], int] | None,
+    source: str,
+) -> Any:
+    """Lay the entry over its preset and its `train:` over the top-level `train:`.
+
+    Each stage's partial `optimizer:` is laid over the model's optimizer, so
+    `stages: [{optimizer: {lr: 1e-4}}]` keeps the model's optimizer name and settings.
+    """
+    if not isinstance(entry, dict):
+        return entry
+    entry = dict(entry)
+    preset = entry.get("preset")
+    if preset is not None:
+        try:
+            entry = _deep_merge(PRESETS.get(str(preset)), entry)
+        except UserError as exc:
+            where = _where(("models", name, "preset"), source, lines or {}, set())
+            raise UserError(f"{where}: models.{name}.preset: {exc}") from None
+    own_train = entry.get("train")
+    if isinstance(train, dict) and (own_train is None or isinstance(own_train, dict)):
+        entry["train"] = _deep_merge(train, own_train or {})
+    optimizer = entry.get("train", {}).get("optimizer", {}) if isinstance(
+        entry.get("train"), dict) else {}
+    stages = entry.get("stages")
+    if isinstance(stages, list) and isinstance(optimizer, dict):
+        entry["stages"] = [
+            {**stage, "optimizer": _deep_merge(optimizer, stage["optimizer"])}
+            if isinstance(stage, dict) and isinstance(stage.get("optimizer"), dict)
+            else stage
+            for stage in stages
+        ]
+    return entry
 
 
 def _clean_location(raw: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:

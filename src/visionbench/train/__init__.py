@@ -1,0 +1,1 @@
+"""Training: the fit loop, callbacks, schedules, augmentation and class balancing."""

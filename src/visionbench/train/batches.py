@@ -1,0 +1,126 @@
+"""Batches of one split, from memory when they fit the budget, streamed otherwise, and the
+device-side pipeline that turns uint8 batches into what the model is fed.
+
+In memory, a split is one uint8 tensor (on the GPU when there is one) in channels-last
+layout, and a batch is one indexing operation: no per-sample Python in the hot loop.
+Larger splits are read from the memory-mapped cache by a DataLoader, a batch at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from visionbench.data.dataset import PreparedData
+from visionbench.models.build import InputSpec
+from visionbench.train.augment import augment, resize
+from visionbench.train.schema import AugmentConfig
+
+
+def chunks(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Split an epoch's order into batches; a last batch of one joins the previous one
+    (batch-norm cannot train on a single image)."""
+    parts = list(torch.split(order, batch_size))
+    if len(parts) > 1 and len(parts[-1]) < 2:
+        parts[-2] = torch.cat(parts[-2:])
+        parts.pop()
+    return parts
+
+
+class SplitImages:
+    """The uint8 images and targets of one split, batched by row positions."""
+
+    def __init__(self, data: PreparedData, split: str, device: torch.device,
+                 memory_budget_mb: int) -> None:
+        self.positions = data.positions(split)
+        self.rows = data.index[self.positions]
+        self.targets = torch.as_tensor(data.targets[self.positions], dtype=torch.long)
+        self.ids = [data.ids[p] for p in self.positions]
+        self.source = data.images
+        self.device = device
+        size = len(self.rows) * int(np.prod(data.images.shape[1:]))
+        self.in_memory = size <= memory_budget_mb * 2**20
+        self.images: torch.Tensor | None = None
+        if self.in_memory:
+            array = np.ascontiguousarray(data.images[self.rows])
+            # NHWC storage permuted to NCHW is exactly the channels-last layout.
+            self.images = torch.from_numpy(array).permute(0, 3, 1, 2).to(device)
+        self.device_targets = self.targets.to(device)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def batches(self, order: torch.Tensor, batch_size: int, workers: int = 0
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(uint8 NCHW images, targets) on the device, batch by batch in `order`."""
+        if self.images is not None:
+            device_order = order.to(self.device)
+            for part in chunks(device_order, batch_size):
+                yield self.images[part], self.device_targets[part]
+            return
+        loader = torch.utils.data.DataLoader(
+            _Rows(self.source, self.rows, self.targets), batch_size=None,
+            sampler=chunks(order, batch_size), num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+        )
+        for images, targets in loader:
+            yield (images.to(self.device, non_blocking=True),
+                   targets.to(self.device, non_blocking=True))
+
+
+class _Rows(torch.utils.data.Dataset):
+    """Reads a whole batch of rows from the memory-mapped cache in one sorted read."""
+
+    def __init__(self, source: np.ndarray, rows: np.ndarray, targets: torch.Tensor) -> None:
+        self.source, self.rows, self.targets = source, rows, targets
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self.rows[positions.numpy()]
+        sort = np.argsort(rows)
+        array = np.empty((len(rows), *self.source.shape[1:]), dtype=np.uint8)
+        array[sort] = self.source[rows[sort]]
+        return torch.from_numpy(array).permute(0, 3, 1, 2), self.targets[positions]
+
+
+@dataclass
+class InputPipeline:
+    """uint8 batch -> float model input: channels, augmentation, resize, normalisation."""
+
+    spec: InputSpec
+    augment: AugmentConfig
+    augment_classes: torch.Tensor | None
+    device: torch.device
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        self.mean = torch.tensor(self.spec.mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(self.spec.std, device=self.device).view(1, -1, 1, 1)
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor, *, train: bool,
+                 gen: torch.Generator | None = None) -> torch.Tensor:
+        """Model input for a uint8 (N, C, H, W) batch; augmented when `train`."""
+        x = images.float().div_(255.0)
+        if x.shape[1] != self.spec.channels:
+            x = x.expand(-1, self.spec.channels, -1, -1)
+        if train and self.augment.active and gen is not None:
+            mask = None
+            if self.augment_classes is not None:
+                mask = torch.isin(targets, self.augment_classes)
+            x = augment(x, self.augment, gen, self.spec.size, mask)
+        else:
+            x = resize(x, self.spec.size, self.spec.resize)
+        if self.spec.per_image:
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            std = x.std(dim=(1, 2, 3), keepdim=True, unbiased=False).clamp_min(1e-6)
+            x = (x - mean) / std
+        else:
+            x = (x - self.mean) / self.std
+        if self.channels_last:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous()

@@ -1,0 +1,141 @@
+"""Typed training settings: optimizer, schedule, callbacks, loss, augmentation, balancing.
+
+The top-level `train:` section is the default of every model; a model's own `train:` keys
+are deep-merged over it when the config is loaded, so each model carries a complete
+`TrainConfig` and the saved config says exactly how each model was trained.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from visionbench.data.schema import StrictModel
+
+
+class OptimizerConfig(StrictModel):
+    """Optimizer (a registry name: sgd, adam, adamw, rmsprop) and its settings."""
+
+    name: str = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.0, ge=0)
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class ScheduleConfig(StrictModel):
+    """Learning-rate schedule, applied per step: constant, step, cosine or onecycle.
+
+    `warmup_epochs` ramps the rate linearly from zero first. `step` multiplies by `gamma`
+    every `step_epochs`; `cosine` decays to `min_lr`; `onecycle` rises to `lr` over
+    `pct_start` of training and anneals to `min_lr`.
+    """
+
+    name: Literal["constant", "step", "cosine", "onecycle"] = "constant"
+    warmup_epochs: float = Field(0.0, ge=0)
+    step_epochs: int = Field(10, ge=1)
+    gamma: float = Field(0.1, gt=0)
+    min_lr: float = Field(0.0, ge=0)
+    pct_start: float = Field(0.3, gt=0, lt=1)
+
+
+Monitor = Literal["val_loss", "val_accuracy", "train_loss", "train_accuracy"]
+
+
+class EarlyStoppingConfig(StrictModel):
+    """Stop when `monitor` has not improved by `min_delta` for `patience` epochs."""
+
+    monitor: Monitor = "val_loss"
+    mode: Literal["auto", "min", "max"] = "auto"
+    patience: int = Field(5, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+    restore_best: bool = True
+
+
+class PlateauConfig(StrictModel):
+    """Multiply the learning rate by `factor` when `monitor` stalls for `patience` epochs."""
+
+    monitor: Monitor = "val_loss"
+    mode: Literal["auto", "min", "max"] = "auto"
+    factor: float = Field(0.1, gt=0, lt=1)
+    patience: int = Field(2, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+    min_lr: float = Field(0.0, ge=0)
+
+
+class LossConfig(StrictModel):
+    """Cross-entropy with optional label smoothing and class weights (`balanced` or a list)."""
+
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    class_weights: Literal["none", "balanced"] | list[float] = "none"
+
+
+class PenaltyConfig(StrictModel):
+    """L1 / L2 (elastic net when both) on every weight matrix and kernel, biases excluded."""
+
+    l1: float = Field(0.0, ge=0)
+    l2: float = Field(0.0, ge=0)
+
+
+class CropConfig(StrictModel):
+    """Random resized crop: area fraction in `scale`, aspect ratio in `ratio`."""
+
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+
+
+class AugmentConfig(StrictModel):
+    """Batch augmentation on the device; every key off by default.
+
+    Probabilities for flips; maximum magnitudes for the rest (rotation in degrees, zoom
+    and shift as fractions of the size, brightness/contrast as relative changes, noise as
+    the std of Gaussian noise on [0, 1] pixels). `classes` restricts augmentation to some
+    classes (the photo-filter study augmented only its minority class).
+    """
+
+    hflip: float = Field(0.0, ge=0, le=1)
+    vflip: float = Field(0.0, ge=0, le=1)
+    rotation: float = Field(0.0, ge=0, le=180)
+    zoom: float = Field(0.0, ge=0, lt=1)
+    shift: float = Field(0.0, ge=0, lt=1)
+    crop: CropConfig | None = None
+    brightness: float = Field(0.0, ge=0, le=1)
+    contrast: float = Field(0.0, ge=0, le=1)
+    noise: float = Field(0.0, ge=0)
+    fill: Literal["border", "zeros", "reflection"] = "border"
+    classes: list[str] | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether any augmentation is switched on."""
+        return bool(
+            self.hflip or self.vflip or self.rotation or self.zoom or self.shift or self.crop
+            or self.brightness or self.contrast or self.noise
+        )
+
+
+class TrainConfig(StrictModel):
+    """How one model is trained (the `train:` section, merged with the model's own)."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1)
+    seed: int = 0
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    plateau: PlateauConfig | None = None
+    early_stopping: EarlyStoppingConfig | None = None
+    loss: LossConfig = Field(default_factory=LossConfig)
+    penalty: PenaltyConfig = Field(default_factory=PenaltyConfig)
+    grad_clip: float | None = Field(None, gt=0)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    balance: Literal["none", "oversample", "undersample", "sampler"] = "none"
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    memory_budget_mb: int = Field(4096, ge=0)
+    checkpoint: bool = True
+    progress: Literal["auto", "bar", "lines", "off"] = "auto"
