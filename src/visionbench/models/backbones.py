@@ -10,10 +10,9 @@ error names the file to provide.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,27 +82,35 @@ def _network_reachable(host: str = "huggingface.co", timeout: float = 1.5) -> bo
         return False
 
 
-@contextlib.contextmanager
-def _hub_offline() -> Iterator[None]:
-    saved = os.environ.get("HF_HUB_OFFLINE")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = saved
-
-
-def _timm_weights(name: str, *, offline: bool) -> dict[str, torch.Tensor] | None:
+def _timm_cached_file(name: str) -> Path | None:
+    """The file timm would load for `name` if it is already in the Hugging Face or torch hub
+    cache; looks only at the disk."""
     import timm
 
-    guard = _hub_offline() if offline else contextlib.nullcontext()
+    cfg = timm.models.get_pretrained_cfg(name) or {}
+    cfg = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+    hub_id = cfg.get("hf_hub_id")
+    if hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        for filename in ("model.safetensors", "pytorch_model.bin"):
+            found = try_to_load_from_cache(hub_id, filename)
+            if isinstance(found, str):
+                return Path(found)
+    url = cfg.get("url")
+    if url:
+        candidate = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _timm_download(name: str) -> dict[str, torch.Tensor] | None:
+    import timm
+
     try:
-        with guard:
-            return timm.create_model(name, pretrained=True).state_dict()
-    except Exception:  # noqa: BLE001 - timm raises many kinds for "not available here"
+        return timm.create_model(name, pretrained=True).state_dict()
+    except Exception:  # noqa: BLE001 - timm raises many kinds for "not available"
         return None
 
 
@@ -119,11 +126,11 @@ def resolve_weights(backbone: str, pretrained: bool | Path) -> Weights:
         packaged = PACKAGED_WEIGHTS.get(backbone)()
         if packaged is not None:
             return Weights(read_state_dict(packaged), f"package file {packaged}")
-    state = _timm_weights(backbone, offline=True)
-    if state is not None:
-        return Weights(state, "timm cache")
+    cached = _timm_cached_file(backbone)
+    if cached is not None:
+        return Weights(read_state_dict(cached), f"timm cache {cached}")
     if _network_reachable():
-        state = _timm_weights(backbone, offline=False)
+        state = _timm_download(backbone)
         if state is not None:
             return Weights(state, "timm download")
     raise UserError(
