@@ -93,3 +93,35 @@ def test_console_script_prints_no_traceback(tmp_path):
     )
     assert done.returncode == 2
     assert "config file not found" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_run_then_continue_writes_the_run_folder(tmp_path, capsys):
+    out = tmp_path / "runs"
+    args = ["--set", f"output.dir={out}", "--set", "train.epochs=1", "--set",
+            "data.split.limit_per_class=30", "--set", "train.progress=quiet"]
+    assert main(["run", "quickstart", *args]) == 0
+    folder = next((out / "quickstart").iterdir())
+    for name in ("config.yaml", "data.json", "leaderboard.csv", "leaderboard.md", "run.json"):
+        assert (folder / name).is_file(), name
+    for model in ("small_cnn", "wide_cnn", "mlp"):
+        metrics = json.loads((folder / model / "metrics.json").read_text())
+        assert metrics["status"] == "ok" and metrics["epochs"] == 1
+        assert (folder / model / "model.safetensors").is_file()
+        assert (folder / model / "checkpoints" / "last.pt").is_file()
+    assert "leaderboard" in capsys.readouterr().out
+    assert main(["continue", str(folder), "--epochs", "1", "--model", "mlp"]) == 0
+    history = json.loads((folder / "mlp" / "history.json").read_text())
+    assert [row["epoch"] for row in history["epochs"]] == [1, 2]
+
+
+def test_run_with_a_broken_model_keeps_the_others_and_exits_2(tmp_path, capsys):
+    out = tmp_path / "runs"
+    code = main(["run", "quickstart", "--set", f"output.dir={out}", "--set", "train.epochs=1",
+                 "--set", "data.split.limit_per_class=20", "--set", "train.progress=quiet",
+                 "--set", "models.mlp.activation=rellu"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "mlp: FAILED: layer 1 (dense): unknown activation 'rellu'; did you mean 'relu'?" in err
+    assert "1 model(s) failed: mlp" in err
+    folder = next((out / "quickstart").iterdir())
+    assert json.loads((folder / "small_cnn" / "metrics.json").read_text())["status"] == "ok"

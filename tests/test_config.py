@@ -83,15 +83,15 @@ def test_extends_deep_merges_parent_and_allows_chains():
         "models": {
             "base": {"preset": "mnist_baseline", "description": "base"},
             "variant": {"extends": "base", "description": "variant"},
-            "variant2": {"extends": "variant", "pretrained": True},
+            "variant2": {"extends": "variant", "activation": "tanh"},
         },
     }
     cfg = config_from_dict(raw)
     assert cfg.models["variant"].preset == "mnist_baseline"
     assert cfg.models["variant"].description == "variant"
     assert cfg.models["variant2"].description == "variant"
-    assert cfg.models["variant2"].pretrained is True
-    assert cfg.models["base"].pretrained is False
+    assert cfg.models["variant2"].activation == "tanh"
+    assert cfg.models["base"].activation == "relu"
 
 
 def test_extends_errors():
@@ -108,10 +108,11 @@ def test_extends_errors():
 def test_override_of_parent_reaches_children():
     raw = {
         "data": {"source": "digits"},
-        "models": {"base": {"preset": "a"}, "child": {"extends": "base"}},
+        "models": {"base": {"preset": "mlp"}, "child": {"extends": "base"}},
     }
-    cfg = config_from_dict(raw, ["models.base.preset=b"])
-    assert cfg.models["child"].preset == "b"
+    cfg = config_from_dict(raw, ["models.base.preset=mnist_baseline"])
+    assert cfg.models["child"].preset == "mnist_baseline"
+    assert cfg.models["child"].layers == cfg.models["base"].layers
 
 
 def test_dump_round_trips(tmp_path):

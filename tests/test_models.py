@@ -63,7 +63,8 @@ def test_preset_trains_one_step_on_small_images(name):
     assert logits.shape == (4, 1 if built.output == "sigmoid" else classes)
     logits.float().pow(2).mean().backward()
     optimizer.step()
-    assert any(not torch.equal(a, b) for a, b in zip(before, built.module.parameters()))
+    after = built.module.parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
 
 
 def test_mri_preset_with_sigmoid_override_keeps_a_relu_dense_layer():
@@ -197,7 +198,7 @@ def test_weights_for_another_architecture_name_the_keys(tmp_path: Path):
     import timm
 
     save_file(timm.create_model("resnet10t", pretrained=False).state_dict(), str(wrong))
-    with pytest.raises(UserError, match="missing keys conv_stem.weight.*unexpected keys"):
+    with pytest.raises(UserError, match=r"missing keys conv_stem\.weight.*unexpected keys"):
         build_model(_backbone(pretrained=wrong), 3, (32, 32, 3), (0.5,), (0.2,))
 
 

@@ -34,7 +34,7 @@ from visionbench.models.schema import ModelConfig
 from visionbench.provenance import save_config
 from visionbench.train.batches import SplitImages
 from visionbench.train.callbacks import Checkpoint, Progress
-from visionbench.train.loop import Trainer, TrainingDiverged, pick_device, plan_stages
+from visionbench.train.loop import Trainer, TrainingDivergedError, pick_device, plan_stages
 
 Report = Callable[[str], None]
 
@@ -81,7 +81,10 @@ def _check_resumable(saved: dict[str, Any], current: dict[str, Any], name: str) 
             f"cannot resume model {name}: the class list changed from {saved['classes']} "
             f"to {current['classes']}"
         )
-    changed = _differences(saved, current)
+    changed = [
+        f"models.{name}.{key.removeprefix('model.')}" if key.startswith("model.") else key
+        for key in _differences(saved, current)
+    ]
     if changed:
         raise UserError(
             f"cannot resume model {name}: its config changed since the checkpoint "
@@ -207,7 +210,7 @@ def _failure(name: str, exc: BaseException, config: Config) -> tuple[str, int]:
     """A one-line reason for a failed model and its exit code."""
     if isinstance(exc, UserError):
         return str(exc), exc.exit_code
-    if isinstance(exc, TrainingDiverged):
+    if isinstance(exc, TrainingDivergedError):
         return (f"{exc}; training stopped, the last good epoch's checkpoint is kept "
                 "(lower the learning rate or add grad_clip)"), 1
     if isinstance(exc, torch.cuda.OutOfMemoryError):
@@ -245,9 +248,9 @@ def _run_models(
         try:
             outcomes[name] = train_model(config, name, data, model_folder, mode=mode,
                                          extra_epochs=extra_epochs, report=report)
-        except Exception as exc:  # noqa: BLE001 - one model's failure must not end the run
+        except Exception as exc:  # one model's failure must not end the run
             reason, code = _failure(name, exc, config)
-            if not isinstance(exc, UserError | TrainingDiverged):
+            if not isinstance(exc, UserError | TrainingDivergedError):
                 write_text(model_folder / "error.txt", traceback.format_exc())
             outcomes[name] = {"model": name, "status": "failed", "error": reason,
                               "exit_code": code}

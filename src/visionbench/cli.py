@@ -85,8 +85,8 @@ def inspect(
         _print_inspection(report)
 
 
-@app.command()
-def run(
+@app.command(name="run")
+def run_command(
     config: ConfigArg = "quickstart",
     set_: SetOption = None,
     model: Annotated[
@@ -203,7 +203,8 @@ def _print_inspection(report: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `visionbench` script; returns the exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode, click returns a `typer.Exit` code instead of raising it.
+        code = app(args=argv, standalone_mode=False)
     except UserError as exc:
         stderr.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return exc.exit_code
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, click.exceptions.Abort):
         stderr.print("interrupted; finished results are kept, partial ones were discarded")
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def run() -> None:

@@ -62,7 +62,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
+    except Exception as exc:  # any unreadable file is the same user problem
         raise UserError(f"cannot read weights file {path}: {str(exc).splitlines()[0]}") from None
     for key in ("state_dict", "model", "model_state"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -110,7 +110,7 @@ def _timm_download(name: str) -> dict[str, torch.Tensor] | None:
 
     try:
         return timm.create_model(name, pretrained=True).state_dict()
-    except Exception:  # noqa: BLE001 - timm raises many kinds for "not available"
+    except Exception:  # timm raises many kinds for "not available"
         return None
 
 

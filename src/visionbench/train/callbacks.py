@@ -95,9 +95,8 @@ class EarlyStopping(Callback):
         if self.tracker.improved(logs):
             self.best_epoch = logs["epoch"]
             if self.cfg.restore_best:
-                self.best_weights = {
-                    k: v.detach().to("cpu", copy=True) for k, v in trainer.model.state_dict().items()
-                }
+                state = trainer.model.state_dict()
+                self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
         elif self.tracker.wait >= self.cfg.patience:
             trainer.stop_training = True
             self.stopped_epoch = logs["epoch"]
@@ -187,7 +186,7 @@ class Progress(Callback):
         self.label = label
         interactive = sys.stderr.isatty()
         self.bar = mode == "bar" or (mode == "auto" and interactive)
-        self.quiet = mode == "off"
+        self.quiet = mode == "quiet"
         self._progress: Any = None
         self._task: Any = None
         self._last = 0.0

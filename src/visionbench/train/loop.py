@@ -30,7 +30,7 @@ from visionbench.train.outputs import OUTPUTS
 from visionbench.train.schema import OptimizerConfig, TrainConfig
 
 
-class TrainingDiverged(Exception):
+class TrainingDivergedError(Exception):
     """The loss became NaN or infinite."""
 
 
@@ -56,9 +56,10 @@ def plan_stages(config: ModelConfig) -> list[Stage]:
 
 def pick_device(name: str) -> torch.device:
     """`auto` -> CUDA, then Apple MPS, then CPU; an explicit name must be available."""
+    mps = getattr(torch.backends, "mps", None)
     available = {
         "cuda": torch.cuda.is_available(),
-        "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
+        "mps": mps is not None and mps.is_available(),
         "cpu": True,
     }
     if name == "auto":
@@ -203,7 +204,7 @@ class Trainer:
         """Mean loss and accuracy of the epoch so far (synchronises with the device)."""
         loss, correct = self._sums.tolist()
         if not math.isfinite(loss):
-            raise TrainingDiverged(f"loss became {loss} in epoch {self.epoch + 1}")
+            raise TrainingDivergedError(f"loss became {loss} in epoch {self.epoch + 1}")
         return loss / max(self._count, 1), correct / max(self._count, 1)
 
     def _penalty(self) -> torch.Tensor | None:

@@ -138,4 +138,4 @@ class TrainConfig(StrictModel):
     compile: bool = False
     memory_budget_mb: int = Field(4096, ge=0)
     checkpoint: bool = True
-    progress: Literal["auto", "bar", "lines", "off"] = "auto"
+    progress: Literal["auto", "bar", "lines", "quiet"] = "auto"

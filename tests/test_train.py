@@ -1,0 +1,387 @@
+"""The training engine: callbacks, resume, continue, stages, balancing, augmentation, NaN."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from visionbench.benchmark import _failure, continue_run, run_benchmark
+from visionbench.config import Config, config_from_dict, load_config
+from visionbench.data.dataset import prepare_data
+from visionbench.models.build import build_model
+from visionbench.train.augment import augment
+from visionbench.train.balance import class_weights, epoch_order
+from visionbench.train.batches import SplitImages
+from visionbench.train.callbacks import Callback, ReduceLROnPlateau
+from visionbench.train.loop import Trainer, plan_stages
+from visionbench.train.optim import lr_factor
+from visionbench.train.schema import AugmentConfig, PlateauConfig, ScheduleConfig
+
+MLP = {"layers": [{"type": "flatten"}, {"type": "dense", "units": 32},
+                  {"type": "dropout", "rate": 0.2}]}
+
+
+def tiny_config(tmp_path: Path, models: dict[str, Any], **train: Any) -> Config:
+    """Digits, 20 images per class, 8x8 grey; quiet training."""
+    raw = {
+        "data": {"source": "digits", "split": {"val": 0.25, "test": 0.25, "seed": 1,
+                                               "limit_per_class": 20}},
+        "models": models,
+        "train": {"epochs": 3, "batch_size": 16, "progress": "quiet", **train},
+        "output": {"dir": str(tmp_path / "runs"), "name": "tiny"},
+    }
+    return config_from_dict(raw)
+
+
+def _weights(folder: Path, model: str) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / model / "model.safetensors"))
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _history(folder: Path, model: str) -> list[dict[str, Any]]:
+    rows = json.loads((folder / model / "history.json").read_text())["epochs"]
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def _trainer(cfg: Config, name: str, callbacks: list[Callback] | None = None) -> Trainer:
+    data = prepare_data(cfg.data)
+    model_cfg = cfg.models[name]
+    torch.manual_seed(model_cfg.train.seed)
+    norm = data.normalization()
+    built = build_model(model_cfg, len(data.classes), (*data.images.shape[1:3], data.channels),
+                        norm.mean, norm.std)
+    device = torch.device("cpu")
+    splits = {s: SplitImages(data, s, device, 64) for s in ("train", "val")}
+    return Trainer(built, model_cfg.train, plan_stages(model_cfg), splits["train"], splits["val"],
+                   data.classes, device, callbacks=callbacks)
+
+
+class Recorder(Callback):
+    """Keeps a copy of the weights after every epoch and what trains at each stage."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.weights: dict[int, dict[str, torch.Tensor]] = {}
+        self.trainable: dict[str, set[str]] = {}
+        self.lrs: dict[str, float] = {}
+
+    def on_stage_start(self, trainer: Trainer) -> None:
+        names = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+        self.trainable[trainer.stage.name] = names
+        self.lrs[trainer.stage.name] = trainer.stage.optimizer.lr
+
+    def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+        self.weights[logs["epoch"]] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_early_stopping_restores_the_best_epochs_weights(tmp_path):
+    cfg = tiny_config(
+        tmp_path, {"m": MLP}, epochs=30,
+        optimizer={"name": "adam", "lr": 0.05},
+        early_stopping={"monitor": "val_loss", "patience": 3, "restore_best": True},
+    )
+    recorder = Recorder()
+    trainer = _trainer(cfg, "m", [recorder])
+    trainer.fit()
+    losses = [row["val_loss"] for row in trainer.history]
+    best = int(np.argmin(losses)) + 1
+    assert len(losses) < 30, "early stopping never triggered"
+    assert best < len(losses), "the last epoch was the best: nothing to restore"
+    assert len(losses) == best + 3
+    assert _same(trainer.model.state_dict(), recorder.weights[best])
+    assert trainer.events[-1] == {"event": "early_stopping", "stage": "train", "best_epoch": best,
+                                  "stopped_epoch": len(losses), "restored": True}
+
+
+class CrashError(Exception):
+    pass
+
+
+def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    train = {"epochs": 4, "schedule": {"name": "cosine", "warmup_epochs": 1},
+             "augment": {"rotation": 10, "noise": 0.05},
+             "plateau": {"patience": 1, "factor": 0.5}}
+    models = {"m": {**MLP, "train": {"balance": "oversample"}}}
+    straight = run_benchmark(tiny_config(tmp_path / "a", models, **train), report=lambda _: None)
+
+    from visionbench.train import callbacks
+
+    original = callbacks.Progress.on_epoch_end
+
+    def crash_after_two(self, trainer, logs):
+        original(self, trainer, logs)
+        if logs["epoch"] == 2:
+            raise CrashError("power cut")
+
+    monkeypatch.setattr(callbacks.Progress, "on_epoch_end", crash_after_two)
+    cfg = tiny_config(tmp_path / "b", models, **train)
+    crashed = run_benchmark(cfg, report=lambda _: None)
+    assert crashed.models["m"]["status"] == "failed"
+    assert "power cut" in crashed.models["m"]["error"]
+    monkeypatch.setattr(callbacks.Progress, "on_epoch_end", original)
+    resumed = run_benchmark(cfg, resume=crashed.folder, report=lambda _: None)
+    assert resumed.models["m"]["status"] == "ok"
+    assert _history(resumed.folder, "m") == _history(straight.folder, "m")
+    assert _same(_weights(resumed.folder, "m"), _weights(straight.folder, "m"))
+
+
+def test_resume_refuses_a_changed_config(tmp_path, monkeypatch):
+    from visionbench.train import callbacks
+
+    def crash(self, trainer, logs):
+        raise CrashError("stop")
+
+    monkeypatch.setattr(callbacks.Progress, "on_epoch_end", crash)
+    crashed = run_benchmark(tiny_config(tmp_path, {"m": MLP}), report=lambda _: None)
+    monkeypatch.undo()
+    changed = tiny_config(tmp_path, {"m": MLP}, optimizer={"lr": 0.5})
+    result = run_benchmark(changed, resume=crashed.folder, report=lambda _: None)
+    assert result.models["m"]["status"] == "failed"
+    assert "its config changed since the checkpoint (models.m.train.optimizer.lr)" in (
+        result.models["m"]["error"])
+    assert result.exit_code == 2
+
+
+def test_a_run_resumed_after_it_finished_keeps_finished_models(tmp_path):
+    cfg = tiny_config(tmp_path, {"m": MLP}, epochs=1)
+    first = run_benchmark(cfg, report=lambda _: None)
+    lines: list[str] = []
+    again = run_benchmark(cfg, resume=first.folder, report=lines.append)
+    assert "m: already trained, kept" in lines
+    assert again.models["m"] == first.models["m"]
+
+
+def test_continue_training_equals_training_longer(tmp_path):
+    models = {"m": MLP}
+    four = run_benchmark(tiny_config(tmp_path / "a", models, epochs=4), report=lambda _: None)
+    two = run_benchmark(tiny_config(tmp_path / "b", models, epochs=2), report=lambda _: None)
+    continued = continue_run(two.folder, 2, report=lambda _: None)
+    assert continued.models["m"]["epochs"] == 4
+    assert _history(continued.folder, "m") == _history(four.folder, "m")
+    assert _same(_weights(continued.folder, "m"), _weights(four.folder, "m"))
+    assert load_config(continued.folder / "config.yaml").models["m"].train.epochs == 4
+
+
+def test_stages_unfreeze_what_they_say(tmp_path):
+    model = {
+        "backbone": "resnet10t", "input": {"size": 32},
+        "stages": [
+            {"name": "head", "epochs": 1, "freeze": "base", "optimizer": {"lr": 1e-3}},
+            {"name": "top", "epochs": 1, "freeze": {"trainable_blocks": 1},
+             "optimizer": {"lr": 1e-4}},
+            {"name": "all", "epochs": 1, "freeze": "none", "optimizer": {"lr": 1e-5}},
+        ],
+    }
+    cfg = tiny_config(tmp_path, {"m": model}, batch_size=32)
+    recorder = Recorder()
+    trainer = _trainer(cfg, "m", [recorder])
+    start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit()
+    assert recorder.trainable["head"] == {"head.0.weight", "head.0.bias"}
+    assert all(n.startswith(("base.layer4", "head")) for n in recorder.trainable["top"])
+    assert len(recorder.trainable["all"]) == len(list(trainer.model.parameters()))
+    assert recorder.lrs == {"head": 1e-3, "top": 1e-4, "all": 1e-5}
+    after_head = recorder.weights[1]
+    # Frozen base: weights and batch-norm statistics unchanged during the head stage.
+    assert torch.equal(after_head["base.conv1.0.weight"], start["base.conv1.0.weight"])
+    assert torch.equal(after_head["base.bn1.running_mean"], start["base.bn1.running_mean"])
+    assert not torch.equal(after_head["head.0.weight"], start["head.0.weight"])
+    counts = [(r["stage"], r["trainable"] + r["frozen"]) for r in trainer.freeze_reports]
+    total = sum(p.numel() for p in trainer.model.parameters())
+    assert counts == [("head", total), ("top", total), ("all", total)]
+    assert trainer.freeze_reports[0]["trainable"] < trainer.freeze_reports[1]["trainable"]
+    assert trainer.freeze_reports[2]["frozen"] == 0
+
+
+def test_nan_loss_fails_that_model_only_and_keeps_its_last_good_checkpoint(tmp_path):
+    models = {
+        # The step schedule multiplies the rate by 1e12 after the first epoch: divergence.
+        "exploding": {**MLP, "train": {"optimizer": {"name": "sgd", "lr": 0.01},
+                                       "schedule": {"name": "step", "step_epochs": 1,
+                                                    "gamma": 1e12}}},
+        "fine": MLP,
+    }
+    result = run_benchmark(tiny_config(tmp_path, models), report=lambda _: None)
+    failed = result.models["exploding"]
+    assert failed["status"] == "failed" and "loss became nan" in failed["error"].lower()
+    assert result.models["fine"]["status"] == "ok"
+    state = torch.load(result.folder / "exploding" / "checkpoints" / "last.pt",
+                       weights_only=False)
+    assert state["position"]["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    board = (result.folder / "leaderboard.csv").read_text().splitlines()
+    assert board[1].startswith("fine,ok") and board[2].startswith("exploding,failed")
+    assert result.exit_code == 1
+
+
+def test_out_of_memory_names_the_model_and_a_smaller_batch(tmp_path):
+    cfg = tiny_config(tmp_path, {"m": MLP}, batch_size=64)
+    reason, code = _failure("m", torch.cuda.OutOfMemoryError("CUDA out of memory"), cfg)
+    assert code == 2 and "batch size 64" in reason
+    assert "--set models.m.train.batch_size=32" in reason
+
+
+# -- balancing, weights, penalties -----------------------------------------------------
+
+
+def test_balanced_class_weights_match_scikit_learn():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    targets = torch.tensor([0] * 10 + [1] * 3 + [2] * 7)
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=targets.numpy())
+    assert class_weights("balanced", targets, 3).numpy() == pytest.approx(expected)
+    assert class_weights("none", targets, 3) is None
+
+
+def test_balancing_counts():
+    targets = torch.tensor([0] * 12 + [1] * 3 + [2] * 6)
+    gen = torch.Generator().manual_seed(0)
+    over = epoch_order("oversample", targets, 3, gen)
+    assert torch.bincount(targets[over]).tolist() == [12, 12, 12]
+    assert set(range(len(targets))) <= set(over.tolist()), "every image at least once"
+    under = epoch_order("undersample", targets, 3, gen)
+    assert torch.bincount(targets[under]).tolist() == [3, 3, 3]
+    assert len(set(under.tolist())) == 9
+    sampled = torch.cat([epoch_order("sampler", targets, 3, gen) for _ in range(200)])
+    shares = torch.bincount(targets[sampled]).float() / len(sampled)
+    assert shares.tolist() == pytest.approx([1 / 3] * 3, abs=0.02)
+    plain = epoch_order("none", targets, 3, gen)
+    assert sorted(plain.tolist()) == list(range(len(targets)))
+
+
+def test_layer_penalties_are_added_to_the_loss(tmp_path):
+    model = {"layers": [{"type": "flatten"}, {"type": "dense", "units": 4, "l2": 0.01,
+                                              "l1": 0.001}]}
+    trainer = _trainer(tiny_config(tmp_path, {"m": model}), "m")
+    weight = trainer.built.penalties[0].module.weight
+    expected = 0.001 * weight.abs().sum() + 0.01 * weight.pow(2).sum()
+    assert trainer._penalty().item() == pytest.approx(expected.item())
+
+
+def test_streamed_batches_equal_in_memory_ones(tmp_path):
+    data = prepare_data(tiny_config(tmp_path, {"m": MLP}).data)
+    memory = SplitImages(data, "train", torch.device("cpu"), 64)
+    streamed = SplitImages(data, "train", torch.device("cpu"), 0)
+    assert memory.in_memory and not streamed.in_memory
+    order = torch.randperm(len(memory), generator=torch.Generator().manual_seed(3))
+    for (a, ya), (b, yb) in zip(memory.batches(order, 7), streamed.batches(order, 7),
+                                strict=True):
+        assert torch.equal(a, b) and torch.equal(ya, yb)
+
+
+def test_sigmoid_output_trains_a_binary_problem(tmp_path):
+    raw = {
+        "data": {"source": "digits", "labels": {"positive": ["0"]},
+                 "split": {"val": 0.25, "test": 0.25, "limit_per_class": 30}},
+        "models": {"m": {**MLP, "output": "sigmoid"}},
+        "train": {"epochs": 5, "progress": "quiet", "loss": {"class_weights": "balanced"}},
+        "output": {"dir": str(tmp_path), "name": "binary"},
+    }
+    result = run_benchmark(config_from_dict(raw), report=lambda _: None)
+    metrics = result.models["m"]
+    assert metrics["status"] == "ok", metrics
+    assert metrics["test"]["accuracy"] > 0.8
+
+
+# -- schedules and plateau -------------------------------------------------------------
+
+
+def test_schedules():
+    def at(step: int, **keys: Any) -> float:
+        return lr_factor(ScheduleConfig(**keys), step, steps_per_epoch=10, epochs=10,
+                         base_lr=0.1)
+
+    assert at(0, warmup_epochs=1) == pytest.approx(0.1)
+    assert at(9, warmup_epochs=1) == pytest.approx(1.0)
+    assert at(0, name="cosine") == pytest.approx(1.0)
+    assert at(50, name="cosine") == pytest.approx(0.5)
+    assert at(99, name="cosine", min_lr=0.01) == pytest.approx(0.1, abs=1e-3)
+    assert at(25, name="step", step_epochs=2, gamma=0.5) == pytest.approx(0.5)
+    assert at(45, name="step", step_epochs=2, gamma=0.5) == pytest.approx(0.25)
+    assert at(0, name="onecycle") == pytest.approx(0.04)
+    assert at(30, name="onecycle") == pytest.approx(1.0)
+    assert at(100, name="onecycle") == pytest.approx(0.0, abs=1e-6)
+
+
+def test_plateau_lowers_the_rate_after_patience():
+    callback = ReduceLROnPlateau(PlateauConfig(patience=2, factor=0.5, min_lr=0.02))
+    trainer = SimpleNamespace(lr_scale=1.0, events=[],
+                              stage=SimpleNamespace(optimizer=SimpleNamespace(lr=0.1)))
+    scales = []
+    for epoch, loss in enumerate([1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6], start=1):
+        callback.on_epoch_end(trainer, {"epoch": epoch, "val_loss": loss})
+        scales.append(trainer.lr_scale)
+    assert scales == pytest.approx([1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.2])
+
+
+# -- augmentation ----------------------------------------------------------------------
+
+
+def _images() -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    return torch.rand(6, 1, 16, 16, generator=gen)
+
+
+def _aug(images: torch.Tensor, size: tuple[int, int] = (16, 16), **keys: Any) -> torch.Tensor:
+    return augment(images, AugmentConfig(**keys), torch.Generator().manual_seed(1), size)
+
+
+def test_flips_are_exact():
+    images = _images()
+    assert torch.allclose(_aug(images, hflip=1.0), images.flip(-1), atol=1e-6)
+    assert torch.allclose(_aug(images, vflip=1.0), images.flip(-2), atol=1e-6)
+    assert torch.allclose(_aug(images, hflip=0.0, vflip=0.0), images)
+
+
+def test_rotation_turns_content_about_the_centre():
+    y, x = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    radius = ((x - 15.5) ** 2 + (y - 15.5) ** 2).sqrt()
+    disk = (1 - radius / 22).clamp(0, 1).expand(4, 1, 32, 32)
+    stripes = (x % 8 < 4).float().expand(4, 1, 32, 32)
+    inside = radius < 15  # corners come from outside the image after a turn
+    turned_disk = _aug(disk, (32, 32), rotation=45)
+    assert torch.allclose(turned_disk[..., inside], disk[..., inside], atol=0.03)
+    turned = _aug(stripes, (32, 32), rotation=45)
+    assert (turned - stripes).abs().mean() > 0.1
+
+
+def test_zoom_shift_and_crop_move_content_and_keep_the_size():
+    images = _images()
+    for keys in ({"zoom": 0.3}, {"shift": 0.2}):
+        out = _aug(images, **keys)
+        assert out.shape == images.shape and not torch.allclose(out, images, atol=1e-3)
+    cropped = _aug(images, size=(8, 8), crop={"scale": (0.2, 0.5)})
+    assert cropped.shape == (6, 1, 8, 8)
+
+
+def test_brightness_contrast_and_noise_change_pixel_statistics():
+    images = _images() * 0.5 + 0.25
+    bright = _aug(images, brightness=0.5)
+    ratios = bright.mean(dim=(1, 2, 3)) / images.mean(dim=(1, 2, 3))
+    assert ((ratios > 0.49) & (ratios < 1.51)).all() and ratios.std() > 0.01
+    contrast = _aug(images, contrast=0.8)
+    spread = contrast.std(dim=(1, 2, 3)) / images.std(dim=(1, 2, 3))
+    assert spread.std() > 0.01
+    assert torch.allclose(contrast.mean(dim=(1, 2, 3)), images.mean(dim=(1, 2, 3)), atol=0.02)
+    noisy = _aug(images, noise=0.1)
+    assert (noisy - images).std().item() == pytest.approx(0.1, rel=0.15)
+
+
+def test_augmentation_mask_leaves_other_images_alone():
+    images = _images()
+    mask = torch.tensor([True, False, True, False, False, True])
+    out = augment(images, AugmentConfig(hflip=1.0, noise=0.2), torch.Generator().manual_seed(2),
+                  (16, 16), mask)
+    assert torch.allclose(out[~mask], images[~mask], atol=1e-6)
+    assert not torch.allclose(out[mask], images[mask].flip(-1), atol=1e-3)
