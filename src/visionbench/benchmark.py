@@ -359,14 +359,16 @@ def write_leaderboard(result: RunResult, config: Config) -> None:
     writer.writerows(rows)
     write_text(result.folder / "leaderboard.csv", buffer.getvalue())
 
-    def cell(value: Any) -> str:
+    def cell(column: str, value: Any) -> str:
         if value is None:
             return "–"
+        if column in ("train_seconds", "images_per_second"):
+            return f"{value:.1f}"
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
     lines = ["| " + " | ".join(LEADERBOARD_COLUMNS) + " |",
              "|" + "---|" * len(LEADERBOARD_COLUMNS)]
-    lines += ["| " + " | ".join(cell(r[c]) for c in LEADERBOARD_COLUMNS) + " |" for r in rows]
+    lines += ["| " + " | ".join(cell(c, r[c]) for c in LEADERBOARD_COLUMNS) + " |" for r in rows]
     write_text(result.folder / "leaderboard.md", "\n".join(lines) + "\n")
     write_json(result.folder / "run.json", {
         "name": config.output.name, "folder": str(result.folder),
