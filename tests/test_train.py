@@ -385,3 +385,20 @@ def test_augmentation_mask_leaves_other_images_alone():
                   (16, 16), mask)
     assert torch.allclose(out[~mask], images[~mask], atol=1e-6)
     assert not torch.allclose(out[mask], images[mask].flip(-1), atol=1e-3)
+
+
+def test_interrupt_keeps_the_leaderboard_of_finished_models(tmp_path, monkeypatch):
+    from visionbench.train import callbacks
+
+    def interrupt_second(self, trainer, logs):
+        if self.label == "second":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(callbacks.Progress, "on_epoch_end", interrupt_second)
+    cfg = tiny_config(tmp_path, {"first": MLP, "second": MLP}, epochs=1)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(cfg, report=lambda _: None)
+    folder = next((tmp_path / "runs" / "tiny").iterdir())
+    board = (folder / "leaderboard.csv").read_text().splitlines()
+    assert len(board) == 2 and board[1].startswith("first,ok")
+    assert (folder / "second" / "checkpoints" / "last.pt").is_file()

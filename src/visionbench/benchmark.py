@@ -233,9 +233,9 @@ def _extended(config: Config, name: str, epochs: int) -> Config:
 
 def _run_models(
     config: Config, data: PreparedData, folder: Path, names: list[str], mode: str,
-    extra_epochs: int, report: Report,
-) -> dict[str, dict[str, Any]]:
-    outcomes: dict[str, dict[str, Any]] = {}
+    extra_epochs: int, report: Report, outcomes: dict[str, dict[str, Any]],
+) -> None:
+    """Train `names` one after the other, filling `outcomes` as each finishes or fails."""
     for name in names:
         model_folder = folder / name
         done = model_folder / "metrics.json"
@@ -256,7 +256,6 @@ def _run_models(
                               "exit_code": code}
             write_json(done, outcomes[name])
             report(f"{name}: FAILED: {reason}")
-    return outcomes
 
 
 def run_benchmark(
@@ -280,9 +279,13 @@ def run_benchmark(
     save_config(config, folder)
     write_json(folder / "data.json", data.record)
     report(f"run folder: {folder}")
-    outcomes = _run_models(config, data, folder, names, "resume" if resume else "new", 0, report)
-    result = RunResult(folder, outcomes)
-    write_leaderboard(result, config)
+    result = RunResult(folder)
+    try:
+        _run_models(config, data, folder, names, "resume" if resume else "new", 0, report,
+                    result.models)
+    finally:
+        # Also on Ctrl-C: the leaderboard lists whatever finished.
+        write_leaderboard(result, config)
     return result
 
 
@@ -295,14 +298,17 @@ def continue_run(folder: Path, epochs: int, only: list[str] | None = None,
     config = load_config(folder / "config.yaml")
     names = _select(config, only)
     data = prepare_data(config.data)
-    outcomes = _run_models(config, data, folder, names, "continue", epochs, report)
-    for name in names:
-        if outcomes[name]["status"] == "ok":
-            config = _extended(config, name, epochs)
-    save_config(config, folder)
-    previous = _read_outcomes(folder, config)
-    result = RunResult(folder, {**previous, **outcomes})
-    write_leaderboard(result, config)
+    result = RunResult(folder, _read_outcomes(folder, config))
+    outcomes: dict[str, dict[str, Any]] = {}
+    try:
+        _run_models(config, data, folder, names, "continue", epochs, report, outcomes)
+    finally:
+        for name, outcome in outcomes.items():
+            result.models[name] = outcome
+            if outcome["status"] == "ok":
+                config = _extended(config, name, epochs)
+        save_config(config, folder)
+        write_leaderboard(result, config)
     return result
 
 

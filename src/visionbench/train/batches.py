@@ -53,7 +53,7 @@ class SplitImages:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def batches(self, order: torch.Tensor, batch_size: int, workers: int = 0
+    def batches(self, order: torch.Tensor, batch_size: int
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(uint8 NCHW images, targets) on the device, batch by batch in `order`."""
         if self.images is not None:
@@ -63,8 +63,7 @@ class SplitImages:
             return
         loader = torch.utils.data.DataLoader(
             _Rows(self.source, self.rows, self.targets), batch_size=None,
-            sampler=chunks(order, batch_size), num_workers=workers,
-            pin_memory=self.device.type == "cuda",
+            sampler=chunks(order, batch_size), pin_memory=self.device.type == "cuda",
         )
         for images, targets in loader:
             yield (images.to(self.device, non_blocking=True),
