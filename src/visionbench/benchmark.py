@@ -151,9 +151,8 @@ def train_model(
     trainer = Trainer(
         built, train_cfg, plan_stages(model_cfg), splits["train"], splits.get("val"),
         data.classes, device,
-        callbacks=[Checkpoint(checkpoints, "val_loss" if "val" in splits else "train_loss"),
-                   Progress(name, train_cfg.progress)] if train_cfg.checkpoint
-        else [Progress(name, train_cfg.progress)],
+        callbacks=[Checkpoint(checkpoints), Progress(name, train_cfg.progress)]
+        if train_cfg.checkpoint else [Progress(name, train_cfg.progress)],
         meta={"fingerprint": fingerprint},
     )
     if state is not None:

@@ -149,18 +149,27 @@ class ReduceLROnPlateau(Callback):
 
 
 class Checkpoint(Callback):
-    """Write the trainer's whole state after every epoch (`last.pt`) and the best weights.
+    """Write the trainer's whole state after every epoch (`last.pt`) and the best weights
+    by the trainer's monitor (`best.safetensors`).
 
     Runs after the other callbacks so the saved state includes their decisions.
     """
 
     name = "checkpoint"
 
-    def __init__(self, folder: Path, monitor: str) -> None:
+    def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.tracker = _Monitor(monitor, "auto", 0.0)
+        self.tracker: _Monitor | None = None
+        self._saved: dict[str, Any] | None = None
+
+    def on_stage_start(self, trainer: Trainer) -> None:
+        if self.tracker is None:
+            self.tracker = _Monitor(trainer.monitor(), "auto", 0.0)
+            if self._saved is not None:
+                self.tracker.load(self._saved)
 
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+        assert self.tracker is not None, "on_stage_start comes first"
         if self.tracker.improved(logs):
             from safetensors.torch import save_file
 
@@ -171,10 +180,12 @@ class Checkpoint(Callback):
         trainer.save_checkpoint(self.folder / "last.pt")
 
     def state_dict(self) -> dict[str, Any]:
-        return {"tracker": self.tracker.state()}
+        return {"tracker": self.tracker.state() if self.tracker else self._saved}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.tracker.load(state["tracker"])
+        self._saved = state["tracker"]
+        if self.tracker is not None and self._saved is not None:
+            self.tracker.load(self._saved)
 
 
 class Progress(Callback):

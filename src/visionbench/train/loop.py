@@ -150,7 +150,7 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------
 
     def fit(self) -> None:
-        """Train every remaining stage; resumes from `load_checkpoint` state if given."""
+        """Train every remaining stage (from the `load_state_dict` position, if one was loaded)."""
         while not self.finished:
             self._start_stage()
             stage = self.stage
