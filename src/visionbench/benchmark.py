@@ -1,8 +1,9 @@
 """Run every model of a config and write the run folder (the contract between steps).
 
     runs/<name>/<timestamp>/
-      config.yaml, data.json, run.json, leaderboard.csv, leaderboard.md
-      <model>/model.safetensors, history.json, metrics.json,
+      config.yaml, data.json, run.json, leaderboard.csv/.md/.json, comparison.json
+      <model>/model.safetensors, history.json, metrics.json, evaluation.json,
+              predictions.csv (test), predictions_val.csv,
               checkpoints/last.pt (whole training state), checkpoints/best.safetensors
 
 One failing model (bad weights, NaN loss, out of memory, a bug) is recorded in its
@@ -12,8 +13,6 @@ One failing model (bad weights, NaN loss, out of memory, a bug) is recorded in i
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 import traceback
@@ -28,6 +27,8 @@ import torch
 from visionbench.config import Config, load_config
 from visionbench.data.dataset import PreparedData, prepare_data
 from visionbench.errors import UserError
+from visionbench.evaluate.leaderboard import evaluate_folder
+from visionbench.evaluate.predictions import Predictions, write_predictions
 from visionbench.fileio import atomic_path, write_json, write_text
 from visionbench.models.build import build_model
 from visionbench.models.schema import ModelConfig
@@ -48,6 +49,7 @@ class RunResult:
 
     folder: Path
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    board: dict[str, Any] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -186,11 +188,14 @@ def train_model(
             "images_per_second": round(trainer.images_seen / max(trainer.train_seconds, 1e-9), 1),
         },
     }
-    for split in ("val", "test"):
+    for split, filename in (("val", "predictions_val.csv"), ("test", "predictions.csv")):
         if split in splits:
             result = trainer.evaluate(splits[split])
             metrics[split] = {"loss": result.loss, "accuracy": result.accuracy,
                               "images": len(splits[split])}
+            write_predictions(folder / filename, Predictions(
+                splits[split].ids, splits[split].targets.numpy(), result.probabilities.numpy()
+            ), data.classes)
     write_json(folder / "metrics.json", metrics)
     report(_summary_line(metrics))
     return metrics
@@ -284,7 +289,7 @@ def run_benchmark(
                     result.models)
     finally:
         # Also on Ctrl-C: the leaderboard lists whatever finished.
-        write_leaderboard(result, config)
+        finish_run(result, config)
     return result
 
 
@@ -307,7 +312,7 @@ def continue_run(folder: Path, epochs: int, only: list[str] | None = None,
             if outcome["status"] == "ok":
                 config = _extended(config, name, epochs)
         save_config(config, folder)
-        write_leaderboard(result, config)
+        finish_run(result, config)
     return result
 
 
@@ -331,52 +336,11 @@ def _select(config: Config, only: list[str] | None) -> list[str]:
     return only
 
 
-LEADERBOARD_COLUMNS = (
-    "model", "status", "test_accuracy", "test_loss", "val_accuracy", "val_loss", "parameters",
-    "epochs", "train_seconds", "images_per_second",
-)
-
-
-def leaderboard_rows(result: RunResult) -> list[dict[str, Any]]:
-    """One row per model, best test accuracy first, failed models last."""
-    rows = []
-    for name, m in result.models.items():
-        rows.append({
-            "model": name, "status": m["status"],
-            "test_accuracy": m.get("test", {}).get("accuracy"),
-            "test_loss": m.get("test", {}).get("loss"),
-            "val_accuracy": m.get("val", {}).get("accuracy"),
-            "val_loss": m.get("val", {}).get("loss"),
-            "parameters": m.get("parameters"), "epochs": m.get("epochs"),
-            "train_seconds": m.get("timing", {}).get("train_seconds"),
-            "images_per_second": m.get("timing", {}).get("images_per_second"),
-        })
-    return sorted(rows, key=lambda r: (r["status"] != "ok", -(r["test_accuracy"] or
-                                                              r["val_accuracy"] or 0.0)))
-
-
-def write_leaderboard(result: RunResult, config: Config) -> None:
-    """leaderboard.csv, leaderboard.md and run.json in the run folder."""
-    rows = leaderboard_rows(result)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=LEADERBOARD_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(result.folder / "leaderboard.csv", buffer.getvalue())
-
-    def cell(column: str, value: Any) -> str:
-        if value is None:
-            return "–"
-        if column in ("train_seconds", "images_per_second"):
-            return f"{value:.1f}"
-        return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(LEADERBOARD_COLUMNS) + " |",
-             "|" + "---|" * len(LEADERBOARD_COLUMNS)]
-    lines += ["| " + " | ".join(cell(c, r[c]) for c in LEADERBOARD_COLUMNS) + " |" for r in rows]
-    write_text(result.folder / "leaderboard.md", "\n".join(lines) + "\n")
+def finish_run(result: RunResult, config: Config) -> None:
+    """Evaluate the run's models from their predictions; write the leaderboard and run.json."""
     write_json(result.folder / "run.json", {
         "name": config.output.name, "folder": str(result.folder),
         "models": {n: {"status": m["status"], **({"error": m["error"]} if "error" in m else {})}
                    for n, m in result.models.items()},
     })
+    result.board = evaluate_folder(result.folder, config.evaluate, list(result.models))

@@ -126,27 +126,80 @@ def _report(line: str) -> None:
 
 
 def _finish(result: Any) -> None:
-    from visionbench.benchmark import leaderboard_rows
-
-    table = Table(title=f"leaderboard  ({result.folder})")
-    for column in ("model", "status", "val acc", "test acc", "test loss", "params", "seconds"):
-        table.add_column(column, justify="left" if column in ("model", "status") else "right")
-
-    def fmt(value: Any, spec: str = ".4f") -> str:
-        return "–" if value is None else format(value, spec)
-
-    for row in leaderboard_rows(result):
-        table.add_row(
-            row["model"], row["status"], fmt(row["val_accuracy"]), fmt(row["test_accuracy"]),
-            fmt(row["test_loss"]), fmt(row["parameters"], ","), fmt(row["train_seconds"], ".1f"),
-        )
-    stdout.print(table)
+    _print_board(result.board, result.folder)
     if result.exit_code:
         failed = [n for n, m in result.models.items() if m["status"] != "ok"]
         stderr.print(f"[red]error:[/] {len(failed)} model(s) failed: {', '.join(failed)} "
                      f"(reasons in {result.folder}/run.json); the others' results are kept",
                      highlight=False, soft_wrap=True)
         raise typer.Exit(result.exit_code)
+
+
+SHORT = {"balanced_accuracy": "bal. acc", "roc_auc_macro": "AUC", "log_loss": "log loss",
+         "accuracy": "accuracy"}
+SHORT_MARKS = {"best": "best", "not significantly worse": "n.s. worse", "worse": "worse"}
+
+
+def _print_board(board: dict[str, Any], folder: Path) -> None:
+    primary = board["primary_metric"]
+    others = [m for m in ("balanced_accuracy", "roc_auc_macro", "log_loss")
+              if m in board["metrics"] and m != primary]
+    level = round(board["confidence"] * 100)
+    table = Table(title=f"leaderboard: {folder}", caption=(
+        f"{primary} with its {level} % bootstrap interval; vs best: paired bootstrap test of "
+        f"{primary} against the best model (alpha {board.get('alpha', 0.05)})"))
+    table.add_column("model")
+    table.add_column("status")
+    table.add_column(f"{SHORT.get(primary, primary)} [{level} % CI]", justify="right")
+    for metric in others:
+        table.add_column(SHORT[metric], justify="right")
+    clinical = any("missed_positives" in row for row in board["rows"])
+    if clinical:
+        table.add_column("missed +", justify="right")
+    for column in ("params", "train s", "vs best"):
+        table.add_column(column, justify="right" if column != "vs best" else "left")
+
+    def value(entry: dict[str, float] | None, interval: bool = False) -> str:
+        if not entry:
+            return "–"
+        if interval and "low" in entry:
+            return f"{entry['value']:.4f} [{entry['low']:.3f}, {entry['high']:.3f}]"
+        return f"{entry['value']:.4f}"
+
+    for row in board["rows"]:
+        metrics = row.get("metrics", {})
+        cells = [row["model"], row["status"], value(metrics.get(primary), True)]
+        cells += [value(metrics.get(m)) for m in others]
+        if clinical:
+            missed = row.get("missed_positives")
+            cells.append("–" if missed is None else str(int(missed)))
+        cells += [
+            "–" if row.get("parameters") is None else f"{row['parameters']:,}",
+            "–" if row.get("train_seconds") is None else f"{row['train_seconds']:.1f}",
+            SHORT_MARKS.get(row["mark"], row["mark"]) or row["error"][:60],
+        ]
+        table.add_row(*cells)
+    # Piped output has no width to fit; rich would squeeze the table into 80 columns.
+    (stdout if stdout.is_terminal else Console(width=140)).print(table)
+
+
+@app.command(name="evaluate")
+def evaluate_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `visionbench run`.")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override an evaluate key, e.g. --set evaluate.bootstrap=200"),
+    ] = None,
+) -> None:
+    """Recompute every metric, interval and test of a run from its saved predictions."""
+    from visionbench.config import load_config
+    from visionbench.evaluate.leaderboard import evaluate_folder
+
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir} is not a run folder (no config.yaml)")
+    cfg = load_config(run_dir / "config.yaml", set_ or [])
+    board = evaluate_folder(run_dir, cfg.evaluate, list(cfg.models))
+    _print_board(board, run_dir)
 
 
 def _print_inspection(report: dict[str, Any]) -> None:

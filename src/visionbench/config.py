@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field, ValidationError
 from visionbench.data.schema import DataCommon, StrictModel
 from visionbench.data.sources import SOURCES
 from visionbench.errors import UserError
+from visionbench.evaluate.schema import EvaluateConfig
 from visionbench.models.presets import PRESETS
 from visionbench.models.schema import ModelConfig
 from visionbench.train.schema import TrainConfig
@@ -35,13 +36,6 @@ DataConfig = Annotated[
     Union[tuple(cls for _, cls in SOURCES.items())],  # noqa: UP007 - built from the registry
     Field(discriminator="source"),
 ]
-
-
-class EvaluateConfig(StrictModel):
-    """What the comparison reports."""
-
-    primary_metric: str = "accuracy"
-    bootstrap: int = Field(1000, ge=0)
 
 
 class OutputConfig(StrictModel):

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, uncertainty, paired significance, clinical readings, robustness."""

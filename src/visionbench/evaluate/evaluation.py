@@ -1,0 +1,280 @@
+"""From saved predictions to every number of a model, and to the comparison of models.
+
+`evaluate_model` gives one model's headline metrics with bootstrap intervals, per-class
+table, confusion matrices, ROC/PR curves, calibration, and the clinical reading (argmax and
+at a threshold chosen on validation). `compare_models` tests every pair on the same test
+images and marks which models are not significantly worse than the best.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
+
+from visionbench.evaluate.metrics import (
+    METRICS,
+    auc_ovr,
+    compute,
+    confusion_matrix,
+    per_class,
+    undefined_notes,
+)
+from visionbench.evaluate.predictions import Predictions
+from visionbench.evaluate.schema import EvaluateConfig, ThresholdConfig
+from visionbench.evaluate.statistics import (
+    delong,
+    mcnemar,
+    paired_bootstrap,
+    percentile_interval,
+)
+
+CURVE_POINTS = 200
+
+
+@dataclass
+class ModelEvaluation:
+    """The JSON-ready evaluation and the bootstrap values kept for paired comparisons."""
+
+    summary: dict[str, Any]
+    resampled: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def applicable_metrics(names: list[str], n_classes: int) -> list[str]:
+    """Drop metrics that say nothing for this many classes (top-2 of two classes is 1)."""
+    return [n for n in names if not (n == "top_2_accuracy" and n_classes <= 2)]
+
+
+def positive_classes(classes: list[str], group: dict[str, Any] | None) -> list[int] | None:
+    """Indices read as 'positive' clinically: the configured group, else class 1 of two."""
+    if group:
+        return [classes.index(c) for c in group["classes"]]
+    if len(classes) == 2:
+        return [1]
+    return None
+
+
+def _downsample(*arrays: np.ndarray) -> list[list[float]]:
+    """At most CURVE_POINTS points of a curve, always keeping both ends."""
+    n = len(arrays[0])
+    keep = np.unique(np.r_[np.linspace(0, n - 1, min(n, CURVE_POINTS)).round().astype(int)])
+    return [[round(float(v), 6) for v in a[keep]] for a in arrays]
+
+
+def _binary_counts(truth: np.ndarray, decided: np.ndarray, weights: np.ndarray
+                   ) -> dict[str, np.ndarray]:
+    """Sensitivity, specificity, PPV, NPV and counts of a positive/negative decision."""
+    def count(mask: np.ndarray) -> np.ndarray:
+        return weights @ mask.astype(float)
+
+    tp, fp = count(truth & decided), count(~truth & decided)
+    fn, tn = count(truth & ~decided), count(~truth & ~decided)
+
+    def ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        out = np.full(a.shape, np.nan)
+        np.divide(a, b, out=out, where=b > 0)
+        return out
+
+    return {
+        "sensitivity": ratio(tp, tp + fn), "specificity": ratio(tn, tn + fp),
+        "ppv": ratio(tp, tp + fp), "npv": ratio(tn, tn + fn),
+        "missed_positives": fn, "false_alarms": fp, "tp": tp, "tn": tn,
+    }
+
+
+def choose_threshold(scores: np.ndarray, truth: np.ndarray, cfg: ThresholdConfig
+                     ) -> dict[str, float]:
+    """A threshold on the positive score chosen on validation images only."""
+    if truth.all() or not truth.any():
+        return {"threshold": 0.5, "note": "validation has one reading only; 0.5 used"}
+    fpr, tpr, thresholds = roc_curve(truth, scores)
+    if cfg.method == "youden":
+        best = int(np.argmax(tpr - fpr))
+    else:
+        # roc_curve lists thresholds from high to low: the first reaching the target
+        # sensitivity is the highest such threshold.
+        best = int(np.flatnonzero(tpr >= cfg.target_sensitivity)[0])
+    threshold = float(min(thresholds[best], 1.0))
+    return {"threshold": threshold, "method": cfg.method, "val_sensitivity": float(tpr[best]),
+            "val_specificity": float(1 - fpr[best])}
+
+
+def _interval(point: float, resampled: np.ndarray | None, level: float) -> dict[str, float]:
+    entry = {"value": float(point)}
+    if resampled is not None:
+        finite = resampled[np.isfinite(resampled)]
+        if len(finite):
+            entry["low"], entry["high"] = percentile_interval(finite, level)
+    return entry
+
+
+def clinical_reading(
+    test: Predictions, val: Predictions | None, positive: list[int], classes: list[str],
+    weights: np.ndarray | None, settings: EvaluateConfig,
+) -> dict[str, Any]:
+    """The positive-group reading at argmax and at a validation-chosen threshold."""
+    truth = np.isin(test.y_true, positive)
+    score = test.prob[:, positive].sum(axis=1)
+    rows = np.ones((1, len(truth)))
+    readings: dict[str, Any] = {"positive_classes": [classes[i] for i in positive]}
+    decisions = {"argmax": np.isin(test.y_pred, positive)}
+    if val is not None and len(val.y_true):
+        chosen = choose_threshold(val.prob[:, positive].sum(axis=1),
+                                  np.isin(val.y_true, positive), settings.threshold)
+        readings["threshold"] = chosen
+        decisions["threshold"] = score >= chosen["threshold"]
+    for name, decided in decisions.items():
+        point = _binary_counts(truth, decided, rows)
+        boot = _binary_counts(truth, decided, weights) if weights is not None else None
+        readings[name] = {
+            key: _interval(value[0], None if boot is None else boot[key], settings.confidence)
+            for key, value in point.items()
+        }
+    readings["auc"] = float(auc_ovr(score, truth, rows)[0])
+    return readings
+
+
+def evaluate_model(
+    test: Predictions, classes: list[str], settings: EvaluateConfig, *,
+    val: Predictions | None = None, group: dict[str, Any] | None = None,
+    weights: np.ndarray | None = None,
+) -> ModelEvaluation:
+    """Every number of one model from its test (and validation) predictions.
+
+    `weights` are the shared bootstrap resamples of the test set (None: no intervals).
+    """
+    n_classes = len(classes)
+    names = applicable_metrics(settings.metrics, n_classes)
+    point = compute(names, test.y_true, test.prob)
+    resampled = compute(names, test.y_true, test.prob, weights) if weights is not None else {}
+    metrics = {
+        name: _interval(point[name][0], resampled.get(name), settings.confidence)
+        for name in names
+    }
+    conf = confusion_matrix(test.y_true, test.y_pred, n_classes)
+    table = per_class(conf)
+    onehot = np.eye(n_classes)[test.y_true]
+    per_class_rows = {}
+    roc, pr = {}, {}
+    for k, name in enumerate(classes):
+        row = {stat: float(table[stat][0, k]) for stat in
+               ("precision", "recall", "specificity", "f1", "support", "tp", "fp", "fn", "tn")}
+        truth = onehot[:, k]
+        if 0 < truth.sum() < len(truth):
+            fpr, tpr, _ = roc_curve(truth, test.prob[:, k])
+            precision, recall, _ = precision_recall_curve(truth, test.prob[:, k])
+            roc[name] = dict(zip(("fpr", "tpr"), _downsample(fpr, tpr), strict=True))
+            pr[name] = dict(zip(("recall", "precision"), _downsample(recall, precision),
+                                strict=True))
+            row["auc"] = float(auc_ovr(test.prob[:, k], truth.astype(bool),
+                                       np.ones((1, len(truth))))[0])
+            row["average_precision"] = float(average_precision_score(truth, test.prob[:, k]))
+        per_class_rows[name] = row
+    counts = conf[0]
+    normalized = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    notes = undefined_notes(conf, classes)
+    predicted_classes = np.unique(test.y_pred)
+    if len(predicted_classes) == 1 and n_classes > 1:
+        notes.insert(0, f"the model predicts one class only ({classes[predicted_classes[0]]})")
+    summary: dict[str, Any] = {
+        "images": len(test.y_true),
+        "metrics": metrics,
+        "per_class": per_class_rows,
+        "confusion": {"counts": counts.astype(int).tolist(),
+                      "normalized": np.round(normalized, 6).tolist()},
+        "roc": roc,
+        "pr": pr,
+        "calibration": reliability(test),
+        "confusions": most_confused(counts, classes),
+        "notes": notes,
+        "bootstrap": {"resamples": 0 if weights is None else len(weights),
+                      "confidence": settings.confidence, "stratified": True},
+    }
+    positive = positive_classes(classes, group)
+    if positive is not None:
+        summary["clinical"] = clinical_reading(test, val, positive, classes, weights, settings)
+        if group:
+            summary["clinical"]["group"] = group["name"]
+    return ModelEvaluation(summary, {k: v for k, v in resampled.items()})
+
+
+def reliability(test: Predictions, bins: int = 10) -> dict[str, Any]:
+    """Reliability-diagram data: per confidence bin, mean confidence, accuracy and count."""
+    confidence = test.prob.max(axis=1)
+    correct = test.y_pred == test.y_true
+    index = np.minimum((confidence * bins).astype(int), bins - 1)
+    rows = []
+    for b in range(bins):
+        member = index == b
+        if member.any():
+            rows.append({"low": b / bins, "high": (b + 1) / bins, "count": int(member.sum()),
+                         "confidence": float(confidence[member].mean()),
+                         "accuracy": float(correct[member].mean())})
+    return {"bins": rows}
+
+
+def most_confused(counts: np.ndarray, classes: list[str], top: int = 10) -> list[dict[str, Any]]:
+    """The largest off-diagonal cells: (true, predicted, count), largest first."""
+    off = counts.copy().astype(float)
+    np.fill_diagonal(off, 0)
+    order = np.argsort(off, axis=None)[::-1][:top]
+    rows = []
+    for flat in order:
+        true, predicted = divmod(int(flat), len(classes))
+        if off[true, predicted] > 0:
+            rows.append({"true": classes[true], "predicted": classes[predicted],
+                         "count": int(off[true, predicted])})
+    return rows
+
+
+def compare_models(
+    evaluations: dict[str, ModelEvaluation], predictions: dict[str, Predictions],
+    classes: list[str], settings: EvaluateConfig,
+) -> dict[str, Any]:
+    """Paired tests between every two models on the same test images, and the marks."""
+    metric = METRICS.get(settings.primary_metric)
+    names = list(evaluations)
+    value = {n: evaluations[n].summary["metrics"][metric.name]["value"] for n in names}
+    sign = 1 if metric.higher_is_better else -1
+    best = max(names, key=lambda n: sign * value[n]) if names else None
+    pairs = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            pa, pb = predictions[a], predictions[b]
+            pair: dict[str, Any] = {
+                "a": a, "b": b,
+                "mcnemar": mcnemar(pa.y_pred == pa.y_true, pb.y_pred == pb.y_true),
+            }
+            ra, rb = evaluations[a].resampled.get(metric.name), evaluations[b].resampled.get(
+                metric.name)
+            if ra is not None and rb is not None:
+                pair["bootstrap"] = {"metric": metric.name,
+                                     **paired_bootstrap(ra, rb, value[a], value[b],
+                                                        settings.confidence)}
+            pair["delong"] = _delong_pairs(pa, pb, classes)
+            pairs.append(pair)
+    marks = {}
+    for name in names:
+        if name == best:
+            marks[name] = "best"
+            continue
+        pair = next(p for p in pairs if {p["a"], p["b"]} == {name, best})
+        p_value = pair["bootstrap"]["p_value"] if "bootstrap" in pair else (
+            pair["mcnemar"]["p_value"] if metric.name == "accuracy" else math.nan)
+        if math.isnan(p_value):
+            marks[name] = "untested"
+        else:
+            marks[name] = "not significantly worse" if p_value >= settings.alpha else "worse"
+    return {"primary_metric": metric.name, "best": best, "alpha": settings.alpha,
+            "marks": marks, "pairs": pairs}
+
+
+def _delong_pairs(a: Predictions, b: Predictions, classes: list[str]) -> dict[str, Any]:
+    """DeLong's test of AUC: the positive class for two classes, else one-vs-rest per class."""
+    if len(classes) == 2:
+        return {classes[1]: delong(a.prob[:, 1], b.prob[:, 1], a.y_true == 1)}
+    return {name: delong(a.prob[:, k], b.prob[:, k], a.y_true == k)
+            for k, name in enumerate(classes)}

@@ -1,0 +1,39 @@
+"""Typed `evaluate:` settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from visionbench.data.schema import StrictModel
+
+HEADLINE = [
+    "accuracy", "balanced_accuracy", "f1_macro", "precision_weighted", "recall_weighted",
+    "f1_weighted", "global_f1", "roc_auc_macro", "roc_auc_weighted", "log_loss", "cohen_kappa",
+    "matthews_corrcoef", "top_2_accuracy", "brier_score", "expected_calibration_error",
+]
+
+
+class ThresholdConfig(StrictModel):
+    """How the decision threshold of a binary or grouped reading is chosen on validation.
+
+    `youden` maximises sensitivity + specificity - 1; `sensitivity` takes the highest
+    threshold whose validation sensitivity reaches `target_sensitivity` (so specificity is
+    as high as that target allows).
+    """
+
+    method: Literal["youden", "sensitivity"] = "youden"
+    target_sensitivity: float = Field(0.95, gt=0, le=1)
+
+
+class EvaluateConfig(StrictModel):
+    """What the comparison reports and how sure it must be."""
+
+    primary_metric: str = "accuracy"
+    metrics: list[str] = Field(default_factory=lambda: list(HEADLINE))
+    bootstrap: int = Field(1000, ge=0)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    alpha: float = Field(0.05, gt=0, lt=1)
+    seed: int = 0
+    threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
