@@ -108,7 +108,19 @@ def test_run_then_continue_writes_the_run_folder(tmp_path, capsys):
         assert metrics["status"] == "ok" and metrics["epochs"] == 1
         assert (folder / model / "model.safetensors").is_file()
         assert (folder / model / "checkpoints" / "last.pt").is_file()
-    assert "leaderboard" in capsys.readouterr().out
+    for name in ("leaderboard.json", "comparison.json"):
+        assert (folder / name).is_file(), name
+    for model in ("small_cnn", "wide_cnn", "mlp"):
+        for name in ("predictions.csv", "predictions_val.csv", "evaluation.json"):
+            assert (folder / model / name).is_file(), (model, name)
+    out_text = capsys.readouterr().out
+    assert "leaderboard" in out_text and "accuracy [95 % CI]" in out_text
+    board = (folder / "leaderboard.json").read_text()
+    # Every number comes back from the predictions alone, without any model weights.
+    for model in ("small_cnn", "wide_cnn", "mlp"):
+        (folder / model / "model.safetensors").unlink()
+    assert main(["evaluate", str(folder)]) == 0
+    assert (folder / "leaderboard.json").read_text() == board
     assert main(["continue", str(folder), "--epochs", "1", "--model", "mlp"]) == 0
     history = json.loads((folder / "mlp" / "history.json").read_text())
     assert [row["epoch"] for row in history["epochs"]] == [1, 2]

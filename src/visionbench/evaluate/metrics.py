@@ -187,9 +187,12 @@ def _brier_score(y_true: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> n
 
 
 def top_k_hits(y_true: np.ndarray, prob: np.ndarray, k: int) -> np.ndarray:
-    """1 where the true class is among the k most probable (ties count against)."""
-    true_prob = prob[np.arange(len(y_true)), y_true]
-    return ((prob > true_prob[:, None]).sum(axis=1) < k).astype(float)
+    """1 where the true class is among the k most probable; among tied probabilities the
+    later class ranks first, as scikit-learn's stable sort does."""
+    true_prob = prob[np.arange(len(y_true)), y_true][:, None]
+    later = np.arange(prob.shape[1])[None, :] > y_true[:, None]
+    ahead = (prob > true_prob) | ((prob == true_prob) & later)
+    return (ahead.sum(axis=1) < k).astype(float)
 
 
 @_register("score")

@@ -1,0 +1,292 @@
+"""Metrics (parity with scikit-learn, the MRI study's numbers), statistics and readings."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+from sklearn import metrics as skm
+
+from visionbench.evaluate.evaluation import choose_threshold, compare_models, evaluate_model
+from visionbench.evaluate.metrics import METRICS, compute, confusion_matrix
+from visionbench.evaluate.predictions import Predictions, read_predictions, write_predictions
+from visionbench.evaluate.schema import EvaluateConfig, ThresholdConfig
+from visionbench.evaluate.statistics import bootstrap_weights, delong, mcnemar, paired_bootstrap
+
+# The MRI study's "Model 1" (its notebook lists every VP/FP/FN per class); rows = true class,
+# columns = predicted, order glioma, meningioma, no tumour, pituitary.
+MRI_MODEL_1 = np.array([[17, 24, 56, 3], [1, 101, 10, 3], [1, 3, 101, 0], [2, 21, 6, 45]])
+MRI_CLASSES = ["glioma", "meningioma", "no_tumor", "pituitary"]
+
+
+def _from_confusion(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and one-hot-ish probabilities reproducing a confusion matrix."""
+    y_true, y_pred = [], []
+    for true, row in enumerate(counts):
+        for pred, count in enumerate(row):
+            y_true += [true] * int(count)
+            y_pred += [pred] * int(count)
+    y_pred_arr = np.array(y_pred)
+    prob = np.full((len(y_pred), counts.shape[1]), 0.1 / (counts.shape[1] - 1))
+    prob[np.arange(len(y_pred)), y_pred_arr] = 0.9
+    return np.array(y_true), prob
+
+
+def _random(n: int = 300, k: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k)) + 1.5 * np.eye(k)[y]
+    prob = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return y, prob
+
+
+def test_mri_study_model_1_report_and_aggregated_table_are_reproduced():
+    y, prob = _from_confusion(MRI_MODEL_1)
+    values = {k: float(v[0]) for k, v in compute(
+        ["accuracy", "precision_weighted", "recall_weighted", "f1_weighted", "global_f1",
+         "precision_macro", "recall_macro", "f1_macro"], y, prob).items()}
+    # The aggregated table, to its printed digits.
+    assert round(values["precision_weighted"], 5) == 0.72462
+    assert round(values["recall_weighted"], 6) == 0.670051
+    assert round(values["f1_weighted"], 6) == 0.623519
+    assert round(values["accuracy"], 4) == 0.6701
+    # The formula the study wrote gives another number: kept under its own name.
+    assert round(values["global_f1"], 3) == 0.696
+    # The classification report (2 digits).
+    assert [round(values[k], 2) for k in ("precision_macro", "recall_macro", "f1_macro")] == [
+        0.74, 0.65, 0.62]
+    report = evaluate_model(Predictions([str(i) for i in range(len(y))], y, prob), MRI_CLASSES,
+                            EvaluateConfig(bootstrap=0)).summary
+    rows = report["per_class"]
+    printed = {"glioma": (0.81, 0.17, 0.28, 100), "meningioma": (0.68, 0.88, 0.77, 115),
+               "no_tumor": (0.58, 0.96, 0.73, 105), "pituitary": (0.88, 0.61, 0.72, 74)}
+    for name, (precision, recall, f1, support) in printed.items():
+        row = rows[name]
+        assert (round(row["precision"], 2), round(row["recall"], 2), round(row["f1"], 2),
+                row["support"]) == (precision, recall, f1, support)
+    # Its listed VP / FP / FN.
+    assert [(rows[n]["tp"], rows[n]["fp"], rows[n]["fn"]) for n in MRI_CLASSES] == [
+        (17, 4, 83), (101, 48, 14), (101, 72, 4), (45, 6, 29)]
+
+
+SKLEARN = {
+    "accuracy": lambda y, p: skm.accuracy_score(y, p.argmax(1)),
+    "balanced_accuracy": lambda y, p: skm.balanced_accuracy_score(y, p.argmax(1)),
+    "precision_macro": lambda y, p: skm.precision_score(y, p.argmax(1), average="macro",
+                                                        labels=range(p.shape[1]),
+                                                        zero_division=0),
+    "recall_macro": lambda y, p: skm.recall_score(y, p.argmax(1), average="macro",
+                                                  labels=range(p.shape[1]), zero_division=0),
+    "f1_macro": lambda y, p: skm.f1_score(y, p.argmax(1), average="macro",
+                                          labels=range(p.shape[1]), zero_division=0),
+    "precision_weighted": lambda y, p: skm.precision_score(y, p.argmax(1), average="weighted",
+                                                           zero_division=0),
+    "recall_weighted": lambda y, p: skm.recall_score(y, p.argmax(1), average="weighted"),
+    "f1_weighted": lambda y, p: skm.f1_score(y, p.argmax(1), average="weighted",
+                                             zero_division=0),
+    "cohen_kappa": lambda y, p: skm.cohen_kappa_score(y, p.argmax(1)),
+    "matthews_corrcoef": lambda y, p: skm.matthews_corrcoef(y, p.argmax(1)),
+    "log_loss": lambda y, p: skm.log_loss(y, p, labels=range(p.shape[1])),
+    "brier_score": lambda y, p: skm.brier_score_loss(y, p if p.shape[1] > 2 else p[:, 1],
+                                                     labels=range(p.shape[1])),
+    "top_2_accuracy": lambda y, p: skm.top_k_accuracy_score(y, p, k=2,
+                                                            labels=range(p.shape[1])),
+    "roc_auc_macro": lambda y, p: skm.roc_auc_score(y, p, multi_class="ovr", average="macro")
+    if p.shape[1] > 2 else skm.roc_auc_score(y, p[:, 1]),
+    "roc_auc_weighted": lambda y, p: skm.roc_auc_score(y, p, multi_class="ovr",
+                                                       average="weighted")
+    if p.shape[1] > 2 else skm.roc_auc_score(y, p[:, 1]),
+}
+
+
+def test_every_metric_scikit_learn_has_is_checked_for_parity():
+    ours_only = {"global_f1", "expected_calibration_error"}
+    assert set(METRICS.names()) == set(SKLEARN) | ours_only
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+@pytest.mark.parametrize("name", sorted(SKLEARN))
+def test_parity_with_scikit_learn(name, classes):
+    if name == "top_2_accuracy" and classes == 2:
+        pytest.skip("top-2 of two classes is always 1")
+    y, prob = _random(k=classes)
+    # Rounded probabilities create ties, which AUCs must count as half.
+    prob = np.round(prob, 2)
+    prob = prob / prob.sum(axis=1, keepdims=True)
+    ours = compute([name], y, prob)[name][0]
+    assert ours == pytest.approx(SKLEARN[name](y, prob), abs=1e-9)
+
+
+def test_weighted_rows_equal_repeating_images():
+    y, prob = _random(n=60)
+    counts = np.random.default_rng(1).integers(0, 3, size=(1, 60)).astype(float)
+    repeated = np.repeat(np.arange(60), counts[0].astype(int))
+    for name in METRICS.names():
+        weighted = compute([name], y, prob, counts)[name][0]
+        plain = compute([name], y[repeated], prob[repeated])[name][0]
+        assert weighted == pytest.approx(plain, abs=1e-9), name
+
+
+def test_expected_calibration_error_on_a_known_case():
+    # Two bins: 0.95-confident (all right) and 0.65-confident (half right).
+    y = np.array([0, 0, 1, 1])
+    prob = np.array([[0.95, 0.05], [0.95, 0.05], [0.35, 0.65], [0.65, 0.35]])
+    value = compute(["expected_calibration_error"], y, prob)["expected_calibration_error"][0]
+    assert value == pytest.approx((2 * 0.05 + 2 * abs(0.65 - 0.5)) / 4)
+
+
+def test_zero_division_is_defined_and_noted():
+    y = np.array([0, 0, 1, 1])
+    prob = np.array([[0.9, 0.1]] * 4)
+    summary = evaluate_model(Predictions(list("abcd"), y, prob), ["a", "b"],
+                             EvaluateConfig(bootstrap=0)).summary
+    assert summary["per_class"]["b"]["precision"] == 0.0
+    assert summary["notes"][0] == "the model predicts one class only (a)"
+    assert any("no image was predicted b" in n for n in summary["notes"])
+
+
+def test_confusion_matrix_matches_scikit_learn():
+    y, prob = _random()
+    assert (confusion_matrix(y, prob.argmax(1), 4)[0] == skm.confusion_matrix(y, prob.argmax(1))
+            ).all()
+
+
+# -- statistics ------------------------------------------------------------------------
+
+
+def test_stratified_bootstrap_keeps_class_sizes():
+    y = np.array([0] * 30 + [1] * 10)
+    weights = bootstrap_weights(y, 50, seed=3)
+    assert (weights[:, y == 0].sum(axis=1) == 30).all()
+    assert (weights[:, y == 1].sum(axis=1) == 10).all()
+
+
+def test_bootstrap_interval_covers_the_true_accuracy_about_95_percent_of_the_time():
+    rng = np.random.default_rng(0)
+    truth, hits = 0.8, 0
+    trials = 200
+    for _ in range(trials):
+        y = np.zeros(200, dtype=int)
+        correct = rng.random(200) < truth
+        prob = np.where(correct[:, None], [[0.9, 0.1]], [[0.1, 0.9]])
+        boot = compute(["accuracy"], y, prob, bootstrap_weights(y, 400, int(rng.integers(1e9))))
+        low, high = np.percentile(boot["accuracy"], [2.5, 97.5])
+        hits += low <= truth <= high
+    assert 0.90 <= hits / trials <= 0.99
+
+
+def test_mcnemar_exact_and_chi_square_by_hand():
+    a = np.array([True] * 10 + [False] * 2 + [True] * 20)
+    b = np.array([False] * 10 + [True] * 2 + [True] * 20)
+    exact = mcnemar(a, b)
+    # 10 vs 2 discordant pairs: two-sided exact binomial = 2 * P(X <= 2), X ~ B(12, 1/2).
+    assert exact["method"] == "exact"
+    assert exact["p_value"] == pytest.approx(2 * (1 + 12 + 66) / 2**12)
+    big_a = np.r_[np.ones(30, bool), np.zeros(10, bool)]
+    big = mcnemar(big_a, ~big_a)
+    assert big["method"] == "chi2"
+    assert big["statistic"] == pytest.approx((30 - 10 - 1) ** 2 / 40)
+    assert big["p_value"] == pytest.approx(stats.chi2.sf(361 / 40, 1))
+
+
+def _delong_by_hand(a: np.ndarray, b: np.ndarray, positive: np.ndarray) -> float:
+    """DeLong's variance from the O(m n) placement values of the 1988 paper."""
+    def psi(x: float, y: float) -> float:
+        return 1.0 if x > y else 0.5 if x == y else 0.0
+
+    aucs, v10, v01 = [], [], []
+    for s in (a, b):
+        pos, neg = s[positive], s[~positive]
+        v10.append([np.mean([psi(x, y) for y in neg]) for x in pos])
+        v01.append([np.mean([psi(x, y) for x in pos]) for y in neg])
+        aucs.append(np.mean(v10[-1]))
+    m, n = len(v10[0]), len(v01[0])
+    s10, s01 = np.cov(v10), np.cov(v01)
+    var = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / m + (s01[0, 0] + s01[1, 1]
+                                                          - 2 * s01[0, 1]) / n
+    z = (aucs[0] - aucs[1]) / math.sqrt(var)
+    return 2 * stats.norm.sf(abs(z))
+
+
+def test_delong_matches_the_placement_value_formula():
+    rng = np.random.default_rng(4)
+    positive = np.r_[np.ones(9, bool), np.zeros(7, bool)]
+    a = np.round(positive + rng.normal(0, 0.8, 16), 1)
+    b = np.round(positive + rng.normal(0, 1.2, 16), 1)
+    result = delong(a, b, positive)
+    assert result["auc_a"] == pytest.approx(skm.roc_auc_score(positive, a))
+    assert result["p_value"] == pytest.approx(_delong_by_hand(a, b, positive))
+
+
+def test_paired_bootstrap_sees_a_real_difference_and_not_a_fake_one():
+    rng = np.random.default_rng(0)
+    y = np.zeros(400, dtype=int)
+    good = np.where((rng.random(400) < 0.9)[:, None], [[0.9, 0.1]], [[0.1, 0.9]])
+    bad = np.where((rng.random(400) < 0.75)[:, None], [[0.9, 0.1]], [[0.1, 0.9]])
+    weights = bootstrap_weights(y, 500, 1)
+    a, b = compute(["accuracy"], y, good, weights), compute(["accuracy"], y, bad, weights)
+    real = paired_bootstrap(a["accuracy"], b["accuracy"], 0.9, 0.75)
+    assert real["p_value"] < 0.01 and real["low"] > 0
+    same = paired_bootstrap(a["accuracy"], a["accuracy"], 0.9, 0.9)
+    assert same["p_value"] == 1.0
+
+
+def test_comparison_marks_models_not_significantly_worse():
+    y, prob = _random(n=400, k=3, seed=2)
+    noisy = prob + np.random.default_rng(5).normal(0, 0.02, prob.shape).clip(-0.01, 0.01)
+    noisy = noisy.clip(1e-6) / noisy.clip(1e-6).sum(axis=1, keepdims=True)
+    poor = np.full_like(prob, 1 / 3)
+    poor[np.arange(len(y)), (y + 1) % 3] += 0.1
+    preds = {n: Predictions([str(i) for i in range(len(y))], y, p)
+             for n, p in (("good", prob), ("twin", noisy), ("poor", poor))}
+    settings = EvaluateConfig(bootstrap=300)
+    weights = bootstrap_weights(y, 300, 0)
+    evaluations = {n: evaluate_model(p, ["a", "b", "c"], settings, weights=weights)
+                   for n, p in preds.items()}
+    comparison = compare_models(evaluations, preds, ["a", "b", "c"], settings)
+    assert comparison["marks"]["poor"] == "worse"
+    assert {comparison["marks"]["good"], comparison["marks"]["twin"]} == {
+        "best", "not significantly worse"}
+
+
+# -- clinical readings and thresholds --------------------------------------------------
+
+
+def test_threshold_is_chosen_on_validation_only():
+    val_scores = np.array([0.1, 0.2, 0.3, 0.35, 0.4, 0.6, 0.7, 0.8])
+    val_truth = np.array([0, 0, 0, 1, 0, 1, 1, 1], dtype=bool)
+    youden = choose_threshold(val_scores, val_truth, ThresholdConfig(method="youden"))
+    assert youden["threshold"] == pytest.approx(0.6)
+    strict = choose_threshold(val_scores, val_truth,
+                              ThresholdConfig(method="sensitivity", target_sensitivity=1.0))
+    assert strict["threshold"] == pytest.approx(0.35)
+    assert strict["val_sensitivity"] == 1.0 and strict["val_specificity"] == 0.75
+
+
+def test_clinical_reading_counts_missed_positives_of_the_group():
+    y, prob = _from_confusion(MRI_MODEL_1)
+    group = {"name": "any_tumour", "classes": ["glioma", "meningioma", "pituitary"]}
+    val = Predictions(["v"] * len(y), y, prob)
+    summary = evaluate_model(Predictions([str(i) for i in range(len(y))], y, prob), MRI_CLASSES,
+                             EvaluateConfig(bootstrap=100), val=val, group=group,
+                             weights=bootstrap_weights(y, 100)).summary
+    clinical = summary["clinical"]
+    # Tumours predicted "no tumour": 56 gliomas + 10 meningiomas + 6 pituitary.
+    assert clinical["argmax"]["missed_positives"]["value"] == 72
+    assert clinical["argmax"]["sensitivity"]["value"] == pytest.approx((289 - 72) / 289)
+    assert clinical["argmax"]["specificity"]["value"] == pytest.approx(101 / 105)
+    assert clinical["argmax"]["sensitivity"]["low"] < clinical["argmax"]["sensitivity"]["value"]
+    assert "threshold" in clinical and clinical["group"] == "any_tumour"
+
+
+def test_predictions_round_trip(tmp_path):
+    y, prob = _random(n=20, k=3)
+    path = tmp_path / "predictions.csv"
+    write_predictions(path, Predictions([f"img {i}.png" for i in range(20)], y, prob),
+                      ["cat", "dog", "fox"])
+    back = read_predictions(path, ["cat", "dog", "fox"])
+    assert back.ids[3] == "img 3.png" and (back.y_true == y).all()
+    assert np.allclose(back.prob, prob, atol=1e-6)
+    assert path.read_text().splitlines()[0] == "id,true,predicted,prob_cat,prob_dog,prob_fox"
