@@ -133,7 +133,7 @@ def clinical_reading(
             key: _interval(value[0], None if boot is None else boot[key], settings.confidence)
             for key, value in point.items()
         }
-    readings["auc"] = float(auc_ovr(score, truth, rows)[0])
+    readings["auc"] = float(auc_ovr(score, truth, rows.T)[0])
     return readings
 
 
@@ -170,7 +170,7 @@ def evaluate_model(
             pr[name] = dict(zip(("recall", "precision"), _downsample(recall, precision),
                                 strict=True))
             row["auc"] = float(auc_ovr(test.prob[:, k], truth.astype(bool),
-                                       np.ones((1, len(truth))))[0])
+                                       np.ones((len(truth), 1)))[0])
             row["average_precision"] = float(average_precision_score(truth, test.prob[:, k]))
         per_class_rows[name] = row
     counts = conf[0]

@@ -4,7 +4,7 @@ Two kinds, so the same code gives the point estimate and every bootstrap resampl
 
 - confusion metrics take weighted confusion matrices `(B, K, K)` (rows = true class,
   columns = predicted) and return `(B,)` values;
-- score metrics take `(y_true, probabilities, weights)` with `weights` of shape `(B, N)`
+- score metrics take `ScoreInputs`: labels, probabilities and `weights` of shape `(B, N)`
   (per-image resample counts; a row of ones is the plain estimate) and return `(B,)`.
 
 Names follow scikit-learn: `*_score`-like metrics (higher is better) and `*_loss` (lower
@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 from visionbench.registry import Registry
 
@@ -161,29 +162,101 @@ def _matthews_corrcoef(conf: np.ndarray) -> np.ndarray:
     return _divide(cov, den)
 
 
-def _weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    return _divide(weights @ values, weights.sum(axis=1))
+def auc_ovr(scores: np.ndarray, positive: np.ndarray, weights_by_image: np.ndarray
+            ) -> np.ndarray:
+    """ROC AUC of `scores` for binary `positive` labels, per resample; ties count 1/2.
+
+    `weights_by_image` is (N, B): image-major, so gathering images copies contiguous rows.
+    Negatives are sorted once, each positive finds its place by binary search, and one
+    cumulative sum over the sorted negatives serves every resample.
+    """
+    positive = positive.astype(bool)
+    pos_idx, neg_idx = np.flatnonzero(positive), np.flatnonzero(~positive)
+    neg_order = neg_idx[np.argsort(scores[neg_idx], kind="mergesort")]
+    neg_scores = scores[neg_order]
+    below = np.searchsorted(neg_scores, scores[pos_idx], side="left")
+    not_above = np.searchsorted(neg_scores, scores[pos_idx], side="right")
+    # Prefix sums of the sorted negatives' weights are needed only where positives land:
+    # sum the runs between those places, then accumulate the (few) run sums.
+    cuts = np.unique(np.r_[0, below, not_above, len(neg_order)])
+    run_of = np.searchsorted(cuts, np.arange(len(neg_order)), side="right") - 1
+    runs = _group_sums(run_of, neg_order, len(cuts) - 1, weights_by_image)
+    prefix = np.zeros((len(cuts), weights_by_image.shape[1]), dtype=weights_by_image.dtype)
+    np.cumsum(runs, axis=0, out=prefix[1 : len(runs) + 1])
+    at_below, at_not_above = np.searchsorted(cuts, below), np.searchsorted(cuts, not_above)
+    pos_weights = weights_by_image[pos_idx]
+    # Negatives strictly below count 1, tied ones 1/2: the mean of the two prefix sums.
+    # Products of resample counts are exact in float32; their sum is taken in float64.
+    pairs = pos_weights * (prefix[at_below] + prefix[at_not_above])
+    wins = pairs.sum(axis=0, dtype=np.float64) / 2
+    totals = pos_weights.sum(axis=0, dtype=np.float64) * prefix[-1].astype(np.float64)
+    return _divide(wins, totals)
+
+
+def _group_sums(group: np.ndarray, images: np.ndarray, groups: int,
+                weights_by_image: np.ndarray) -> np.ndarray:
+    """(groups, B): for each group, the sum of its images' weight rows.
+
+    A sparse indicator matrix times the weights: no copy of the (N, B) weights is made.
+    """
+    indicator = sparse.csr_matrix(
+        (np.ones(len(images), dtype=weights_by_image.dtype), (group, images)),
+        shape=(groups, weights_by_image.shape[0]),
+    )
+    return np.asarray(indicator @ weights_by_image)
+
+
+class ScoreInputs:
+    """What score metrics read: labels, probabilities, resample weights, shared results.
+
+    Work that several metrics need (one-vs-rest AUCs per class) is done once per input.
+    """
+
+    def __init__(self, y_true: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> None:
+        self.y_true, self.prob, self.weights = y_true, prob, weights
+        self._class_aucs: np.ndarray | None = None
+        self._by_image: np.ndarray | None = None
+
+    @property
+    def weights_by_image(self) -> np.ndarray:
+        """The weights as (N, B), contiguous per image."""
+        if self._by_image is None:
+            self._by_image = np.ascontiguousarray(self.weights.T)
+        return self._by_image
+
+    @property
+    def class_aucs(self) -> np.ndarray:
+        """(B, K) one-vs-rest AUC per class."""
+        if self._class_aucs is None:
+            self._class_aucs = np.stack(
+                [auc_ovr(self.prob[:, k], self.y_true == k, self.weights_by_image)
+                 for k in range(self.prob.shape[1])], axis=1)
+        return self._class_aucs
+
+    def mean(self, values: np.ndarray) -> np.ndarray:
+        """Weighted mean of one value per image, per weight row."""
+        return _divide(self.weights @ values, self.weights.sum(axis=1))
 
 
 EPS = 1e-15
 
 
 @_register("score", higher_is_better=False)
-def _log_loss(y_true: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _log_loss(inputs: ScoreInputs) -> np.ndarray:
     """Mean negative log-probability of the true class (probabilities renormalised)."""
-    prob = prob / prob.sum(axis=1, keepdims=True)
-    true_prob = np.clip(prob[np.arange(len(y_true)), y_true], EPS, 1 - EPS)
-    return _weighted_mean(-np.log(true_prob), weights)
+    prob = inputs.prob / inputs.prob.sum(axis=1, keepdims=True)
+    true_prob = np.clip(prob[np.arange(len(inputs.y_true)), inputs.y_true], EPS, 1 - EPS)
+    return inputs.mean(-np.log(true_prob))
 
 
 @_register("score", higher_is_better=False)
-def _brier_score(y_true: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _brier_score(inputs: ScoreInputs) -> np.ndarray:
     """Mean squared distance to the one-hot truth (halved for two classes, as scikit-learn)."""
-    onehot = np.eye(prob.shape[1])[y_true]
-    each = ((prob - onehot) ** 2).sum(axis=1)
-    if prob.shape[1] == 2:
+    onehot = np.eye(inputs.prob.shape[1])[inputs.y_true]
+    each = ((inputs.prob - onehot) ** 2).sum(axis=1)
+    if inputs.prob.shape[1] == 2:
         each = each / 2
-    return _weighted_mean(each, weights)
+    return inputs.mean(each)
 
 
 def top_k_hits(y_true: np.ndarray, prob: np.ndarray, k: int) -> np.ndarray:
@@ -196,67 +269,39 @@ def top_k_hits(y_true: np.ndarray, prob: np.ndarray, k: int) -> np.ndarray:
 
 
 @_register("score")
-def _top_2_accuracy(y_true: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _top_2_accuracy(inputs: ScoreInputs) -> np.ndarray:
     """Share of images whose true class is among the 2 most probable."""
-    return _weighted_mean(top_k_hits(y_true, prob, 2), weights)
-
-
-def auc_ovr(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """ROC AUC of `scores` for the binary `positive` labels, per weight row, ties as 1/2.
-
-    Vectorised over rows of `weights` (B, N): one sort, cumulative weights per row.
-    """
-    order = np.argsort(scores, kind="mergesort")
-    sorted_scores = scores[order]
-    # Tied scores form groups: a positive beats the negatives below its group, half the tied.
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-    w = weights[:, order]
-    pos = positive[order].astype(bool)
-    neg_w = np.where(pos, 0.0, w)
-    pos_w = np.where(pos, w, 0.0)
-    neg_in_group = np.add.reduceat(neg_w, starts, axis=1)
-    pos_in_group = np.add.reduceat(pos_w, starts, axis=1)
-    neg_below = np.cumsum(neg_in_group, axis=1) - neg_in_group
-    wins = (pos_in_group * (neg_below + 0.5 * neg_in_group)).sum(axis=1)
-    return _divide(wins, pos_w.sum(axis=1) * neg_w.sum(axis=1))
-
-
-def _class_aucs(y_true: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(B, K) one-vs-rest AUC per class; for two classes both columns are the same AUC."""
-    return np.stack(
-        [auc_ovr(prob[:, k], y_true == k, weights) for k in range(prob.shape[1])], axis=1
-    )
+    return inputs.mean(top_k_hits(inputs.y_true, inputs.prob, 2))
 
 
 @_register("score")
-def _roc_auc_macro(y_true: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _roc_auc_macro(inputs: ScoreInputs) -> np.ndarray:
     """Unweighted mean of one-vs-rest ROC AUCs (the AUC itself for two classes)."""
-    if prob.shape[1] == 2:
-        return auc_ovr(prob[:, 1], y_true == 1, weights)
-    return _class_aucs(y_true, prob, weights).mean(axis=1)
+    if inputs.prob.shape[1] == 2:
+        return inputs.class_aucs[:, 1]
+    return inputs.class_aucs.mean(axis=1)
 
 
 @_register("score")
-def _roc_auc_weighted(y_true: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _roc_auc_weighted(inputs: ScoreInputs) -> np.ndarray:
     """Support-weighted mean of one-vs-rest ROC AUCs (the MRI study's global AUC)."""
-    if prob.shape[1] == 2:
-        return auc_ovr(prob[:, 1], y_true == 1, weights)
-    onehot = np.eye(prob.shape[1])[y_true]
-    support = weights @ onehot
-    return _weighted(_class_aucs(y_true, prob, weights), support)
+    if inputs.prob.shape[1] == 2:
+        return inputs.class_aucs[:, 1]
+    support = inputs.weights @ np.eye(inputs.prob.shape[1])[inputs.y_true]
+    return _weighted(inputs.class_aucs, support)
 
 
 ECE_BINS = 15
 
 
 @_register("score", higher_is_better=False)
-def _expected_calibration_error(y_true: np.ndarray, prob: np.ndarray, weights: np.ndarray
-                                ) -> np.ndarray:
+def _expected_calibration_error(inputs: ScoreInputs) -> np.ndarray:
     """Mean |confidence - accuracy| over 15 equal-width confidence bins, weighted by size."""
-    confidence = prob.max(axis=1)
-    correct = (prob.argmax(axis=1) == y_true).astype(float)
+    confidence = inputs.prob.max(axis=1)
+    correct = (inputs.prob.argmax(axis=1) == inputs.y_true).astype(float)
     bins = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
     member = np.eye(ECE_BINS)[bins]
+    weights = inputs.weights
     count = weights @ member
     gap = np.abs(weights @ (member * confidence[:, None]) - weights @ (member * correct[:, None]))
     return _divide(gap.sum(axis=1), count.sum(axis=1))
@@ -269,10 +314,16 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int,
     if weights is None:
         counts = np.bincount(cell, minlength=n_classes**2)[None].astype(float)
     else:
-        onehot = np.zeros((len(cell), n_classes**2), dtype=weights.dtype)
-        onehot[np.arange(len(cell)), cell] = 1
-        counts = weights @ onehot
+        counts = _cell_sums(cell, n_classes**2, np.ascontiguousarray(weights.T))
     return counts.reshape(-1, n_classes, n_classes)
+
+
+def _cell_sums(cell: np.ndarray, cells: int, weights_by_image: np.ndarray) -> np.ndarray:
+    """(B, cells) sums of the image weights falling in each confusion-matrix cell.
+
+    Sums of integer resample counts are exact in float32; the result is float64.
+    """
+    return _group_sums(cell, np.arange(len(cell)), cells, weights_by_image).T.astype(np.float64)
 
 
 def compute(
@@ -282,14 +333,14 @@ def compute(
     n_classes = prob.shape[1]
     if weights is None:
         weights = np.ones((1, len(y_true)))
-    conf = confusion_matrix(y_true, prob.argmax(axis=1), n_classes, weights)
+    inputs = ScoreInputs(y_true, prob, weights)
+    cell = y_true * n_classes + prob.argmax(axis=1)
+    conf = _cell_sums(cell, n_classes**2, inputs.weights_by_image).reshape(
+        -1, n_classes, n_classes)
     results = {}
     for name in names:
         metric = METRICS.get(name)
-        if metric.kind == "confusion":
-            results[name] = metric.fn(conf)
-        else:
-            results[name] = metric.fn(y_true, prob, weights)
+        results[name] = metric.fn(conf) if metric.kind == "confusion" else metric.fn(inputs)
     return results
 
 

@@ -22,9 +22,13 @@ from scipy import stats
 
 
 def bootstrap_weights(y_true: np.ndarray, resamples: int, seed: int = 0) -> np.ndarray:
-    """(B, N) counts of each image in each stratified resample (classes keep their sizes)."""
+    """(B, N) counts of each image in each stratified resample (classes keep their sizes).
+
+    float32: counts are small integers (exact), and half the memory makes every
+    vectorised metric about twice as fast.
+    """
     rng = np.random.default_rng(seed)
-    weights = np.zeros((resamples, len(y_true)))
+    weights = np.zeros((resamples, len(y_true)), dtype=np.float32)
     for label in np.unique(y_true):
         members = np.flatnonzero(y_true == label)
         weights[:, members] = rng.multinomial(len(members), np.full(len(members),
