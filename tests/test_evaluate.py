@@ -290,3 +290,52 @@ def test_predictions_round_trip(tmp_path):
     assert back.ids[3] == "img 3.png" and (back.y_true == y).all()
     assert np.allclose(back.prob, prob, atol=1e-6)
     assert path.read_text().splitlines()[0] == "id,true,predicted,prob_cat,prob_dog,prob_fox"
+
+
+# -- robustness and error analysis -----------------------------------------------------
+
+
+def _images_for_corruption():
+    import torch
+
+    _, x = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    stripes = (x % 8 < 4).float() * 0.6 + 0.2
+    return stripes.expand(3, 1, 32, 32).clone()
+
+
+def test_corruptions_do_what_they_say():
+    import torch
+
+    from visionbench.evaluate.robustness import CORRUPTIONS
+
+    images = _images_for_corruption()
+    gen = torch.Generator().manual_seed(0)
+    noisy = CORRUPTIONS.get("noise")(images, 0.1, gen)
+    assert (noisy - images).std().item() == pytest.approx(0.1, rel=0.2)
+    dark = CORRUPTIONS.get("brightness")(images, 0.5, gen)
+    assert torch.allclose(dark, images * 0.5)
+    flat = CORRUPTIONS.get("contrast")(images, 0.5, gen)
+    assert flat.std().item() == pytest.approx(images.std().item() * 0.5, rel=1e-3)
+    blurred = CORRUPTIONS.get("blur")(images, 2.0, gen)
+    assert blurred.shape == images.shape and blurred.std() < images.std() * 0.7
+    assert torch.allclose(blurred.mean(), images.mean(), atol=0.02)
+    turned = CORRUPTIONS.get("rotation")(images, 90, gen)
+    # A quarter turn makes vertical stripes horizontal (away from the zero-filled corners).
+    centre = turned[..., 8:24, 8:24]
+    assert centre.std(dim=-1).mean() < 0.05 < centre.std(dim=-2).mean()
+    jpeg = CORRUPTIONS.get("jpeg")(images, 10, gen)
+    assert jpeg.shape == images.shape and 0 < (jpeg - images).abs().mean() < 0.1
+
+
+def test_error_analysis_pictures_and_top_losses(tmp_path):
+    from visionbench.evaluate.errors import error_analysis
+
+    y, prob = _from_confusion(np.array([[3, 1], [2, 4]]))
+    images = np.random.default_rng(0).integers(0, 255, (len(y), 8, 8, 1), dtype=np.uint8)
+    found = error_analysis(images, Predictions([f"i{k}" for k in range(len(y))], y, prob),
+                           ["a", "b"], tmp_path, examples=4)
+    assert found["files"] == ["misclassified.png", "top_losses.png", "error_rate.png"]
+    assert all((tmp_path / f).stat().st_size > 1000 for f in found["files"])
+    assert found["error_rate"] == {"a": 0.25, "b": pytest.approx(1 / 3)}
+    assert len(found["top_losses"]) == 4
+    assert all(row["true"] != row["predicted"] for row in found["top_losses"][:3])

@@ -35,6 +35,8 @@ def tiny_config(tmp_path: Path, models: dict[str, Any], **train: Any) -> Config:
                                                "limit_per_class": 20}},
         "models": models,
         "train": {"epochs": 3, "batch_size": 16, "progress": "quiet", **train},
+        # Robustness and error pictures have their own tests; these are about training.
+        "evaluate": {"robustness": {}, "error_examples": 0, "bootstrap": 100},
         "output": {"dir": str(tmp_path / "runs"), "name": "tiny"},
     }
     return config_from_dict(raw)

@@ -3,7 +3,8 @@
     runs/<name>/<timestamp>/
       config.yaml, data.json, run.json, leaderboard.csv/.md/.json, comparison.json
       <model>/model.safetensors, history.json, metrics.json, evaluation.json,
-              predictions.csv (test), predictions_val.csv,
+              predictions.csv (test), predictions_val.csv, errors.json,
+              robustness.json, misclassified.png, top_losses.png, error_rate.png,
               checkpoints/last.pt (whole training state), checkpoints/best.safetensors
 
 One failing model (bad weights, NaN loss, out of memory, a bug) is recorded in its
@@ -19,6 +20,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,10 @@ import torch
 from visionbench.config import Config, load_config
 from visionbench.data.dataset import PreparedData, prepare_data
 from visionbench.errors import UserError
+from visionbench.evaluate.errors import error_analysis
 from visionbench.evaluate.leaderboard import evaluate_folder
 from visionbench.evaluate.predictions import Predictions, write_predictions
+from visionbench.evaluate.robustness import CORRUPTIONS
 from visionbench.fileio import atomic_path, write_json, write_text
 from visionbench.models.build import build_model
 from visionbench.models.schema import ModelConfig
@@ -193,12 +197,37 @@ def train_model(
             result = trainer.evaluate(splits[split])
             metrics[split] = {"loss": result.loss, "accuracy": result.accuracy,
                               "images": len(splits[split])}
-            write_predictions(folder / filename, Predictions(
-                splits[split].ids, splits[split].targets.numpy(), result.probabilities.numpy()
-            ), data.classes)
+            predictions = Predictions(splits[split].ids, splits[split].targets.numpy(),
+                                      result.probabilities.numpy())
+            write_predictions(folder / filename, predictions, data.classes)
+            if split == "test":
+                settings = config.evaluate
+                found = error_analysis(data.arrays("test")[0], predictions, data.classes,
+                                       folder, settings.error_examples)
+                write_json(folder / "errors.json", found)
+                write_json(folder / "robustness.json", robustness(
+                    trainer, splits["test"], settings.robustness, result.accuracy,
+                    train_cfg.seed))
     write_json(folder / "metrics.json", metrics)
     report(_summary_line(metrics))
     return metrics
+
+
+def robustness(trainer: Trainer, test: SplitImages, severities: dict[str, list[float]],
+               clean: float, seed: int) -> dict[str, Any]:
+    """Test accuracy under each corruption and severity, with the clean accuracy."""
+    found: dict[str, Any] = {"clean_accuracy": clean, "corruptions": {}}
+    for name, levels in severities.items():
+        corrupt = CORRUPTIONS.get(name)
+        rows = []
+        for severity in levels:
+            gen = torch.Generator(device=trainer.device).manual_seed(seed)
+            accuracy = trainer.evaluate(test, partial(corrupt, severity=severity, gen=gen)
+                                        ).accuracy
+            rows.append({"severity": severity, "accuracy": accuracy,
+                         "drop": clean - accuracy})
+        found["corruptions"][name] = rows
+    return found
 
 
 def _summary_line(metrics: dict[str, Any]) -> str:

@@ -27,6 +27,11 @@ class ThresholdConfig(StrictModel):
     target_sensitivity: float = Field(0.95, gt=0, le=1)
 
 
+def _default_robustness() -> dict[str, list[float]]:
+    return {"noise": [0.05, 0.1, 0.2], "rotation": [5, 15, 30], "blur": [0.5, 1.0, 2.0],
+            "contrast": [0.7, 0.4], "brightness": [0.6, 1.4], "jpeg": [50, 20]}
+
+
 class EvaluateConfig(StrictModel):
     """What the comparison reports and how sure it must be."""
 
@@ -37,3 +42,8 @@ class EvaluateConfig(StrictModel):
     alpha: float = Field(0.05, gt=0, lt=1)
     seed: int = 0
     threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
+    robustness: dict[str, list[float]] = Field(
+        default_factory=_default_robustness,
+        description="Corruption -> severities run on the test split ({} to skip).",
+    )
+    error_examples: int = Field(25, ge=0)

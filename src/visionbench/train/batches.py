@@ -8,7 +8,7 @@ Larger splits are read from the memory-mapped cache by a DataLoader, a batch at 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,8 +102,14 @@ class InputPipeline:
         self.std = torch.tensor(self.spec.std, device=self.device).view(1, -1, 1, 1)
 
     def __call__(self, images: torch.Tensor, targets: torch.Tensor, *, train: bool,
-                 gen: torch.Generator | None = None) -> torch.Tensor:
-        """Model input for a uint8 (N, C, H, W) batch; augmented when `train`."""
+                 gen: torch.Generator | None = None,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 ) -> torch.Tensor:
+        """Model input for a uint8 (N, C, H, W) batch; augmented when `train`.
+
+        `transform` (e.g. a robustness corruption) sees the [0, 1] images at model size,
+        just before normalisation.
+        """
         x = images.float().div_(255.0)
         if x.shape[1] != self.spec.channels:
             x = x.expand(-1, self.spec.channels, -1, -1)
@@ -114,6 +120,8 @@ class InputPipeline:
             x = augment(x, self.augment, gen, self.spec.size, mask)
         else:
             x = resize(x, self.spec.size, self.spec.resize)
+        if transform is not None:
+            x = transform(x)
         if self.spec.per_image:
             mean = x.mean(dim=(1, 2, 3), keepdim=True)
             std = x.std(dim=(1, 2, 3), keepdim=True, unbiased=False).clamp_min(1e-6)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -287,21 +288,25 @@ class Trainer:
     # -- evaluation --------------------------------------------------------------------
 
     @torch.no_grad()
-    def evaluate(self, split: SplitImages) -> Evaluation:
-        """Loss, accuracy and per-image probabilities of the current model on `split`."""
+    def evaluate(self, split: SplitImages,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+                 ) -> Evaluation:
+        """Loss, accuracy and per-image probabilities of the current model on `split`
+        (with `transform` applied to every image before normalisation, if given)."""
         self.model.eval()
         order = torch.arange(len(split))
         batch_size = self.cfg.eval_batch_size or self.cfg.batch_size * 2
         probabilities, losses = [], torch.zeros((), device=self.device)
         for images, targets in split.batches(order, batch_size):
-            inputs = self.pipeline(images, targets, train=False)
+            inputs = self.pipeline(images, targets, train=False, transform=transform)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 logits = self.forward(inputs)
             losses += self.output.loss(logits, targets, None, 0.0) * len(targets)
             probabilities.append(self.output.probabilities(logits))
         probs = torch.cat(probabilities).cpu()
         loss = float(losses) / max(len(split), 1)
-        accuracy = float((probs.argmax(1) == split.targets).float().mean()) if len(split) else 0.0
+        hits = probs.argmax(1) == split.targets
+        accuracy = float(hits.double().mean()) if len(split) else 0.0
         return Evaluation(loss, accuracy, probs)
 
     # -- checkpoints -------------------------------------------------------------------

@@ -1,0 +1,97 @@
+"""Error analysis pictures: misclassified examples, top losses, error rate per class.
+
+The numbers behind them (most-confused pairs, per-class recall) are in
+`evaluation.json`; these need the test images, so they are drawn when the model is
+evaluated on its data.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from visionbench.evaluate.predictions import Predictions
+from visionbench.fileio import atomic_path
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the file-only backend (imported late: it is slow to load)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _grid(images: np.ndarray, titles: list[str], path: Path, heading: str) -> None:
+    plt = _pyplot()
+    count = len(images)
+    columns = min(5, max(count, 1))
+    rows = max(1, math.ceil(count / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows + 0.4),
+                                squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, image, title in zip(axes.flat, images, titles, strict=False):
+        shown = image.squeeze(-1) if image.shape[-1] == 1 else image
+        axis.imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0, vmax=255)
+        axis.set_title(title, fontsize=7)
+    figure.suptitle(heading, fontsize=10)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=90)
+    plt.close(figure)
+
+
+def error_analysis(images: np.ndarray, test: Predictions, classes: list[str], folder: Path,
+                   examples: int) -> dict[str, Any]:
+    """Write misclassified.png, top_losses.png, error_rate.png; return the top losses."""
+    y_pred = test.y_pred
+    true_prob = test.prob[np.arange(len(test.y_true)), test.y_true]
+    losses = -np.log(np.clip(true_prob, 1e-15, 1.0))
+    wrong = np.flatnonzero(y_pred != test.y_true)
+    # The most confident mistakes first: those are the ones a user should look at.
+    wrong = wrong[np.argsort(-test.prob[wrong, y_pred[wrong]])][:examples]
+
+    def title(i: int) -> str:
+        return (f"true {classes[test.y_true[i]]}\npred {classes[y_pred[i]]} "
+                f"({test.prob[i, y_pred[i]]:.2f})")
+
+    written = []
+    if examples and len(wrong):
+        _grid(images[wrong], [title(i) for i in wrong], folder / "misclassified.png",
+              f"{len(np.flatnonzero(y_pred != test.y_true))} misclassified test images "
+              f"(most confident first)")
+        written.append("misclassified.png")
+    top = np.argsort(-losses)[: max(examples, 0)]
+    if examples and len(top):
+        _grid(images[top], [f"{title(i)}\nloss {losses[i]:.2f}" for i in top],
+              folder / "top_losses.png", "highest-loss test images")
+        written.append("top_losses.png")
+    errors = [float(np.mean(y_pred[test.y_true == k] != k)) if (test.y_true == k).any()
+              else 0.0 for k in range(len(classes))]
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(max(4, 0.6 * len(classes) + 2), 3))
+    axis.bar(range(len(classes)), errors, color="#c0504d")
+    crowded = sum(len(c) for c in classes) > 40
+    axis.set_xticks(range(len(classes)), classes, rotation=30 if crowded else 0,
+                    ha="right" if crowded else "center")
+    axis.set_ylabel("error rate")
+    axis.set_title("test error rate per class")
+    figure.tight_layout()
+    with atomic_path(folder / "error_rate.png") as tmp:
+        figure.savefig(tmp, format="png", dpi=90)
+    plt.close(figure)
+    written.append("error_rate.png")
+    return {
+        "files": written,
+        "error_rate": dict(zip(classes, errors, strict=True)),
+        "top_losses": [{"id": test.ids[i], "true": classes[test.y_true[i]],
+                        "predicted": classes[y_pred[i]],
+                        "confidence": float(test.prob[i, y_pred[i]]), "loss": float(losses[i])}
+                       for i in top],
+    }
