@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -30,16 +30,23 @@ from visionbench.config import Config, load_config
 from visionbench.data.dataset import PreparedData, prepare_data
 from visionbench.errors import UserError
 from visionbench.evaluate.errors import error_analysis
+from visionbench.evaluate.external import ExternalModel
 from visionbench.evaluate.leaderboard import evaluate_folder
 from visionbench.evaluate.predictions import Predictions, write_predictions
 from visionbench.evaluate.robustness import CORRUPTIONS
 from visionbench.fileio import atomic_path, write_json, write_text
-from visionbench.models.build import build_model
+from visionbench.models.build import InputSpec, build_model
 from visionbench.models.schema import ModelConfig
 from visionbench.provenance import save_config
 from visionbench.train.batches import SplitImages
 from visionbench.train.callbacks import Checkpoint, Progress
-from visionbench.train.loop import Trainer, TrainingDivergedError, pick_device, plan_stages
+from visionbench.train.loop import (
+    Evaluation,
+    Trainer,
+    TrainingDivergedError,
+    pick_device,
+    plan_stages,
+)
 
 Report = Callable[[str], None]
 
@@ -192,28 +199,79 @@ def train_model(
             "images_per_second": round(trainer.images_seen / max(trainer.train_seconds, 1e-9), 1),
         },
     }
-    for split, filename in (("val", "predictions_val.csv"), ("test", "predictions.csv")):
-        if split in splits:
-            result = trainer.evaluate(splits[split])
-            metrics[split] = {"loss": result.loss, "accuracy": result.accuracy,
-                              "images": len(splits[split])}
-            predictions = Predictions(splits[split].ids, splits[split].targets.numpy(),
-                                      result.probabilities.numpy())
-            write_predictions(folder / filename, predictions, data.classes)
-            if split == "test":
-                settings = config.evaluate
-                found = error_analysis(data.arrays("test")[0], predictions, data.classes,
-                                       folder, settings.error_examples)
-                write_json(folder / "errors.json", found)
-                write_json(folder / "robustness.json", robustness(
-                    trainer, splits["test"], settings.robustness, result.accuracy,
-                    train_cfg.seed))
+    _record_evaluations(trainer, splits, data, folder, config, train_cfg.seed, metrics)
     write_json(folder / "metrics.json", metrics)
     report(_summary_line(metrics))
     return metrics
 
 
-def robustness(trainer: Trainer, test: SplitImages, severities: dict[str, list[float]],
+class Evaluator(Protocol):
+    """What can be evaluated on a split: a `Trainer` or an `ExternalModel`."""
+
+    device: torch.device
+
+    def evaluate(self, split: SplitImages,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+                 ) -> Evaluation:
+        """Loss, accuracy and probabilities on `split`."""
+        ...
+
+
+def _record_evaluations(
+    evaluator: Evaluator, splits: dict[str, SplitImages], data: PreparedData, folder: Path,
+    config: Config, seed: int, metrics: dict[str, Any],
+) -> None:
+    """Predictions of val and test, then error pictures and robustness on test."""
+    for split, filename in (("val", "predictions_val.csv"), ("test", "predictions.csv")):
+        if split not in splits:
+            continue
+        result = evaluator.evaluate(splits[split])
+        metrics[split] = {"loss": result.loss, "accuracy": result.accuracy,
+                          "images": len(splits[split])}
+        predictions = Predictions(splits[split].ids, splits[split].targets.numpy(),
+                                  result.probabilities.numpy())
+        write_predictions(folder / filename, predictions, data.classes)
+        if split == "test":
+            settings = config.evaluate
+            found = error_analysis(data.arrays("test")[0], predictions, data.classes,
+                                   folder, settings.error_examples)
+            write_json(folder / "errors.json", found)
+            write_json(folder / "robustness.json", robustness(
+                evaluator, splits["test"], settings.robustness, result.accuracy, seed))
+
+
+def evaluate_external(config: Config, name: str, data: PreparedData, folder: Path,
+                      report: Report = print) -> dict[str, Any]:
+    """Evaluate a model trained elsewhere (ONNX/TorchScript) into its model folder."""
+    model_cfg = config.models[name]
+    wanted = model_cfg.input
+    normalization = data.normalization()
+    height, width = data.images.shape[1:3]
+    explicit = wanted.mean is not None and wanted.std is not None
+    spec = InputSpec(
+        size=(wanted.size, wanted.size) if wanted.size else (height, width),
+        channels=wanted.channels or data.channels,
+        mean=tuple(wanted.mean) if explicit else normalization.mean,
+        std=tuple(wanted.std) if explicit else normalization.std,
+        per_image=False if explicit else normalization.per_image,
+        resize=wanted.resize,
+    )
+    model = ExternalModel(model_cfg, spec, len(data.classes))
+    splits = _splits(data, model.device, model_cfg.train.memory_budget_mb)
+    metrics: dict[str, Any] = {
+        "model": name, "status": "ok", "description": model_cfg.description,
+        "external": str(model_cfg.external), "parameters": None, "epochs": 0,
+        "input": {"size": list(spec.size), "channels": spec.channels, "mean": list(spec.mean),
+                  "std": list(spec.std), "layout": wanted.layout, "scale": wanted.scale},
+        "timing": {},
+    }
+    _record_evaluations(model, splits, data, folder, config, model_cfg.train.seed, metrics)
+    write_json(folder / "metrics.json", metrics)
+    report(f"{name} (external): test accuracy {metrics.get('test', {}).get('accuracy', 0):.4f}")
+    return metrics
+
+
+def robustness(evaluator: Evaluator, test: SplitImages, severities: dict[str, list[float]],
                clean: float, seed: int) -> dict[str, Any]:
     """Test accuracy under each corruption and severity, with the clean accuracy."""
     found: dict[str, Any] = {"clean_accuracy": clean, "corruptions": {}}
@@ -221,9 +279,9 @@ def robustness(trainer: Trainer, test: SplitImages, severities: dict[str, list[f
         corrupt = CORRUPTIONS.get(name)
         rows = []
         for severity in levels:
-            gen = torch.Generator(device=trainer.device).manual_seed(seed)
-            accuracy = trainer.evaluate(test, partial(corrupt, severity=severity, gen=gen)
-                                        ).accuracy
+            gen = torch.Generator(device=evaluator.device).manual_seed(seed)
+            accuracy = evaluator.evaluate(test, partial(corrupt, severity=severity, gen=gen)
+                                          ).accuracy
             rows.append({"severity": severity, "accuracy": accuracy,
                          "drop": clean - accuracy})
         found["corruptions"][name] = rows
@@ -279,6 +337,9 @@ def _run_models(
                 outcomes[name] = previous
                 continue
         try:
+            if config.models[name].external is not None:
+                outcomes[name] = evaluate_external(config, name, data, model_folder, report)
+                continue
             outcomes[name] = train_model(config, name, data, model_folder, mode=mode,
                                          extra_epochs=extra_epochs, report=report)
         except Exception as exc:  # one model's failure must not end the run

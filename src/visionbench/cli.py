@@ -185,18 +185,36 @@ def _print_board(board: dict[str, Any], folder: Path) -> None:
 
 @app.command(name="evaluate")
 def evaluate_command(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `visionbench run`.")],
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override an evaluate key, e.g. --set evaluate.bootstrap=200"),
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="A run folder written by `visionbench run`.")
     ] = None,
+    set_: SetOption = None,
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="Evaluate a model trained elsewhere (.onnx, or a "
+                     "TorchScript .pt) on the data of --data."),
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="The config whose data (and evaluate) to use.")
+    ] = None,
+    name: Annotated[str, typer.Option(help="The external model's name in the run.")] = "external",
 ) -> None:
-    """Recompute every metric, interval and test of a run from its saved predictions."""
+    """Recompute every metric of a run from its saved predictions, or evaluate an external
+    model (with its preprocessing under models.NAME.input, e.g. --set
+    models.external.input.layout=nhwc) into a new run folder."""
+    from visionbench.benchmark import run_benchmark
     from visionbench.config import load_config
     from visionbench.evaluate.leaderboard import evaluate_folder
 
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError(f"{run_dir} is not a run folder (no config.yaml)")
+    if model is not None:
+        if data is None or run_dir is not None:
+            raise UserError("--model needs --data CONFIG (and no run folder)")
+        cfg = load_config(data, [*(set_ or []), f"models.{name}.external={model}"])
+        _finish(run_benchmark(cfg, only=[name], report=_report))
+        return
+    if run_dir is None or not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir or 'a run folder'} is not a run folder (no config.yaml); "
+                        "or use --model FILE --data CONFIG")
     cfg = load_config(run_dir / "config.yaml", set_ or [])
     board = evaluate_folder(run_dir, cfg.evaluate, list(cfg.models))
     _print_board(board, run_dir)

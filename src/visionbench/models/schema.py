@@ -1,6 +1,7 @@
 """Typed model config: layer specs, backbones, heads, input overrides, freezing and stages.
 
-A model is either a CNN built from `layers` or a timm `backbone` with an optional `head`.
+A model is a CNN built from `layers`, a timm `backbone` with an optional `head`, or an
+`external` ONNX/TorchScript file trained elsewhere (evaluated only).
 Either way the output layer is added from the data (N classes, or one sigmoid logit for a
 binary problem with `output: sigmoid`). `preset:` names one of the studies' architectures
 (see `visionbench.models.presets`); its keys are filled in under the entry's own.
@@ -100,6 +101,11 @@ class InputConfig(StrictModel):
     mean: list[float] | None = None
     std: list[float] | None = None
     resize: Literal["stretch", "center_crop"] = "stretch"
+    layout: Literal["nchw", "nhwc"] = Field(
+        "nchw", description="External models only: nhwc for Keras/TensorFlow exports.")
+    scale: float = Field(
+        1.0, gt=0, description="External models only: multiply the normalised input (255 "
+        "for a Keras model that rescales by 1/255 itself).")
 
 
 class FreezeBlocks(StrictModel):
@@ -141,11 +147,15 @@ class ModelConfig(StrictModel):
     freeze: FreezeSpec = "none"
     stages: list[StageConfig] = Field(default_factory=list)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    external: Path | None = None
+    external_outputs: Literal["probabilities", "logits"] = "probabilities"
 
     @model_validator(mode="after")
     def _one_architecture(self) -> ModelConfig:
-        if (self.layers is None) == (self.backbone is None):
-            raise ValueError("a model needs exactly one of `layers` (a CNN) or `backbone` (timm)")
+        kinds = [self.layers is not None, self.backbone is not None, self.external is not None]
+        if sum(kinds) != 1:
+            raise ValueError("a model needs exactly one of `layers` (a CNN), `backbone` (timm) "
+                             "or `external` (an ONNX or TorchScript file trained elsewhere)")
         if self.layers is not None and (self.head is not None or self.pretrained):
             raise ValueError("`head` and `pretrained` apply to backbones; a CNN's `layers` "
                              "already end where the output layer is added")
