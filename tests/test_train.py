@@ -439,3 +439,19 @@ def test_pretrained_efficientnet_lite0_fine_tunes_in_stages(tmp_path):
     head, tune = metrics["stages"]
     assert head["trainable"] == 1280 * 16 + 16 + 16 * 10 + 10
     assert tune["trainable"] > head["trainable"] and tune["frozen"] > 0
+
+
+def test_repeats_train_with_other_seeds_and_report_mean_and_spread(tmp_path):
+    cfg = tiny_config(tmp_path, {"m": MLP}, epochs=2, repeats=3)
+    result = run_benchmark(cfg, report=lambda _: None)
+    folder = result.folder / "m"
+    assert [r["seed"] for r in result.models["m"]["repeats"]] == [1, 2]
+    assert sorted(p.parent.name for p in (folder / "repeats").glob("*/predictions.csv")) == [
+        "1", "2"]
+    spread = json.loads((folder / "evaluation.json").read_text())["repeats"]
+    accuracy = spread["metrics"]["accuracy"]
+    assert spread["count"] == 3 and len(accuracy["values"]) == 3
+    assert accuracy["values"][0] == result.models["m"]["test"]["accuracy"]
+    assert accuracy["std"] == pytest.approx(np.std(accuracy["values"], ddof=1))
+    assert len(set(accuracy["values"])) > 1, "other seeds, other results"
+    assert "±" in (result.folder / "leaderboard.md").read_text()

@@ -202,7 +202,38 @@ def train_model(
     _record_evaluations(trainer, splits, data, folder, config, train_cfg.seed, metrics)
     write_json(folder / "metrics.json", metrics)
     report(_summary_line(metrics))
+    if train_cfg.repeats > 1 and mode != "continue":
+        metrics["repeats"] = _train_repeats(config, name, data, folder, report)
+        write_json(folder / "metrics.json", metrics)
     return metrics
+
+
+def _train_repeats(config: Config, name: str, data: PreparedData, folder: Path,
+                   report: Report) -> list[dict[str, Any]]:
+    """Train the extra repeats of a model (seeds seed+1...) into `<model>/repeats/<k>/`.
+
+    Repeats keep predictions, history and metrics (no checkpoints, no pictures, no
+    robustness): enough for mean and standard deviation across seeds.
+    """
+    base = config.models[name].train
+    found = []
+    for repeat in range(1, base.repeats):
+        sub = folder / "repeats" / str(repeat)
+        done = sub / "metrics.json"
+        if done.is_file():
+            found.append(json.loads(done.read_text()))
+            continue
+        variant = config.model_copy(deep=True)
+        variant.models[name].train.seed = base.seed + repeat
+        variant.models[name].train.repeats = 1
+        variant.models[name].train.checkpoint = False
+        variant.evaluate.robustness = {}
+        variant.evaluate.error_examples = 0
+        metrics = train_model(variant, name, data, sub, report=report)
+        metrics["seed"] = base.seed + repeat
+        write_json(done, metrics)
+        found.append(metrics)
+    return [{"seed": m["seed"], "test": m.get("test")} for m in found]
 
 
 class Evaluator(Protocol):

@@ -153,6 +153,9 @@ def _print_board(board: dict[str, Any], folder: Path) -> None:
     table.add_column(f"{SHORT.get(primary, primary)} [{level} % CI]", justify="right")
     for metric in others:
         table.add_column(SHORT[metric], justify="right")
+    repeated = any("repeats" in row for row in board["rows"])
+    if repeated:
+        table.add_column("seeds: mean ± sd", justify="right")
     clinical = any("missed_positives" in row for row in board["rows"])
     if clinical:
         table.add_column("missed +", justify="right")
@@ -170,6 +173,10 @@ def _print_board(board: dict[str, Any], folder: Path) -> None:
         metrics = row.get("metrics", {})
         cells = [row["model"], row["status"], value(metrics.get(primary), True)]
         cells += [value(metrics.get(m)) for m in others]
+        if repeated:
+            spread = row.get("repeats")
+            cells.append(f"{spread['mean']:.4f} ± {spread['std']:.4f} (n={spread['count']})"
+                         if spread else "–")
         if clinical:
             missed = row.get("missed_positives")
             cells.append("–" if missed is None else str(int(missed)))

@@ -11,9 +11,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from visionbench.errors import UserError
-from visionbench.evaluate.evaluation import ModelEvaluation, compare_models, evaluate_model
-from visionbench.evaluate.metrics import METRICS
+from visionbench.evaluate.evaluation import (
+    ModelEvaluation,
+    applicable_metrics,
+    compare_models,
+    evaluate_model,
+)
+from visionbench.evaluate.metrics import METRICS, compute
 from visionbench.evaluate.predictions import Predictions, read_predictions
 from visionbench.evaluate.schema import EvaluateConfig
 from visionbench.evaluate.statistics import bootstrap_weights
@@ -56,12 +63,30 @@ def evaluate_folder(folder: Path, settings: EvaluateConfig, models: list[str]
     for name, test in predictions.items():
         evaluations[name] = evaluate_model(test, classes, settings, val=validation[name],
                                            group=group, weights=weights)
+        repeats = sorted((folder / name / "repeats").glob("*/predictions.csv"))
+        if repeats:
+            evaluations[name].summary["repeats"] = repeat_statistics(
+                [test, *(read_predictions(path, classes) for path in repeats)], settings)
         write_json(folder / name / "evaluation.json", evaluations[name].summary)
     comparison = compare_models(evaluations, predictions, classes, settings)
     write_json(folder / "comparison.json", comparison)
     board = _leaderboard(outcomes, evaluations, comparison, settings)
     write_leaderboard(folder, board)
     return board
+
+
+def repeat_statistics(runs: list[Predictions], settings: EvaluateConfig) -> dict[str, Any]:
+    """Mean and sample standard deviation of each headline metric across training repeats."""
+    names = applicable_metrics(settings.metrics, runs[0].prob.shape[1])
+    values = {n: [] for n in names}
+    for run in runs:
+        for n, v in compute(names, run.y_true, run.prob).items():
+            values[n].append(float(v[0]))
+    return {
+        "count": len(runs),
+        "metrics": {n: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)),
+                        "values": v} for n, v in values.items()},
+    }
 
 
 def _leaderboard(outcomes: dict[str, dict[str, Any]], evaluations: dict[str, ModelEvaluation],
@@ -77,6 +102,9 @@ def _leaderboard(outcomes: dict[str, dict[str, Any]], evaluations: dict[str, Mod
             if clinical:
                 row["missed_positives"] = clinical["missed_positives"]["value"]
             row["notes"] = summary["notes"]
+            if "repeats" in summary:
+                row["repeats"] = {"count": summary["repeats"]["count"],
+                                  **summary["repeats"]["metrics"][primary.name]}
         row["parameters"] = outcome.get("parameters")
         row["epochs"] = outcome.get("epochs")
         row["train_seconds"] = outcome.get("timing", {}).get("train_seconds")
@@ -113,7 +141,7 @@ def write_leaderboard(folder: Path, board: dict[str, Any]) -> None:
     header = ["model", "status"]
     for m in metrics:
         header += [m, f"{m}_low", f"{m}_high"]
-    header += ["missed_positives", *COLUMNS_AFTER]
+    header += ["missed_positives", "repeats", "repeats_mean", "repeats_std", *COLUMNS_AFTER]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -123,6 +151,8 @@ def write_leaderboard(folder: Path, board: dict[str, Any]) -> None:
             entry = row.get("metrics", {}).get(m, {})
             values += [entry.get("value", ""), entry.get("low", ""), entry.get("high", "")]
         values.append(row.get("missed_positives", ""))
+        spread = row.get("repeats", {})
+        values += [spread.get("count", ""), spread.get("mean", ""), spread.get("std", "")]
         values += [row.get(c) if row.get(c) is not None else "" for c in COLUMNS_AFTER]
         writer.writerow(values)
     write_text(folder / "leaderboard.csv", buffer.getvalue())
@@ -135,8 +165,17 @@ def write_leaderboard(folder: Path, board: dict[str, Any]) -> None:
              "| model | status | " + " | ".join(shown) + " | missed positives | parameters | "
              "train s | mark |",
              "|" + "---|" * (len(shown) + 6)]
+    repeated = any("repeats" in row for row in board["rows"])
+    if repeated:
+        lines[2] = lines[2].replace(" | missed positives", f" | {shown[0]} over seeds (mean ± sd)"
+                                    " | missed positives")
+        lines[3] += "---|"
     for row in board["rows"]:
         cells = [_cell(row.get("metrics", {}).get(m)) for m in shown]
+        if repeated:
+            spread = row.get("repeats")
+            cells.append(f"{spread['mean']:.4f} ± {spread['std']:.4f} (n={spread['count']})"
+                         if spread else "–")
         missed = row.get("missed_positives")
         lines.append(
             f"| {row['model']} | {row['status']} | " + " | ".join(cells)

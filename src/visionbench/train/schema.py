@@ -123,6 +123,8 @@ class TrainConfig(StrictModel):
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int | None = Field(None, ge=1)
     seed: int = 0
+    repeats: int = Field(1, ge=1, description="Train K times with seeds seed..seed+K-1; "
+                         "metrics report mean and std across them.")
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     plateau: PlateauConfig | None = None
