@@ -86,6 +86,7 @@ SKLEARN = {
     "recall_weighted": lambda y, p: skm.recall_score(y, p.argmax(1), average="weighted"),
     "f1_weighted": lambda y, p: skm.f1_score(y, p.argmax(1), average="weighted",
                                              zero_division=0),
+    "f1_micro": lambda y, p: skm.f1_score(y, p.argmax(1), average="micro"),
     "cohen_kappa": lambda y, p: skm.cohen_kappa_score(y, p.argmax(1)),
     "matthews_corrcoef": lambda y, p: skm.matthews_corrcoef(y, p.argmax(1)),
     "log_loss": lambda y, p: skm.log_loss(y, p, labels=range(p.shape[1])),

@@ -133,6 +133,15 @@ for _stat in ("precision", "recall", "f1"):
 
 
 @_register("confusion")
+def _f1_micro(conf: np.ndarray) -> np.ndarray:
+    """F1 of the pooled counts; equals accuracy (and micro precision and recall) when each
+    image has exactly one label."""
+    c = confusion_counts(conf)
+    tp, fp, fn = c["tp"].sum(axis=1), c["fp"].sum(axis=1), c["fn"].sum(axis=1)
+    return _divide(2 * tp, 2 * tp + fp + fn)
+
+
+@_register("confusion")
 def _global_f1(conf: np.ndarray) -> np.ndarray:
     """Harmonic mean of weighted precision and weighted recall (the MRI study's formula)."""
     p = per_class(conf)
