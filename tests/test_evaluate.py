@@ -340,3 +340,21 @@ def test_error_analysis_pictures_and_top_losses(tmp_path):
     assert found["error_rate"] == {"a": 0.25, "b": pytest.approx(1 / 3)}
     assert len(found["top_losses"]) == 4
     assert all(row["true"] != row["predicted"] for row in found["top_losses"][:3])
+
+
+def test_comparison_has_a_paired_bootstrap_for_every_metric_and_mcnemar_without_bootstrap():
+    y, prob = _random(n=200, k=3, seed=7)
+    other = np.roll(prob, 1, axis=1)
+    preds = {n: Predictions([str(i) for i in range(len(y))], y, p)
+             for n, p in (("a", prob), ("b", other))}
+    settings = EvaluateConfig(bootstrap=200)
+    weights = bootstrap_weights(y, 200, 0)
+    evaluations = {n: evaluate_model(p, ["x", "y", "z"], settings, weights=weights)
+                   for n, p in preds.items()}
+    pair = compare_models(evaluations, preds, ["x", "y", "z"], settings)["pairs"][0]
+    assert set(pair["bootstrap"]) == set(settings.metrics)
+    assert pair["bootstrap"]["log_loss"]["difference"] < 0
+    plain = EvaluateConfig(bootstrap=0)
+    unsure = {n: evaluate_model(p, ["x", "y", "z"], plain) for n, p in preds.items()}
+    marks = compare_models(unsure, preds, ["x", "y", "z"], plain)["marks"]
+    assert marks == {"a": "best", "b": "worse"}, "McNemar decides accuracy without resamples"

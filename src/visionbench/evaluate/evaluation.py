@@ -248,12 +248,15 @@ def compare_models(
                 "a": a, "b": b,
                 "mcnemar": mcnemar(pa.y_pred == pa.y_true, pb.y_pred == pb.y_true),
             }
-            ra, rb = evaluations[a].resampled.get(metric.name), evaluations[b].resampled.get(
-                metric.name)
-            if ra is not None and rb is not None:
-                pair["bootstrap"] = {"metric": metric.name,
-                                     **paired_bootstrap(ra, rb, value[a], value[b],
-                                                        settings.confidence)}
+            # The paired bootstrap of the difference, for every headline metric.
+            shared = set(evaluations[a].resampled) & set(evaluations[b].resampled)
+            pair["bootstrap"] = {
+                m: paired_bootstrap(
+                    evaluations[a].resampled[m], evaluations[b].resampled[m],
+                    evaluations[a].summary["metrics"][m]["value"],
+                    evaluations[b].summary["metrics"][m]["value"], settings.confidence)
+                for m in settings.metrics if m in shared
+            }
             pair["delong"] = _delong_pairs(pa, pb, classes)
             pairs.append(pair)
     marks = {}
@@ -262,7 +265,8 @@ def compare_models(
             marks[name] = "best"
             continue
         pair = next(p for p in pairs if {p["a"], p["b"]} == {name, best})
-        p_value = pair["bootstrap"]["p_value"] if "bootstrap" in pair else (
+        tested = pair["bootstrap"].get(metric.name)
+        p_value = tested["p_value"] if tested else (
             pair["mcnemar"]["p_value"] if metric.name == "accuracy" else math.nan)
         if math.isnan(p_value):
             marks[name] = "untested"
