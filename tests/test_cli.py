@@ -112,7 +112,8 @@ def test_run_then_continue_writes_the_run_folder(tmp_path, capsys):
         assert (folder / name).is_file(), name
     for model in ("small_cnn", "wide_cnn", "mlp"):
         for name in ("predictions.csv", "predictions_val.csv", "evaluation.json", "errors.json",
-                     "robustness.json", "misclassified.png", "error_rate.png"):
+                     "robustness.json", "misclassified.png", "error_rate.png",
+                     "explanations.json"):
             assert (folder / model / name).is_file(), (model, name)
     out_text = capsys.readouterr().out
     assert "leaderboard" in out_text and "accuracy [95 % CI]" in out_text

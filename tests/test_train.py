@@ -36,7 +36,8 @@ def tiny_config(tmp_path: Path, models: dict[str, Any], **train: Any) -> Config:
         "models": models,
         "train": {"epochs": 3, "batch_size": 16, "progress": "quiet", **train},
         # Robustness and error pictures have their own tests; these are about training.
-        "evaluate": {"robustness": {}, "error_examples": 0, "bootstrap": 100},
+        "evaluate": {"robustness": {}, "error_examples": 0, "bootstrap": 100,
+                     "explain": {"images": 0}},
         "output": {"dir": str(tmp_path / "runs"), "name": "tiny"},
     }
     return config_from_dict(raw)

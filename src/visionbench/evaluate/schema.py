@@ -32,6 +32,20 @@ def _default_robustness() -> dict[str, list[float]]:
             "contrast": [0.7, 0.4], "brightness": [0.6, 1.4], "jpeg": [50, 20]}
 
 
+class ExplainConfig(StrictModel):
+    """Explanation maps made for each model at the end of a run (and by `visionbench
+    explain`): which methods, how many test images, and the cost knobs."""
+
+    methods: list[str] = Field(default_factory=lambda: [
+        "gradcam", "integrated_gradients", "smoothgrad", "guided_backprop", "occlusion"])
+    images: int = Field(8, ge=0, description="Test images: per class, a confident correct "
+                        "one and the most confident mistake, up to this many (0 = none).")
+    layer: str | None = Field(None, description="Grad-CAM layer; default the last conv.")
+    steps: int = Field(32, ge=2)
+    samples: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, description="Bounds memory of every method.")
+
+
 class EvaluateConfig(StrictModel):
     """What the comparison reports and how sure it must be."""
 
@@ -47,3 +61,4 @@ class EvaluateConfig(StrictModel):
         description="Corruption -> severities run on the test split ({} to skip).",
     )
     error_examples: int = Field(25, ge=0)
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
