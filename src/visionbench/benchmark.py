@@ -24,23 +24,23 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 
 from visionbench.config import Config, load_config
 from visionbench.data.dataset import PreparedData, prepare_data
+from visionbench.data.inspect import inspect_data
 from visionbench.errors import UserError
 from visionbench.evaluate.errors import error_analysis
-from visionbench.evaluate.explain import explain_model, pick_images
 from visionbench.evaluate.external import ExternalModel
 from visionbench.evaluate.leaderboard import evaluate_folder
 from visionbench.evaluate.predictions import Predictions, write_predictions
 from visionbench.evaluate.robustness import CORRUPTIONS
-from visionbench.evaluate.schema import ExplainConfig
 from visionbench.fileio import atomic_path, write_json, write_text
+from visionbench.inference import LoadedModel, explain_test_set
 from visionbench.models.build import InputSpec, build_model
 from visionbench.models.schema import ModelConfig
 from visionbench.provenance import save_config
+from visionbench.report.html import write_report
 from visionbench.train.batches import SplitImages
 from visionbench.train.callbacks import Checkpoint, Progress
 from visionbench.train.loop import (
@@ -273,33 +273,13 @@ def _record_evaluations(
             write_json(folder / "robustness.json", robustness(
                 evaluator, splits["test"], settings.robustness, result.accuracy, seed))
             if isinstance(evaluator, Trainer) and settings.explain.images:
+                loaded = LoadedModel(evaluator.model, evaluator.pipeline, evaluator.device)
                 try:
-                    found = explain_test_images(evaluator, data, predictions, settings.explain,
-                                                folder)
+                    found = explain_test_set(loaded, data, predictions, settings.explain, folder)
                 except UserError as exc:
                     # The model itself is fine: keep it, say why it has no maps.
                     found = {"error": str(exc)}
                 write_json(folder / "explanations.json", found)
-
-
-def explain_test_images(trainer: Trainer, data: PreparedData, predictions: Predictions,
-                        config: ExplainConfig, folder: Path) -> dict[str, Any]:
-    """Explanation maps for a few correct and misclassified test images per class."""
-    chosen = pick_images(predictions.y_true, predictions.prob, config.images)
-    pictures = data.arrays("test")[0][chosen]
-    predicted = predictions.y_pred[chosen]
-    images = torch.from_numpy(np.ascontiguousarray(pictures)).permute(0, 3, 1, 2).to(
-        trainer.device)
-    classes = torch.as_tensor(predicted, device=trainer.device)
-    inputs = trainer.pipeline(images, classes, train=False)
-    titles = [
-        f"true {data.classes[predictions.y_true[i]]}\npred {data.classes[predictions.y_pred[i]]}"
-        f" ({predictions.prob[i].max():.2f})" for i in chosen
-    ]
-    found = explain_model(trainer.model, inputs, classes, pictures, titles,
-                          [predictions.ids[i] for i in chosen], config, folder)
-    trainer.model.zero_grad(set_to_none=True)
-    return found
 
 
 def evaluate_external(config: Config, name: str, data: PreparedData, folder: Path,
@@ -434,6 +414,8 @@ def run_benchmark(
         folder.mkdir(parents=True, exist_ok=False)
     save_config(config, folder)
     write_json(folder / "data.json", data.record)
+    if not (folder / "data" / "inspect.json").is_file():
+        write_json(folder / "data" / "inspect.json", inspect_data(data, folder / "data"))
     report(f"run folder: {folder}")
     result = RunResult(folder)
     try:
@@ -496,3 +478,4 @@ def finish_run(result: RunResult, config: Config) -> None:
                    for n, m in result.models.items()},
     })
     result.board = evaluate_folder(result.folder, config.evaluate, list(result.models))
+    write_report(result.folder)

@@ -227,6 +227,44 @@ def evaluate_command(
     _print_board(board, run_dir)
 
 
+@app.command(name="report")
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `visionbench run`.")],
+) -> None:
+    """Rebuild report.html from the run folder alone (no retraining, no data needed)."""
+    from visionbench.report.html import write_report
+
+    if not (run_dir / "leaderboard.json").is_file():
+        raise UserError(f"{run_dir} has no leaderboard.json: not a finished run folder "
+                        "(run `visionbench evaluate` on it first)")
+    stdout.print(f"report: {write_report(run_dir)}")
+
+
+@app.command(name="explain")
+def explain_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `visionbench run`.")],
+    model: Annotated[str, typer.Option("--model", help="Which model of the run.")],
+    images: Annotated[
+        list[Path] | None,
+        typer.Option("--images", help="Image files to explain (repeatable); default: a few "
+                     "correct and misclassified test images per class."),
+    ] = None,
+    method: Annotated[
+        list[str] | None,
+        typer.Option("--method", help="gradcam, integrated_gradients, smoothgrad, "
+                     "guided_backprop, occlusion (repeatable; default: the config's)."),
+    ] = None,
+) -> None:
+    """Explanation maps (heat map over the image) with their deletion faithfulness scores."""
+    from visionbench.evaluate.explain import METHODS
+    from visionbench.inference import explain_run
+
+    for name in method or []:
+        METHODS.get(name)
+    out = explain_run(run_dir, model, images, method)
+    stdout.print(f"explanations: {out / 'explanations.png'} and explanations.json")
+
+
 def _print_inspection(report: dict[str, Any]) -> None:
     classes = report["classes"]
     splits = list(report["splits"])

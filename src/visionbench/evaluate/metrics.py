@@ -356,10 +356,13 @@ def compute(
 def undefined_notes(conf: np.ndarray, classes: list[str]) -> list[str]:
     """Where a ratio was undefined and counted as 0 (one plain confusion matrix)."""
     c = confusion_counts(conf[None] if conf.ndim == 2 else conf[:1])
+    never_predicted = [name for k, name in enumerate(classes)
+                       if c["tp"][0, k] + c["fp"][0, k] == 0]
+    absent = [name for k, name in enumerate(classes) if c["support"][0, k] == 0]
     notes = []
-    for k, name in enumerate(classes):
-        if c["tp"][0, k] + c["fp"][0, k] == 0:
-            notes.append(f"no image was predicted {name}: its precision is undefined, counted 0")
-        if c["support"][0, k] == 0:
-            notes.append(f"no test image is {name}: its recall is undefined, counted 0")
+    if never_predicted:
+        notes.append(f"no image was predicted {', '.join(never_predicted)}: precision "
+                     "undefined there, counted 0")
+    if absent:
+        notes.append(f"no test image is {', '.join(absent)}: recall undefined there, counted 0")
     return notes

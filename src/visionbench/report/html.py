@@ -1,0 +1,348 @@
+"""`report.html`: one self-contained page per run, built from the run folder alone.
+
+Everything is inlined (plotly.js once, pictures as base64 PNG), so the file works offline
+and can be mailed; the same folder always gives the same bytes, so `visionbench report`
+rebuilds it identically.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from visionbench.fileio import write_text
+from visionbench.report import charts
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#222}
+header{background:#1d3557;color:#fff;padding:18px 28px}header h1{margin:0;font-size:22px}
+nav{position:sticky;top:0;background:#f1f3f5;padding:8px 28px;font-size:14px;z-index:5}
+nav a{margin-right:14px;color:#1d3557}main{padding:8px 28px;max-width:1250px}
+h2{border-bottom:2px solid #1d3557;padding-bottom:4px;margin-top:34px}
+h3{margin-top:26px}table{border-collapse:collapse;font-size:13px;margin:8px 0}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f1f3f5;cursor:pointer}
+td:first-child,th:first-child{text-align:left}.warn{background:#fff3cd;border-left:4px solid
+#e0a800;padding:6px 10px;margin:6px 0}.ok{background:#e8f5e9;border-left:4px solid #2e7d32;
+padding:8px 12px}.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));
+gap:10px}.plot{min-height:340px}img{max-width:100%}.muted{color:#666;font-size:13px}
+.swatch{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:6px}
+.scroll{overflow-x:auto}.samples img{max-width:560px;display:block;margin:4px 0}
+@media print{nav{display:none}.plot{break-inside:avoid}}
+"""
+
+SORT_SCRIPT = """
+document.querySelectorAll('table.sortable th').forEach(function(th, col){
+  th.addEventListener('click', function(){
+    var table = th.closest('table'), body = table.tBodies[0];
+    var rows = Array.from(body.rows), up = th.dataset.up !== '1';
+    rows.sort(function(a, b){
+      var x = a.cells[col].dataset.v || a.cells[col].textContent;
+      var y = b.cells[col].dataset.v || b.cells[col].textContent;
+      var nx = parseFloat(x), ny = parseFloat(y);
+      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+      return up ? c : -c;
+    });
+    th.dataset.up = up ? '1' : '0';
+    rows.forEach(function(r){ body.appendChild(r); });
+  });
+});
+"""
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _image(path: Path, alt: str) -> str:
+    if not path.is_file():
+        return ""
+    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return html.escape(str(value))
+
+
+def _interval(entry: dict[str, float] | None) -> str:
+    if not entry:
+        return "<td>–</td>"
+    text = f"{entry['value']:.4f}"
+    if "low" in entry:
+        text += f' <span class="muted">[{entry["low"]:.3f}, {entry["high"]:.3f}]</span>'
+    return f'<td data-v="{entry["value"]}">{text}</td>'
+
+
+class Page:
+    """Collects sections and figures; renders the HTML."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.figures: list[tuple[str, dict[str, Any]]] = []
+        self.nav: list[tuple[str, str]] = []
+
+    def section(self, anchor: str, title: str) -> None:
+        self.nav.append((anchor, title))
+        self.parts.append(f'<h2 id="{anchor}">{html.escape(title)}</h2>')
+
+    def add(self, markup: str) -> None:
+        self.parts.append(markup)
+
+    def plot(self, figure: dict[str, Any]) -> str:
+        plot_id = f"plot{len(self.figures)}"
+        self.figures.append((plot_id, figure))
+        return f'<div class="plot" id="{plot_id}"></div>'
+
+    def render(self, title: str, subtitle: str) -> str:
+        from plotly.offline import get_plotlyjs
+
+        calls = "\n".join(
+            f"Plotly.newPlot({json.dumps(pid)}, {json.dumps(fig['data'])}, "
+            f"{json.dumps(fig['layout'])}, {{responsive: true, displaylogo: false}});"
+            for pid, fig in self.figures
+        )
+        nav = "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in self.nav)
+        return (
+            "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width\"><title>{html.escape(title)}"
+            f"</title><style>{STYLE}</style><script>{get_plotlyjs()}</script></head><body>"
+            f"<header><h1>{html.escape(title)}</h1><div>{html.escape(subtitle)}</div></header>"
+            f"<nav>{nav}</nav><main>{''.join(self.parts)}</main>"
+            f"<script>{calls}\n{SORT_SCRIPT}</script></body></html>\n"
+        )
+
+
+def _warnings(data: dict[str, Any], board: dict[str, Any],
+              evaluations: dict[str, dict[str, Any]]) -> list[str]:
+    found = list(data.get("warnings", []))
+    duplicates = data.get("duplicates", {})
+    for kind in ("exact", "near"):
+        for where, finding in duplicates.get(kind, {}).get("across", {}).items():
+            found.append(f"{finding['images']} images are {kind} duplicates across {where}: "
+                         "test scores on them measure memory, not generalisation")
+    for row in board["rows"]:
+        if row["status"] != "ok":
+            found.append(f"model {row['model']} failed: {row.get('error', '')}")
+    for name, evaluation in evaluations.items():
+        for note in evaluation.get("notes", []):
+            if "one class only" in note:
+                found.append(f"{name}: {note}")
+    return found
+
+
+def build_report(folder: Path) -> str:
+    """The report's HTML for the run in `folder`."""
+    folder = Path(folder)
+    data = _read(folder / "data.json")
+    board = _read(folder / "leaderboard.json")
+    comparison = _read(folder / "comparison.json") or {"pairs": [], "marks": {}, "best": None,
+                                                        "alpha": 0.05, "primary_metric": ""}
+    inspect = _read(folder / "data" / "inspect.json") or {}
+    classes = data["classes"]
+    rows = board["rows"]
+    models = [row["model"] for row in rows]
+    colour = charts.colours(models)
+    evaluations = {m: _read(folder / m / "evaluation.json") for m in models}
+    evaluations = {m: e for m, e in evaluations.items() if e is not None}
+    primary = board["primary_metric"]
+    page = Page()
+
+    page.section("summary", "Summary")
+    best = comparison.get("best")
+    if best:
+        entry = next(r for r in rows if r["model"] == best)["metrics"][primary]
+        tied = [m for m, mark in comparison["marks"].items() if mark == "not significantly worse"]
+        text = (f"<b>Recommended: {html.escape(best)}</b> — {primary} {entry['value']:.4f}")
+        if "low" in entry:
+            text += f" (95 % interval {entry['low']:.4f}–{entry['high']:.4f})"
+        text += ". "
+        text += (f"Not significantly worse (paired test, alpha {comparison['alpha']}): "
+                 f"{', '.join(map(html.escape, tied))}." if tied else
+                 "Every other model is significantly worse.")
+        clinical = evaluations.get(best, {}).get("clinical")
+        if clinical:
+            argmax = clinical["argmax"]
+            text += (f"<br>Clinical reading ({html.escape(clinical.get('group', 'positive'))}):"
+                     f" sensitivity {argmax['sensitivity']['value']:.3f}, specificity "
+                     f"{argmax['specificity']['value']:.3f}, "
+                     f"<b>{int(argmax['missed_positives']['value'])} positive test images "
+                     "predicted negative</b>.")
+        page.add(f'<p class="ok">{text}</p>')
+    for warning in _warnings(data, board, evaluations):
+        page.add(f'<div class="warn">{html.escape(warning)}</div>')
+
+    page.section("leaderboard", "Leaderboard")
+    shown = [primary] + [m for m in ("accuracy", "balanced_accuracy", "f1_macro",
+                                     "roc_auc_macro", "log_loss")
+                         if m in board["metrics"] and m != primary]
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in shown)
+    body = []
+    for row in rows:
+        cells = "".join(_interval(row.get("metrics", {}).get(m)) for m in shown)
+        swatch = f'<span class="swatch" style="background:{colour[row["model"]]}"></span>'
+        body.append(
+            f"<tr><td>{swatch}{html.escape(row['model'])}</td><td>{row['status']}</td>{cells}"
+            f"<td>{_fmt(row.get('missed_positives'), 0)}</td>"
+            f"<td data-v=\"{row.get('parameters') or 0}\">{_fmt(row.get('parameters'))}</td>"
+            f"<td>{_fmt(row.get('train_seconds'), 1)}</td>"
+            f"<td>{html.escape(row['mark'] or row.get('error', ''))}</td></tr>")
+    page.add(f'<p class="muted">Click a column to sort. Ranked by {primary}; brackets are '
+             f"95 % stratified bootstrap intervals on the test split.</p>"
+             f'<div class="scroll"><table class="sortable"><thead><tr><th>model</th>'
+             f"<th>status</th>{head}<th>missed +</th><th>parameters</th><th>train s</th>"
+             f"<th>vs best</th></tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+             "<p class=\"muted\">All metrics of every model, with intervals, are in "
+             "leaderboard.csv and each model's evaluation.json.</p>")
+    bars = [m for m in ("accuracy", "balanced_accuracy", "f1_macro", "precision_weighted",
+                        "recall_weighted", "global_f1", "roc_auc_weighted")
+            if m in board["metrics"]]
+    page.add('<div class="grid">' + page.plot(charts.metric_bars(rows, bars, colour))
+             + page.plot(charts.accuracy_vs_time(rows, primary, colour))
+             + (page.plot(charts.significance_matrix(comparison, list(evaluations)))
+                if len(evaluations) > 1 else "") + "</div>")
+
+    page.section("data", "Data")
+    page.add(_data_section(data, inspect, folder))
+
+    for row in rows:
+        page.section(f"model-{row['model']}", f"Model {row['model']}")
+        page.add(_model_section(page, folder / row["model"], row, evaluations.get(row["model"]),
+                                classes, colour[row["model"]]))
+    title = f"visionbench report — {folder.parent.name} / {folder.name}"
+    subtitle = f"{data['source']}; {len(classes)} classes; {len(models)} models"
+    return page.render(title, subtitle)
+
+
+def _data_section(data: dict[str, Any], inspect: dict[str, Any], folder: Path) -> str:
+    splits = list(data["splits"])
+    head = "".join(f"<th>{s}</th>" for s in splits)
+    body = "".join(
+        f"<tr><td>{html.escape(c)}</td>"
+        + "".join(f"<td>{data['splits'][s].get(c, 0)}</td>" for s in splits) + "</tr>"
+        for c in data["classes"])
+    totals = "".join(f"<td><b>{data['totals'][s]}</b></td>" for s in splits)
+    parts = [f"<p>{html.escape(data['source'])}; images {data['image_shape'][0]}×"
+             f"{data['image_shape'][1]}, {data['channels']} channel(s).</p>",
+             f"<table><thead><tr><th>class</th>{head}</tr></thead><tbody>{body}"
+             f"<tr><td><b>total</b></td>{totals}</tr></tbody></table>"]
+    rows = []
+    for kind in ("exact", "near"):
+        for place in ("within", "across"):
+            for where, found in data.get("duplicates", {}).get(kind, {}).get(place, {}).items():
+                rows.append(f"<tr><td>{kind}</td><td>{place} {html.escape(where)}</td>"
+                            f"<td>{found['pairs']}</td><td>{found['images']}</td>"
+                            f"<td>{found['label_conflicts']}</td></tr>")
+    parts.append("<h3>Duplicates</h3>" + (
+        "<table><thead><tr><th>kind</th><th>where</th><th>pairs</th><th>images</th>"
+        f"<th>label conflicts</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        if rows else "<p>No duplicate images found.</p>"))
+    variance = inspect.get("variance")
+    if variance:
+        parts.append(f"<p>Class variance: the MRI study's ratio {variance['ratio_study']:.3f};"
+                     f" Fisher ratio trace(S<sub>B</sub>)/trace(S<sub>W</sub>) "
+                     f"{variance['fisher_ratio']:.4f} (scale-free).</p>")
+    pictures = sorted((folder / "data").glob("samples_*.png"))
+    if pictures:
+        parts.append('<h3>Samples</h3><div class="samples">'
+                     + "".join(_image(p, p.stem) for p in pictures) + "</div>")
+    return "".join(parts)
+
+
+def _model_section(page: Page, folder: Path, row: dict[str, Any],
+                   evaluation: dict[str, Any] | None, classes: list[str], colour: str) -> str:
+    metrics = _read(folder / "metrics.json") or {}
+    if row["status"] != "ok" or evaluation is None:
+        return f'<div class="warn">{html.escape(row.get("error") or "not evaluated")}</div>'
+    parts = []
+    description = metrics.get("description")
+    if description:
+        parts.append(f"<p>{html.escape(description)}</p>")
+    stages = metrics.get("stages", [])
+    if stages:
+        parts.append("<p class=\"muted\">" + "; ".join(
+            f"stage {html.escape(s['stage'])}: {s['trainable']:,} trainable, {s['frozen']:,} "
+            f"frozen ({html.escape(s['rule'])})" for s in stages) + "</p>")
+    plots = []
+    history = _read(folder / "history.json")
+    if history and history["epochs"]:
+        plots += [page.plot(f) for f in charts.training_curves(history, colour)]
+    plots.append(page.plot(charts.confusion(evaluation, classes, False)))
+    plots.append(page.plot(charts.confusion(evaluation, classes, True)))
+    if evaluation.get("roc"):
+        plots.append(page.plot(charts.curves(evaluation, "roc")))
+        plots.append(page.plot(charts.curves(evaluation, "pr")))
+    plots.append(page.plot(charts.reliability(evaluation, colour)))
+    found = _read(folder / "robustness.json")
+    if found and found["corruptions"]:
+        plots.append(page.plot(charts.robustness(found, colour)))
+    parts.append('<div class="grid">' + "".join(plots) + "</div>")
+    stats = ("precision", "recall", "specificity", "f1", "support", "tp", "fp", "fn", "auc")
+    body = "".join(
+        f"<tr><td>{html.escape(name)}</td>"
+        + "".join(f"<td>{_fmt(values.get(s), 0 if s in ('support', 'tp', 'fp', 'fn') else 3)}"
+                  "</td>" for s in stats) + "</tr>"
+        for name, values in evaluation["per_class"].items())
+    parts.append("<h3>Per class</h3><table class=\"sortable\"><thead><tr><th>class</th>"
+                 + "".join(f"<th>{s}</th>" for s in stats) + f"</tr></thead><tbody>{body}"
+                 "</tbody></table>")
+    clinical = evaluation.get("clinical")
+    if clinical:
+        parts.append(_clinical(clinical))
+    for note in evaluation.get("notes", []):
+        parts.append(f'<div class="warn">{html.escape(note)}</div>')
+    for name, caption in (("misclassified.png", "Misclassified"),
+                          ("top_losses.png", "Top losses"), ("error_rate.png", "Error rate")):
+        picture = _image(folder / name, caption)
+        if picture:
+            parts.append(f"<h3>{caption}</h3>{picture}")
+    explanations = _read(folder / "explanations.json")
+    if explanations and "error" not in explanations:
+        deletion = explanations["deletion"]
+        cells = "".join(f"<tr><td>{html.escape(m)}</td><td>{v:.3f}</td></tr>"
+                        for m, v in deletion.items())
+        parts.append("<h3>Explanations</h3><p class=\"muted\">Deletion score: mean "
+                     "probability of the explained class while the most-attributed pixels are "
+                     "removed (lower = the map finds what the model uses; compare with "
+                     "random).</p><table><thead><tr><th>method</th><th>deletion</th></tr>"
+                     f"</thead><tbody>{cells}</tbody></table>"
+                     + _image(folder / "explanations.png", "explanation maps"))
+    elif explanations:
+        parts.append(f'<div class="warn">no explanations: {html.escape(explanations["error"])}'
+                     "</div>")
+    return "".join(parts)
+
+
+def _clinical(clinical: dict[str, Any]) -> str:
+    rows = []
+    for reading in ("argmax", "threshold"):
+        if reading not in clinical:
+            continue
+        values = clinical[reading]
+        label = "argmax" if reading == "argmax" else (
+            f"threshold {clinical['threshold']['threshold']:.3f} (chosen on validation, "
+            f"{clinical['threshold'].get('method', '')})")
+        rows.append(f"<tr><td>{html.escape(label)}</td>"
+                    + "".join(_interval(values[k]) for k in ("sensitivity", "specificity",
+                                                              "ppv", "npv"))
+                    + f"<td>{int(values['missed_positives']['value'])}</td>"
+                    f"<td>{int(values['false_alarms']['value'])}</td></tr>")
+    group = html.escape(clinical.get("group", "positive class"))
+    return (f"<h3>Clinical reading: {group} "
+            f"({html.escape(', '.join(clinical['positive_classes']))})</h3>"
+            "<table><thead><tr><th>decision</th><th>sensitivity</th><th>specificity</th>"
+            "<th>PPV</th><th>NPV</th><th>missed positives</th><th>false alarms</th></tr>"
+            f"</thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def write_report(folder: Path) -> Path:
+    """Build and write `folder/report.html` atomically."""
+    path = Path(folder) / "report.html"
+    write_text(path, build_report(folder))
+    return path
