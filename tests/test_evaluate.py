@@ -279,7 +279,10 @@ def test_clinical_reading_counts_missed_positives_of_the_group():
     assert clinical["argmax"]["sensitivity"]["value"] == pytest.approx((289 - 72) / 289)
     assert clinical["argmax"]["specificity"]["value"] == pytest.approx(101 / 105)
     assert clinical["argmax"]["sensitivity"]["low"] < clinical["argmax"]["sensitivity"]["value"]
-    assert "threshold" in clinical and clinical["group"] == "any_tumour"
+    assert clinical["group"] == "any_tumour"
+    # The threshold chosen on validation, and the test reading at it, kept apart.
+    assert 0 < clinical["chosen_threshold"]["threshold"] <= 1
+    assert set(clinical["threshold"]) >= {"sensitivity", "specificity", "missed_positives"}
 
 
 def test_predictions_round_trip(tmp_path):

@@ -124,7 +124,7 @@ def clinical_reading(
     if val is not None and len(val.y_true):
         chosen = choose_threshold(val.prob[:, positive].sum(axis=1),
                                   np.isin(val.y_true, positive), settings.threshold)
-        readings["threshold"] = chosen
+        readings["chosen_threshold"] = chosen
         decisions["threshold"] = score >= chosen["threshold"]
     for name, decided in decisions.items():
         point = _binary_counts(truth, decided, rows)

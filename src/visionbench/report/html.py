@@ -326,8 +326,8 @@ def _clinical(clinical: dict[str, Any]) -> str:
             continue
         values = clinical[reading]
         label = "argmax" if reading == "argmax" else (
-            f"threshold {clinical['threshold']['threshold']:.3f} (chosen on validation, "
-            f"{clinical['threshold'].get('method', '')})")
+            f"threshold {clinical['chosen_threshold']['threshold']:.3f} (chosen on "
+            f"validation, {clinical['chosen_threshold'].get('method', '')})")
         rows.append(f"<tr><td>{html.escape(label)}</td>"
                     + "".join(_interval(values[k]) for k in ("sensitivity", "specificity",
                                                               "ppv", "npv"))
