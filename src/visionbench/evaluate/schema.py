@@ -41,8 +41,8 @@ class ExplainConfig(StrictModel):
     images: int = Field(8, ge=0, description="Test images: per class, a confident correct "
                         "one and the most confident mistake, up to this many (0 = none).")
     layer: str | None = Field(None, description="Grad-CAM layer; default the last conv.")
-    steps: int = Field(32, ge=2)
-    samples: int = Field(16, ge=1)
+    steps: int = Field(24, ge=2)
+    samples: int = Field(12, ge=1)
     batch_size: int = Field(16, ge=1, description="Bounds memory of every method.")
 
 

@@ -41,8 +41,11 @@ def metric_bars(rows: list[dict[str, Any]], metrics: list[str], colour: dict[str
                         "arrayminus": [v["value"] - v["low"] if "low" in v else 0
                                        for v in values]},
         })
-    return {"data": data, "layout": _layout("Headline metrics (bars: 95 % intervals)",
-                                            barmode="group", yaxis={"range": [0, 1.05]})}
+    layout = _layout("Headline metrics (bars: 95 % intervals)", barmode="group",
+                     yaxis={"range": [0, 1.05]}, height=380)
+    layout["margin"]["b"] = 95  # room for the slanted metric names
+    layout["legend"]["y"] = -0.45
+    return {"data": data, "layout": layout}
 
 
 def accuracy_vs_time(rows: list[dict[str, Any]], metric: str, colour: dict[str, str]

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 from pathlib import Path
 from typing import Any
+
+from PIL import Image
 
 from visionbench.fileio import write_text
 from visionbench.report import charts
@@ -57,10 +60,15 @@ def _read(path: Path) -> Any:
 
 
 def _image(path: Path, alt: str) -> str:
+    """The picture inlined as JPEG (quality 85): a fifth of the PNG's size for these
+    photo-like grids and heat maps, and the same bytes every time."""
     if not path.is_file():
         return ""
-    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
+    buffer = io.BytesIO()
+    with Image.open(path) as picture:
+        picture.convert("RGB").save(buffer, "JPEG", quality=85, optimize=True)
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/jpeg;base64,{encoded}">'
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
