@@ -75,3 +75,22 @@ def test_report_renders_in_a_browser_without_console_errors(run_folder):
     subprocess.run([*common, "--window-size=1300,3000", f"--screenshot={screenshot}",
                     report.as_uri()], capture_output=True, timeout=300, check=False)
     assert screenshot.is_file() and screenshot.stat().st_size > 50_000
+
+
+def test_explain_command_on_given_images(run_folder, tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    picture = tmp_path / "my digit.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 40)) * 255).astype("uint8")).save(
+        picture)
+    assert main(["explain", str(run_folder), "--model", "small_cnn", "--images", str(picture),
+                 "--method", "gradcam", "--method", "occlusion"]) == 0
+    out = run_folder / "small_cnn" / "explained"
+    found = json.loads((out / "explanations.json").read_text())
+    assert found["methods"] == ["gradcam", "occlusion"] and found["images"] == [str(picture)]
+    assert set(found["deletion"]) == {"random", "gradcam", "occlusion"}
+    assert (out / "explanations.png").stat().st_size > 5000
+    assert main(["explain", str(run_folder), "--model", "nope"]) == 2
