@@ -1,0 +1,63 @@
+"""Every recipe runs end to end in its smoke version (real-data ones skip without data)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import SHARED_DATA, make_class_folders
+from visionbench.benchmark import run_benchmark
+from visionbench.config import load_config
+
+FAST = ["train.epochs=1", "train.progress=quiet", "evaluate.bootstrap=100",
+        "evaluate.robustness={noise: [0.1]}", "evaluate.explain.images=2",
+        "evaluate.explain.steps=4", "evaluate.explain.samples=2", "evaluate.error_examples=4"]
+
+
+def _run(recipe: str, overrides: list[str], tmp_path):
+    config = load_config(recipe, [*overrides, *FAST, f"output.dir={tmp_path / 'runs'}"])
+    result = run_benchmark(config, report=lambda _: None)
+    failed = {n: m.get("error") for n, m in result.models.items() if m["status"] != "ok"}
+    assert failed == {}
+    assert (result.folder / "report.html").is_file()
+    return result
+
+
+def test_photo_filter_recipe_on_a_synthetic_five_class_folder(tmp_path):
+    folder = make_class_folders(tmp_path / "scans", {
+        "Photo": 10, "Painting": 14, "Schematics": 14, "Sketch": 14, "Text": 14})
+    result = _run("photo_filter", [f"data.path={folder}", "data.preprocess.size=32"], tmp_path)
+    assert len(result.models) == 7
+    data = (result.folder / "data.json").read_text()
+    assert '"not_photo"' in data and '"photo"' in data
+
+
+def _needs(name: str):
+    return pytest.mark.skipif(not (SHARED_DATA / name).is_dir(),
+                              reason=f"../shared/data/{name} is absent")
+
+
+@_needs("mnist_t10k")
+def test_mnist_recipe_smoke(tmp_path):
+    result = _run("mnist", [f"data.path={SHARED_DATA / 'mnist_t10k'}",
+                            "data.split.limit_per_class=30"], tmp_path)
+    assert len(result.models) == 6
+
+
+@_needs("brain_tumor_mri")
+def test_brain_tumor_recipe_smoke(tmp_path):
+    result = _run("brain_tumor", [
+        f"data.path={SHARED_DATA / 'brain_tumor_mri'}", "data.split.limit_per_class=10",
+        "data.preprocess.size=64", "models.transfer.input.size=64",
+        "models.best.input.size=64"], tmp_path)
+    assert len(result.models) == 5
+    board = (result.folder / "leaderboard.md").read_text()
+    assert "missed positives" in board
+
+
+@_needs("chest_xray_224")
+def test_chest_xray_recipe_smoke(tmp_path):
+    result = _run("chest_xray", [
+        f"data.path={SHARED_DATA / 'chest_xray_224'}", "data.split.limit_per_class=10",
+        "data.preprocess.size=72", "models.transfer.input.size=64",
+        "models.cnn.input.size=64", "models.best.input.size=64"], tmp_path)
+    assert len(result.models) == 3
