@@ -361,3 +361,18 @@ def test_comparison_has_a_paired_bootstrap_for_every_metric_and_mcnemar_without_
     unsure = {n: evaluate_model(p, ["x", "y", "z"], plain) for n, p in preds.items()}
     marks = compare_models(unsure, preds, ["x", "y", "z"], plain)["marks"]
     assert marks == {"a": "best", "b": "worse"}, "McNemar decides accuracy without resamples"
+
+
+def test_clean_test_leaves_out_images_that_duplicate_training():
+    from visionbench.evaluate.leaderboard import clean_test
+
+    y, prob = _from_confusion(np.array([[8, 2], [1, 9]]))
+    ids = [f"t{i}" for i in range(len(y))]
+    leaked = {"t0", "t1", "t10"}
+    found = clean_test(Predictions(ids, y, prob), leaked, ["a", "b"],
+                       EvaluateConfig(bootstrap=50))
+    assert found["images"] == 17 and found["removed"] == 3
+    keep = np.array([i not in leaked for i in ids])
+    expected = (prob[keep].argmax(1) == y[keep]).mean()
+    assert found["metrics"]["accuracy"]["value"] == pytest.approx(expected)
+    assert "low" in found["metrics"]["accuracy"] and set(found["recall"]) == {"a", "b"}

@@ -141,6 +141,7 @@ def prepare_data(config: DataCommon) -> PreparedData:
     leaked = _test_leaks(pairs.all_pairs(), split)
     warnings: list[str] = []
     dropped: list[str] = []
+    leaked_ids = [ids[i] for i in leaked.tolist()]
     if len(leaked):
         message = (
             f"{len(leaked)} test image(s) duplicate training/validation images "
@@ -170,6 +171,8 @@ def prepare_data(config: DataCommon) -> PreparedData:
         config, labels.classes, decoded.images, index, ids, targets, split, fold, labels, decoded
     )
     data.record = _record(data, source, findings, dropped, warnings)
+    # Kept so evaluation can also score the test split without them (policy warn).
+    data.record["duplicates"]["test_duplicates_of_training"] = [] if dropped else leaked_ids
     given_names = np.asarray([g or "unsplit" for g in (source.splits[i] for i in data.index)])
     data.record["source_splits"] = {
         name: _counts(data.targets, given_names == name, data.classes)

@@ -63,6 +63,10 @@ def evaluate_folder(folder: Path, settings: EvaluateConfig, models: list[str]
     for name, test in predictions.items():
         evaluations[name] = evaluate_model(test, classes, settings, val=validation[name],
                                            group=group, weights=weights)
+        leaked = set(data.get("duplicates", {}).get("test_duplicates_of_training", []))
+        if leaked:
+            evaluations[name].summary["clean_test"] = clean_test(test, leaked, classes,
+                                                                 settings)
         repeats = sorted((folder / name / "repeats").glob("*/predictions.csv"))
         if repeats:
             evaluations[name].summary["repeats"] = repeat_statistics(
@@ -73,6 +77,20 @@ def evaluate_folder(folder: Path, settings: EvaluateConfig, models: list[str]
     board = _leaderboard(outcomes, evaluations, comparison, settings)
     write_leaderboard(folder, board)
     return board
+
+
+def clean_test(test: Predictions, leaked: set[str], classes: list[str],
+               settings: EvaluateConfig) -> dict[str, Any]:
+    """Headline metrics on the test images that do not duplicate a training image."""
+    keep = np.array([image_id not in leaked for image_id in test.ids])
+    subset = Predictions([i for i, k in zip(test.ids, keep, strict=True) if k],
+                         test.y_true[keep], test.prob[keep])
+    weights = (bootstrap_weights(subset.y_true, settings.bootstrap, settings.seed)
+               if settings.bootstrap and len(subset.y_true) else None)
+    found = evaluate_model(subset, classes, settings, weights=weights).summary
+    return {"images": int(keep.sum()), "removed": int((~keep).sum()),
+            "metrics": found["metrics"],
+            "recall": {c: found["per_class"][c]["recall"] for c in classes}}
 
 
 def repeat_statistics(runs: list[Predictions], settings: EvaluateConfig) -> dict[str, Any]:
@@ -102,6 +120,9 @@ def _leaderboard(outcomes: dict[str, dict[str, Any]], evaluations: dict[str, Mod
             if clinical:
                 row["missed_positives"] = clinical["missed_positives"]["value"]
             row["notes"] = summary["notes"]
+            if "clean_test" in summary:
+                row["clean_test"] = {"images": summary["clean_test"]["images"],
+                                     **summary["clean_test"]["metrics"][primary.name]}
             if "repeats" in summary:
                 row["repeats"] = {"count": summary["repeats"]["count"],
                                   **summary["repeats"]["metrics"][primary.name]}

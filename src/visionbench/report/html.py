@@ -182,6 +182,12 @@ def build_report(folder: Path) -> str:
                      f"{argmax['specificity']['value']:.3f}, "
                      f"<b>{int(argmax['missed_positives']['value'])} positive test images "
                      "predicted negative</b>.")
+        clean = next(r for r in rows if r["model"] == best).get("clean_test")
+        if clean:
+            text += (f"<br>On the {clean['images']} test images that do not duplicate a "
+                     f"training image: {primary} {clean['value']:.4f}"
+                     + (f" ({clean['low']:.4f}–{clean['high']:.4f})" if "low" in clean else "")
+                     + ".")
         page.add(f'<p class="ok">{text}</p>')
     for warning in _warnings(data, board, evaluations):
         page.add(f'<div class="warn">{html.escape(warning)}</div>')
