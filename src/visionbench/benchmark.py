@@ -267,15 +267,18 @@ def _record_evaluations(
         write_predictions(folder / filename, predictions, data.classes)
         if split == "test":
             settings = config.evaluate
-            found = error_analysis(data.arrays("test")[0], predictions, data.classes,
-                                   folder, settings.error_examples)
+            # Read once: the error pictures and the explanations both need the test images.
+            test_images = data.arrays("test")[0]
+            found = error_analysis(test_images, predictions, data.classes, folder,
+                                   settings.error_examples)
             write_json(folder / "errors.json", found)
             write_json(folder / "robustness.json", robustness(
                 evaluator, splits["test"], settings.robustness, result.accuracy, seed))
             if isinstance(evaluator, Trainer) and settings.explain.images:
                 loaded = LoadedModel(evaluator.model, evaluator.pipeline, evaluator.device)
                 try:
-                    found = explain_test_set(loaded, data, predictions, settings.explain, folder)
+                    found = explain_test_set(loaded, data, predictions, settings.explain, folder,
+                                             test_images)
                 except UserError as exc:
                     # The model itself is fine: keep it, say why it has no maps.
                     found = {"error": str(exc)}

@@ -82,13 +82,19 @@ def explain_images(model: LoadedModel, pictures: np.ndarray, titles: list[str], 
 
 
 def explain_test_set(model: LoadedModel, data: PreparedData, predictions: Predictions,
-                     config: ExplainConfig, folder: Path) -> dict[str, Any]:
-    """Maps for a few correct and misclassified test images per class (their predictions)."""
+                     config: ExplainConfig, folder: Path,
+                     test_images: np.ndarray | None = None) -> dict[str, Any]:
+    """Maps for a few correct and misclassified test images per class (their predictions).
+
+    `test_images` are `data.arrays("test")[0]` when the caller already has them.
+    """
     chosen = pick_images(predictions.y_true, predictions.prob, config.images)
     classes = data.classes
     titles = [f"true {classes[predictions.y_true[i]]}\npred {classes[predictions.y_pred[i]]} "
               f"({predictions.prob[i].max():.2f})" for i in chosen]
-    return explain_images(model, data.arrays("test")[0][chosen], titles,
+    if test_images is None:
+        test_images = data.arrays("test")[0]
+    return explain_images(model, test_images[chosen], titles,
                           [predictions.ids[i] for i in chosen], predictions.y_pred[chosen],
                           config, folder)
 

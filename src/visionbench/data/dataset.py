@@ -46,6 +46,7 @@ class PreparedData:
     labels: LabelMapping
     decoded: Decoded
     record: dict[str, Any] = field(default_factory=dict)
+    _normalization: Normalization | None = field(default=None, repr=False)
 
     @property
     def channels(self) -> int:
@@ -65,10 +66,16 @@ class PreparedData:
         return images, self.targets[positions]
 
     def normalization(self) -> Normalization:
-        """The configured normalisation, with statistics from the training split only."""
-        return resolve_normalization(
-            self.config.preprocess, self.images, self.index[self.positions("train")]
-        )
+        """The configured normalisation, with statistics from the training split only.
+
+        Computed once: every model of a run asks, and `dataset` statistics read every
+        training image.
+        """
+        if self._normalization is None:
+            self._normalization = resolve_normalization(
+                self.config.preprocess, self.images, self.index[self.positions("train")]
+            )
+        return self._normalization
 
 
 def _limit_per_class(source: SourceData, targets: np.ndarray, limit: int, seed: int) -> np.ndarray:

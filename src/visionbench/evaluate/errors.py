@@ -17,7 +17,7 @@ from visionbench.evaluate.predictions import Predictions
 from visionbench.fileio import atomic_path
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     """matplotlib's pyplot on the file-only backend (imported late: it is slow to load)."""
     import matplotlib
 
@@ -28,7 +28,7 @@ def _pyplot() -> Any:
 
 
 def _grid(images: np.ndarray, titles: list[str], path: Path, heading: str) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     count = len(images)
     columns = min(5, max(count, 1))
     rows = max(1, math.ceil(count / columns))
@@ -74,7 +74,7 @@ def error_analysis(images: np.ndarray, test: Predictions, classes: list[str], fo
         written.append("top_losses.png")
     errors = [float(np.mean(y_pred[test.y_true == k] != k)) if (test.y_true == k).any()
               else 0.0 for k in range(len(classes))]
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(max(4, 0.6 * len(classes) + 2), 3))
     axis.bar(range(len(classes)), errors, color="#c0504d")
     crowded = sum(len(c) for c in classes) > 40

@@ -194,9 +194,9 @@ def pick_images(y_true: np.ndarray, prob: np.ndarray, count: int) -> list[int]:
 def explanation_figure(pictures: np.ndarray, maps: dict[str, np.ndarray], titles: list[str],
                        path: Path) -> None:
     """One row per image: the image, then each method's heat map over it."""
-    from visionbench.evaluate.errors import _pyplot
+    from visionbench.evaluate.errors import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     methods = list(maps)
     rows, columns = len(pictures), len(methods) + 1
     figure, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.0 * rows + 0.3),
