@@ -128,6 +128,17 @@ def test_run_then_continue_writes_the_run_folder(tmp_path, capsys):
     assert [row["epoch"] for row in history["epochs"]] == [1, 2]
 
 
+def test_evaluate_lists_only_the_models_the_folder_ran(tmp_path):
+    out = tmp_path / "runs"
+    assert main(["run", "quickstart", "--model", "mlp", "--set", f"output.dir={out}",
+                 "--set", "train.epochs=1", "--set", "data.split.limit_per_class=20",
+                 "--set", "train.progress=quiet", "--set", "evaluate.explain.images=0"]) == 0
+    folder = next((out / "quickstart").iterdir())
+    assert main(["evaluate", str(folder)]) == 0
+    board = json.loads((folder / "leaderboard.json").read_text())
+    assert [row["model"] for row in board["rows"]] == ["mlp"]
+
+
 def test_run_with_a_broken_model_keeps_the_others_and_exits_2(tmp_path, capsys):
     out = tmp_path / "runs"
     code = main(["run", "quickstart", "--set", f"output.dir={out}", "--set", "train.epochs=1",

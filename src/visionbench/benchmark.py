@@ -15,6 +15,7 @@ One failing model (bad weights, NaN loss, out of memory, a bug) is recorded in i
 from __future__ import annotations
 
 import json
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -39,7 +40,7 @@ from visionbench.fileio import atomic_path, write_json, write_text
 from visionbench.inference import LoadedModel, explain_test_set
 from visionbench.models.build import InputSpec, build_model
 from visionbench.models.schema import ModelConfig
-from visionbench.provenance import save_config
+from visionbench.provenance import describe_hardware, save_config
 from visionbench.report.html import write_report
 from visionbench.train.batches import SplitImages
 from visionbench.train.callbacks import Checkpoint, Progress
@@ -192,6 +193,8 @@ def train_model(
         "stages": trainer.freeze_reports,
         "epochs": trainer.epoch,
         "device": str(device),
+        "hardware": describe_hardware(str(device)),
+        "command": list(sys.argv),
         "input": {"size": list(built.input.size), "channels": built.input.channels,
                   "mean": list(built.input.mean), "std": list(built.input.std),
                   "per_image": built.input.per_image},
@@ -420,7 +423,8 @@ def run_benchmark(
     if not (folder / "data" / "inspect.json").is_file():
         write_json(folder / "data" / "inspect.json", inspect_data(data, folder / "data"))
     report(f"run folder: {folder}")
-    result = RunResult(folder)
+    # A resumed run may add models to a folder: those trained before stay on its leaderboard.
+    result = RunResult(folder, _read_outcomes(folder, config) if resume is not None else {})
     try:
         _run_models(config, data, folder, names, "resume" if resume else "new", 0, report,
                     result.models)

@@ -223,7 +223,11 @@ def evaluate_command(
         raise UserError(f"{run_dir or 'a run folder'} is not a run folder (no config.yaml); "
                         "or use --model FILE --data CONFIG")
     cfg = load_config(run_dir / "config.yaml", set_ or [])
-    board = evaluate_folder(run_dir, cfg.evaluate, list(cfg.models))
+    # Only the models this folder ran: a run made with --model leaves the others untrained.
+    ran = [name for name in cfg.models if (run_dir / name / "metrics.json").is_file()]
+    if not ran:
+        raise UserError(f"no model of {run_dir} has run yet (no <model>/metrics.json)")
+    board = evaluate_folder(run_dir, cfg.evaluate, ran)
     _print_board(board, run_dir)
 
 

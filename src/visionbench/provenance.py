@@ -56,6 +56,27 @@ def collect(command: list[str] | None = None) -> Provenance:
     )
 
 
+def _cpu_name() -> str:
+    """The CPU's marketing name where the OS tells it, else the architecture."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def describe_hardware(device: str) -> str:
+    """One line naming what ran on `device`: the GPU's name, or the CPU and its cores."""
+    import torch  # imported here: provenance is read by light commands too
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(torch.device(device))} (CUDA {torch.version.cuda})"
+    if device.startswith("mps"):
+        return f"Apple GPU (MPS) on {platform.machine()}"
+    return f"CPU {_cpu_name()}, {torch.get_num_threads()} threads"
+
+
 def save_config(config: Config, folder: Path, command: list[str] | None = None) -> Path:
     """Write `folder/config.yaml`: the resolved config with its provenance."""
     stamped = config.model_copy(update={"provenance": collect(command)})
