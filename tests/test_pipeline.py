@@ -114,6 +114,14 @@ def test_limit_per_class_and_pooling_given_splits(presplit_folder):
     )
     assert sum(data.record["totals"].values()) == 12  # 3 per class per given split
     assert data.record["totals"]["test"] == 4
+    # The record (and the report) say the test split was made here, not given.
+    assert data.record["split_policy"]["test"] == 0.34
+    from visionbench.report.html import describe_splits
+
+    assert describe_splits(data.record).startswith(
+        "Splits: the source's splits (test 6, train 6) were pooled, then test 34% of all")
+    kept = prepare_data(data_config(source="presplit", path=str(presplit_folder)))
+    assert "test split is kept as given" in describe_splits(kept.record)
 
 
 def test_normalization_statistics_come_from_training_only(class_folder):
@@ -173,3 +181,34 @@ def test_class_variance_matches_brute_force(class_folder):
     assert got["ratio_study"] == pytest.approx(inter / sum(intra))
     within = sum((y == k).sum() * intra[k] for k in range(3))
     assert got["fisher_ratio"] == pytest.approx(inter / within)
+
+
+def test_a_grey_model_reads_an_rgb_cache_as_pil_greys_it(class_folder):
+    import torch
+
+    from visionbench.models.build import InputSpec, build_model
+    from visionbench.models.schema import ModelConfig
+    from visionbench.train.batches import InputPipeline
+    from visionbench.train.schema import AugmentConfig
+
+    def prepared(color):
+        return prepare_data(data_config(source="folder", path=str(class_folder),
+                                        preprocess={"size": 8, "color": color,
+                                                    "normalize": "dataset"}))
+
+    rgb, grey = prepared("rgb"), prepared("grayscale")
+    spec = InputSpec((8, 8), 1, (0.0,), (1.0,), False, "stretch")
+    pipeline = InputPipeline(spec, AugmentConfig(), None, torch.device("cpu"))
+    images, targets = rgb.arrays("train")
+    batch = torch.from_numpy(images).permute(0, 3, 1, 2)
+    made_grey = pipeline(batch, torch.from_numpy(targets), train=False)
+    cached_grey = torch.from_numpy(grey.arrays("train")[0]).permute(0, 3, 1, 2).float() / 255
+    assert made_grey.shape == cached_grey.shape
+    # The grey cache is rounded to whole levels before and after resizing: within 2 levels.
+    assert (made_grey - cached_grey).abs().max() <= 2 / 255
+    norm = rgb.normalization()
+    layers = [{"type": "flatten"}, {"type": "dense", "units": 4}]
+    built = build_model(ModelConfig(layers=layers, input={"channels": 1}), 3, (8, 8, 3),
+                        norm.mean, norm.std)
+    assert built.input.channels == 1 and len(built.input.mean) == 1
+    assert built.input.mean[0] == pytest.approx(grey.normalization().mean[0], abs=2 / 255)

@@ -237,9 +237,10 @@ def _record(
         "split_policy": {
             "given": config.split.given,
             "val": config.split.val,
-            "test": config.split.test
-            if "test" not in set(s for s in source.splits if s)
-            else "given",
+            # A pooled source is split here, test included: its own test split is not kept.
+            "test": "given"
+            if config.split.given == "keep" and "test" in set(s for s in source.splits if s)
+            else config.split.test,
             "seed": config.split.seed,
             "folds": config.split.folds,
         },

@@ -16,6 +16,20 @@ from visionbench.data.schema import MeanStd, PreprocessConfig
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CHUNK = 512
+# ITU-R 601-2 luma, the weights of PIL's convert("L"): grey made from an RGB cache on the fly
+# matches a grey cache, so grey and RGB models can share one prepared dataset.
+LUMA = (0.299, 0.587, 0.114)
+
+
+def luma_statistics(values: tuple[float, ...]) -> tuple[float, ...]:
+    """One grey value from three per-channel ones (mean or std), weighted as luma is.
+
+    Exact for the mean; for the std it is exact when the channels move together (grey
+    content) and an upper bound otherwise, which is what normalisation needs.
+    """
+    if len(values) != 3:
+        return values
+    return (sum(w * v for w, v in zip(LUMA, values, strict=True)),)
 
 
 @dataclass(frozen=True)

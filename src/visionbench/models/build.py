@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from visionbench.data.normalize import luma_statistics
 from visionbench.errors import UserError
 from visionbench.models.backbones import create_backbone
 from visionbench.models.layers import LayerStack, Penalty, build_layers
@@ -123,6 +124,8 @@ def build_model(
         channels = wanted.channels or data_channels
         default_size = (height, width)
         mean, std = data_mean, data_std
+        if channels == 1:
+            mean, std = luma_statistics(mean), luma_statistics(std)
         size = (wanted.size, wanted.size) if wanted.size else default_size
         stack = build_layers(config.layers or [], (channels, *size), config.activation)
         base, features, penalties = stack.module, stack.shape, stack.penalties

@@ -234,6 +234,26 @@ def build_report(folder: Path) -> str:
     return page.render(title, subtitle)
 
 
+def describe_splits(data: dict[str, Any]) -> str:
+    """One sentence saying how the train/validation/test splits were made."""
+    policy = data.get("split_policy")
+    if not policy:
+        return ""
+    given = ", ".join(f"{name} {sum(counts.values()):,}"
+                      for name, counts in data.get("source_splits", {}).items() if name)
+    seed = policy["seed"]
+    if policy.get("folds"):
+        return f"Splits: {policy['folds']}-fold cross-validation, stratified, seed {seed}."
+    if policy["test"] == "given":
+        return (f"Splits: the source's test split is kept as given and untouched; validation "
+                f"is {policy['val']:.0%} of the training images, stratified, seed {seed}.")
+    pooled = (f"the source's splits ({given}) were pooled, then " if given and
+              policy["given"] == "pool" else "")
+    return (f"Splits: {pooled}test {policy['test']:.0%} of all images and validation "
+            f"{policy['val']:.0%} of the rest, stratified, seed {seed}; duplicate images "
+            "always land in the same split.")
+
+
 def _data_section(data: dict[str, Any], inspect: dict[str, Any], folder: Path) -> str:
     splits = list(data["splits"])
     head = "".join(f"<th>{s}</th>" for s in splits)
@@ -243,7 +263,8 @@ def _data_section(data: dict[str, Any], inspect: dict[str, Any], folder: Path) -
         for c in data["classes"])
     totals = "".join(f"<td><b>{data['totals'][s]}</b></td>" for s in splits)
     parts = [f"<p>{html.escape(data['source'])}; images {data['image_shape'][0]}×"
-             f"{data['image_shape'][1]}, {data['channels']} channel(s).</p>",
+             f"{data['image_shape'][1]}, {data['channels']} channel(s). "
+             f"{html.escape(describe_splits(data))}</p>",
              f"<table><thead><tr><th>class</th>{head}</tr></thead><tbody>{body}"
              f"<tr><td><b>total</b></td>{totals}</tr></tbody></table>"]
     rows = []

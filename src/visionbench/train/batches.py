@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from visionbench.data.dataset import PreparedData
+from visionbench.data.normalize import LUMA
 from visionbench.models.build import InputSpec
 from visionbench.train.augment import augment, resize
 from visionbench.train.schema import AugmentConfig
@@ -87,6 +88,16 @@ class _Rows(torch.utils.data.Dataset):
         return torch.from_numpy(array).permute(0, 3, 1, 2), self.targets[positions]
 
 
+def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """(N, C, H, W) images with `channels` channels: grey repeated, or RGB made grey by luma."""
+    if x.shape[1] == channels:
+        return x
+    if x.shape[1] == 1:
+        return x.expand(-1, channels, -1, -1)
+    weights = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * weights).sum(dim=1, keepdim=True)
+
+
 @dataclass
 class InputPipeline:
     """uint8 batch -> float model input: channels, augmentation, resize, normalisation."""
@@ -110,9 +121,7 @@ class InputPipeline:
         `transform` (e.g. a robustness corruption) sees the [0, 1] images at model size,
         just before normalisation.
         """
-        x = images.float().div_(255.0)
-        if x.shape[1] != self.spec.channels:
-            x = x.expand(-1, self.spec.channels, -1, -1)
+        x = match_channels(images.float().div_(255.0), self.spec.channels)
         if train and self.augment.active and gen is not None:
             mask = None
             if self.augment_classes is not None:
