@@ -134,3 +134,15 @@ def test_saved_config_has_provenance_and_reloads(tmp_path):
     assert again.provenance is not None
     assert again.provenance.command == ["visionbench", "inspect"]
     assert again.data == cfg.data
+
+
+def test_ensembles_must_name_models_of_the_config():
+    base = {"data": {"source": "digits"}, "models": {"a": {"preset": "mlp"},
+                                                      "b": {"preset": "mlp"}}}
+    good = config_from_dict({**base, "evaluate": {"ensembles": {"ab": ["a", "b"]}}})
+    assert good.evaluate.ensembles == {"ab": ["a", "b"]}
+    for ensembles, message in (({"ab": ["a", "z"]}, "z is not a model of this config"),
+                               ({"a": ["a", "b"]}, "a model is already called a"),
+                               ({"aa": ["a", "a"]}, "two or more different models")):
+        with pytest.raises(UserError, match=message):
+            config_from_dict({**base, "evaluate": {"ensembles": ensembles}})

@@ -376,3 +376,16 @@ def test_clean_test_leaves_out_images_that_duplicate_training():
     expected = (prob[keep].argmax(1) == y[keep]).mean()
     assert found["metrics"]["accuracy"]["value"] == pytest.approx(expected)
     assert "low" in found["metrics"]["accuracy"] and set(found["recall"]) == {"a", "b"}
+    assert found["support"] == {"a": 8, "b": 9}
+
+
+def test_clean_test_recall_of_a_class_left_without_images_is_undefined():
+    from visionbench.evaluate.leaderboard import clean_test
+
+    y, prob = _from_confusion(np.array([[8, 2], [1, 9]]))
+    ids = [f"t{i}" for i in range(len(y))]
+    every_a = {i for i, label in zip(ids, y, strict=True) if label == 0}
+    found = clean_test(Predictions(ids, y, prob), every_a, ["a", "b"],
+                       EvaluateConfig(bootstrap=0))
+    assert found["support"] == {"a": 0, "b": 10}
+    assert found["recall"] == {"a": None, "b": 0.9}

@@ -165,6 +165,37 @@ def test_a_run_resumed_after_it_finished_keeps_finished_models(tmp_path):
     assert again.models["m"] == first.models["m"]
 
 
+def test_a_model_added_to_a_run_by_resume_joins_the_earlier_ones(tmp_path):
+    cfg = tiny_config(tmp_path, {"a": MLP, "b": MLP}, epochs=1)
+    first = run_benchmark(cfg, only=["a"], report=lambda _: None)
+    again = run_benchmark(cfg, resume=first.folder, only=["b"], report=lambda _: None)
+    assert set(again.models) == {"a", "b"}
+    board = json.loads((first.folder / "leaderboard.json").read_text())
+    assert {row["model"] for row in board["rows"]} == {"a", "b"}
+    metrics = json.loads((first.folder / "b" / "metrics.json").read_text())
+    assert metrics["hardware"].startswith("CPU ") and metrics["command"]
+
+
+def test_an_ensemble_averages_its_members_and_joins_the_leaderboard(tmp_path):
+    from visionbench.evaluate.predictions import read_predictions
+
+    cfg = tiny_config(tmp_path, {"a": MLP, "b": MLP, "c": MLP}, epochs=1)
+    cfg.evaluate.ensembles = {"ab": ["a", "b"], "bc": ["b", "c"]}
+    # c is not trained in this run, so the bc ensemble waits for it.
+    result = run_benchmark(cfg, only=["a", "b"], report=lambda _: None)
+    board = json.loads((result.folder / "leaderboard.json").read_text())
+    assert {row["model"] for row in board["rows"]} == {"a", "b", "ab"}
+    assert not (result.folder / "bc").exists()
+    classes = [str(d) for d in range(10)]
+    for filename in ("predictions.csv", "predictions_val.csv"):
+        a, b, ab = (read_predictions(result.folder / m / filename, classes)
+                    for m in ("a", "b", "ab"))
+        assert ab.ids == a.ids
+        np.testing.assert_allclose(ab.prob, (a.prob + b.prob) / 2, atol=1e-6)
+    pairs = json.loads((result.folder / "comparison.json").read_text())["pairs"]
+    assert any({p["a"], p["b"]} == {"a", "ab"} for p in pairs)
+
+
 def test_continue_training_equals_training_longer(tmp_path):
     models = {"m": MLP}
     four = run_benchmark(tiny_config(tmp_path / "a", models, epochs=4), report=lambda _: None)

@@ -121,9 +121,24 @@ def config_from_dict(
         config = Config.model_validate(raw)
     except ValidationError as exc:
         raise UserError(_describe(exc, raw, source, lines or {}, overridden)) from None
+    _check_ensembles(config)
     if config.output.name is None:
         config.output.name = stem
     return config
+
+
+def _check_ensembles(config: Config) -> None:
+    """Ensembles name two or more models of the config and no model's name."""
+    for name, members in config.evaluate.ensembles.items():
+        where = f"evaluate.ensembles.{name}"
+        if name in config.models:
+            raise UserError(f"{where}: a model is already called {name}; rename the ensemble")
+        unknown = [m for m in members if m not in config.models]
+        if unknown:
+            raise UserError(f"{where}: {', '.join(unknown)} is not a model of this config "
+                            f"(models: {', '.join(config.models)})")
+        if len(set(members)) < 2:
+            raise UserError(f"{where}: an ensemble needs two or more different models")
 
 
 def dump_config(config: Config) -> str:

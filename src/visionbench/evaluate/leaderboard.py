@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from visionbench.errors import UserError
+from visionbench.evaluate.ensemble import write_ensembles
 from visionbench.evaluate.evaluation import (
     ModelEvaluation,
     applicable_metrics,
@@ -35,9 +36,13 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def evaluate_folder(folder: Path, settings: EvaluateConfig, models: list[str]
                     ) -> dict[str, Any]:
-    """Evaluate `models` of the run in `folder`; returns the leaderboard as a dict."""
+    """Evaluate `models` of the run in `folder`, and the ensembles `settings` names whose
+    members are all among them and finished; returns the leaderboard as a dict."""
     data = _read_json(folder / "data.json")
     classes, group = data["classes"], data.get("positive_group")
+    wanted = {name: members for name, members in settings.ensembles.items()
+              if set(members) <= set(models)}
+    models = [*models, *write_ensembles(folder, wanted, classes)]
     outcomes = {}
     for name in models:
         path = folder / name / "metrics.json"
@@ -81,16 +86,22 @@ def evaluate_folder(folder: Path, settings: EvaluateConfig, models: list[str]
 
 def clean_test(test: Predictions, leaked: set[str], classes: list[str],
                settings: EvaluateConfig) -> dict[str, Any]:
-    """Headline metrics on the test images that do not duplicate a training image."""
+    """Headline metrics on the test images that do not duplicate a training image.
+
+    A class can lose every test image to the duplicates: its recall is then undefined
+    (None), not 0, and `support` says how many images each class kept.
+    """
     keep = np.array([image_id not in leaked for image_id in test.ids])
     subset = Predictions([i for i, k in zip(test.ids, keep, strict=True) if k],
                          test.y_true[keep], test.prob[keep])
     weights = (bootstrap_weights(subset.y_true, settings.bootstrap, settings.seed)
                if settings.bootstrap and len(subset.y_true) else None)
     found = evaluate_model(subset, classes, settings, weights=weights).summary
+    support = {c: int((subset.y_true == i).sum()) for i, c in enumerate(classes)}
     return {"images": int(keep.sum()), "removed": int((~keep).sum()),
-            "metrics": found["metrics"],
-            "recall": {c: found["per_class"][c]["recall"] for c in classes}}
+            "metrics": found["metrics"], "support": support,
+            "recall": {c: found["per_class"][c]["recall"] if support[c] else None
+                       for c in classes}}
 
 
 def repeat_statistics(runs: list[Predictions], settings: EvaluateConfig) -> dict[str, Any]:

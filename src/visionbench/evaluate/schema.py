@@ -62,3 +62,8 @@ class EvaluateConfig(StrictModel):
     )
     error_examples: int = Field(25, ge=0)
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
+    ensembles: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Name -> models whose probabilities are averaged (on validation and test) "
+        "and evaluated like one more model, once every member has predictions.",
+    )
