@@ -5,9 +5,11 @@ Run from the repository root, naming the run folder of each study that was run:
         [--chest runs/chest_xray/<stamp>] [--mnist runs/mnist/<stamp>] [--out RESULTS.md]
 Every visionbench number is read from the run folder (leaderboard.json, evaluation.json,
 metrics.json, config.yaml); the studies' numbers are quoted from their documents in
-../shared/seeds (file and line given). The significance column is an exact one-sided
+../shared/seeds (file and line given). Two tests of significance: an exact one-sided
 binomial test of our best model's test accuracy against the study's reported best accuracy
-(the studies' per-image predictions are not available, so no paired test is possible).
+(the studies' per-image predictions are not available), and, where the recipe reruns the
+study's best configuration ("reference" below), paired tests on the same test images from
+the run's comparison.json (McNemar, paired bootstrap of the accuracy difference).
 """
 
 from __future__ import annotations
@@ -20,17 +22,23 @@ from typing import Any
 import yaml
 from scipy import stats
 
-# The studies' own numbers, as printed in their documents.
+# The studies' own numbers, as printed in their documents. `recall` is per class, from the
+# confusion matrices the documents print.
 STUDIES: dict[str, dict[str, Any]] = {
     "brain": {
         "title": "Brain-tumour MRI (Testing split, 394 images)",
         "source": "seeds/002 (report) lines 493, 584, 958; seeds/000 (notebook) line 613",
         "best_accuracy": 0.74,
         "best_name": "RGB CNN (report line 958)",
+        "reference": "cnn_rgb",
+        "columns": ["accuracy", "balanced_accuracy", "precision_weighted", "recall_weighted",
+                    "f1_weighted", "global_f1", "roc_auc_weighted", "cohen_kappa"],
         "rows": {
             "ReLU CNN (model 1)": {"accuracy": 0.6701, "precision_weighted": 0.72462,
                                    "recall_weighted": 0.670051, "f1_weighted": 0.623519,
-                                   "roc_auc_weighted": 0.84, "recall_glioma_tumor": 0.17},
+                                   "roc_auc_weighted": 0.84,
+                                   "recall": {"glioma_tumor": 0.17, "meningioma_tumor": 0.878,
+                                              "no_tumor": 0.962, "pituitary_tumor": 0.608}},
             "InceptionV3": {"accuracy": 0.71, "precision_weighted": 0.74,
                             "recall_weighted": 0.71, "f1_weighted": 0.68},
             "RGB CNN": {"accuracy": 0.74},
@@ -38,13 +46,18 @@ STUDIES: dict[str, dict[str, Any]] = {
     },
     "chest": {
         "title": "Chest X-ray pneumonia (test split, 624 images)",
-        "source": "seeds/004 (report), tables 1 and 2",
+        "source": "seeds/004 (report), tables 1 and 2 and the confusion matrices beside them "
+                  "(its F1-score equals its accuracy: a micro average)",
         "best_accuracy": 0.779,
         "best_name": "ResNet50",
+        "reference": "transfer",
+        "columns": ["accuracy", "balanced_accuracy", "f1_macro", "f1_weighted",
+                    "roc_auc_weighted", "cohen_kappa", "log_loss"],
         "rows": {
-            "ResNet50": {"accuracy": 0.779},
-            "10-conv CNN": {"accuracy": 0.718, "balanced_accuracy": 0.623, "f1_weighted": 0.719,
-                            "cohen_kappa": 0.293},
+            "ResNet50": {"accuracy": 0.779, "balanced_accuracy": 0.723, "cohen_kappa": 0.488,
+                         "log_loss": 0.462, "recall": {"NORMAL": 0.509, "PNEUMONIA": 0.941}},
+            "10-conv CNN": {"accuracy": 0.718, "balanced_accuracy": 0.623, "cohen_kappa": 0.293,
+                            "log_loss": 1.310, "recall": {"NORMAL": 0.252, "PNEUMONIA": 0.997}},
         },
     },
     "mnist": {
@@ -52,58 +65,184 @@ STUDIES: dict[str, dict[str, Any]] = {
         "source": "seeds/003 (assignment); reference: ~99.0 % for the baseline on full MNIST",
         "best_accuracy": None,
         "best_name": None,
+        "reference": "baseline",
+        "columns": ["accuracy", "balanced_accuracy", "f1_macro", "roc_auc_macro", "log_loss",
+                    "cohen_kappa"],
         "rows": {},
     },
 }
-COLUMNS = ["accuracy", "balanced_accuracy", "precision_weighted", "recall_weighted",
-           "f1_weighted", "global_f1", "roc_auc_weighted", "cohen_kappa"]
+CLINICAL = ["sensitivity", "specificity", "ppv", "npv", "missed_positives", "false_alarms"]
+COUNTS = {"missed_positives": 0, "false_alarms": 0}  # image counts: no decimals
 
 
 def _read(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _cell(entry: dict[str, float] | None) -> str:
+def _cell(entry: dict[str, float] | None, digits: int = 4) -> str:
     if not entry:
         return "–"
     if "low" in entry:
-        return f"{entry['value']:.4f} [{entry['low']:.3f}, {entry['high']:.3f}]"
-    return f"{entry['value']:.4f}"
+        bounds = min(digits, 3)
+        return (f"{entry['value']:.{digits}f} "
+                f"[{entry['low']:.{bounds}f}, {entry['high']:.{bounds}f}]")
+    return f"{entry['value']:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(row) + " |" for row in rows)]
+
+
+def _evaluations(folder: Path, board: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each finished model's evaluation.json, in leaderboard order."""
+    found = {}
+    for row in board["rows"]:
+        path = folder / row["model"] / "evaluation.json"
+        if row["status"] == "ok" and path.is_file():
+            found[row["model"]] = _read(path)
+    return found
+
+
+def metric_table(study: dict[str, Any], board: dict[str, Any]) -> list[str]:
+    """The study's global metrics beside every model of the run, with intervals."""
+    columns = study["columns"]
+    rows = [[f"study: {name}", *(f"{values[c]:.4f}" if c in values else "–" for c in columns),
+             "–"] for name, values in study["rows"].items()]
+    for row in board["rows"]:
+        if row["status"] != "ok":
+            rows.append([row["model"], f"{row['status']}: {(row.get('error') or '')[:80]}",
+                         *[""] * len(columns)])
+            continue
+        seconds = row.get("train_seconds")
+        rows.append([f"visionbench: {row['model']}",
+                     *(_cell(row["metrics"].get(c)) for c in columns),
+                     "–" if seconds is None else str(round(seconds))])
+    return _table(["model", *columns, "train s"], rows)
+
+
+def recall_table(study: dict[str, Any], classes: list[str],
+                 evaluations: dict[str, dict[str, Any]]) -> list[str]:
+    """Per-class recall of the study's models (where printed) and of every model here."""
+    rows = [[f"study: {name}", *(f"{values['recall'][c]:.3f}" for c in classes)]
+            for name, values in study["rows"].items() if "recall" in values]
+    rows += [[name, *(f"{e['per_class'][c]['recall']:.3f}" for c in classes)]
+             for name, e in evaluations.items()]
+    return ["Per-class recall (test):", "", *_table(["model", *classes], rows)]
+
+
+def _clean_recall(clean: dict[str, Any]) -> str:
+    support = clean.get("support", {})
+    return ", ".join(
+        f"{name} {'–' if recall is None else f'{recall:.2f}'} ({support.get(name, '?')})"
+        for name, recall in clean["recall"].items())
+
+
+def clean_table(evaluations: dict[str, dict[str, Any]]) -> list[str]:
+    """Accuracy on the whole test split and without the images that duplicate training ones."""
+    rows = [[name, _cell(e["metrics"]["accuracy"]), str(e["clean_test"]["images"]),
+             _cell(e["clean_test"]["metrics"]["accuracy"]),
+             _cell(e["clean_test"]["metrics"].get("balanced_accuracy")),
+             _clean_recall(e["clean_test"])]
+            for name, e in evaluations.items() if e.get("clean_test")]
+    if not rows:
+        return []
+    removed = next(e["clean_test"]["removed"] for e in evaluations.values() if e.get("clean_test"))
+    return [f"Test split as given, and without the {removed} test images that duplicate "
+            "training images (exactly or nearly); recall per class with the images it keeps "
+            "(– where none is left):", "",
+            *_table(["model", "accuracy (all)", "images left", "accuracy (clean)",
+                     "balanced accuracy (clean)", "recall (clean, images)"], rows)]
+
+
+def clinical_table(evaluations: dict[str, dict[str, Any]]) -> list[str]:
+    """Sensitivity, specificity and missed positives at argmax and at the validation threshold."""
+    rows = []
+    for name, e in evaluations.items():
+        clinical = e.get("clinical")
+        if not clinical:
+            continue
+        chosen = clinical.get("chosen_threshold") or {}
+        for reading in ("argmax", "threshold"):
+            if reading not in clinical:
+                continue
+            label = "argmax" if reading == "argmax" else (
+                f"threshold {chosen.get('threshold', float('nan')):.3f} ({chosen.get('method')})")
+            rows.append([name, label, *(_cell(clinical[reading].get(key), COUNTS.get(key, 3))
+                                        for key in CLINICAL)])
+    if not rows:
+        return []
+    group = next(e["clinical"]["group"] for e in evaluations.values() if e.get("clinical"))
+    return [f"Clinical reading for **{group}** (positive) vs the rest; the threshold is chosen "
+            "on the validation split:", "", *_table(["model", "reading", *CLINICAL], rows)]
+
+
+def paired_table(folder: Path, reference: str, names: list[str]) -> list[str]:
+    """Every model against `reference` on the same test images: difference and p-values."""
+    path = folder / "comparison.json"
+    if reference not in names or not path.is_file():
+        return []
+    rows = []
+    for pair in _read(path)["pairs"]:
+        if reference not in (pair["a"], pair["b"]):
+            continue
+        other = pair["b"] if pair["a"] == reference else pair["a"]
+        # Differences are stored as a - b; show them as other - reference.
+        sign = 1.0 if pair["a"] == other else -1.0
+        accuracy = pair["bootstrap"]["accuracy"]
+        low, high = sorted((sign * accuracy["low"], sign * accuracy["high"]))
+        mcnemar = pair["mcnemar"]
+        better, worse = ((mcnemar["only_a"], mcnemar["only_b"]) if pair["a"] == other
+                         else (mcnemar["only_b"], mcnemar["only_a"]))
+        rows.append([other, f"{sign * accuracy['difference']:+.4f} [{low:+.3f}, {high:+.3f}]",
+                     f"{better} / {worse}", f"{mcnemar['p_value']:.2e} ({mcnemar['method']})",
+                     f"{accuracy['p_value']:.3f}"])
+    if not rows:
+        return []
+    order = {name: i for i, name in enumerate(names)}
+    rows.sort(key=lambda row: order.get(row[0], len(order)))
+    return [f"Paired against **{reference}** on the same test images (accuracy difference "
+            "with its paired-bootstrap interval; images only this model / only the reference "
+            "gets right; McNemar and bootstrap p-values):", "",
+            *_table(["model", "accuracy − reference", "only model / only reference right",
+                     "McNemar p", "bootstrap p"], rows)]
+
+
+def how_table(folder: Path, board: dict[str, Any], provenance: dict[str, Any]) -> list[str]:
+    """Which hardware trained each model, for how long, and by which command."""
+    commands: list[str] = []
+    rows = []
+    for row in board["rows"]:
+        path = folder / row["model"] / "metrics.json"
+        metrics = _read(path) if path.is_file() else {}
+        # Runs from before per-model provenance: the device and the folder's last command.
+        hardware = metrics.get("hardware") or (
+            f"{metrics.get('device', '?')} on {provenance.get('platform', '?')}")
+        command = " ".join(metrics.get("command") or provenance.get("command") or ["?"])
+        if command not in commands:
+            commands.append(command)
+        seconds = metrics.get("timing", {}).get("train_seconds")
+        rows.append([row["model"], hardware, "–" if seconds is None else f"{seconds:.0f}",
+                     str(metrics.get("epochs", "–")), f"({commands.index(command) + 1})"])
+    lines = ["How each model was trained:", "",
+             *_table(["model", "hardware", "train s", "epochs", "command"], rows), ""]
+    lines += [f"({i}) `{command}`" for i, command in enumerate(commands, 1)]
+    return lines
 
 
 def study_section(key: str, folder: Path) -> str:
-    """Markdown for one study: its numbers, ours, per-class recall, significance, how."""
+    """Markdown for one study: its numbers beside ours, recall, tests, hardware, commands."""
     study = STUDIES[key]
     board = _read(folder / "leaderboard.json")
     config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
-    provenance = config.get("provenance", {})
+    classes = _read(folder / "data.json")["classes"]
+    evaluations = _evaluations(folder, board)
     lines = [f"## {study['title']}", "",
              f"Study numbers from {study['source']}. Run folder `{folder}`.", "",
-             "| model | " + " | ".join(COLUMNS) + " | train s |",
-             "|" + "---|" * (len(COLUMNS) + 2)]
-    for name, values in study["rows"].items():
-        cells = [f"{values[c]:.4f}" if c in values else "–" for c in COLUMNS]
-        lines.append(f"| study: {name} | " + " | ".join(cells) + " | – |")
-    for row in board["rows"]:
-        if row["status"] != "ok":
-            lines.append(f"| {row['model']} | failed: {row.get('error', '')[:60]} |")
-            continue
-        cells = [_cell(row["metrics"].get(c)) for c in COLUMNS]
-        seconds = row.get("train_seconds")
-        lines.append(f"| visionbench: {row['model']} | " + " | ".join(cells)
-                     + f" | {'–' if seconds is None else round(seconds)} |")
-    lines += ["", "Per-class recall (test):", ""]
-    classes = _read(folder / "data.json")["classes"]
-    lines += ["| model | " + " | ".join(classes) + " |", "|" + "---|" * (len(classes) + 1)]
-    for row in board["rows"]:
-        path = folder / row["model"] / "evaluation.json"
-        if path.is_file():
-            per_class = _read(path)["per_class"]
-            lines.append(f"| {row['model']} | "
-                         + " | ".join(f"{per_class[c]['recall']:.3f}" for c in classes) + " |")
+             *metric_table(study, board), "", *recall_table(study, classes, evaluations)]
     best = board.get("best")
-    if best:
-        evaluation = _read(folder / best / "evaluation.json")
+    if best in evaluations:
+        evaluation = evaluations[best]
         accuracy = evaluation["metrics"]["accuracy"]["value"]
         images = evaluation["images"]
         lines += ["", f"Best by {board['primary_metric']}: **{best}**, test accuracy "
@@ -111,21 +250,15 @@ def study_section(key: str, folder: Path) -> str:
         if study["best_accuracy"] is not None:
             correct = round(accuracy * images)
             test = stats.binomtest(correct, images, study["best_accuracy"], "greater")
-            lines.append(f"Against the study's best ({study['best_name']}, "
+            lines.append(f"Against the study's reported best ({study['best_name']}, "
                          f"{study['best_accuracy']:.3f}): one-sided exact binomial p = "
                          f"{test.pvalue:.2e}.")
-        clean = evaluation.get("clean_test")
-        if clean:
-            lines.append(f"Without the {clean['removed']} test images that duplicate training "
-                         f"images ({clean['images']} left): accuracy "
-                         f"{_cell(clean['metrics']['accuracy'])}.")
-        metrics = _read(folder / best / "metrics.json")
-        lines.append(f"Hardware: {metrics.get('device', '?')} on "
-                     f"{provenance.get('platform', '?')}; training "
-                     f"{metrics.get('timing', {}).get('train_seconds', '?')} s.")
-    command = " ".join(provenance.get("command", [])) or "?"
-    lines += ["", f"Command: `{command}`", ""]
-    return "\n".join(lines)
+    for block in (paired_table(folder, study["reference"], list(evaluations)),
+                  clinical_table(evaluations), clean_table(evaluations),
+                  how_table(folder, board, config.get("provenance", {}))):
+        if block:
+            lines += ["", *block]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 
 from conftest import SHARED_DATA, make_class_folders
@@ -41,6 +44,22 @@ def test_mnist_recipe_smoke(tmp_path):
     result = _run("mnist", [f"data.path={SHARED_DATA / 'mnist_t10k'}",
                             "data.split.limit_per_class=30"], tmp_path)
     assert len(result.models) == 6
+    # The results page is generated from this folder: paired gains over the baseline and
+    # the hardware and command of every model.
+    results = _results_script()
+    page = results.study_section("mnist", result.folder)
+    assert "Paired against **baseline**" in page
+    for name in ("bn_dropout", "deeper", "onecycle", "augmented", "early_stopping"):
+        assert f"| {name} | " in page.split("Paired against")[1]
+    assert "How each model was trained" in page and "| CPU " in page
+
+
+def _results_script():
+    path = Path(__file__).parents[1] / "benchmarks" / "results.py"
+    spec = importlib.util.spec_from_file_location("results", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @_needs("brain_tumor_mri")
@@ -49,7 +68,11 @@ def test_brain_tumor_recipe_smoke(tmp_path):
         f"data.path={SHARED_DATA / 'brain_tumor_mri'}", "data.split.limit_per_class=10",
         "data.preprocess.size=64", "models.transfer.input.size=64",
         "models.best.input.size=64"], tmp_path)
-    assert len(result.models) == 5
+    assert len(result.models) == 6
+    # One RGB cache: the study's CNNs read it grey, cnn_rgb and the backbones in colour.
+    channels = {name: metrics["input"]["channels"] for name, metrics in result.models.items()}
+    assert channels == {"cnn_relu": 1, "cnn_rgb": 3, "cnn_relu_augmented": 1,
+                        "cnn_sigmoid": 1, "transfer": 3, "best": 3}
     board = (result.folder / "leaderboard.md").read_text()
     assert "missed positives" in board
 
