@@ -208,6 +208,21 @@ def paired_table(folder: Path, reference: str, names: list[str]) -> list[str]:
                      "McNemar p", "bootstrap p"], rows)]
 
 
+def _selects(command: list[str], model: str) -> bool:
+    """Whether `visionbench run ... [--model X ...]` trains `model`."""
+    chosen = [command[i + 1] for i, word in enumerate(command[:-1]) if word == "--model"]
+    return not chosen or model in chosen
+
+
+def _folder_command(provenance: dict[str, Any], model: str) -> list[str]:
+    """For models trained before commands were recorded per model: the folder's command,
+    if it is one that trained this model."""
+    command = provenance.get("command") or []
+    if command and _selects(command, model):
+        return command
+    return ["not recorded (trained before visionbench recorded commands per model)"]
+
+
 def how_table(folder: Path, board: dict[str, Any], provenance: dict[str, Any]) -> list[str]:
     """Which hardware trained each model, for how long, and by which command."""
     commands: list[str] = []
@@ -218,14 +233,21 @@ def how_table(folder: Path, board: dict[str, Any], provenance: dict[str, Any]) -
         # Runs from before per-model provenance: the device and the folder's last command.
         hardware = metrics.get("hardware") or (
             f"{metrics.get('device', '?')} on {provenance.get('platform', '?')}")
-        command = " ".join(metrics.get("command") or provenance.get("command") or ["?"])
+        command = " ".join(metrics.get("command") or _folder_command(provenance, row["model"]))
         if command not in commands:
             commands.append(command)
         seconds = metrics.get("timing", {}).get("train_seconds")
+        code = metrics.get("code") or {
+            "commit": provenance.get("git", {}).get("visionbench_commit"),
+            "dirty": provenance.get("git", {}).get("visionbench_dirty")}
+        commit = (code.get("commit") or "?")[:7] + (" (+ changes)" if code.get("dirty") else "")
         rows.append([row["model"], hardware, "–" if seconds is None else f"{seconds:.0f}",
-                     str(metrics.get("epochs", "–")), f"({commands.index(command) + 1})"])
-    lines = ["How each model was trained:", "",
-             *_table(["model", "hardware", "train s", "epochs", "command"], rows), ""]
+                     str(metrics.get("epochs") or "–"), commit,
+                     f"({commands.index(command) + 1})"])
+    lines = ["How each model was trained (commit: the visionbench source it ran; check it out "
+             "to rerun the command exactly):", "",
+             *_table(["model", "hardware", "train s", "epochs", "commit", "command"], rows),
+             ""]
     lines += [f"({i}) `{command}`" for i, command in enumerate(commands, 1)]
     return lines
 

@@ -82,5 +82,6 @@ def test_chest_xray_recipe_smoke(tmp_path):
     result = _run("chest_xray", [
         f"data.path={SHARED_DATA / 'chest_xray_224'}", "data.split.limit_per_class=10",
         "data.preprocess.size=72", "models.transfer.input.size=64",
-        "models.cnn.input.size=64", "models.best.input.size=64"], tmp_path)
-    assert len(result.models) == 3
+        "models.cnn.input.size=64", "models.best.input.size=64",
+        "models.robust.input.size=64"], tmp_path)
+    assert len(result.models) == 4

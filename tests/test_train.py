@@ -174,6 +174,10 @@ def test_a_model_added_to_a_run_by_resume_joins_the_earlier_ones(tmp_path):
     assert {row["model"] for row in board["rows"]} == {"a", "b"}
     metrics = json.loads((first.folder / "b" / "metrics.json").read_text())
     assert metrics["hardware"].startswith("CPU ") and metrics["command"]
+    assert set(metrics["code"]) == {"visionbench", "commit", "dirty"}
+    # The folder's config keeps the first command beside the resuming one.
+    provenance = load_config(first.folder / "config.yaml").provenance
+    assert len(provenance.earlier) == 1 and provenance.earlier[0]["command"]
 
 
 def test_an_ensemble_averages_its_members_and_joins_the_leaderboard(tmp_path):

@@ -40,7 +40,7 @@ from visionbench.fileio import atomic_path, write_json, write_text
 from visionbench.inference import LoadedModel, explain_test_set
 from visionbench.models.build import InputSpec, build_model
 from visionbench.models.schema import ModelConfig
-from visionbench.provenance import describe_hardware, save_config
+from visionbench.provenance import code_version, describe_hardware, save_config
 from visionbench.report.html import write_report
 from visionbench.train.batches import SplitImages
 from visionbench.train.callbacks import Checkpoint, Progress
@@ -195,6 +195,7 @@ def train_model(
         "device": str(device),
         "hardware": describe_hardware(str(device)),
         "command": list(sys.argv),
+        "code": code_version(),
         "input": {"size": list(built.input.size), "channels": built.input.channels,
                   "mean": list(built.input.mean), "std": list(built.input.std),
                   "per_image": built.input.per_image},

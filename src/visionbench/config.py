@@ -55,6 +55,10 @@ class Provenance(StrictModel):
     platform: str
     packages: dict[str, str]
     git: dict[str, str | bool | None]
+    earlier: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Earlier commands that wrote to the same run folder (resume, continue), "
+        "oldest first, each with its time and commit.")
 
 
 class Config(StrictModel):

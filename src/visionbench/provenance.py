@@ -8,6 +8,9 @@ import sys
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from visionbench import __version__
 from visionbench.config import Config, Provenance, dump_config
@@ -66,6 +69,12 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def code_version() -> dict[str, str | bool | None]:
+    """visionbench's version and the git commit (and dirty flag) of its source, if any."""
+    state = git_state(Path(__file__).resolve().parent)
+    return {"visionbench": __version__, "commit": state["commit"], "dirty": state["dirty"]}
+
+
 def describe_hardware(device: str) -> str:
     """One line naming what ran on `device`: the GPU's name, or the CPU and its cores."""
     import torch  # imported here: provenance is read by light commands too
@@ -77,9 +86,27 @@ def describe_hardware(device: str) -> str:
     return f"CPU {_cpu_name()}, {torch.get_num_threads()} threads"
 
 
+def _earlier_commands(path: Path) -> list[dict[str, Any]]:
+    """The commands recorded in an existing config.yaml, oldest first."""
+    if not path.is_file():
+        return []
+    try:
+        previous = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("provenance")
+    except yaml.YAMLError:
+        return []
+    if not isinstance(previous, dict) or "command" not in previous:
+        return []
+    return [*previous.get("earlier", []),
+            {"created_at": previous.get("created_at"), "command": previous["command"],
+             "commit": (previous.get("git") or {}).get("visionbench_commit")}]
+
+
 def save_config(config: Config, folder: Path, command: list[str] | None = None) -> Path:
-    """Write `folder/config.yaml`: the resolved config with its provenance."""
-    stamped = config.model_copy(update={"provenance": collect(command)})
+    """Write `folder/config.yaml`: the resolved config with its provenance; the commands
+    that wrote to the folder before (a resumed or continued run) are kept in `earlier`."""
     path = folder / "config.yaml"
+    provenance = collect(command)
+    provenance.earlier = _earlier_commands(path)
+    stamped = config.model_copy(update={"provenance": provenance})
     write_text(path, dump_config(stamped))
     return path
