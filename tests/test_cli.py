@@ -86,7 +86,7 @@ def test_bad_input_is_one_line_and_exit_code_2(make, args, message, class_folder
 
 def test_console_script_prints_no_traceback(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "visionbench.cli", "inspect", str(tmp_path / "missing.yaml")],
+        [sys.executable, "-m", "visionbench", "inspect", str(tmp_path / "missing.yaml")],
         capture_output=True,
         text=True,
         check=False,

@@ -343,6 +343,3 @@ def run() -> None:
     """Console-script wrapper: exit with `main()`'s code."""
     sys.exit(main())
 
-
-if __name__ == "__main__":
-    run()
