@@ -153,7 +153,8 @@ def deletion_curve(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
     n, _, height, width = inputs.shape
     order = maps.flatten(1).argsort(dim=1, descending=True)
     ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(height * width).expand(n, -1))
+    # Index tensors made here must live on the maps' device (a CUDA scatter refuses CPU ones).
+    ranks.scatter_(1, order, torch.arange(height * width, device=order.device).expand(n, -1))
     curves = []
     for step in range(steps + 1):
         keep = (ranks >= round(step / steps * height * width)).view(n, 1, height, width)
@@ -163,7 +164,7 @@ def deletion_curve(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
             probabilities = torch.stack([1 - positive, positive], dim=1)
         else:
             probabilities = F.softmax(logits, dim=1)
-        curves.append(probabilities[torch.arange(n), targets])
+        curves.append(probabilities[torch.arange(n, device=targets.device), targets])
     return torch.stack(curves, dim=1)
 
 
