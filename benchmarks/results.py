@@ -2,32 +2,42 @@
 
 Run from the repository root, naming the run folder of each study that was run:
     python benchmarks/results.py --brain runs/brain_tumor/<stamp> \
-        [--chest runs/chest_xray/<stamp>] [--mnist runs/mnist/<stamp>] [--out RESULTS.md]
+        [--chest runs/chest_xray/<stamp>] [--mnist runs/mnist/<stamp>] \
+        [--seeds brain=runs/brain_tumor/<other seed> ...] \
+        [--notes benchmarks/results_notes.yaml] [--out RESULTS.md]
 Every visionbench number is read from the run folder (leaderboard.json, evaluation.json,
 metrics.json, config.yaml); the studies' numbers are quoted from their documents in
 ../shared/seeds (file and line given). Two tests of significance: an exact one-sided
 binomial test of our best model's test accuracy against the study's reported best accuracy
 (the studies' per-image predictions are not available), and, where the recipe reruns the
 study's best configuration ("reference" below), paired tests on the same test images from
-the run's comparison.json (McNemar, paired bootstrap of the accuracy difference).
+the run's comparison.json (McNemar, paired bootstrap of the accuracy difference). Runs of
+the same recipe under other training seeds (--seeds) add a seed-spread table; the notes file
+says where and how the runs were made, in words (numbers come from the folders).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from scipy import stats
+
+from visionbench.provenance import command_line
 
 # The studies' own numbers, as printed in their documents. `recall` is per class, from the
 # confusion matrices the documents print.
 STUDIES: dict[str, dict[str, Any]] = {
     "brain": {
         "title": "Brain-tumour MRI (Testing split, 394 images)",
-        "source": "seeds/002 (report) lines 493, 584, 958; seeds/000 (notebook) line 613",
+        "source": "seeds/002 (report) lines 493, 584, 733, 762-764, 958; seeds/000 "
+                  "(notebook) line 613",
+        "targets": {"accuracy": 0.85},
         "best_accuracy": 0.74,
         "best_name": "RGB CNN (report line 958)",
         "reference": "cnn_rgb",
@@ -39,6 +49,12 @@ STUDIES: dict[str, dict[str, Any]] = {
                                    "roc_auc_weighted": 0.84,
                                    "recall": {"glioma_tumor": 0.17, "meningioma_tumor": 0.878,
                                               "no_tumor": 0.962, "pituitary_tumor": 0.608}},
+            "ReLU CNN + augmentation (model 2)": {
+                "accuracy": 0.66, "precision_weighted": 0.71, "recall_weighted": 0.66,
+                "f1_weighted": 0.62, "roc_auc_weighted": 0.81},
+            "Sigmoid CNN (model 3)": {"accuracy": 0.2538, "precision_weighted": 0.06,
+                                      "recall_weighted": 0.25, "f1_weighted": 0.10,
+                                      "roc_auc_weighted": 0.41},
             "InceptionV3": {"accuracy": 0.71, "precision_weighted": 0.74,
                             "recall_weighted": 0.71, "f1_weighted": 0.68},
             "RGB CNN": {"accuracy": 0.74},
@@ -48,6 +64,7 @@ STUDIES: dict[str, dict[str, Any]] = {
         "title": "Chest X-ray pneumonia (test split, 624 images)",
         "source": "seeds/004 (report), tables 1 and 2 and the confusion matrices beside them "
                   "(its F1-score equals its accuracy: a micro average)",
+        "targets": {"accuracy": 0.93, "roc_auc_weighted": 0.97},
         "best_accuracy": 0.779,
         "best_name": "ResNet50",
         "reference": "transfer",
@@ -80,7 +97,7 @@ def _read(path: Path) -> Any:
 
 
 def _cell(entry: dict[str, float] | None, digits: int = 4) -> str:
-    if not entry:
+    if not entry or entry["value"] != entry["value"]:  # absent, or NaN (undefined)
         return "–"
     if "low" in entry:
         bounds = min(digits, 3)
@@ -219,8 +236,13 @@ def _folder_command(provenance: dict[str, Any], model: str) -> list[str]:
     if it is one that trained this model."""
     command = provenance.get("command") or []
     if command and _selects(command, model):
-        return command
+        return command_line(command)
     return ["not recorded (trained before visionbench recorded commands per model)"]
+
+
+def _train_seconds(metrics: dict[str, Any]) -> str:
+    seconds = metrics.get("timing", {}).get("train_seconds")
+    return "–" if seconds is None else f"{seconds:.0f}"
 
 
 def how_table(folder: Path, board: dict[str, Any], provenance: dict[str, Any]) -> list[str]:
@@ -230,18 +252,25 @@ def how_table(folder: Path, board: dict[str, Any], provenance: dict[str, Any]) -
     for row in board["rows"]:
         path = folder / row["model"] / "metrics.json"
         metrics = _read(path) if path.is_file() else {}
+        members = metrics.get("ensemble")
+        if members:
+            # Nothing was trained: it averages its members' saved test probabilities.
+            rows.append([row["model"], f"ensemble of {', '.join(members)} (no training; "
+                         "train s: its members')", _train_seconds(metrics), "–", "–", "–"])
+            continue
         # Runs from before per-model provenance: the device and the folder's last command.
         hardware = metrics.get("hardware") or (
             f"{metrics.get('device', '?')} on {provenance.get('platform', '?')}")
-        command = " ".join(metrics.get("command") or _folder_command(provenance, row["model"]))
+        recorded = metrics.get("command")
+        command = " ".join(command_line(recorded) if recorded
+                           else _folder_command(provenance, row["model"]))
         if command not in commands:
             commands.append(command)
-        seconds = metrics.get("timing", {}).get("train_seconds")
         code = metrics.get("code") or {
             "commit": provenance.get("git", {}).get("visionbench_commit"),
             "dirty": provenance.get("git", {}).get("visionbench_dirty")}
         commit = (code.get("commit") or "?")[:7] + (" (+ changes)" if code.get("dirty") else "")
-        rows.append([row["model"], hardware, "–" if seconds is None else f"{seconds:.0f}",
+        rows.append([row["model"], hardware, _train_seconds(metrics),
                      str(metrics.get("epochs") or "–"), commit,
                      f"({commands.index(command) + 1})"])
     lines = ["How each model was trained (commit: the visionbench source it ran; check it out "
@@ -252,8 +281,57 @@ def how_table(folder: Path, board: dict[str, Any], provenance: dict[str, Any]) -
     return lines
 
 
-def study_section(key: str, folder: Path) -> str:
-    """Markdown for one study: its numbers beside ours, recall, tests, hardware, commands."""
+def target_lines(targets: dict[str, float], board: dict[str, Any]) -> list[str]:
+    """Each target of the issue that set it, and the run's best value of that metric."""
+    lines = []
+    for metric, goal in targets.items():
+        values = {row["model"]: row["metrics"][metric]["value"] for row in board["rows"]
+                  if row["status"] == "ok" and metric in row["metrics"]}
+        if not values:
+            continue
+        top = max(values, key=values.__getitem__)
+        verdict = "reached" if values[top] >= goal else "missed"
+        lines.append(f"Target {metric} ≥ {goal}: {verdict} (highest here: {top}, "
+                     f"{values[top]:.4f}).")
+    return lines
+
+
+def _seed(folder: Path) -> int:
+    config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    return int(config["train"]["seed"])
+
+
+def seed_table(folder: Path, others: list[Path]) -> list[str]:
+    """Test accuracy of each model under every training seed run, with mean and spread.
+
+    One run is one draw: a gap between two models smaller than their seed-to-seed spread is
+    not a ranking. The validation split is the same in every run (its seed is separate).
+    """
+    if not others:
+        return []
+    runs = [folder, *others]
+    boards = [{row["model"]: row for row in _read(run / "leaderboard.json")["rows"]
+               if row["status"] == "ok"} for run in runs]
+    names = [name for name in boards[0] if sum(name in board for board in boards) > 1]
+    rows = []
+    for name in names:
+        values = [board[name]["metrics"]["accuracy"]["value"] if name in board else None
+                  for board in boards]
+        found = np.array([v for v in values if v is not None])
+        rows.append([name, *("–" if v is None else f"{v:.4f}" for v in values),
+                     f"{found.mean():.4f}", f"{found.std(ddof=1):.4f}",
+                     f"{found.min():.4f}–{found.max():.4f}"])
+    seeds = [f"seed {_seed(run)}" for run in runs]
+    return ["Test accuracy under other training seeds (same data, splits and recipe; seed "
+            f"{_seed(folder)} is the run above; extra folders: "
+            + ", ".join(f"`{run}`" for run in others) + "):", "",
+            *_table(["model", *seeds, "mean", "sd", "range"], rows)]
+
+
+def study_section(key: str, folder: Path, seeds: list[Path] | None = None,
+                  notes: list[str] | None = None) -> str:
+    """Markdown for one study: its numbers beside ours, recall, tests, seed spread, hardware,
+    commands; `notes` are printed under the title (how and where the runs were made)."""
     study = STUDIES[key]
     board = _read(folder / "leaderboard.json")
     config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
@@ -261,6 +339,7 @@ def study_section(key: str, folder: Path) -> str:
     evaluations = _evaluations(folder, board)
     lines = [f"## {study['title']}", "",
              f"Study numbers from {study['source']}. Run folder `{folder}`.", "",
+             *(f"{note}\n" for note in notes or []),
              *metric_table(study, board), "", *recall_table(study, classes, evaluations)]
     best = board.get("best")
     if best in evaluations:
@@ -275,8 +354,10 @@ def study_section(key: str, folder: Path) -> str:
             lines.append(f"Against the study's reported best ({study['best_name']}, "
                          f"{study['best_accuracy']:.3f}): one-sided exact binomial p = "
                          f"{test.pvalue:.2e}.")
+    lines += target_lines(study.get("targets", {}), board)
     for block in (paired_table(folder, study["reference"], list(evaluations)),
                   clinical_table(evaluations), clean_table(evaluations),
+                  seed_table(folder, seeds or []),
                   how_table(folder, board, config.get("provenance", {}))):
         if block:
             lines += ["", *block]
@@ -288,17 +369,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for key in STUDIES:
         parser.add_argument(f"--{key}", type=Path, help=f"run folder of the {key} recipe")
+    parser.add_argument("--seeds", action="append", default=[], metavar="STUDY=FOLDER",
+                        help="a run folder of the same recipe under another train.seed")
+    parser.add_argument("--notes", type=Path, metavar="YAML",
+                        help="{study: [paragraph, ...]} printed under each study's title")
     parser.add_argument("--out", type=Path, default=Path("RESULTS.md"))
     args = parser.parse_args()
     if all(getattr(args, key) is None for key in STUDIES):
         parser.error("name at least one run folder")
+    extra: dict[str, dict[str, list[Any]]] = {key: {"seeds": [], "notes": []} for key in STUDIES}
+    for value in args.seeds:
+        key, _, folder = value.partition("=")
+        if key not in STUDIES or not folder:
+            parser.error(f"--seeds {value!r}: write STUDY=FOLDER, STUDY one of {list(STUDIES)}")
+        extra[key]["seeds"].append(Path(folder))
+    notes = yaml.safe_load(args.notes.read_text(encoding="utf-8")) if args.notes else {}
+    for key, paragraphs in (notes or {}).items():
+        if key not in STUDIES:
+            parser.error(f"--notes: unknown study {key!r}; known: {list(STUDIES)}")
+        extra[key]["notes"] = [" ".join(str(p).split()) for p in paragraphs]
     sections = [
-        study_section(key, getattr(args, key)) if getattr(args, key) is not None
+        study_section(key, getattr(args, key), **extra[key]) if getattr(args, key) is not None
         else f"## {STUDIES[key]['title']}\n\nNo run folder was given for this page yet.\n"
         for key in STUDIES
     ]
-    header = ("# Results\n\nGenerated by `python benchmarks/results.py` from run folders; "
-              "intervals are 95 % stratified bootstrap intervals on the test split.\n\n")
+    header = ("# Results\n\nGenerated from run folders by `python benchmarks/results.py "
+              f"{' '.join(sys.argv[1:])}`; intervals are 95 % stratified bootstrap intervals on "
+              "the test split.\n\n")
     args.out.write_text(header + "\n".join(sections), encoding="utf-8")
     print(f"wrote {args.out}")
 

@@ -146,3 +146,14 @@ def test_ensembles_must_name_models_of_the_config():
                                ({"aa": ["a", "a"]}, "two or more different models")):
         with pytest.raises(UserError, match=message):
             config_from_dict({**base, "evaluate": {"ensembles": ensembles}})
+
+
+def test_module_call_is_recorded_as_a_command_to_retype():
+    from visionbench.provenance import command_line
+
+    module = ["/opt/src/visionbench/__main__.py", "run", "mnist"]
+    assert command_line(module) == ["python", "-m", "visionbench", "run", "mnist"]
+    script = ["/usr/bin/visionbench", "run", "mnist"]
+    assert command_line(script) == script
+    elsewhere = ["/opt/other/__main__.py", "run"]
+    assert command_line(elsewhere) == elsewhere

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import SHARED_DATA, make_class_folders
 from visionbench.benchmark import run_benchmark
@@ -52,6 +55,22 @@ def test_mnist_recipe_smoke(tmp_path):
     for name in ("bn_dropout", "deeper", "onecycle", "augmented", "early_stopping"):
         assert f"| {name} | " in page.split("Paired against")[1]
     assert "How each model was trained" in page and "| CPU " in page
+    # Another training seed's folder (here a copy under seed 7): one column per seed, and
+    # the spread of identical results is zero.
+    other = tmp_path / "seed7"
+    shutil.copytree(result.folder, other)
+    config = yaml.safe_load((other / "config.yaml").read_text())
+    config["train"]["seed"] = 7
+    (other / "config.yaml").write_text(yaml.safe_dump(config))
+    page = results.study_section("mnist", result.folder, seeds=[other], notes=["Made on a CPU."])
+    assert "Made on a CPU." in page
+    seeds = page.split("other training seeds")[1]
+    assert f"| model | seed {results._seed(result.folder)} | seed 7 |" in seeds
+    assert "| baseline | " in seeds and " | 0.0000 | " in seeds
+    board = json.loads((result.folder / "leaderboard.json").read_text())
+    assert results.target_lines({"accuracy": 0.0}, board)[0].startswith(
+        "Target accuracy ≥ 0.0: reached (highest here: ")
+    assert "missed" in results.target_lines({"accuracy": 1.01}, board)[0]
 
 
 def _results_script():

@@ -15,7 +15,6 @@ One failing model (bad weights, NaN loss, out of memory, a bug) is recorded in i
 from __future__ import annotations
 
 import json
-import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -40,7 +39,7 @@ from visionbench.fileio import atomic_path, write_json, write_text
 from visionbench.inference import LoadedModel, explain_test_set
 from visionbench.models.build import InputSpec, build_model
 from visionbench.models.schema import ModelConfig
-from visionbench.provenance import code_version, describe_hardware, save_config
+from visionbench.provenance import code_version, command_line, describe_hardware, save_config
 from visionbench.report.html import write_report
 from visionbench.train.batches import SplitImages
 from visionbench.train.callbacks import Checkpoint, Progress
@@ -194,7 +193,7 @@ def train_model(
         "epochs": trainer.epoch,
         "device": str(device),
         "hardware": describe_hardware(str(device)),
-        "command": list(sys.argv),
+        "command": command_line(),
         "code": code_version(),
         "input": {"size": list(built.input.size), "channels": built.input.channels,
                   "mean": list(built.input.mean), "std": list(built.input.std),

@@ -36,6 +36,20 @@ def git_state(cwd: Path) -> dict[str, str | bool | None]:
     return {"commit": commit, "dirty": dirty}
 
 
+def command_line(argv: list[str] | None = None) -> list[str]:
+    """`argv` (default: this process's) as a user would retype it.
+
+    `python -m visionbench` puts the path of `__main__.py` in argv[0]; it is written back
+    as the module call, so a recorded command reruns on another machine.
+    """
+    words = list(sys.argv if argv is None else argv)
+    if words and Path(words[0]).name == "__main__.py" and Path(words[0]).parent.name == (
+        "visionbench"
+    ):
+        words[:1] = ["python", "-m", "visionbench"]
+    return words
+
+
 def collect(command: list[str] | None = None) -> Provenance:
     """Versions of Python, visionbench and its main dependencies, git state and command."""
     packages = {}
@@ -47,7 +61,7 @@ def collect(command: list[str] | None = None) -> Provenance:
     package_dir = Path(__file__).resolve().parent
     return Provenance(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        command=list(sys.argv if command is None else command),
+        command=command_line(command),
         visionbench=__version__,
         python=platform.python_version(),
         platform=platform.platform(),
