@@ -13,7 +13,9 @@ binomial test of our best model's test accuracy against the study's reported bes
 study's best configuration ("reference" below), paired tests on the same test images from
 the run's comparison.json (McNemar, paired bootstrap of the accuracy difference). Runs of
 the same recipe under other training seeds (--seeds) add a seed-spread table; the notes file
-says where and how the runs were made, in words (numbers come from the folders).
+says where and how the runs were made, in words (numbers come from the folders). The
+summaries RESULTS.md is built from live in benchmarks/result_runs/; `--check` compares
+instead of writing (tests/test_results_page.py runs it).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 import yaml
 from scipy import stats
 
+from visionbench.fileio import write_text
 from visionbench.provenance import command_line
 
 # The studies' own numbers, as printed in their documents. `recall` is per class, from the
@@ -364,8 +367,9 @@ def study_section(key: str, folder: Path, seeds: list[Path] | None = None,
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    """Parse the run folders and write the results page."""
+def main(argv: list[str] | None = None) -> int:
+    """Parse the run folders and write the results page (or, with --check, compare it)."""
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for key in STUDIES:
         parser.add_argument(f"--{key}", type=Path, help=f"run folder of the {key} recipe")
@@ -374,7 +378,9 @@ def main() -> None:
     parser.add_argument("--notes", type=Path, metavar="YAML",
                         help="{study: [paragraph, ...]} printed under each study's title")
     parser.add_argument("--out", type=Path, default=Path("RESULTS.md"))
-    args = parser.parse_args()
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; fail if --out differs from what the folders give")
+    args = parser.parse_args(argv)
     if all(getattr(args, key) is None for key in STUDIES):
         parser.error("name at least one run folder")
     extra: dict[str, dict[str, list[Any]]] = {key: {"seeds": [], "notes": []} for key in STUDIES}
@@ -393,12 +399,21 @@ def main() -> None:
         else f"## {STUDIES[key]['title']}\n\nNo run folder was given for this page yet.\n"
         for key in STUDIES
     ]
+    command = " ".join(word for word in argv if word != "--check")
     header = ("# Results\n\nGenerated from run folders by `python benchmarks/results.py "
-              f"{' '.join(sys.argv[1:])}`; intervals are 95 % stratified bootstrap intervals on "
-              "the test split.\n\n")
-    args.out.write_text(header + "\n".join(sections), encoding="utf-8")
+              f"{command}`; intervals are 95 % stratified bootstrap intervals on the test "
+              "split.\n\n")
+    page = header + "\n".join(sections)
+    if args.check:
+        if not args.out.is_file() or args.out.read_text(encoding="utf-8") != page:
+            print(f"{args.out} differs from what its run folders give: rerun without --check")
+            return 1
+        print(f"{args.out} matches its run folders")
+        return 0
+    write_text(args.out, page)
     print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
