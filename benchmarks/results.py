@@ -197,26 +197,38 @@ def clinical_table(evaluations: dict[str, dict[str, Any]]) -> list[str]:
             "on the validation split:", "", *_table(["model", "reading", *CLINICAL], rows)]
 
 
+def _against(pair: dict[str, Any], reference: str) -> dict[str, Any]:
+    """One pair of comparison.json seen as "the other model minus `reference`"."""
+    other = pair["b"] if pair["a"] == reference else pair["a"]
+    # Differences are stored as a - b; show them as other - reference.
+    sign = 1.0 if pair["a"] == other else -1.0
+    accuracy = pair["bootstrap"]["accuracy"]
+    low, high = sorted((sign * accuracy["low"], sign * accuracy["high"]))
+    mcnemar = pair["mcnemar"]
+    better, worse = ((mcnemar["only_a"], mcnemar["only_b"]) if pair["a"] == other
+                     else (mcnemar["only_b"], mcnemar["only_a"]))
+    return {"model": other, "difference": sign * accuracy["difference"], "low": low,
+            "high": high, "better": better, "worse": worse, "mcnemar": mcnemar,
+            "bootstrap_p": accuracy["p_value"]}
+
+
+def _pairs_against(folder: Path, reference: str) -> list[dict[str, Any]]:
+    path = folder / "comparison.json"
+    if not path.is_file():
+        return []
+    return [_against(pair, reference) for pair in _read(path)["pairs"]
+            if reference in (pair["a"], pair["b"])]
+
+
 def paired_table(folder: Path, reference: str, names: list[str]) -> list[str]:
     """Every model against `reference` on the same test images: difference and p-values."""
-    path = folder / "comparison.json"
-    if reference not in names or not path.is_file():
+    if reference not in names:
         return []
-    rows = []
-    for pair in _read(path)["pairs"]:
-        if reference not in (pair["a"], pair["b"]):
-            continue
-        other = pair["b"] if pair["a"] == reference else pair["a"]
-        # Differences are stored as a - b; show them as other - reference.
-        sign = 1.0 if pair["a"] == other else -1.0
-        accuracy = pair["bootstrap"]["accuracy"]
-        low, high = sorted((sign * accuracy["low"], sign * accuracy["high"]))
-        mcnemar = pair["mcnemar"]
-        better, worse = ((mcnemar["only_a"], mcnemar["only_b"]) if pair["a"] == other
-                         else (mcnemar["only_b"], mcnemar["only_a"]))
-        rows.append([other, f"{sign * accuracy['difference']:+.4f} [{low:+.3f}, {high:+.3f}]",
-                     f"{better} / {worse}", f"{mcnemar['p_value']:.2e} ({mcnemar['method']})",
-                     f"{accuracy['p_value']:.3f}"])
+    rows = [[found["model"],
+             f"{found['difference']:+.4f} [{found['low']:+.3f}, {found['high']:+.3f}]",
+             f"{found['better']} / {found['worse']}",
+             f"{found['mcnemar']['p_value']:.2e} ({found['mcnemar']['method']})",
+             f"{found['bootstrap_p']:.3f}"] for found in _pairs_against(folder, reference)]
     if not rows:
         return []
     order = {name: i for i, name in enumerate(names)}
@@ -226,6 +238,46 @@ def paired_table(folder: Path, reference: str, names: list[str]) -> list[str]:
             "gets right; McNemar and bootstrap p-values):", "",
             *_table(["model", "accuracy − reference", "only model / only reference right",
                      "McNemar p", "bootstrap p"], rows)]
+
+
+def _against_study(study: dict[str, Any], evaluation: dict[str, Any]) -> float | None:
+    """One-sided exact binomial p of our accuracy against the study's reported best."""
+    if study["best_accuracy"] is None:
+        return None
+    images = evaluation["images"]
+    correct = round(evaluation["metrics"]["accuracy"]["value"] * images)
+    return float(stats.binomtest(correct, images, study["best_accuracy"], "greater").pvalue)
+
+
+def summary_table(folders: dict[str, Path]) -> list[str]:
+    """One line per study: its best, ours, both tests of the difference, the targets."""
+    rows = []
+    for key, folder in folders.items():
+        study = STUDIES[key]
+        board = _read(folder / "leaderboard.json")
+        best = board.get("best")
+        evaluation = _evaluations(folder, board).get(best)
+        if evaluation is None:
+            continue
+        reported = ("–" if study["best_accuracy"] is None
+                    else f"{study['best_accuracy']:.3f}, {study['best_name']}")
+        p_value = _against_study(study, evaluation)
+        paired = next((found for found in _pairs_against(folder, study["reference"])
+                       if found["model"] == best), None)
+        rows.append([
+            study["title"].split(" (")[0], reported,
+            f"{_cell(evaluation['metrics']['accuracy'])} ({best})",
+            "–" if p_value is None else f"{p_value:.1e}",
+            "–" if paired is None else (
+                f"{paired['difference']:+.3f} [{paired['low']:+.3f}, {paired['high']:+.3f}], "
+                f"p {paired['mcnemar']['p_value']:.1e}"),
+            " ".join(target_lines(study.get("targets", {}), board)) or "–"])
+    return ["Each study's best reported test accuracy beside visionbench's best model on the "
+            "same test split; p: one-sided exact binomial test against the reported number; "
+            "paired: the same model against the recipe's rerun of the study's configuration "
+            "on the same images (difference, McNemar p).", "",
+            *_table(["study", "study's best", "visionbench's best [95 % CI]", "p",
+                     "paired vs rerun of the study", "targets"], rows), ""]
 
 
 def _selects(command: list[str], model: str) -> bool:
@@ -347,16 +399,14 @@ def study_section(key: str, folder: Path, seeds: list[Path] | None = None,
     best = board.get("best")
     if best in evaluations:
         evaluation = evaluations[best]
-        accuracy = evaluation["metrics"]["accuracy"]["value"]
-        images = evaluation["images"]
         lines += ["", f"Best by {board['primary_metric']}: **{best}**, test accuracy "
-                  f"{_cell(evaluation['metrics']['accuracy'])} on {images} images."]
-        if study["best_accuracy"] is not None:
-            correct = round(accuracy * images)
-            test = stats.binomtest(correct, images, study["best_accuracy"], "greater")
+                  f"{_cell(evaluation['metrics']['accuracy'])} on {evaluation['images']} "
+                  "images."]
+        p_value = _against_study(study, evaluation)
+        if p_value is not None:
             lines.append(f"Against the study's reported best ({study['best_name']}, "
                          f"{study['best_accuracy']:.3f}): one-sided exact binomial p = "
-                         f"{test.pvalue:.2e}.")
+                         f"{p_value:.2e}.")
     lines += target_lines(study.get("targets", {}), board)
     for block in (paired_table(folder, study["reference"], list(evaluations)),
                   clinical_table(evaluations), clean_table(evaluations),
@@ -403,7 +453,8 @@ def main(argv: list[str] | None = None) -> int:
     header = ("# Results\n\nGenerated from run folders by `python benchmarks/results.py "
               f"{command}`; intervals are 95 % stratified bootstrap intervals on the test "
               "split.\n\n")
-    page = header + "\n".join(sections)
+    given = {key: getattr(args, key) for key in STUDIES if getattr(args, key) is not None}
+    page = header + "\n".join(["\n".join(summary_table(given)), *sections])
     if args.check:
         if not args.out.is_file() or args.out.read_text(encoding="utf-8") != page:
             print(f"{args.out} differs from what its run folders give: rerun without --check")

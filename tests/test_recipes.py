@@ -71,6 +71,8 @@ def test_mnist_recipe_smoke(tmp_path):
     assert results.target_lines({"accuracy": 0.0}, board)[0].startswith(
         "Target accuracy ≥ 0.0: reached (highest here: ")
     assert "missed" in results.target_lines({"accuracy": 1.01}, board)[0]
+    summary = "\n".join(results.summary_table({"mnist": result.folder}))
+    assert f"| MNIST | – | {board['rows'][0]['metrics']['accuracy']['value']:.4f} [" in summary
 
 
 def _results_script():
