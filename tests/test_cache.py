@@ -40,6 +40,8 @@ def test_changing_a_file_or_a_setting_invalidates(class_folder, tmp_path):
         ).key
         != base.key
     )
+    equalized = PreprocessConfig(size=16, equalize=True)
+    assert decode(folder_source(class_folder), equalized, tmp_path / "c").key != base.key
     # Normalisation is applied later, so it shares the decoded entry.
     assert (
         decode(

@@ -93,3 +93,15 @@ def test_exact_hash_depends_on_pixels_and_shape():
     b = a.copy()
     b[0, 0] = 1
     assert exact_hash(a) != exact_hash(b)
+
+
+def test_equalize_spreads_a_dim_image_over_the_full_range():
+    rng = np.random.default_rng(0)
+    dim = Image.fromarray(rng.integers(40, 90, (32, 32), dtype=np.uint8), "L")
+    plain, _ = preprocess(dim, PreprocessConfig(color="grayscale"))
+    spread, _ = preprocess(dim, PreprocessConfig(color="grayscale", equalize=True))
+    assert plain.max() < 90 and spread.max() == 255 and spread.min() < 10
+    # Equalisation keeps the order of grey levels: brighter stays brighter.
+    flat_plain, flat_spread = plain.ravel(), spread.ravel()
+    order = np.argsort(flat_plain, kind="stable")
+    assert np.all(np.diff(flat_spread[order].astype(int)) >= 0)

@@ -73,6 +73,8 @@ def _decode_params(config: PreprocessConfig) -> dict[str, object]:
         "exif": config.exif,
         "crop_margins": config.crop_margins,
         "margin_threshold": config.margin_threshold if config.crop_margins else None,
+        # Named only when on, so entries made before the option existed stay valid.
+        **({"equalize": True} if config.equalize else {}),
     }
 
 

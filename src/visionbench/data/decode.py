@@ -123,5 +123,7 @@ def preprocess(image: Image.Image, config: PreprocessConfig) -> tuple[np.ndarray
         image = crop_dark_margins(image, config.margin_threshold)
     if config.size is not None:
         image = resize(image, config.size, config.resize)
+    if config.equalize:
+        image = ImageOps.equalize(image)
     out = np.asarray(image, dtype=np.uint8)
     return (out[..., None] if out.ndim == 2 else out), facts

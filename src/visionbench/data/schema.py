@@ -37,6 +37,8 @@ class PreprocessConfig(StrictModel):
 
     `size` is (height, width) or one number for a square; `None` keeps the native size,
     which is allowed only when every image has the same size (array sources do).
+    `equalize` spreads each image's histogram over the full range (per channel, after the
+    resize): it removes exposure differences between sources, e.g. X-rays from two sites.
     """
 
     size: tuple[int, int] | None = None
@@ -45,6 +47,7 @@ class PreprocessConfig(StrictModel):
     exif: bool = True
     crop_margins: bool = False
     margin_threshold: int = Field(10, ge=0, le=254)
+    equalize: bool = False
     normalize: NormalizeName | MeanStd = "unit"
 
     @field_validator("size", mode="before")
