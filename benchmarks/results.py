@@ -3,7 +3,7 @@
 Run from the repository root, naming the run folder of each study that was run:
     python benchmarks/results.py --brain runs/brain_tumor/<stamp> \
         [--chest runs/chest_xray/<stamp>] [--mnist runs/mnist/<stamp>] \
-        [--seeds brain=runs/brain_tumor/<other seed> ...] \
+        [--seeds brain=runs/brain_tumor/<other seed> ...] [--variants chest=RUN ...] \
         [--notes benchmarks/results_notes.yaml] [--out RESULTS.md]
 Every visionbench number is read from the run folder (leaderboard.json, evaluation.json,
 metrics.json, config.yaml); the studies' numbers are quoted from their documents in
@@ -300,6 +300,15 @@ def _train_seconds(metrics: dict[str, Any]) -> str:
     return "–" if seconds is None else f"{seconds:.0f}"
 
 
+def _hardware_of(metrics: dict[str, Any], provenance: dict[str, Any]) -> str:
+    """What trained a model: recorded per model, else (older runs) its device and the
+    platform of the folder's command; an ensemble trained nothing."""
+    if metrics.get("ensemble"):
+        return f"ensemble of {', '.join(metrics['ensemble'])}"
+    return metrics.get("hardware") or (
+        f"{metrics.get('device', '?')} on {provenance.get('platform', '?')}")
+
+
 def how_table(folder: Path, board: dict[str, Any], provenance: dict[str, Any]) -> list[str]:
     """Which hardware trained each model, for how long, and by which command."""
     commands: list[str] = []
@@ -310,12 +319,10 @@ def how_table(folder: Path, board: dict[str, Any], provenance: dict[str, Any]) -
         members = metrics.get("ensemble")
         if members:
             # Nothing was trained: it averages its members' saved test probabilities.
-            rows.append([row["model"], f"ensemble of {', '.join(members)} (no training; "
+            rows.append([row["model"], f"{_hardware_of(metrics, provenance)} (no training; "
                          "train s: its members')", _train_seconds(metrics), "–", "–", "–"])
             continue
-        # Runs from before per-model provenance: the device and the folder's last command.
-        hardware = metrics.get("hardware") or (
-            f"{metrics.get('device', '?')} on {provenance.get('platform', '?')}")
+        hardware = _hardware_of(metrics, provenance)
         recorded = metrics.get("command")
         command = " ".join(command_line(recorded) if recorded
                            else _folder_command(provenance, row["model"]))
@@ -383,10 +390,54 @@ def seed_table(folder: Path, others: list[Path]) -> list[str]:
             *_table(["model", *seeds, "mean", "sd", "range"], rows)]
 
 
+# --set keys that say where a run read and wrote, not what it computed.
+PLACES = ("data.path", "output.dir", "train.progress")
+
+
+def _settings(provenance: dict[str, Any]) -> str:
+    """The `--set` overrides of the command that made a folder, where files went aside."""
+    command = provenance.get("command") or []
+    found = [command[i + 1] for i, word in enumerate(command[:-1])
+             if word == "--set" and not command[i + 1].startswith(PLACES)]
+    return ", ".join(f"`{item}`" for item in found) or "the recipe as it is"
+
+
+def variant_table(folder: Path, variants: list[Path]) -> list[str]:
+    """The models of other runs of the recipe (other settings or hardware) beside the same
+    models of the run above: unpaired, so read the intervals."""
+    if not variants:
+        return []
+    trained = [{row["model"]: row for row in _read(run / "leaderboard.json")["rows"]
+                if row["status"] == "ok"} for run in variants]
+    in_variants = {name for board in trained for name in board}
+    order = [row["model"] for row in _read(folder / "leaderboard.json")["rows"]]
+    names = [name for name in order if name in in_variants] + sorted(in_variants - set(order))
+    rows = []
+    for run in [folder, *variants]:
+        board = {row["model"]: row for row in _read(run / "leaderboard.json")["rows"]
+                 if row["status"] == "ok"}
+        config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
+        provenance = config.get("provenance") or {}
+        label = "the run above" if run == folder else f"`{run}`"
+        for name in (n for n in names if n in board):
+            metrics = board[name]["metrics"]
+            path = run / name / "metrics.json"
+            hardware = _hardware_of(_read(path) if path.is_file() else {}, provenance)
+            rows.append([name, label, _settings(provenance), hardware,
+                         _cell(metrics.get("accuracy")),
+                         _cell(metrics.get("balanced_accuracy")),
+                         _cell(metrics.get("roc_auc_weighted"))])
+    return ["The same models in other runs of this recipe (other settings or hardware; "
+            "different runs, so compare intervals, not paired tests):", "",
+            *_table(["model", "run", "settings", "hardware", "accuracy", "balanced accuracy",
+                     "AUC (weighted)"], rows)]
+
+
 def study_section(key: str, folder: Path, seeds: list[Path] | None = None,
-                  notes: list[str] | None = None) -> str:
-    """Markdown for one study: its numbers beside ours, recall, tests, seed spread, hardware,
-    commands; `notes` are printed under the title (how and where the runs were made)."""
+                  notes: list[str] | None = None, variants: list[Path] | None = None) -> str:
+    """Markdown for one study: its numbers beside ours, recall, tests, seed spread, other
+    runs, hardware, commands; `notes` are printed under the title (how and where the runs
+    were made)."""
     study = STUDIES[key]
     board = _read(folder / "leaderboard.json")
     config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
@@ -410,7 +461,7 @@ def study_section(key: str, folder: Path, seeds: list[Path] | None = None,
     lines += target_lines(study.get("targets", {}), board)
     for block in (paired_table(folder, study["reference"], list(evaluations)),
                   clinical_table(evaluations), clean_table(evaluations),
-                  seed_table(folder, seeds or []),
+                  seed_table(folder, seeds or []), variant_table(folder, variants or []),
                   how_table(folder, board, config.get("provenance", {}))):
         if block:
             lines += ["", *block]
@@ -425,6 +476,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--{key}", type=Path, help=f"run folder of the {key} recipe")
     parser.add_argument("--seeds", action="append", default=[], metavar="STUDY=FOLDER",
                         help="a run folder of the same recipe under another train.seed")
+    parser.add_argument("--variants", action="append", default=[], metavar="STUDY=FOLDER",
+                        help="a run folder of the same recipe with other settings or hardware")
     parser.add_argument("--notes", type=Path, metavar="YAML",
                         help="{study: [paragraph, ...]} printed under each study's title")
     parser.add_argument("--out", type=Path, default=Path("RESULTS.md"))
@@ -433,12 +486,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if all(getattr(args, key) is None for key in STUDIES):
         parser.error("name at least one run folder")
-    extra: dict[str, dict[str, list[Any]]] = {key: {"seeds": [], "notes": []} for key in STUDIES}
-    for value in args.seeds:
-        key, _, folder = value.partition("=")
-        if key not in STUDIES or not folder:
-            parser.error(f"--seeds {value!r}: write STUDY=FOLDER, STUDY one of {list(STUDIES)}")
-        extra[key]["seeds"].append(Path(folder))
+    extra: dict[str, dict[str, list[Any]]] = {
+        key: {"seeds": [], "notes": [], "variants": []} for key in STUDIES}
+    for kind in ("seeds", "variants"):
+        for value in getattr(args, kind):
+            key, _, folder = value.partition("=")
+            if key not in STUDIES or not folder:
+                parser.error(f"--{kind} {value!r}: write STUDY=FOLDER, STUDY one of "
+                             f"{list(STUDIES)}")
+            extra[key][kind].append(Path(folder))
     notes = yaml.safe_load(args.notes.read_text(encoding="utf-8")) if args.notes else {}
     for key, paragraphs in (notes or {}).items():
         if key not in STUDIES:

@@ -71,6 +71,16 @@ def test_mnist_recipe_smoke(tmp_path):
     assert results.target_lines({"accuracy": 0.0}, board)[0].startswith(
         "Target accuracy ≥ 0.0: reached (highest here: ")
     assert "missed" in results.target_lines({"accuracy": 1.01}, board)[0]
+    # The same recipe under another setting: its --set overrides name the row, files' places
+    # do not.
+    variant = tmp_path / "variant"
+    shutil.copytree(result.folder, variant)
+    config = yaml.safe_load((variant / "config.yaml").read_text())
+    config["provenance"]["command"] += ["--set", "train.epochs=2", "--set", "output.dir=x"]
+    (variant / "config.yaml").write_text(yaml.safe_dump(config))
+    others = "\n".join(results.variant_table(result.folder, [variant]))
+    assert f"| baseline | `{variant}` | `train.epochs=2` | CPU " in others
+    assert "| baseline | the run above | the recipe as it is | CPU " in others
     summary = "\n".join(results.summary_table({"mnist": result.folder}))
     assert f"| MNIST | – | {board['rows'][0]['metrics']['accuracy']['value']:.4f} [" in summary
 
