@@ -99,6 +99,15 @@ def _read(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _config(folder: Path) -> dict[str, Any]:
+    return yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+
+
+def _finished(board: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The leaderboard rows of models that finished, by name, in leaderboard order."""
+    return {row["model"]: row for row in board["rows"] if row["status"] == "ok"}
+
+
 def _cell(entry: dict[str, float] | None, digits: int = 4) -> str:
     if not entry or entry["value"] != entry["value"]:  # absent, or NaN (undefined)
         return "–"
@@ -256,9 +265,10 @@ def summary_table(folders: dict[str, Path]) -> list[str]:
         study = STUDIES[key]
         board = _read(folder / "leaderboard.json")
         best = board.get("best")
-        evaluation = _evaluations(folder, board).get(best)
-        if evaluation is None:
+        path = folder / str(best) / "evaluation.json"
+        if best not in _finished(board) or not path.is_file():
             continue
+        evaluation = _read(path)
         reported = ("–" if study["best_accuracy"] is None
                     else f"{study['best_accuracy']:.3f}, {study['best_name']}")
         p_value = _against_study(study, evaluation)
@@ -280,9 +290,14 @@ def summary_table(folders: dict[str, Path]) -> list[str]:
                      "paired vs rerun of the study", "targets"], rows), ""]
 
 
+def _flag_values(command: list[str], flag: str) -> list[str]:
+    """The words that follow each `flag` in `command` (`--model a --model b` -> a, b)."""
+    return [command[i + 1] for i, word in enumerate(command[:-1]) if word == flag]
+
+
 def _selects(command: list[str], model: str) -> bool:
     """Whether `visionbench run ... [--model X ...]` trains `model`."""
-    chosen = [command[i + 1] for i, word in enumerate(command[:-1]) if word == "--model"]
+    chosen = _flag_values(command, "--model")
     return not chosen or model in chosen
 
 
@@ -359,8 +374,7 @@ def target_lines(targets: dict[str, float], board: dict[str, Any]) -> list[str]:
 
 
 def _seed(folder: Path) -> int:
-    config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
-    return int(config["train"]["seed"])
+    return int(_config(folder)["train"]["seed"])
 
 
 def seed_table(folder: Path, others: list[Path]) -> list[str]:
@@ -372,8 +386,7 @@ def seed_table(folder: Path, others: list[Path]) -> list[str]:
     if not others:
         return []
     runs = [folder, *others]
-    boards = [{row["model"]: row for row in _read(run / "leaderboard.json")["rows"]
-               if row["status"] == "ok"} for run in runs]
+    boards = [_finished(_read(run / "leaderboard.json")) for run in runs]
     names = [name for name in boards[0] if sum(name in board for board in boards) > 1]
     rows = []
     for name in names:
@@ -396,9 +409,8 @@ PLACES = ("data.path", "output.dir", "train.progress")
 
 def _settings(provenance: dict[str, Any]) -> str:
     """The `--set` overrides of the command that made a folder, where files went aside."""
-    command = provenance.get("command") or []
-    found = [command[i + 1] for i, word in enumerate(command[:-1])
-             if word == "--set" and not command[i + 1].startswith(PLACES)]
+    found = [item for item in _flag_values(provenance.get("command") or [], "--set")
+             if not item.startswith(PLACES)]
     return ", ".join(f"`{item}`" for item in found) or "the recipe as it is"
 
 
@@ -407,17 +419,14 @@ def variant_table(folder: Path, variants: list[Path]) -> list[str]:
     models of the run above: unpaired, so read the intervals."""
     if not variants:
         return []
-    trained = [{row["model"]: row for row in _read(run / "leaderboard.json")["rows"]
-                if row["status"] == "ok"} for run in variants]
-    in_variants = {name for board in trained for name in board}
-    order = [row["model"] for row in _read(folder / "leaderboard.json")["rows"]]
-    names = [name for name in order if name in in_variants] + sorted(in_variants - set(order))
+    runs = [folder, *variants]
+    boards = [_finished(_read(run / "leaderboard.json")) for run in runs]
+    in_variants = {name for board in boards[1:] for name in board}
+    names = [name for name in boards[0] if name in in_variants] + sorted(
+        in_variants - set(boards[0]))
     rows = []
-    for run in [folder, *variants]:
-        board = {row["model"]: row for row in _read(run / "leaderboard.json")["rows"]
-                 if row["status"] == "ok"}
-        config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
-        provenance = config.get("provenance") or {}
+    for run, board in zip(runs, boards, strict=True):
+        provenance = _config(run).get("provenance") or {}
         label = "the run above" if run == folder else f"`{run}`"
         for name in (n for n in names if n in board):
             metrics = board[name]["metrics"]
@@ -440,7 +449,7 @@ def study_section(key: str, folder: Path, seeds: list[Path] | None = None,
     were made)."""
     study = STUDIES[key]
     board = _read(folder / "leaderboard.json")
-    config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    config = _config(folder)
     classes = _read(folder / "data.json")["classes"]
     evaluations = _evaluations(folder, board)
     lines = [f"## {study['title']}", "",
@@ -495,6 +504,14 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"--{kind} {value!r}: write STUDY=FOLDER, STUDY one of "
                              f"{list(STUDIES)}")
             extra[key][kind].append(Path(folder))
+    named = [getattr(args, key) for key in STUDIES if getattr(args, key) is not None]
+    for folder in [*named, *(f for key in STUDIES for kind in ("seeds", "variants")
+                             for f in extra[key][kind])]:
+        if not (folder / "leaderboard.json").is_file():
+            parser.error(f"{folder} is not a finished run folder (no leaderboard.json): "
+                         "name the folder `visionbench run` printed")
+    if args.notes and not args.notes.is_file():
+        parser.error(f"--notes {args.notes}: no such file")
     notes = yaml.safe_load(args.notes.read_text(encoding="utf-8")) if args.notes else {}
     for key, paragraphs in (notes or {}).items():
         if key not in STUDIES:

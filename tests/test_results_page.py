@@ -5,6 +5,8 @@ import re
 import shlex
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,3 +42,15 @@ def test_a_hand_edited_results_page_fails_the_check(monkeypatch, tmp_path, capsy
     (tmp_path / "RESULTS.md").write_text(edited, encoding="utf-8")
     assert results.main([*command, "--check"]) == 1
     assert "differs from what its run folders give" in capsys.readouterr().out
+
+
+def test_a_folder_that_is_not_a_run_is_one_line_naming_it(tmp_path, capsys):
+    results = _results_module()
+    for argv in (["--brain", str(tmp_path)],
+                 ["--mnist", str(ROOT / "benchmarks" / "result_runs" / "mnist" / "20261122-063303"),
+                  "--seeds", f"mnist={tmp_path}"]):
+        with pytest.raises(SystemExit) as stop:
+            results.main(argv)
+        assert stop.value.code == 2
+        message = capsys.readouterr().err.strip().splitlines()[-1]
+        assert f"{tmp_path} is not a finished run folder (no leaderboard.json)" in message

@@ -43,9 +43,8 @@ def command_line(argv: list[str] | None = None) -> list[str]:
     as the module call, so a recorded command reruns on another machine.
     """
     words = list(sys.argv if argv is None else argv)
-    if words and Path(words[0]).name == "__main__.py" and Path(words[0]).parent.name == (
-        "visionbench"
-    ):
+    program = Path(words[0]) if words else Path()
+    if program.name == "__main__.py" and program.parent.name == "visionbench":
         words[:1] = ["python", "-m", "visionbench"]
     return words
 
