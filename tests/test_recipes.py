@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from conftest import SHARED_DATA, make_class_folders
+from golden import compare
 from visionbench.benchmark import run_benchmark
 from visionbench.config import load_config
 
@@ -25,7 +26,14 @@ def _run(recipe: str, overrides: list[str], tmp_path):
     failed = {n: m.get("error") for n, m in result.models.items() if m["status"] != "ok"}
     assert failed == {}
     assert (result.folder / "report.html").is_file()
+    # The same results, file for file, as the snapshot taken before the run-folder contract.
+    assert compare(result.folder, recipe, root=tmp_path) == []
     return result
+
+
+def test_quickstart_recipe_smoke(tmp_path):
+    result = _run("quickstart", [], tmp_path)
+    assert len(result.models) == 3
 
 
 def test_photo_filter_recipe_on_a_synthetic_five_class_folder(tmp_path):

@@ -1,0 +1,172 @@
+"""Snapshots of whole run folders, to prove a refactoring changed no result.
+
+`digest(folder)` reduces a run folder to what must not change: every JSON document and
+CSV with its values (volatile ones — times, paths, timestamps, hardware, commits — masked),
+the file list, and the report's visible text with numbers masked. `compare` checks a
+folder against a stored snapshot (`tests/golden/<name>.json`); floats agree within a small
+relative tolerance so that a machine with other vector instructions still passes.
+
+Set `VISIONBENCH_UPDATE_GOLDEN=1` to rewrite the snapshots (only after a change that is
+meant to alter results, and say so in the commit).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+GOLDEN = Path(__file__).parent / "golden"
+
+# Keys whose values differ between two runs of the same code on the same data.
+VOLATILE = {
+    "seconds", "train_seconds", "wall_seconds_this_call", "images_per_second", "folder",
+    "path", "created_at", "command", "hardware", "device", "code", "git", "platform",
+    "python", "packages", "earlier", "from_cache", "key", "visionbench", "cache",
+}
+# Pictures are compared by presence: their bytes depend on the matplotlib build.
+PICTURES = (".png", ".jpg")
+REL_TOL = 1e-4
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: "<volatile>" if k in VOLATILE else _mask(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v) for v in value]
+    return value
+
+
+class _Text(HTMLParser):
+    """Visible text of a page, without scripts and styles."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style"):
+            self._skip += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style"):
+            self._skip -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip and data.strip():
+            self.parts.append(data.strip())
+
+
+def _report_text(text: str) -> list[str]:
+    parser = _Text()
+    parser.feed(text)
+    # Numbers are checked through the JSON documents; the report's wording is checked here.
+    return [re.sub(r"-?\d[\d,]*(\.\d+)?(e-?\d+)?", "#", part) for part in parser.parts]
+
+
+def _unrooted(value: Any, root: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _unrooted(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unrooted(v, root) for v in value]
+    return value.replace(root, "<root>") if isinstance(value, str) else value
+
+
+def digest(folder: Path, root: Path | None = None) -> dict[str, Any]:
+    """What of the run folder must stay the same, keyed by relative path; the folder itself
+    and `root` (a test's temporary folder) are written `<root>` wherever they appear."""
+    found: dict[str, Any] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = path.relative_to(folder).as_posix()
+        if relative.startswith(".") or "/." in relative:
+            continue
+        if "checkpoints/" in relative or relative.endswith(".safetensors"):
+            found[relative] = "<weights>"
+        elif path.suffix == ".json":
+            found[relative] = _mask(json.loads(path.read_text(encoding="utf-8")))
+        elif path.suffix == ".csv":
+            rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+            header = rows[0] if rows else []
+            skip = {i for i, name in enumerate(header) if name in VOLATILE}
+            found[relative] = [[("<volatile>" if i in skip else c) for i, c in enumerate(r)]
+                               for r in rows]
+        elif relative == "report.html":
+            found[relative] = _report_text(path.read_text(encoding="utf-8"))
+        elif path.suffix in PICTURES:
+            found[relative] = "<picture>"
+        elif path.suffix in (".yaml", ".md", ".txt"):
+            found[relative] = "<text>"
+        else:
+            found[relative] = "<file>"
+    found = _unrooted(found, str(folder))
+    return _unrooted(found, str(root)) if root is not None else found
+
+
+def _same(a: Any, b: Any, where: str, problems: list[str]) -> None:
+    if len(problems) > 20:
+        return
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if key not in b:
+                problems.append(f"{where}.{key}: missing now")
+            elif key not in a:
+                problems.append(f"{where}.{key}: new")
+            else:
+                _same(a[key], b[key], f"{where}.{key}", problems)
+        return
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            problems.append(f"{where}: {len(a)} items before, {len(b)} now")
+            return
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{where}[{i}]", problems)
+        return
+    if isinstance(a, str) and isinstance(b, str):
+        try:
+            x, y = float(a), float(b)
+        except ValueError:
+            if a != b:
+                problems.append(f"{where}: {a!r} before, {b!r} now")
+            return
+        a, b = x, y
+    if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool):
+        if not (math.isclose(a, b, rel_tol=REL_TOL, abs_tol=1e-9)
+                or (math.isnan(a) and math.isnan(b))):
+            problems.append(f"{where}: {a!r} before, {b!r} now")
+        return
+    if a != b:
+        problems.append(f"{where}: {a!r} before, {b!r} now")
+
+
+def compare(folder: Path, name: str, *, root: Path | None = None, new_files: tuple[str, ...] = (),
+            new_keys: tuple[str, ...] = ()) -> list[str]:
+    """Differences between the run folder and snapshot `name` (empty: the same).
+
+    `new_files` (relative paths or suffixes) and `new_keys` (top-level keys of JSON
+    documents) may exist now that the snapshot does not have: additions, not changes.
+    """
+    now = digest(folder, root)
+    path = GOLDEN / f"{name}.json"
+    if os.environ.get("VISIONBENCH_UPDATE_GOLDEN") == "1":
+        GOLDEN.mkdir(exist_ok=True)
+        path.write_text(json.dumps(now, sort_keys=True, separators=(",", ":")) + "\n", encoding="utf-8")
+        return []
+    before = json.loads(path.read_text(encoding="utf-8"))
+    for relative in list(now):
+        if relative not in before and relative.endswith(new_files):
+            del now[relative]
+    for relative, content in now.items():
+        if isinstance(content, dict) and isinstance(before.get(relative), dict):
+            for key in new_keys:
+                if key not in before[relative]:
+                    content.pop(key, None)
+    problems: list[str] = []
+    _same(before, now, name, problems)
+    return problems
