@@ -15,8 +15,8 @@ import numpy as np
 
 from visionbench.evaluate.evaluation import compare_models, evaluate_model
 from visionbench.evaluate.predictions import Predictions
-from visionbench.evaluate.schema import EvaluateConfig
 from visionbench.evaluate.statistics import bootstrap_weights
+from visionbench.schemas.evaluate import EvaluateConfig
 
 
 def synthetic(models: int, images: int, classes: int) -> dict[str, Predictions]:

@@ -156,7 +156,8 @@ def compare(folder: Path, name: str, *, root: Path | None = None, new_files: tup
     path = GOLDEN / f"{name}.json"
     if os.environ.get("VISIONBENCH_UPDATE_GOLDEN") == "1":
         GOLDEN.mkdir(exist_ok=True)
-        path.write_text(json.dumps(now, sort_keys=True, separators=(",", ":")) + "\n", encoding="utf-8")
+        text = json.dumps(now, sort_keys=True, separators=(",", ":"))
+        path.write_text(text + "\n", encoding="utf-8")
         return []
     before = json.loads(path.read_text(encoding="utf-8"))
     for relative in list(now):

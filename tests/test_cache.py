@@ -7,8 +7,8 @@ import pytest
 from conftest import pattern
 from visionbench.data import cache as cache_module
 from visionbench.data.cache import decode
-from visionbench.data.schema import PreprocessConfig
 from visionbench.data.sources import SOURCES
+from visionbench.schemas.data import PreprocessConfig
 
 
 def folder_source(path):

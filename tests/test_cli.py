@@ -143,10 +143,11 @@ def test_run_with_a_broken_model_keeps_the_others_and_exits_2(tmp_path, capsys):
     out = tmp_path / "runs"
     code = main(["run", "quickstart", "--set", f"output.dir={out}", "--set", "train.epochs=1",
                  "--set", "data.split.limit_per_class=20", "--set", "train.progress=quiet",
-                 "--set", "models.mlp.activation=rellu"])
+                 "--set", "models.mlp.layers=[{type: conv, filters: 2}]"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "mlp: FAILED: layer 1 (dense): unknown activation 'rellu'; did you mean 'relu'?" in err
+    # A misspelt name is refused at load (test_config); a shape only shows when building.
+    assert "mlp: FAILED: the layers end with shape (2, 28, 28): end them with flatten" in err
     assert "1 model(s) failed: mlp" in err
     folder = next((out / "quickstart").iterdir())
     assert json.loads((folder / "small_cnn" / "metrics.json").read_text())["status"] == "ok"

@@ -157,3 +157,55 @@ def test_module_call_is_recorded_as_a_command_to_retype():
     assert command_line(script) == script
     elsewhere = ["/opt/other/__main__.py", "run"]
     assert command_line(elsewhere) == elsewhere
+
+
+TYPOS = [
+    ("evaluate:\n  primary_metric: acuracy\n", 7, "evaluate.primary_metric: unknown metric "
+     "'acuracy'; did you mean 'accuracy'?"),
+    ("evaluate:\n  robustness: {nois: [0.1]}\n", 7, "evaluate.robustness.nois: unknown "
+     "corruption 'nois'; did you mean 'noise'?"),
+    ("evaluate:\n  explain: {methods: [gradcm]}\n", 7, "evaluate.explain.methods.0: unknown "
+     "explanation method 'gradcm'; did you mean 'gradcam'?"),
+    ("train:\n  optimizer: {name: adm}\n", 7, "train.optimizer.name: unknown optimizer "
+     "'adm'; did you mean 'adam'?"),
+    ("train:\n  schedule: {name: cosin}\n", 7, "unknown schedule 'cosin'; did you mean 'cosine'"),
+    ("train:\n  balance: oversampel\n", 7, "unknown balance method 'oversampel'"),
+]
+
+
+@pytest.mark.parametrize(("section", "line", "message"), TYPOS)
+def test_misspelt_registry_names_are_refused_at_load_with_their_line(tmp_path, section, line,
+                                                                     message):
+    # The data path does not exist: the typo must be found before any image is looked at.
+    path = write(tmp_path, f"data:\n  source: folder\n  path: {tmp_path / 'absent'}\n"
+                 "models:\n  m: {preset: mlp}\n" + section)
+    with pytest.raises(UserError) as info:
+        load_config(path)
+    assert message in str(info.value)
+    assert f"{path} line {line}" in str(info.value)
+    assert "more problem" not in str(info.value)
+
+
+@pytest.mark.parametrize("command", ["inspect", "run"])
+def test_cli_refuses_a_misspelt_metric_before_decoding(tmp_path, capsys, command):
+    from visionbench.cli import main
+
+    path = write(tmp_path, f"data:\n  source: folder\n  path: {tmp_path / 'absent'}\n"
+                 "models:\n  m: {preset: mlp}\n")
+    code = main([command, str(path), "--set", "evaluate.primary_metric=acuracy"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--set evaluate.primary_metric: evaluate.primary_metric: unknown metric 'acuracy'" \
+        in err.replace("\n", "")
+    assert "absent" not in err
+
+
+def test_misspelt_layer_type_and_activation_name_the_closest(tmp_path):
+    path = write(tmp_path, "data:\n  source: digits\nmodels:\n  m:\n    layers:\n"
+                 "      - {type: cnv, filters: 3}\n      - {type: flatten}\n")
+    with pytest.raises(UserError, match=r"line 6: models.m.layers.0.type: 'cnv' is not a layer "
+                       r"type; did you mean 'conv'"):
+        load_config(path)
+    with pytest.raises(UserError, match=r"unknown activation 'rleu'; did you mean 'relu'"):
+        config_from_dict({"data": {"source": "digits"},
+                          "models": {"m": {"preset": "mlp", "activation": "rleu"}}})

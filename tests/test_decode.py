@@ -13,7 +13,7 @@ from visionbench.data.decode import (
     to_mode,
 )
 from visionbench.data.duplicates import popcount64
-from visionbench.data.schema import PreprocessConfig
+from visionbench.schemas.data import PreprocessConfig
 
 
 def test_resize_modes_give_requested_shape():

@@ -12,8 +12,8 @@ from sklearn import metrics as skm
 from visionbench.evaluate.evaluation import choose_threshold, compare_models, evaluate_model
 from visionbench.evaluate.metrics import METRICS, compute, confusion_matrix
 from visionbench.evaluate.predictions import Predictions, read_predictions, write_predictions
-from visionbench.evaluate.schema import EvaluateConfig, ThresholdConfig
 from visionbench.evaluate.statistics import bootstrap_weights, delong, mcnemar, paired_bootstrap
+from visionbench.schemas.evaluate import EvaluateConfig, ThresholdConfig
 
 # The MRI study's "Model 1" (its notebook lists every VP/FP/FN per class); rows = true class,
 # columns = predicted, order glioma, meningioma, no tumour, pituitary.

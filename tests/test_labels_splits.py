@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from visionbench.data.labels import map_labels
-from visionbench.data.schema import LabelConfig
 from visionbench.data.splits import assign_splits, check_classes, stratified_group_folds
 from visionbench.errors import UserError
+from visionbench.schemas.data import LabelConfig
 
 SCANS = ["Photo", "Painting", "Schematics", "Sketch", "Text", "Photo"]
 

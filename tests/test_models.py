@@ -13,7 +13,7 @@ from visionbench.models.build import build_model
 from visionbench.models.freeze import apply_freeze, set_train_mode
 from visionbench.models.layers import build_layers
 from visionbench.models.presets import PRESETS
-from visionbench.models.schema import FreezeBefore, FreezeBlocks, ModelConfig
+from visionbench.schemas.models import FreezeBefore, FreezeBlocks, ModelConfig
 
 # Parameter counts Keras's model.summary() gives for the same layer lists, computed by hand:
 # MNIST: 320 + 18,496 + 204,928 + 1,290. Photo (180x180x3, one sigmoid unit): 448 + 4,640 +
@@ -113,9 +113,11 @@ def test_unknown_preset_and_activation_name_the_closest():
     raw = {"data": {"source": "digits"}, "models": {"m": {"preset": "mnist_basline"}}}
     with pytest.raises(UserError, match="did you mean 'mnist_baseline'"):
         config_from_dict(raw)
-    spec = _model(layers=[{"type": "flatten"}, {"type": "dense", "units": 2}], activation="rellu")
-    with pytest.raises(UserError, match="did you mean 'relu'"):
-        build_model(spec, 2, (4, 4, 1), (0.0,), (1.0,))
+    # A misspelt activation is refused when the config is validated, before any build.
+    raw = {"data": {"source": "digits"}, "models": {"m": {"preset": "mlp", "activation": "rellu"}}}
+    with pytest.raises(UserError, match="models.m.activation: unknown activation 'rellu'; did "
+                       "you mean 'relu'"):
+        config_from_dict(raw)
 
 
 def test_model_train_section_is_merged_over_the_top_level_one():

@@ -187,9 +187,9 @@ def test_a_grey_model_reads_an_rgb_cache_as_pil_greys_it(class_folder):
     import torch
 
     from visionbench.models.build import InputSpec, build_model
-    from visionbench.models.schema import ModelConfig
+    from visionbench.schemas.models import ModelConfig
+    from visionbench.schemas.train import AugmentConfig
     from visionbench.train.batches import InputPipeline
-    from visionbench.train.schema import AugmentConfig
 
     def prepared(color):
         return prepare_data(data_config(source="folder", path=str(class_folder),

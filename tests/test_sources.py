@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from conftest import make_class_folders, pattern
-from visionbench.data.schema import DataCommon
 from visionbench.data.sources import SOURCES, read_idx
 from visionbench.errors import UserError
+from visionbench.schemas.data import DataCommon
 
 
 def source(kind: str, **fields) -> DataCommon:

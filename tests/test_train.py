@@ -16,13 +16,13 @@ from visionbench.benchmark import _failure, continue_run, run_benchmark
 from visionbench.config import Config, config_from_dict, load_config
 from visionbench.data.dataset import prepare_data
 from visionbench.models.build import build_model
+from visionbench.schemas.train import AugmentConfig, PlateauConfig, ScheduleConfig
 from visionbench.train.augment import augment
 from visionbench.train.balance import class_weights, epoch_order
 from visionbench.train.batches import SplitImages
 from visionbench.train.callbacks import Callback, ReduceLROnPlateau
 from visionbench.train.loop import Trainer, plan_stages
 from visionbench.train.optim import lr_factor
-from visionbench.train.schema import AugmentConfig, PlateauConfig, ScheduleConfig
 
 MLP = {"layers": [{"type": "flatten"}, {"type": "dense", "units": 32},
                   {"type": "dropout", "rate": 0.2}]}

@@ -38,9 +38,9 @@ from visionbench.evaluate.robustness import CORRUPTIONS
 from visionbench.fileio import atomic_path, write_json, write_text
 from visionbench.inference import LoadedModel, explain_test_set
 from visionbench.models.build import InputSpec, build_model
-from visionbench.models.schema import ModelConfig
 from visionbench.provenance import code_version, command_line, describe_hardware, save_config
 from visionbench.report.html import write_report
+from visionbench.schemas.models import ModelConfig
 from visionbench.train.batches import SplitImages
 from visionbench.train.callbacks import Checkpoint, Progress
 from visionbench.train.loop import (

@@ -22,13 +22,24 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from visionbench.data.schema import DataCommon, StrictModel
+# The modules below fill the registries that the config's name fields are checked against
+# (metrics, corruptions, explanation methods, optimizers, schedules, balancing, outputs,
+# activations, layer types), so they are imported before anything is validated.
+import visionbench.evaluate.explain
+import visionbench.evaluate.metrics
+import visionbench.evaluate.robustness
+import visionbench.models.layers
+import visionbench.train.balance
+import visionbench.train.optim
+import visionbench.train.outputs  # noqa: F401
 from visionbench.data.sources import SOURCES
 from visionbench.errors import UserError
-from visionbench.evaluate.schema import EvaluateConfig
 from visionbench.models.presets import PRESETS
-from visionbench.models.schema import ModelConfig
-from visionbench.train.schema import TrainConfig
+from visionbench.schemas.base import StrictModel
+from visionbench.schemas.data import DataCommon
+from visionbench.schemas.evaluate import EvaluateConfig
+from visionbench.schemas.models import ModelConfig
+from visionbench.schemas.train import TrainConfig
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
@@ -288,6 +299,8 @@ def _clean_location(raw: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
     for part in loc:
         if isinstance(node, dict) and part not in node and node.get("source") == part:
             continue
+        if part == "[key]":  # pydantic's marker for an invalid dict key (the key precedes it)
+            continue
         clean.append(part)
         if isinstance(node, dict):
             node = node.get(part)
@@ -363,8 +376,14 @@ def _describe(
     messages = []
     # A misspelt key also makes the real key 'missing': report the misspelling first.
     ordered = sorted(error.errors(), key=lambda item: item["type"] != "extra_forbidden")
-    for item in ordered:
-        path = _clean_location(raw, tuple(item["loc"]))
+    located = [(item, _clean_location(raw, tuple(item["loc"]))) for item in ordered]
+    # Each model carries a copy of the top-level train: section; a mistake made there is
+    # reported once, where it was written.
+    top = {(path, item["type"]) for item, path in located if path[:1] == ("train",)}
+    located = [(item, path) for item, path in located
+               if not (path[:1] == ("models",) and path[2:3] == ("train",)
+                       and ((*path[2:],), item["type"]) in top)]
+    for item, path in located:
         dotted = ".".join(str(p) for p in path)
         kind = item["type"]
         if kind == "extra_forbidden":
@@ -376,14 +395,20 @@ def _describe(
         elif kind == "missing":
             text = f"{dotted}: required key is missing"
         elif kind in ("union_tag_invalid", "union_tag_not_found"):
-            tag = item.get("ctx", {}).get("tag")
-            path = (*path, "source")
-            close = difflib.get_close_matches(str(tag), SOURCES.names(), n=1) if tag else []
+            context = item.get("ctx", {})
+            tag, field = context.get("tag"), str(context.get("discriminator", "")).strip("'")
+            path = (*path, field)
+            known = (SOURCES.names() if field == "source" else
+                     [t.strip(" '") for t in str(context.get("expected_tags", "")).split(",")])
+            what = {"source": "data source", "type": "layer type"}.get(field, field)
+            close = difflib.get_close_matches(str(tag), known, n=1) if tag else []
             hint = f"did you mean {close[0]!r}? " if close else ""
             text = (
                 f"{'.'.join(map(str, path))}: {'missing' if tag is None else repr(tag)} is not a "
-                f"data source; {hint}known: {', '.join(SOURCES.names())}"
+                f"{what}; {hint}known: {', '.join(known)}"
             )
+        elif kind == "registry_name":
+            text = f"{dotted}: {item['msg']}"
         else:
             text = f"{dotted}: {item['msg']} (got {item.get('input')!r})"
         messages.append(f"{_where(path, source, lines, overridden)}: {text}")

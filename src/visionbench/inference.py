@@ -20,12 +20,12 @@ from visionbench.data.decode import preprocess
 from visionbench.errors import UserError
 from visionbench.evaluate.explain import explain_model, pick_images
 from visionbench.evaluate.predictions import Predictions, read_predictions
-from visionbench.evaluate.schema import ExplainConfig
 from visionbench.fileio import write_json
 from visionbench.models.build import build_model
+from visionbench.schemas.evaluate import ExplainConfig
+from visionbench.schemas.train import AugmentConfig
 from visionbench.train.batches import InputPipeline
 from visionbench.train.loop import pick_device
-from visionbench.train.schema import AugmentConfig
 
 
 @dataclass

@@ -23,13 +23,14 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from rich.console import Console
 from rich.progress import Progress
 
 from visionbench.data.decode import ImageFacts, preprocess
-from visionbench.data.schema import PreprocessConfig
 from visionbench.data.sources import SourceData
 from visionbench.errors import UserError
 from visionbench.fileio import atomic_dir, write_json
+from visionbench.schemas.data import PreprocessConfig
 
 CACHE_FORMAT = 1
 # Below this many images a process pool costs more to start than it saves.
@@ -227,7 +228,9 @@ def _run_decode(
     context = multiprocessing.get_context("spawn")
     with (
         ProcessPoolExecutor(workers, mp_context=context) as pool,
-        Progress(transient=True) as progress,
+        # On stderr: stdout carries results (`inspect --json`), and a transient bar still
+        # leaves a newline behind on a stream that is not a terminal.
+        Progress(console=Console(stderr=True), transient=True) as progress,
     ):
         task = progress.add_task(f"decoding {count} images", total=count)
         futures = [

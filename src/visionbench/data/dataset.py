@@ -4,8 +4,10 @@
 splits -> duplicate policy. Its `record` is what every run stores as `data.json`.
 
 Example:
+    >>> import tempfile
     >>> from visionbench.config import load_config
-    >>> data = prepare_data(load_config("quickstart").data)
+    >>> cache = f"data.cache_dir={tempfile.mkdtemp()}"  # a fresh cache, not the user's
+    >>> data = prepare_data(load_config("quickstart", [cache]).data)
     >>> data.classes[:3], sorted(data.record["splits"])
     (['0', '1', '2'], ['test', 'train', 'val'])
 """
@@ -22,10 +24,10 @@ from visionbench.data.cache import Decoded, decode
 from visionbench.data.duplicates import connected_groups, find_duplicates, summarize
 from visionbench.data.labels import LabelMapping, map_labels
 from visionbench.data.normalize import Normalization, resolve_normalization
-from visionbench.data.schema import DataCommon
 from visionbench.data.sources import SourceData
 from visionbench.data.splits import assign_splits, check_classes
 from visionbench.errors import UserError
+from visionbench.schemas.data import DataCommon
 
 SPLITS = ("train", "val", "test")
 SMALL_TEST_CLASS = 20

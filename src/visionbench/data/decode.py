@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-from visionbench.data.schema import PreprocessConfig
+from visionbench.schemas.data import PreprocessConfig
 
 # Pixel formats PIL would clip when converting to 8 bits (16-bit medical PNGs, floats).
 _WIDE_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})

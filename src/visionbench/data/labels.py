@@ -1,7 +1,7 @@
 """Label mapping: rename, merge, select, and one-vs-rest binary; the positive group.
 
 Example:
-    >>> from visionbench.data.schema import LabelConfig
+    >>> from visionbench.schemas.data import LabelConfig
     >>> mapping = map_labels(["Photo", "Text", "Sketch"], LabelConfig(positive=["Photo"]))
     >>> mapping.classes, mapping.targets.tolist()
     (['not_Photo', 'Photo'], [1, 0, 0])
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from visionbench.data.schema import LabelConfig
 from visionbench.errors import UserError
+from visionbench.schemas.data import LabelConfig
 
 
 @dataclass(frozen=True)

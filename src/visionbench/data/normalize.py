@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from visionbench.data.schema import MeanStd, PreprocessConfig
+from visionbench.schemas.data import MeanStd, PreprocessConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -22,9 +22,9 @@ from typing import Literal
 
 import numpy as np
 
-from visionbench.data.schema import DataCommon
 from visionbench.errors import UserError
 from visionbench.registry import Registry
+from visionbench.schemas.data import DataCommon
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}

@@ -9,7 +9,7 @@ Example:
     >>> import numpy as np
     >>> targets = np.array([0] * 10 + [1] * 10)
     >>> split, _ = assign_splits(targets, [None] * 20, np.arange(20), val=0.2, test=0.0, seed=0)
-    >>> sorted((split == "val").nonzero()[0] // 10)
+    >>> sorted(((split == "val").nonzero()[0] // 10).tolist())
     [0, 0, 1, 1]
 """
 

@@ -24,13 +24,13 @@ from visionbench.evaluate.metrics import (
     undefined_notes,
 )
 from visionbench.evaluate.predictions import Predictions
-from visionbench.evaluate.schema import EvaluateConfig, ThresholdConfig
 from visionbench.evaluate.statistics import (
     delong,
     mcnemar,
     paired_bootstrap,
     percentile_interval,
 )
+from visionbench.schemas.evaluate import EvaluateConfig, ThresholdConfig
 
 CURVE_POINTS = 200
 

@@ -25,9 +25,9 @@ import torch.nn.functional as F  # noqa: N812 - the usual name
 from torch import nn
 
 from visionbench.errors import UserError
-from visionbench.evaluate.schema import ExplainConfig
 from visionbench.fileio import atomic_path
 from visionbench.registry import Registry
+from visionbench.schemas.evaluate import ExplainConfig
 
 
 @dataclass(frozen=True)

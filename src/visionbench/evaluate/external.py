@@ -16,11 +16,11 @@ import torch
 
 from visionbench.errors import UserError
 from visionbench.models.build import InputSpec
-from visionbench.models.schema import ModelConfig
 from visionbench.registry import Registry
+from visionbench.schemas.models import ModelConfig
+from visionbench.schemas.train import AugmentConfig
 from visionbench.train.batches import InputPipeline, SplitImages
 from visionbench.train.loop import Evaluation
-from visionbench.train.schema import AugmentConfig
 
 Runner = Callable[[Path], Callable[[np.ndarray], np.ndarray]]
 RUNNERS: Registry[Runner] = Registry("external model format")

@@ -23,9 +23,9 @@ from visionbench.evaluate.evaluation import (
 )
 from visionbench.evaluate.metrics import METRICS, compute
 from visionbench.evaluate.predictions import Predictions, read_predictions
-from visionbench.evaluate.schema import EvaluateConfig
 from visionbench.evaluate.statistics import bootstrap_weights
 from visionbench.fileio import write_json, write_text
+from visionbench.schemas.evaluate import EvaluateConfig
 
 COLUMNS_AFTER = ("parameters", "epochs", "train_seconds", "mark", "error")
 

@@ -20,7 +20,7 @@ from visionbench.data.normalize import luma_statistics
 from visionbench.errors import UserError
 from visionbench.models.backbones import create_backbone
 from visionbench.models.layers import LayerStack, Penalty, build_layers
-from visionbench.models.schema import ModelConfig
+from visionbench.schemas.models import ModelConfig
 
 
 class Classifier(nn.Module):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from visionbench.models.build import BuiltModel, weighted_modules
-from visionbench.models.schema import FreezeBefore, FreezeBlocks, FreezeSpec
+from visionbench.schemas.models import FreezeBefore, FreezeBlocks, FreezeSpec
 
 
 @dataclass(frozen=True)

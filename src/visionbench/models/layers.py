@@ -5,7 +5,7 @@ layer, so dense layers are sized from the real flattened shape and parameter cou
 what Keras reports for the same list.
 
 Example:
-    >>> from visionbench.models.schema import ConvLayer, FlattenLayer
+    >>> from visionbench.schemas.models import ConvLayer, FlattenLayer
     >>> stack = build_layers([ConvLayer(filters=8, padding="valid"), FlattenLayer()], (1, 8, 8))
     >>> stack.shape
     (288,)
@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from visionbench.errors import UserError
-from visionbench.models.schema import (
+from visionbench.registry import Registry
+from visionbench.schemas.models import (
     ActivationLayer,
     BatchNormLayer,
     ConvLayer,
@@ -30,7 +31,6 @@ from visionbench.models.schema import (
     LayerSpec,
     PoolLayer,
 )
-from visionbench.registry import Registry
 
 ACTIVATIONS: Registry[Callable[[], nn.Module]] = Registry("activation")
 for _name, _module in {

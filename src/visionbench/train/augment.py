@@ -8,7 +8,7 @@ augmentation is one registered function.
 
 Example:
     >>> import torch
-    >>> from visionbench.train.schema import AugmentConfig
+    >>> from visionbench.schemas.train import AugmentConfig
     >>> images = torch.rand(4, 1, 28, 28)
     >>> out = augment(images, AugmentConfig(rotation=15), torch.Generator(), (28, 28))
     >>> out.shape
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 
 from visionbench.registry import Registry
-from visionbench.train.schema import AugmentConfig
+from visionbench.schemas.train import AugmentConfig
 
 Matrix = Callable[[AugmentConfig, int, torch.Generator, torch.device], torch.Tensor | None]
 Pixels = Callable[[torch.Tensor, AugmentConfig, torch.Generator], torch.Tensor]

@@ -17,8 +17,8 @@ import torch
 from visionbench.data.dataset import PreparedData
 from visionbench.data.normalize import LUMA
 from visionbench.models.build import InputSpec
+from visionbench.schemas.train import AugmentConfig
 from visionbench.train.augment import augment, resize
-from visionbench.train.schema import AugmentConfig
 
 
 def chunks(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from visionbench.fileio import atomic_path
-from visionbench.train.schema import EarlyStoppingConfig, PlateauConfig
+from visionbench.schemas.train import EarlyStoppingConfig, PlateauConfig
 
 if TYPE_CHECKING:
     from visionbench.train.loop import Trainer

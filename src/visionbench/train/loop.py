@@ -22,13 +22,13 @@ from visionbench.errors import UserError
 from visionbench.fileio import atomic_path
 from visionbench.models.build import BuiltModel
 from visionbench.models.freeze import apply_freeze, set_train_mode
-from visionbench.models.schema import FreezeSpec, ModelConfig
+from visionbench.schemas.models import FreezeSpec, ModelConfig
+from visionbench.schemas.train import OptimizerConfig, TrainConfig
 from visionbench.train.balance import class_weights, epoch_order
 from visionbench.train.batches import InputPipeline, SplitImages, chunks
 from visionbench.train.callbacks import Callback, EarlyStopping, ReduceLROnPlateau
 from visionbench.train.optim import lr_factor, make_optimizer
 from visionbench.train.outputs import OUTPUTS
-from visionbench.train.schema import OptimizerConfig, TrainConfig
 
 
 class TrainingDivergedError(Exception):

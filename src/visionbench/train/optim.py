@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 import torch
 
 from visionbench.registry import Registry
-from visionbench.train.schema import OptimizerConfig, ScheduleConfig
+from visionbench.schemas.train import OptimizerConfig, ScheduleConfig
 
 OPTIMIZERS: Registry[Callable[[Iterable[torch.nn.Parameter], OptimizerConfig],
                               torch.optim.Optimizer]] = Registry("optimizer")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from visionbench.data.schema import StrictModel
+from visionbench.schemas.base import Registered, StrictModel
+
+Metric = Annotated[str, Registered("metric")]
 
 HEADLINE = [
     "accuracy", "balanced_accuracy", "f1_macro", "precision_weighted", "recall_weighted",
@@ -36,7 +38,8 @@ class ExplainConfig(StrictModel):
     """Explanation maps made for each model at the end of a run (and by `visionbench
     explain`): which methods, how many test images, and the cost knobs."""
 
-    methods: list[str] = Field(default_factory=lambda: [
+    methods: list[Annotated[str, Registered("explanation method")]] = Field(
+        default_factory=lambda: [
         "gradcam", "integrated_gradients", "smoothgrad", "guided_backprop", "occlusion"])
     images: int = Field(8, ge=0, description="Test images: per class, a confident correct "
                         "one and the most confident mistake, up to this many (0 = none).")
@@ -49,14 +52,14 @@ class ExplainConfig(StrictModel):
 class EvaluateConfig(StrictModel):
     """What the comparison reports and how sure it must be."""
 
-    primary_metric: str = "accuracy"
-    metrics: list[str] = Field(default_factory=lambda: list(HEADLINE))
+    primary_metric: Metric = "accuracy"
+    metrics: list[Metric] = Field(default_factory=lambda: list(HEADLINE))
     bootstrap: int = Field(1000, ge=0)
     confidence: float = Field(0.95, gt=0, lt=1)
     alpha: float = Field(0.05, gt=0, lt=1)
     seed: int = 0
     threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
-    robustness: dict[str, list[float]] = Field(
+    robustness: dict[Annotated[str, Registered("corruption")], list[float]] = Field(
         default_factory=_default_robustness,
         description="Corruption -> severities run on the test split ({} to skip).",
     )

@@ -5,13 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-
-class StrictModel(BaseModel):
-    """Base of every config section: unknown keys are errors, values are validated on set."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from visionbench.schemas.base import StrictModel
 
 
 class MeanStd(StrictModel):

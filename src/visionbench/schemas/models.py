@@ -14,8 +14,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from visionbench.data.schema import StrictModel
-from visionbench.train.schema import OptimizerConfig, TrainConfig
+from visionbench.schemas.base import Registered, StrictModel
+from visionbench.schemas.train import OptimizerConfig, TrainConfig
+
+Activation = Annotated[str, Registered("activation")]
 
 
 class _Weighted(StrictModel):
@@ -33,7 +35,7 @@ class ConvLayer(_Weighted):
     kernel: int = Field(3, ge=1)
     stride: int = Field(1, ge=1)
     padding: Literal["same", "valid"] | int = "same"
-    activation: str | None = None
+    activation: Activation | None = None
     bias: bool = True
 
 
@@ -42,7 +44,7 @@ class DenseLayer(_Weighted):
 
     type: Literal["dense"] = "dense"
     units: int = Field(ge=1)
-    activation: str | None = None
+    activation: Activation | None = None
     bias: bool = True
 
 
@@ -78,7 +80,7 @@ class ActivationLayer(StrictModel):
     """A standalone activation."""
 
     type: Literal["activation"] = "activation"
-    name: str
+    name: Activation
 
 
 LayerSpec = Annotated[
@@ -138,8 +140,8 @@ class ModelConfig(StrictModel):
     description: str | None = None
     preset: str | None = None
     layers: list[LayerSpec] | None = None
-    activation: str = "relu"
-    output: Literal["softmax", "sigmoid"] = "softmax"
+    activation: Activation = "relu"
+    output: Annotated[str, Registered("output")] = "softmax"
     backbone: str | None = None
     pretrained: bool | Path = False
     head: list[LayerSpec] | None = None

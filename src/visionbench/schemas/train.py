@@ -7,17 +7,17 @@ are deep-merged over it when the config is loaded, so each model carries a compl
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from visionbench.data.schema import StrictModel
+from visionbench.schemas.base import Registered, StrictModel
 
 
 class OptimizerConfig(StrictModel):
     """Optimizer (a registry name: sgd, adam, adamw, rmsprop) and its settings."""
 
-    name: str = "adam"
+    name: Annotated[str, Registered("optimizer")] = "adam"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.0, ge=0)
@@ -33,7 +33,7 @@ class ScheduleConfig(StrictModel):
     `pct_start` of training and anneals to `min_lr`.
     """
 
-    name: Literal["constant", "step", "cosine", "onecycle"] = "constant"
+    name: Annotated[str, Registered("schedule")] = "constant"
     warmup_epochs: float = Field(0.0, ge=0)
     step_epochs: int = Field(10, ge=1)
     gamma: float = Field(0.1, gt=0)
@@ -133,7 +133,7 @@ class TrainConfig(StrictModel):
     penalty: PenaltyConfig = Field(default_factory=PenaltyConfig)
     grad_clip: float | None = Field(None, gt=0)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    balance: Literal["none", "oversample", "undersample", "sampler"] = "none"
+    balance: Annotated[str, Registered("balance method")] = "none"
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = True

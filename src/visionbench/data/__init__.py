@@ -1,0 +1,1 @@
+"""Data: sources, decoding and caching, labels, duplicates, splits, inspection."""
