@@ -115,8 +115,8 @@ def test_unknown_preset_and_activation_name_the_closest():
         config_from_dict(raw)
     # A misspelt activation is refused when the config is validated, before any build.
     raw = {"data": {"source": "digits"}, "models": {"m": {"preset": "mlp", "activation": "rellu"}}}
-    with pytest.raises(UserError, match="models.m.activation: unknown activation 'rellu'; did "
-                       "you mean 'relu'"):
+    with pytest.raises(UserError, match=r"models.m.activation: unknown activation .rellu.; did "
+                       r"you mean .relu."):
         config_from_dict(raw)
 
 
