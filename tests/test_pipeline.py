@@ -186,10 +186,10 @@ def test_class_variance_matches_brute_force(class_folder):
 def test_a_grey_model_reads_an_rgb_cache_as_pil_greys_it(class_folder):
     import torch
 
-    from visionbench.models.build import InputSpec, build_model
+    from visionbench.models.build import build_model
+    from visionbench.runtime.pipeline import InputPipeline
+    from visionbench.schemas.inputs import InputSpec
     from visionbench.schemas.models import ModelConfig
-    from visionbench.schemas.train import AugmentConfig
-    from visionbench.train.batches import InputPipeline
 
     def prepared(color):
         return prepare_data(data_config(source="folder", path=str(class_folder),
@@ -197,8 +197,8 @@ def test_a_grey_model_reads_an_rgb_cache_as_pil_greys_it(class_folder):
                                                     "normalize": "dataset"}))
 
     rgb, grey = prepared("rgb"), prepared("grayscale")
-    spec = InputSpec((8, 8), 1, (0.0,), (1.0,), False, "stretch")
-    pipeline = InputPipeline(spec, AugmentConfig(), None, torch.device("cpu"))
+    spec = InputSpec(size=(8, 8), channels=1, mean=(0.0,), std=(1.0,))
+    pipeline = InputPipeline(spec, torch.device("cpu"))
     images, targets = rgb.arrays("train")
     batch = torch.from_numpy(images).permute(0, 3, 1, 2)
     made_grey = pipeline(batch, torch.from_numpy(targets), train=False)

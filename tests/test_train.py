@@ -16,10 +16,10 @@ from visionbench.benchmark import _failure, continue_run, run_benchmark
 from visionbench.config import Config, config_from_dict, load_config
 from visionbench.data.dataset import prepare_data
 from visionbench.models.build import build_model
+from visionbench.runtime.batches import SplitImages
 from visionbench.schemas.train import AugmentConfig, PlateauConfig, ScheduleConfig
 from visionbench.train.augment import augment
 from visionbench.train.balance import class_weights, epoch_order
-from visionbench.train.batches import SplitImages
 from visionbench.train.callbacks import Callback, ReduceLROnPlateau
 from visionbench.train.loop import Trainer, plan_stages
 from visionbench.train.optim import lr_factor
@@ -354,8 +354,8 @@ def test_schedules():
 
 def test_plateau_lowers_the_rate_after_patience():
     callback = ReduceLROnPlateau(PlateauConfig(patience=2, factor=0.5, min_lr=0.02))
-    trainer = SimpleNamespace(lr_scale=1.0, events=[],
-                              stage=SimpleNamespace(optimizer=SimpleNamespace(lr=0.1)))
+    # All a callback may see of a trainer (TrainerView): here the rate and its scale.
+    trainer = SimpleNamespace(lr_scale=1.0, events=[], base_lr=0.1)
     scales = []
     for epoch, loss in enumerate([1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6], start=1):
         callback.on_epoch_end(trainer, {"epoch": epoch, "val_loss": loss})

@@ -37,19 +37,15 @@ from visionbench.evaluate.predictions import Predictions, write_predictions
 from visionbench.evaluate.robustness import CORRUPTIONS
 from visionbench.fileio import atomic_path, write_json, write_text
 from visionbench.inference import LoadedModel, explain_test_set
-from visionbench.models.build import InputSpec, build_model
+from visionbench.models.build import build_model
 from visionbench.provenance import code_version, command_line, describe_hardware, save_config
 from visionbench.report.html import write_report
+from visionbench.runtime.batches import Evaluation, SplitImages
+from visionbench.runtime.device import pick_device
+from visionbench.schemas.inputs import InputSpec
 from visionbench.schemas.models import ModelConfig
-from visionbench.train.batches import SplitImages
 from visionbench.train.callbacks import Checkpoint, Progress
-from visionbench.train.loop import (
-    Evaluation,
-    Trainer,
-    TrainingDivergedError,
-    pick_device,
-    plan_stages,
-)
+from visionbench.train.loop import Trainer, TrainingDivergedError, plan_stages
 
 Report = Callable[[str], None]
 

@@ -25,13 +25,6 @@ from pydantic import BaseModel, Field, ValidationError
 # The modules below fill the registries that the config's name fields are checked against
 # (metrics, corruptions, explanation methods, optimizers, schedules, balancing, outputs,
 # activations, layer types), so they are imported before anything is validated.
-import visionbench.evaluate.explain
-import visionbench.evaluate.metrics
-import visionbench.evaluate.robustness
-import visionbench.models.layers
-import visionbench.train.balance
-import visionbench.train.optim
-import visionbench.train.outputs  # noqa: F401
 from visionbench.data.sources import SOURCES
 from visionbench.errors import UserError
 from visionbench.models.presets import PRESETS

@@ -22,10 +22,9 @@ from visionbench.evaluate.explain import explain_model, pick_images
 from visionbench.evaluate.predictions import Predictions, read_predictions
 from visionbench.fileio import write_json
 from visionbench.models.build import build_model
+from visionbench.runtime.device import pick_device
+from visionbench.runtime.pipeline import InputPipeline
 from visionbench.schemas.evaluate import ExplainConfig
-from visionbench.schemas.train import AugmentConfig
-from visionbench.train.batches import InputPipeline
-from visionbench.train.loop import pick_device
 
 
 @dataclass
@@ -57,7 +56,7 @@ def load_trained(config: Config, name: str, data: PreparedData, folder: Path) ->
     built.module.load_state_dict(load_file(str(weights)))
     device = pick_device(model_cfg.train.device)
     module = built.module.to(device).eval()
-    pipeline = InputPipeline(built.input, AugmentConfig(), None, device, False)
+    pipeline = InputPipeline(built.input, device, channels_last=False)
     return LoadedModel(module, pipeline, device)
 
 

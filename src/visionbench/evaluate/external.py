@@ -15,12 +15,11 @@ import numpy as np
 import torch
 
 from visionbench.errors import UserError
-from visionbench.models.build import InputSpec
 from visionbench.registry import Registry
+from visionbench.runtime.batches import Evaluation, SplitImages
+from visionbench.runtime.pipeline import InputPipeline
+from visionbench.schemas.inputs import InputSpec
 from visionbench.schemas.models import ModelConfig
-from visionbench.schemas.train import AugmentConfig
-from visionbench.train.batches import InputPipeline, SplitImages
-from visionbench.train.loop import Evaluation
 
 Runner = Callable[[Path], Callable[[np.ndarray], np.ndarray]]
 RUNNERS: Registry[Runner] = Registry("external model format")
@@ -66,7 +65,7 @@ class ExternalModel:
         self.run = RUNNERS.get(suffix)(path)
         self.config, self.spec, self.n_classes = config, spec, n_classes
         self.device = torch.device("cpu")
-        self.pipeline = InputPipeline(spec, AugmentConfig(), None, self.device, False)
+        self.pipeline = InputPipeline(spec, self.device, channels_last=False)
 
     def _probabilities(self, outputs: np.ndarray) -> np.ndarray:
         outputs = np.asarray(outputs, dtype=np.float64).reshape(len(outputs), -1)

@@ -20,6 +20,7 @@ from visionbench.data.normalize import luma_statistics
 from visionbench.errors import UserError
 from visionbench.models.backbones import create_backbone
 from visionbench.models.layers import LayerStack, Penalty, build_layers
+from visionbench.schemas.inputs import InputSpec
 from visionbench.schemas.models import ModelConfig
 
 
@@ -34,18 +35,6 @@ class Classifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits: (N, classes), or (N, 1) for a sigmoid output."""
         return self.head(self.base(images))
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What the model is fed: size (H, W), channels, normalisation, eval resize mode."""
-
-    size: tuple[int, int]
-    channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    per_image: bool = False
-    resize: str = "stretch"
 
 
 @dataclass
@@ -152,7 +141,8 @@ def build_model(
     )
     return BuiltModel(
         module=Classifier(base, head),
-        input=InputSpec(size, channels, mean, std, per_image, wanted.resize),
+        input=InputSpec(size=size, channels=channels, mean=mean, std=std, per_image=per_image,
+                        resize=wanted.resize),
         output=config.output,
         penalties=penalties + head_stack.penalties,
         blocks=blocks,

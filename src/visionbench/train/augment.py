@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 
 from visionbench.registry import Registry
+from visionbench.runtime.pipeline import resize
 from visionbench.schemas.train import AugmentConfig
 
 Matrix = Callable[[AugmentConfig, int, torch.Generator, torch.device], torch.Tensor | None]
@@ -180,12 +182,17 @@ def augment(
     return changed.clamp(0.0, 1.0)
 
 
-def resize(images: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
-    """Resize (N, C, H, W) images to `size`: stretch, or crop the centre when large enough."""
-    if tuple(images.shape[-2:]) == tuple(size):
-        return images
-    height, width = images.shape[-2:]
-    if mode == "center_crop" and height >= size[0] and width >= size[1]:
-        top, left = (height - size[0]) // 2, (width - size[1]) // 2
-        return images[..., top : top + size[0], left : left + size[1]]
-    return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
+@dataclass(frozen=True)
+class BatchAugmenter:
+    """The training augmentation of one model, as the input pipeline calls it; only the
+    images of `classes` (indices) are augmented when given."""
+
+    config: AugmentConfig
+    size: tuple[int, int]
+    classes: torch.Tensor | None = None
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor, gen: torch.Generator
+                 ) -> torch.Tensor:
+        """Augmented `images` (in [0, 1]) at the model's input size."""
+        mask = None if self.classes is None else torch.isin(targets, self.classes)
+        return augment(images, self.config, gen, self.size, mask)

@@ -1,8 +1,10 @@
 """Callbacks of the fit loop, driven by named events.
 
-Events: `on_stage_start`, `on_batch_end`, `on_epoch_end`, `on_stage_end`. A callback
-reads and changes the trainer (`stop_training`, `lr_scale`, the model) and has a
-`state_dict` so a resumed run continues exactly where it stopped.
+Events: `on_stage_start`, `on_batch_end`, `on_epoch_end`, `on_stage_end`, and
+`on_continue` when a finished model is trained further. A callback sees the trainer only
+through `TrainerView` (what it may read, and the two requests it may make: stop, or scale
+the learning rate) and has a `state_dict` so a resumed run continues exactly where it
+stopped.
 """
 
 from __future__ import annotations
@@ -11,15 +13,45 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 from visionbench.fileio import atomic_path
 from visionbench.schemas.train import EarlyStoppingConfig, PlateauConfig
 
-if TYPE_CHECKING:
-    from visionbench.train.loop import Trainer
+
+class TrainerView(Protocol):
+    """What a callback may see of the trainer, and change (`stop_training`, `lr_scale`)."""
+
+    model: nn.Module
+    epoch: int
+    events: list[dict[str, Any]]
+    stop_training: bool
+    lr_scale: float
+
+    @property
+    def stage_name(self) -> str:
+        """The stage being trained."""
+        ...
+
+    @property
+    def base_lr(self) -> float:
+        """The stage's learning rate before schedules and plateau scaling."""
+        ...
+
+    def monitor(self) -> str:
+        """The history key that 'best' refers to."""
+        ...
+
+    def running_metrics(self) -> tuple[float, float]:
+        """Mean loss and accuracy of the epoch so far."""
+        ...
+
+    def save_checkpoint(self, path: Path) -> None:
+        """Write the whole training state to `path`."""
+        ...
 
 
 class Callback:
@@ -27,17 +59,20 @@ class Callback:
 
     name = "callback"
 
-    def on_stage_start(self, trainer: Trainer) -> None:
+    def on_stage_start(self, trainer: TrainerView) -> None:
         """A stage (its trainable set and optimizer) begins."""
 
-    def on_batch_end(self, trainer: Trainer, batch: int, batches: int) -> None:
+    def on_batch_end(self, trainer: TrainerView, batch: int, batches: int) -> None:
         """An optimizer step finished."""
 
-    def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, logs: dict[str, Any]) -> None:
         """An epoch finished; `logs` is its history row."""
 
-    def on_stage_end(self, trainer: Trainer) -> None:
+    def on_stage_end(self, trainer: TrainerView) -> None:
         """The stage's epochs are done or training was stopped."""
+
+    def on_continue(self) -> None:
+        """A finished model is trained further (after its state was restored)."""
 
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs to continue identically."""
@@ -91,7 +126,7 @@ class EarlyStopping(Callback):
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.stopped_epoch: int | None = None
 
-    def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, logs: dict[str, Any]) -> None:
         if self.tracker.improved(logs):
             self.best_epoch = logs["epoch"]
             if self.cfg.restore_best:
@@ -101,14 +136,19 @@ class EarlyStopping(Callback):
             trainer.stop_training = True
             self.stopped_epoch = logs["epoch"]
 
-    def on_stage_end(self, trainer: Trainer) -> None:
+    def on_stage_end(self, trainer: TrainerView) -> None:
         if self.cfg.restore_best and self.best_weights is not None:
             trainer.model.load_state_dict(self.best_weights)
         trainer.events.append({
-            "event": "early_stopping", "stage": trainer.stage.name,
+            "event": "early_stopping", "stage": trainer.stage_name,
             "best_epoch": self.best_epoch, "stopped_epoch": self.stopped_epoch,
             "restored": bool(self.cfg.restore_best and self.best_weights is not None),
         })
+
+    def on_continue(self) -> None:
+        # More epochs were asked for: patience starts afresh.
+        self.tracker.wait = 0
+        self.stopped_epoch = None
 
     def state_dict(self) -> dict[str, Any]:
         return {"tracker": self.tracker.state(), "best_epoch": self.best_epoch,
@@ -129,10 +169,10 @@ class ReduceLROnPlateau(Callback):
         self.cfg = cfg
         self.tracker = _Monitor(cfg.monitor, cfg.mode, cfg.min_delta)
 
-    def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, logs: dict[str, Any]) -> None:
         if self.tracker.improved(logs) or self.tracker.wait < self.cfg.patience:
             return
-        base = trainer.stage.optimizer.lr
+        base = trainer.base_lr
         floor = self.cfg.min_lr / base
         new_scale = max(trainer.lr_scale * self.cfg.factor, floor)
         if new_scale < trainer.lr_scale:
@@ -162,13 +202,13 @@ class Checkpoint(Callback):
         self.tracker: _Monitor | None = None
         self._saved: dict[str, Any] | None = None
 
-    def on_stage_start(self, trainer: Trainer) -> None:
+    def on_stage_start(self, trainer: TrainerView) -> None:
         if self.tracker is None:
             self.tracker = _Monitor(trainer.monitor(), "auto", 0.0)
             if self._saved is not None:
                 self.tracker.load(self._saved)
 
-    def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, logs: dict[str, Any]) -> None:
         assert self.tracker is not None, "on_stage_start comes first"
         if self.tracker.improved(logs):
             from safetensors.torch import save_file
@@ -202,7 +242,7 @@ class Progress(Callback):
         self._task: Any = None
         self._last = 0.0
 
-    def on_batch_end(self, trainer: Trainer, batch: int, batches: int) -> None:
+    def on_batch_end(self, trainer: TrainerView, batch: int, batches: int) -> None:
         if not self.bar:
             return
         if self._progress is None:
@@ -214,7 +254,7 @@ class Progress(Callback):
                 transient=True,
             )
             self._progress.start()
-        description = f"{self.label} {trainer.stage.name} epoch {trainer.epoch + 1}"
+        description = f"{self.label} {trainer.stage_name} epoch {trainer.epoch + 1}"
         if self._task is None:
             self._task = self._progress.add_task(description, total=batches, stats="")
         now = time.perf_counter()
@@ -227,7 +267,7 @@ class Progress(Callback):
         self._progress.update(self._task, completed=batch, total=batches,
                               description=description, **({"stats": stats} if stats else {}))
 
-    def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, logs: dict[str, Any]) -> None:
         if self._progress is not None:
             self._progress.stop()
             self._progress, self._task = None, None

@@ -22,13 +22,15 @@ from visionbench.errors import UserError
 from visionbench.fileio import atomic_path
 from visionbench.models.build import BuiltModel
 from visionbench.models.freeze import apply_freeze, set_train_mode
+from visionbench.models.outputs import OUTPUTS
+from visionbench.runtime.batches import Evaluation, SplitImages, chunks
+from visionbench.runtime.pipeline import InputPipeline
 from visionbench.schemas.models import FreezeSpec, ModelConfig
 from visionbench.schemas.train import OptimizerConfig, TrainConfig
+from visionbench.train.augment import BatchAugmenter
 from visionbench.train.balance import class_weights, epoch_order
-from visionbench.train.batches import InputPipeline, SplitImages, chunks
 from visionbench.train.callbacks import Callback, EarlyStopping, ReduceLROnPlateau
 from visionbench.train.optim import lr_factor, make_optimizer
-from visionbench.train.outputs import OUTPUTS
 
 
 class TrainingDivergedError(Exception):
@@ -53,21 +55,6 @@ def plan_stages(config: ModelConfig) -> list[Stage]:
         Stage(s.name, s.epochs, s.freeze, s.optimizer or config.train.optimizer)
         for s in config.stages
     ]
-
-
-def pick_device(name: str) -> torch.device:
-    """`auto` -> CUDA, then Apple MPS, then CPU; an explicit name must be available."""
-    mps = getattr(torch.backends, "mps", None)
-    available = {
-        "cuda": torch.cuda.is_available(),
-        "mps": mps is not None and mps.is_available(),
-        "cpu": True,
-    }
-    if name == "auto":
-        return torch.device(next(d for d in ("cuda", "mps", "cpu") if available[d]))
-    if not available[name]:
-        raise UserError(f"train.device: {name} is not available here; use auto or cpu")
-    return torch.device(name)
 
 
 def _seed(*parts: int) -> int:
@@ -97,15 +84,15 @@ class Trainer:
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
-        augment_classes = None
+        chosen = None
         if cfg.augment.classes is not None:
             unknown = sorted(set(cfg.augment.classes) - set(classes))
             if unknown:
                 raise UserError(f"augment.classes: unknown class(es) {unknown}; known: {classes}")
-            augment_classes = torch.tensor([classes.index(c) for c in cfg.augment.classes],
-                                           device=device)
-        self.pipeline = InputPipeline(built.input, cfg.augment, augment_classes, device,
-                                      cfg.channels_last)
+            chosen = torch.tensor([classes.index(c) for c in cfg.augment.classes], device=device)
+        augmenter = (BatchAugmenter(cfg.augment, built.input.size, chosen)
+                     if cfg.augment.active else None)
+        self.pipeline = InputPipeline(built.input, device, cfg.channels_last, augmenter)
         self.output = OUTPUTS.get(built.output)
         weights = class_weights(cfg.loss.class_weights, train.targets, len(classes))
         self.class_weights = None if weights is None else weights.to(device)
@@ -125,6 +112,7 @@ class Trainer:
         self.images_seen = 0
         self.finished = False
         self._pending: dict[str, Any] | None = None
+        self._continued = False
         self._sums = torch.zeros(2, device=device)
         self._count = 0
         self._check_monitors()
@@ -133,6 +121,16 @@ class Trainer:
     def stage(self) -> Stage:
         """The stage being trained."""
         return self.stages[min(self.stage_index, len(self.stages) - 1)]
+
+    @property
+    def stage_name(self) -> str:
+        """The name of the stage being trained."""
+        return self.stage.name
+
+    @property
+    def base_lr(self) -> float:
+        """The stage's learning rate before schedules and plateau scaling."""
+        return self.stage.optimizer.lr
 
     def _check_monitors(self) -> None:
         for watched in (self.cfg.early_stopping, self.cfg.plateau):
@@ -189,6 +187,10 @@ class Trainer:
                 if callback.name in self._pending["callbacks"]:
                     callback.load_state_dict(self._pending["callbacks"][callback.name])
             self._pending = None
+        if self._continued:
+            for callback in self.callbacks:
+                callback.on_continue()
+            self._continued = False
         self._emit("on_stage_start")
 
     def _emit(self, event: str, *args: Any) -> None:
@@ -281,9 +283,7 @@ class Trainer:
         last = self.stages[-1]
         self.stages[-1] = Stage(last.name, last.epochs + epochs, last.freeze, last.optimizer)
         self.finished = self.stop_training = False
-        if self._pending is not None and "early_stopping" in self._pending["callbacks"]:
-            self._pending["callbacks"]["early_stopping"]["tracker"]["wait"] = 0
-            self._pending["callbacks"]["early_stopping"]["stopped_epoch"] = None
+        self._continued = True
 
     # -- evaluation --------------------------------------------------------------------
 
@@ -355,12 +355,3 @@ class Trainer:
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         self._pending = {"optimizer": state["optimizer"], "callbacks": state["callbacks"]}
-
-
-@dataclass
-class Evaluation:
-    """Loss, accuracy and (N, classes) probabilities on one split."""
-
-    loss: float
-    accuracy: float
-    probabilities: torch.Tensor

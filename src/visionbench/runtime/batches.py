@@ -1,5 +1,4 @@
-"""Batches of one split, from memory when they fit the budget, streamed otherwise, and the
-device-side pipeline that turns uint8 batches into what the model is fed.
+"""Batches of one split, from memory when they fit the budget, streamed otherwise.
 
 In memory, a split is one uint8 tensor (on the GPU when there is one) in channels-last
 layout, and a batch is one indexing operation: no per-sample Python in the hot loop.
@@ -8,17 +7,13 @@ Larger splits are read from the memory-mapped cache by a DataLoader, a batch at 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from visionbench.data.dataset import PreparedData
-from visionbench.data.normalize import LUMA
-from visionbench.models.build import InputSpec
-from visionbench.schemas.train import AugmentConfig
-from visionbench.train.augment import augment, resize
 
 
 def chunks(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
@@ -88,55 +83,10 @@ class _Rows(torch.utils.data.Dataset):
         return torch.from_numpy(array).permute(0, 3, 1, 2), self.targets[positions]
 
 
-def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """(N, C, H, W) images with `channels` channels: grey repeated, or RGB made grey by luma."""
-    if x.shape[1] == channels:
-        return x
-    if x.shape[1] == 1:
-        return x.expand(-1, channels, -1, -1)
-    weights = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x * weights).sum(dim=1, keepdim=True)
-
-
 @dataclass
-class InputPipeline:
-    """uint8 batch -> float model input: channels, augmentation, resize, normalisation."""
+class Evaluation:
+    """Loss, accuracy and (N, classes) probabilities on one split."""
 
-    spec: InputSpec
-    augment: AugmentConfig
-    augment_classes: torch.Tensor | None
-    device: torch.device
-    channels_last: bool = True
-
-    def __post_init__(self) -> None:
-        self.mean = torch.tensor(self.spec.mean, device=self.device).view(1, -1, 1, 1)
-        self.std = torch.tensor(self.spec.std, device=self.device).view(1, -1, 1, 1)
-
-    def __call__(self, images: torch.Tensor, targets: torch.Tensor, *, train: bool,
-                 gen: torch.Generator | None = None,
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 ) -> torch.Tensor:
-        """Model input for a uint8 (N, C, H, W) batch; augmented when `train`.
-
-        `transform` (e.g. a robustness corruption) sees the [0, 1] images at model size,
-        just before normalisation.
-        """
-        x = match_channels(images.float().div_(255.0), self.spec.channels)
-        if train and self.augment.active and gen is not None:
-            mask = None
-            if self.augment_classes is not None:
-                mask = torch.isin(targets, self.augment_classes)
-            x = augment(x, self.augment, gen, self.spec.size, mask)
-        else:
-            x = resize(x, self.spec.size, self.spec.resize)
-        if transform is not None:
-            x = transform(x)
-        if self.spec.per_image:
-            mean = x.mean(dim=(1, 2, 3), keepdim=True)
-            std = x.std(dim=(1, 2, 3), keepdim=True, unbiased=False).clamp_min(1e-6)
-            x = (x - mean) / std
-        else:
-            x = (x - self.mean) / self.std
-        if self.channels_last:
-            return x.contiguous(memory_format=torch.channels_last)
-        return x.contiguous()
+    loss: float
+    accuracy: float
+    probabilities: torch.Tensor
