@@ -14,8 +14,8 @@ import time
 import numpy as np
 
 from visionbench.evaluate.evaluation import compare_models, evaluate_model
-from visionbench.evaluate.predictions import Predictions
 from visionbench.evaluate.statistics import bootstrap_weights
+from visionbench.rundir.predictions import Predictions
 from visionbench.schemas.evaluate import EvaluateConfig
 
 

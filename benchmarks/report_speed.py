@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from visionbench.benchmark import run_benchmark
 from visionbench.config import load_config
-from visionbench.inference import explain_run
+from visionbench.orchestrate import run_config
+from visionbench.orchestrate.explain import explain_run
 from visionbench.report.html import write_report
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "brain_tumor_mri"
@@ -46,14 +46,14 @@ def main() -> None:
         f"models.{name}={entry}" for name, entry in MODELS.items())])
     config.models = {name: config.models[name] for name in MODELS}
     started = time.perf_counter()
-    result = run_benchmark(config, report=print)
+    result = run_config(config, report=print)
     trained = time.perf_counter() - started
     started = time.perf_counter()
     for name in MODELS:
         explain_run(result.folder, name)
     explained = time.perf_counter() - started
     started = time.perf_counter()
-    path = write_report(result.folder)
+    path = write_report(result.run)
     reported = time.perf_counter() - started
     print(f"run folder {result.folder}")
     print(f"training and evaluation (not the target): {trained:.1f} s")

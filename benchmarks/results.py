@@ -30,8 +30,18 @@ import numpy as np
 import yaml
 from scipy import stats
 
+from visionbench.errors import UserError
 from visionbench.fileio import write_text
 from visionbench.provenance import command_line
+from visionbench.rundir import (
+    Comparison,
+    DataRecord,
+    EvaluationDocument,
+    Leaderboard,
+    ModelMetrics,
+    RunFolder,
+)
+from visionbench.rundir.documents import Document
 
 # The studies' own numbers, as printed in their documents. `recall` is per class, from the
 # confusion matrices the documents print.
@@ -95,12 +105,26 @@ CLINICAL = ["sensitivity", "specificity", "ppv", "npv", "missed_positives", "fal
 COUNTS = {"missed_positives": 0, "false_alarms": 0}  # image counts: no decimals
 
 
-def _read(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+def _read(folder: Path, kind: type[Document], model: str | None = None
+          ) -> dict[str, Any] | None:
+    """A run-folder document (validated by visionbench.rundir) in its JSON form, or None."""
+    run = RunFolder(folder)
+    found = (run.model(model) if model is not None else run).read(kind)
+    if found is None:
+        return None
+    # Through JSON text, as the file holds it: NaN stays NaN, a status is its word.
+    return json.loads(json.dumps(found.model_dump(exclude_unset=True), default=str))
+
+
+def _board(folder: Path) -> dict[str, Any]:
+    found = _read(folder, Leaderboard)
+    if found is None:
+        raise UserError(f"{folder} has no leaderboard")
+    return found
 
 
 def _config(folder: Path) -> dict[str, Any]:
-    return yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    return yaml.safe_load(RunFolder(folder).config_file.read_text(encoding="utf-8"))
 
 
 def _finished(board: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -127,9 +151,9 @@ def _evaluations(folder: Path, board: dict[str, Any]) -> dict[str, dict[str, Any
     """Each finished model's evaluation.json, in leaderboard order."""
     found = {}
     for row in board["rows"]:
-        path = folder / row["model"] / "evaluation.json"
-        if row["status"] == "ok" and path.is_file():
-            found[row["model"]] = _read(path)
+        evaluation = _read(folder, EvaluationDocument, row["model"])
+        if row["status"] == "ok" and evaluation is not None:
+            found[row["model"]] = evaluation
     return found
 
 
@@ -222,10 +246,10 @@ def _against(pair: dict[str, Any], reference: str) -> dict[str, Any]:
 
 
 def _pairs_against(folder: Path, reference: str) -> list[dict[str, Any]]:
-    path = folder / "comparison.json"
-    if not path.is_file():
+    comparison = _read(folder, Comparison)
+    if comparison is None:
         return []
-    return [_against(pair, reference) for pair in _read(path)["pairs"]
+    return [_against(pair, reference) for pair in comparison["pairs"]
             if reference in (pair["a"], pair["b"])]
 
 
@@ -263,12 +287,11 @@ def summary_table(folders: dict[str, Path]) -> list[str]:
     rows = []
     for key, folder in folders.items():
         study = STUDIES[key]
-        board = _read(folder / "leaderboard.json")
+        board = _board(folder)
         best = board.get("best")
-        path = folder / str(best) / "evaluation.json"
-        if best not in _finished(board) or not path.is_file():
+        evaluation = _read(folder, EvaluationDocument, best) if best else None
+        if best not in _finished(board) or evaluation is None:
             continue
-        evaluation = _read(path)
         reported = ("–" if study["best_accuracy"] is None
                     else f"{study['best_accuracy']:.3f}, {study['best_name']}")
         p_value = _against_study(study, evaluation)
@@ -329,8 +352,7 @@ def how_table(folder: Path, board: dict[str, Any], provenance: dict[str, Any]) -
     commands: list[str] = []
     rows = []
     for row in board["rows"]:
-        path = folder / row["model"] / "metrics.json"
-        metrics = _read(path) if path.is_file() else {}
+        metrics = _read(folder, ModelMetrics, row["model"]) or {}
         members = metrics.get("ensemble")
         if members:
             # Nothing was trained: it averages its members' saved test probabilities.
@@ -386,7 +408,7 @@ def seed_table(folder: Path, others: list[Path]) -> list[str]:
     if not others:
         return []
     runs = [folder, *others]
-    boards = [_finished(_read(run / "leaderboard.json")) for run in runs]
+    boards = [_finished(_board(run)) for run in runs]
     names = [name for name in boards[0] if sum(name in board for board in boards) > 1]
     rows = []
     for name in names:
@@ -420,7 +442,7 @@ def variant_table(folder: Path, variants: list[Path]) -> list[str]:
     if not variants:
         return []
     runs = [folder, *variants]
-    boards = [_finished(_read(run / "leaderboard.json")) for run in runs]
+    boards = [_finished(_board(run)) for run in runs]
     in_variants = {name for board in boards[1:] for name in board}
     names = [name for name in boards[0] if name in in_variants] + sorted(
         in_variants - set(boards[0]))
@@ -430,8 +452,7 @@ def variant_table(folder: Path, variants: list[Path]) -> list[str]:
         label = "the run above" if run == folder else f"`{run}`"
         for name in (n for n in names if n in board):
             metrics = board[name]["metrics"]
-            path = run / name / "metrics.json"
-            hardware = _hardware_of(_read(path) if path.is_file() else {}, provenance)
+            hardware = _hardware_of(_read(run, ModelMetrics, name) or {}, provenance)
             rows.append([name, label, _settings(provenance), hardware,
                          _cell(metrics.get("accuracy")),
                          _cell(metrics.get("balanced_accuracy")),
@@ -448,9 +469,9 @@ def study_section(key: str, folder: Path, seeds: list[Path] | None = None,
     runs, hardware, commands; `notes` are printed under the title (how and where the runs
     were made)."""
     study = STUDIES[key]
-    board = _read(folder / "leaderboard.json")
+    board = _board(folder)
     config = _config(folder)
-    classes = _read(folder / "data.json")["classes"]
+    classes = RunFolder(folder).require(DataRecord).classes
     evaluations = _evaluations(folder, board)
     lines = [f"## {study['title']}", "",
              f"Study numbers from {study['source']}. Run folder `{folder}`.", "",
@@ -507,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     named = [getattr(args, key) for key in STUDIES if getattr(args, key) is not None]
     for folder in [*named, *(f for key in STUDIES for kind in ("seeds", "variants")
                              for f in extra[key][kind])]:
-        if not (folder / "leaderboard.json").is_file():
+        if not RunFolder(folder).has(Leaderboard):
             parser.error(f"{folder} is not a finished run folder (no leaderboard.json): "
                          "name the folder `visionbench run` printed")
     if args.notes and not args.notes.is_file():

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from visionbench.benchmark import run_benchmark
 from visionbench.config import config_from_dict
 from visionbench.data.dataset import prepare_data
+from visionbench.orchestrate import run_config
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist_t10k"
 
@@ -82,7 +82,7 @@ def main() -> None:
             # Alternate the two so a machine whose speed drifts favours neither.
             hand = statistics.median(hand_loop(images, targets, epochs)[1:])
             started = time.perf_counter()
-            result = run_benchmark(config, report=lambda _: None)
+            result = run_config(config, report=lambda _: None)
             wall = time.perf_counter() - started
             history = json.loads((result.folder / "baseline" / "history.json").read_text())
             ours = statistics.median(r["images"] / r["seconds"] for r in history["epochs"][1:])

@@ -209,3 +209,17 @@ def test_misspelt_layer_type_and_activation_name_the_closest(tmp_path):
     with pytest.raises(UserError, match=r"unknown activation 'rleu'; did you mean 'relu'"):
         config_from_dict({"data": {"source": "digits"},
                           "models": {"m": {"preset": "mlp", "activation": "rleu"}}})
+
+
+def test_a_fresh_process_validates_registry_names():
+    # The registries are filled by modules the config imports itself, not by whatever a
+    # test happened to import first.
+    import subprocess
+    import sys
+
+    code = ("from visionbench.config import load_config\n"
+            "print(sorted({m.family_name for m in load_config('brain_tumor').models.values()}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['cnn', 'timm']"

@@ -11,8 +11,8 @@ from sklearn import metrics as skm
 
 from visionbench.evaluate.evaluation import choose_threshold, compare_models, evaluate_model
 from visionbench.evaluate.metrics import METRICS, compute, confusion_matrix
-from visionbench.evaluate.predictions import Predictions, read_predictions, write_predictions
 from visionbench.evaluate.statistics import bootstrap_weights, delong, mcnemar, paired_bootstrap
+from visionbench.rundir.predictions import Predictions, read_predictions, write_predictions
 from visionbench.schemas.evaluate import EvaluateConfig, ThresholdConfig
 
 # The MRI study's "Model 1" (its notebook lists every VP/FP/FN per class); rows = true class,
@@ -144,8 +144,11 @@ def test_zero_division_is_defined_and_noted():
     summary = evaluate_model(Predictions(list("abcd"), y, prob), ["a", "b"],
                              EvaluateConfig(bootstrap=0)).summary
     assert summary["per_class"]["b"]["precision"] == 0.0
-    assert summary["notes"][0] == "the model predicts one class only (a)"
-    assert any("no image was predicted b" in n for n in summary["notes"])
+    # Notes are records: the report picks them by code, a reader sees the message.
+    assert summary["notes"][0].code == "one_class_only"
+    assert summary["notes"][0].message == "the model predicts one class only (a)"
+    assert any(n.code == "never_predicted" and n.data == {"classes": ["b"]}
+               and "no image was predicted b" in n.message for n in summary["notes"])
 
 
 def test_confusion_matrix_matches_scikit_learn():
@@ -332,17 +335,18 @@ def test_corruptions_do_what_they_say():
 
 
 def test_error_analysis_pictures_and_top_losses(tmp_path):
-    from visionbench.evaluate.errors import error_analysis
+    from visionbench.evaluate.error_examples import error_analysis
+    from visionbench.rundir import ModelFolder
 
     y, prob = _from_confusion(np.array([[3, 1], [2, 4]]))
     images = np.random.default_rng(0).integers(0, 255, (len(y), 8, 8, 1), dtype=np.uint8)
     found = error_analysis(images, Predictions([f"i{k}" for k in range(len(y))], y, prob),
-                           ["a", "b"], tmp_path, examples=4)
-    assert found["files"] == ["misclassified.png", "top_losses.png", "error_rate.png"]
-    assert all((tmp_path / f).stat().st_size > 1000 for f in found["files"])
-    assert found["error_rate"] == {"a": 0.25, "b": pytest.approx(1 / 3)}
-    assert len(found["top_losses"]) == 4
-    assert all(row["true"] != row["predicted"] for row in found["top_losses"][:3])
+                           ["a", "b"], ModelFolder(tmp_path), examples=4)
+    assert found.files == ["misclassified.png", "top_losses.png", "error_rate.png"]
+    assert all((tmp_path / f).stat().st_size > 1000 for f in found.files)
+    assert found.error_rate == {"a": 0.25, "b": pytest.approx(1 / 3)}
+    assert len(found.top_losses) == 4
+    assert all(row["true"] != row["predicted"] for row in found.top_losses[:3])
 
 
 def test_comparison_has_a_paired_bootstrap_for_every_metric_and_mcnemar_without_bootstrap():

@@ -63,7 +63,8 @@ def test_duplicates_across_splits_are_found(presplit_folder):
     assert found["exact"]["across"]["train~test"]["examples"] == [
         ["Training/tumour/img 0.png", "Testing/tumour/copy.png"]
     ]
-    assert any("2 test image(s) duplicate" in w for w in data.record["warnings"])
+    assert any(w["code"] == "test_duplicates" and w["data"]["images"] == 2
+               and "2 test image(s) duplicate" in w["message"] for w in data.record["warnings"])
     # The within-train duplicate pair never straddles train and validation.
     pair = [data.ids.index("Training/tumour/img 1.png"), data.ids.index("Training/tumour/dup.png")]
     assert data.split[pair[0]] == data.split[pair[1]]
@@ -117,11 +118,13 @@ def test_limit_per_class_and_pooling_given_splits(presplit_folder):
     # The record (and the report) say the test split was made here, not given.
     assert data.record["split_policy"]["test"] == 0.34
     from visionbench.report.html import describe_splits
+    from visionbench.rundir import DataRecord
 
-    assert describe_splits(data.record).startswith(
+    assert describe_splits(DataRecord.model_validate(data.record)).startswith(
         "Splits: the source's splits (test 6, train 6) were pooled, then test 34% of all")
     kept = prepare_data(data_config(source="presplit", path=str(presplit_folder)))
-    assert "test split is kept as given" in describe_splits(kept.record)
+    assert "test split is kept as given" in describe_splits(
+        DataRecord.model_validate(kept.record))
 
 
 def test_normalization_statistics_come_from_training_only(class_folder):
@@ -212,3 +215,16 @@ def test_a_grey_model_reads_an_rgb_cache_as_pil_greys_it(class_folder):
                         norm.mean, norm.std)
     assert built.input.channels == 1 and len(built.input.mean) == 1
     assert built.input.mean[0] == pytest.approx(grey.normalization().mean[0], abs=2 / 255)
+
+
+def test_folds_say_fold_0_is_used_never_cross_validation(class_folder):
+    from visionbench.report.html import describe_splits
+    from visionbench.rundir import DataRecord
+
+    data = prepare_data(data_config(source="folder", path=str(class_folder),
+                                    preprocess={"size": 8}, split={"folds": 3}))
+    record = DataRecord.model_validate(data.record)
+    sentence = describe_splits(record)
+    assert "validation is fold 0 of 3" in sentence and "cross-validation" not in sentence
+    [folds] = [w for w in record.warnings if w.code == "one_fold_only"]
+    assert folds.data == {"folds": 3} and "not cross-validated" in folds.message

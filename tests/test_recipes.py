@@ -12,8 +12,8 @@ import yaml
 
 from conftest import SHARED_DATA, make_class_folders
 from golden import compare
-from visionbench.benchmark import run_benchmark
 from visionbench.config import load_config
+from visionbench.orchestrate import run_config
 
 FAST = ["train.epochs=1", "train.progress=quiet", "evaluate.bootstrap=100",
         "evaluate.robustness={noise: [0.1]}", "evaluate.explain.images=2",
@@ -22,12 +22,14 @@ FAST = ["train.epochs=1", "train.progress=quiet", "evaluate.bootstrap=100",
 
 def _run(recipe: str, overrides: list[str], tmp_path):
     config = load_config(recipe, [*overrides, *FAST, f"output.dir={tmp_path / 'runs'}"])
-    result = run_benchmark(config, report=lambda _: None)
-    failed = {n: m.get("error") for n, m in result.models.items() if m["status"] != "ok"}
+    result = run_config(config, report=lambda _: None)
+    failed = {n: m.error for n, m in result.models.items() if not m.ok}
     assert failed == {}
     assert (result.folder / "report.html").is_file()
-    # The same results, file for file, as the snapshot taken before the run-folder contract.
-    assert compare(result.folder, recipe, root=tmp_path) == []
+    # The same results, file for file, as the snapshot taken before the run-folder contract
+    # (which added a schema version to each document and a model card to each model).
+    assert compare(result.folder, recipe, root=tmp_path, new_files=("model.json",),
+                   new_keys=("schema_version",)) == []
     return result
 
 
@@ -109,7 +111,7 @@ def test_brain_tumor_recipe_smoke(tmp_path):
         "models.best.input.size=64"], tmp_path)
     assert len(result.models) == 6
     # One RGB cache: the study's CNNs read it grey, cnn_rgb and the backbones in colour.
-    channels = {name: metrics["input"]["channels"] for name, metrics in result.models.items()}
+    channels = {name: metrics.input["channels"] for name, metrics in result.models.items()}
     assert channels == {"cnn_relu": 1, "cnn_rgb": 3, "cnn_relu_augmented": 1,
                         "cnn_sigmoid": 1, "transfer": 3, "best": 3}
     board = (result.folder / "leaderboard.md").read_text()

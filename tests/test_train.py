@@ -12,10 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from visionbench.benchmark import _failure, continue_run, run_benchmark
 from visionbench.config import Config, config_from_dict, load_config
 from visionbench.data.dataset import prepare_data
 from visionbench.models.build import build_model
+from visionbench.orchestrate import continue_run, run_config
+from visionbench.orchestrate.execute import _failure
 from visionbench.runtime.batches import SplitImages
 from visionbench.schemas.train import AugmentConfig, PlateauConfig, ScheduleConfig
 from visionbench.train.augment import augment
@@ -116,7 +117,7 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, monkeypatch)
              "augment": {"rotation": 10, "noise": 0.05},
              "plateau": {"patience": 1, "factor": 0.5}}
     models = {"m": {**MLP, "train": {"balance": "oversample"}}}
-    straight = run_benchmark(tiny_config(tmp_path / "a", models, **train), report=lambda _: None)
+    straight = run_config(tiny_config(tmp_path / "a", models, **train), report=lambda _: None)
 
     from visionbench.train import callbacks
 
@@ -129,12 +130,12 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, monkeypatch)
 
     monkeypatch.setattr(callbacks.Progress, "on_epoch_end", crash_after_two)
     cfg = tiny_config(tmp_path / "b", models, **train)
-    crashed = run_benchmark(cfg, report=lambda _: None)
-    assert crashed.models["m"]["status"] == "failed"
-    assert "power cut" in crashed.models["m"]["error"]
+    crashed = run_config(cfg, report=lambda _: None)
+    assert crashed.models["m"].model_dump(mode="json")["status"] == "failed"
+    assert "power cut" in crashed.models["m"].model_dump(mode="json")["error"]
     monkeypatch.setattr(callbacks.Progress, "on_epoch_end", original)
-    resumed = run_benchmark(cfg, resume=crashed.folder, report=lambda _: None)
-    assert resumed.models["m"]["status"] == "ok"
+    resumed = run_config(cfg, resume=crashed.folder, report=lambda _: None)
+    assert resumed.models["m"].model_dump(mode="json")["status"] == "ok"
     assert _history(resumed.folder, "m") == _history(straight.folder, "m")
     assert _same(_weights(resumed.folder, "m"), _weights(straight.folder, "m"))
 
@@ -146,29 +147,29 @@ def test_resume_refuses_a_changed_config(tmp_path, monkeypatch):
         raise CrashError("stop")
 
     monkeypatch.setattr(callbacks.Progress, "on_epoch_end", crash)
-    crashed = run_benchmark(tiny_config(tmp_path, {"m": MLP}), report=lambda _: None)
+    crashed = run_config(tiny_config(tmp_path, {"m": MLP}), report=lambda _: None)
     monkeypatch.undo()
     changed = tiny_config(tmp_path, {"m": MLP}, optimizer={"lr": 0.5})
-    result = run_benchmark(changed, resume=crashed.folder, report=lambda _: None)
-    assert result.models["m"]["status"] == "failed"
+    result = run_config(changed, resume=crashed.folder, report=lambda _: None)
+    assert result.models["m"].model_dump(mode="json")["status"] == "failed"
     assert "its config changed since the checkpoint (models.m.train.optimizer.lr)" in (
-        result.models["m"]["error"])
+        result.models["m"].model_dump(mode="json")["error"])
     assert result.exit_code == 2
 
 
 def test_a_run_resumed_after_it_finished_keeps_finished_models(tmp_path):
     cfg = tiny_config(tmp_path, {"m": MLP}, epochs=1)
-    first = run_benchmark(cfg, report=lambda _: None)
+    first = run_config(cfg, report=lambda _: None)
     lines: list[str] = []
-    again = run_benchmark(cfg, resume=first.folder, report=lines.append)
+    again = run_config(cfg, resume=first.folder, report=lines.append)
     assert "m: already trained, kept" in lines
     assert again.models["m"] == first.models["m"]
 
 
 def test_a_model_added_to_a_run_by_resume_joins_the_earlier_ones(tmp_path):
     cfg = tiny_config(tmp_path, {"a": MLP, "b": MLP}, epochs=1)
-    first = run_benchmark(cfg, only=["a"], report=lambda _: None)
-    again = run_benchmark(cfg, resume=first.folder, only=["b"], report=lambda _: None)
+    first = run_config(cfg, only=["a"], report=lambda _: None)
+    again = run_config(cfg, resume=first.folder, only=["b"], report=lambda _: None)
     assert set(again.models) == {"a", "b"}
     board = json.loads((first.folder / "leaderboard.json").read_text())
     assert {row["model"] for row in board["rows"]} == {"a", "b"}
@@ -181,12 +182,12 @@ def test_a_model_added_to_a_run_by_resume_joins_the_earlier_ones(tmp_path):
 
 
 def test_an_ensemble_averages_its_members_and_joins_the_leaderboard(tmp_path):
-    from visionbench.evaluate.predictions import read_predictions
+    from visionbench.rundir.predictions import read_predictions
 
     cfg = tiny_config(tmp_path, {"a": MLP, "b": MLP, "c": MLP}, epochs=1)
     cfg.evaluate.ensembles = {"ab": ["a", "b"], "bc": ["b", "c"]}
     # c is not trained in this run, so the bc ensemble waits for it.
-    result = run_benchmark(cfg, only=["a", "b"], report=lambda _: None)
+    result = run_config(cfg, only=["a", "b"], report=lambda _: None)
     board = json.loads((result.folder / "leaderboard.json").read_text())
     assert {row["model"] for row in board["rows"]} == {"a", "b", "ab"}
     assert not (result.folder / "bc").exists()
@@ -202,10 +203,10 @@ def test_an_ensemble_averages_its_members_and_joins_the_leaderboard(tmp_path):
 
 def test_continue_training_equals_training_longer(tmp_path):
     models = {"m": MLP}
-    four = run_benchmark(tiny_config(tmp_path / "a", models, epochs=4), report=lambda _: None)
-    two = run_benchmark(tiny_config(tmp_path / "b", models, epochs=2), report=lambda _: None)
+    four = run_config(tiny_config(tmp_path / "a", models, epochs=4), report=lambda _: None)
+    two = run_config(tiny_config(tmp_path / "b", models, epochs=2), report=lambda _: None)
     continued = continue_run(two.folder, 2, report=lambda _: None)
-    assert continued.models["m"]["epochs"] == 4
+    assert continued.models["m"].model_dump(mode="json")["epochs"] == 4
     assert _history(continued.folder, "m") == _history(four.folder, "m")
     assert _same(_weights(continued.folder, "m"), _weights(four.folder, "m"))
     assert load_config(continued.folder / "config.yaml").models["m"].train.epochs == 4
@@ -250,10 +251,10 @@ def test_nan_loss_fails_that_model_only_and_keeps_its_last_good_checkpoint(tmp_p
                                                     "gamma": 1e12}}},
         "fine": MLP,
     }
-    result = run_benchmark(tiny_config(tmp_path, models), report=lambda _: None)
-    failed = result.models["exploding"]
+    result = run_config(tiny_config(tmp_path, models), report=lambda _: None)
+    failed = result.models["exploding"].model_dump(mode="json")
     assert failed["status"] == "failed" and "loss became nan" in failed["error"].lower()
-    assert result.models["fine"]["status"] == "ok"
+    assert result.models["fine"].model_dump(mode="json")["status"] == "ok"
     state = torch.load(result.folder / "exploding" / "checkpoints" / "last.pt",
                        weights_only=False)
     assert state["position"]["epoch"] == 1
@@ -326,8 +327,8 @@ def test_sigmoid_output_trains_a_binary_problem(tmp_path):
         "train": {"epochs": 5, "progress": "quiet", "loss": {"class_weights": "balanced"}},
         "output": {"dir": str(tmp_path), "name": "binary"},
     }
-    result = run_benchmark(config_from_dict(raw), report=lambda _: None)
-    metrics = result.models["m"]
+    result = run_config(config_from_dict(raw), report=lambda _: None)
+    metrics = result.models["m"].model_dump(mode="json")
     assert metrics["status"] == "ok", metrics
     assert metrics["test"]["accuracy"] > 0.8
 
@@ -435,7 +436,7 @@ def test_interrupt_keeps_the_leaderboard_of_finished_models(tmp_path, monkeypatc
     monkeypatch.setattr(callbacks.Progress, "on_epoch_end", interrupt_second)
     cfg = tiny_config(tmp_path, {"first": MLP, "second": MLP}, epochs=1)
     with pytest.raises(KeyboardInterrupt):
-        run_benchmark(cfg, report=lambda _: None)
+        run_config(cfg, report=lambda _: None)
     folder = next((tmp_path / "runs" / "tiny").iterdir())
     board = (folder / "leaderboard.csv").read_text().splitlines()
     assert len(board) == 2 and board[1].startswith("first,ok")
@@ -445,7 +446,7 @@ def test_interrupt_keeps_the_leaderboard_of_finished_models(tmp_path, monkeypatc
 def test_best_checkpoint_follows_the_early_stopping_monitor(tmp_path):
     cfg = tiny_config(tmp_path, {"m": MLP}, epochs=4, optimizer={"lr": 0.05},
                       early_stopping={"monitor": "val_accuracy", "patience": 4})
-    result = run_benchmark(cfg, report=lambda _: None)
+    result = run_config(cfg, report=lambda _: None)
     history = json.loads((result.folder / "m" / "history.json").read_text())["epochs"]
     accuracies = [row["val_accuracy"] for row in history]
     best = accuracies.index(max(accuracies)) + 1
@@ -465,9 +466,9 @@ def test_pretrained_efficientnet_lite0_fine_tunes_in_stages(tmp_path):
                    {"name": "tune", "epochs": 1, "freeze": {"before_layer": 40},
                     "optimizer": {"lr": 1e-4}}],
     }
-    result = run_benchmark(tiny_config(tmp_path, {"lite": model}, batch_size=32),
+    result = run_config(tiny_config(tmp_path, {"lite": model}, batch_size=32),
                            report=lambda _: None)
-    metrics = result.models["lite"]
+    metrics = result.models["lite"].model_dump(mode="json")
     assert metrics["status"] == "ok", metrics
     assert "package file" in metrics["notes"][0]
     assert metrics["input"]["channels"] == 3
@@ -479,15 +480,15 @@ def test_pretrained_efficientnet_lite0_fine_tunes_in_stages(tmp_path):
 
 def test_repeats_train_with_other_seeds_and_report_mean_and_spread(tmp_path):
     cfg = tiny_config(tmp_path, {"m": MLP}, epochs=2, repeats=3)
-    result = run_benchmark(cfg, report=lambda _: None)
+    result = run_config(cfg, report=lambda _: None)
     folder = result.folder / "m"
-    assert [r["seed"] for r in result.models["m"]["repeats"]] == [1, 2]
+    assert [r["seed"] for r in result.models["m"].model_dump(mode="json")["repeats"]] == [1, 2]
     assert sorted(p.parent.name for p in (folder / "repeats").glob("*/predictions.csv")) == [
         "1", "2"]
     spread = json.loads((folder / "evaluation.json").read_text())["repeats"]
     accuracy = spread["metrics"]["accuracy"]
     assert spread["count"] == 3 and len(accuracy["values"]) == 3
-    assert accuracy["values"][0] == result.models["m"]["test"]["accuracy"]
+    assert accuracy["values"][0] == result.models["m"].model_dump(mode="json")["test"]["accuracy"]
     assert accuracy["std"] == pytest.approx(np.std(accuracy["values"], ddof=1))
     assert len(set(accuracy["values"])) > 1, "other seeds, other results"
     assert "±" in (result.folder / "leaderboard.md").read_text()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
@@ -17,6 +17,10 @@ from rich.table import Table
 
 from visionbench import __version__
 from visionbench.errors import UserError
+
+if TYPE_CHECKING:
+    from visionbench.orchestrate import RunResult
+    from visionbench.rundir import Interval, Leaderboard
 
 app = typer.Typer(
     add_completion=False,
@@ -69,14 +73,15 @@ def inspect(
     from visionbench.config import load_config
     from visionbench.data.dataset import prepare_data
     from visionbench.data.inspect import inspect_data
-    from visionbench.fileio import write_json
     from visionbench.provenance import save_config
+    from visionbench.rundir import DataRecord, RunFolder
 
     cfg = load_config(config, set_ or [])
     data = prepare_data(cfg.data)
     folder = out or cfg.output.dir / str(cfg.output.name) / "inspect"
     report = inspect_data(data, folder)
-    write_json(folder / "data.json", data.record)
+    # An inspection folder holds the data part of a run folder.
+    RunFolder(folder).write(DataRecord.model_validate(data.record))
     save_config(cfg, folder)
     report["output"] = str(folder)
     if as_json:
@@ -99,12 +104,11 @@ def run_command(
     ] = None,
 ) -> None:
     """Train every model of a config and write the run folder."""
-    from visionbench.benchmark import run_benchmark
     from visionbench.config import load_config
+    from visionbench.orchestrate import run_config
 
     cfg = load_config(config, set_ or [])
-    result = run_benchmark(cfg, resume=resume, only=model, report=_report)
-    _finish(result)
+    _finish(run_config(cfg, resume=resume, only=model, report=_report))
 
 
 @app.command(name="continue")
@@ -116,7 +120,7 @@ def continue_(
     ] = None,
 ) -> None:
     """Continue training finished models of a run for more epochs (in place)."""
-    from visionbench.benchmark import continue_run
+    from visionbench.orchestrate import continue_run
 
     _finish(continue_run(run_dir, epochs, model, report=_report))
 
@@ -125,10 +129,11 @@ def _report(line: str) -> None:
     stderr.print(line, highlight=False, soft_wrap=True)
 
 
-def _finish(result: Any) -> None:
-    _print_board(result.board, result.folder)
+def _finish(result: RunResult) -> None:
+    if result.board is not None:
+        _print_board(result.board, result.folder)
     if result.exit_code:
-        failed = [n for n, m in result.models.items() if m["status"] != "ok"]
+        failed = result.failed
         stderr.print(f"[red]error:[/] {len(failed)} model(s) failed: {', '.join(failed)} "
                      f"(reasons in {result.folder}/run.json); the others' results are kept",
                      highlight=False, soft_wrap=True)
@@ -140,50 +145,49 @@ SHORT = {"balanced_accuracy": "bal. acc", "roc_auc_macro": "AUC", "log_loss": "l
 SHORT_MARKS = {"best": "best", "not significantly worse": "n.s. worse", "worse": "worse"}
 
 
-def _print_board(board: dict[str, Any], folder: Path) -> None:
-    primary = board["primary_metric"]
+def _print_board(board: Leaderboard, folder: Path) -> None:
+    primary = board.primary_metric
     others = [m for m in ("balanced_accuracy", "roc_auc_macro", "log_loss")
-              if m in board["metrics"] and m != primary]
-    level = round(board["confidence"] * 100)
+              if m in board.metrics and m != primary]
+    level = round(board.confidence * 100)
     table = Table(title=f"leaderboard: {folder}", caption=(
         f"{primary} with its {level} % bootstrap interval; vs best: paired bootstrap test of "
-        f"{primary} against the best model (alpha {board.get('alpha', 0.05)})"))
+        f"{primary} against the best model (alpha {board.alpha})"))
     table.add_column("model")
     table.add_column("status")
     table.add_column(f"{SHORT.get(primary, primary)} [{level} % CI]", justify="right")
     for metric in others:
         table.add_column(SHORT[metric], justify="right")
-    repeated = any("repeats" in row for row in board["rows"])
+    repeated = any(row.repeats for row in board.rows)
     if repeated:
         table.add_column("seeds: mean ± sd", justify="right")
-    clinical = any("missed_positives" in row for row in board["rows"])
+    clinical = any(row.missed_positives is not None for row in board.rows)
     if clinical:
         table.add_column("missed +", justify="right")
     for column in ("params", "train s", "vs best"):
         table.add_column(column, justify="right" if column != "vs best" else "left")
 
-    def value(entry: dict[str, float] | None, interval: bool = False) -> str:
-        if not entry:
+    def value(entry: Interval | None, interval: bool = False) -> str:
+        if entry is None or entry.value is None:
             return "–"
-        if interval and "low" in entry:
-            return f"{entry['value']:.4f} [{entry['low']:.3f}, {entry['high']:.3f}]"
-        return f"{entry['value']:.4f}"
+        if interval and entry.low is not None:
+            return f"{entry.value:.4f} [{entry.low:.3f}, {entry.high:.3f}]"
+        return f"{entry.value:.4f}"
 
-    for row in board["rows"]:
-        metrics = row.get("metrics", {})
-        cells = [row["model"], row["status"], value(metrics.get(primary), True)]
-        cells += [value(metrics.get(m)) for m in others]
+    for row in board.rows:
+        cells = [row.model, row.status.value, value(row.metrics.get(primary), True)]
+        cells += [value(row.metrics.get(m)) for m in others]
         if repeated:
-            spread = row.get("repeats")
+            spread = row.repeats
             cells.append(f"{spread['mean']:.4f} ± {spread['std']:.4f} (n={spread['count']})"
                          if spread else "–")
         if clinical:
-            missed = row.get("missed_positives")
+            missed = row.missed_positives
             cells.append("–" if missed is None else str(int(missed)))
         cells += [
-            "–" if row.get("parameters") is None else f"{row['parameters']:,}",
-            "–" if row.get("train_seconds") is None else f"{row['train_seconds']:.1f}",
-            SHORT_MARKS.get(row["mark"], row["mark"]) or row["error"][:60],
+            "–" if row.parameters is None else f"{row.parameters:,}",
+            "–" if row.train_seconds is None else f"{row.train_seconds:.1f}",
+            SHORT_MARKS.get(row.mark, row.mark) or row.error[:60],
         ]
         table.add_row(*cells)
     # Piped output has no width to fit; rich would squeeze the table into 80 columns.
@@ -209,26 +213,26 @@ def evaluate_command(
     """Recompute every metric of a run from its saved predictions, or evaluate an external
     model (with its preprocessing under models.NAME.input, e.g. --set
     models.external.input.layout=nhwc) into a new run folder."""
-    from visionbench.benchmark import run_benchmark
     from visionbench.config import load_config
     from visionbench.evaluate.leaderboard import evaluate_folder
+    from visionbench.orchestrate import run_config
+    from visionbench.rundir import RunFolder
 
     if model is not None:
         if data is None or run_dir is not None:
             raise UserError("--model needs --data CONFIG (and no run folder)")
         cfg = load_config(data, [*(set_ or []), f"models.{name}.external={model}"])
-        _finish(run_benchmark(cfg, only=[name], report=_report))
+        _finish(run_config(cfg, only=[name], report=_report))
         return
-    if run_dir is None or not (run_dir / "config.yaml").is_file():
-        raise UserError(f"{run_dir or 'a run folder'} is not a run folder (no config.yaml); "
-                        "or use --model FILE --data CONFIG")
-    cfg = load_config(run_dir / "config.yaml", set_ or [])
+    if run_dir is None:
+        raise UserError("give a run folder, or use --model FILE --data CONFIG")
+    run = RunFolder(run_dir).check()
+    cfg = load_config(run.config_file, set_ or [])
     # Only the models this folder ran: a run made with --model leaves the others untrained.
-    ran = [name for name in cfg.models if (run_dir / name / "metrics.json").is_file()]
+    ran = list(run.outcomes(list(cfg.models)))
     if not ran:
-        raise UserError(f"no model of {run_dir} has run yet (no <model>/metrics.json)")
-    board = evaluate_folder(run_dir, cfg.evaluate, ran)
-    _print_board(board, run_dir)
+        raise UserError(f"no model of {run_dir} has run yet (no model has metrics)")
+    _print_board(evaluate_folder(run, cfg.evaluate, ran), run_dir)
 
 
 @app.command(name="report")
@@ -237,11 +241,13 @@ def report_command(
 ) -> None:
     """Rebuild report.html from the run folder alone (no retraining, no data needed)."""
     from visionbench.report.html import write_report
+    from visionbench.rundir import Leaderboard, RunFolder
 
-    if not (run_dir / "leaderboard.json").is_file():
-        raise UserError(f"{run_dir} has no leaderboard.json: not a finished run folder "
+    run = RunFolder(run_dir)
+    if not run.has(Leaderboard):
+        raise UserError(f"{run_dir} has no leaderboard: not a finished run folder "
                         "(run `visionbench evaluate` on it first)")
-    stdout.print(f"report: {write_report(run_dir)}")
+    stdout.print(f"report: {write_report(run)}")
 
 
 @app.command(name="explain")
@@ -261,12 +267,12 @@ def explain_command(
 ) -> None:
     """Explanation maps (heat map over the image) with their deletion faithfulness scores."""
     from visionbench.evaluate.explain import METHODS
-    from visionbench.inference import explain_run
+    from visionbench.orchestrate.explain import explain_run
 
     for name in method or []:
         METHODS.get(name)
     out = explain_run(run_dir, model, images, method)
-    stdout.print(f"explanations: {out / 'explanations.png'} and explanations.json")
+    stdout.print(f"explanations: {out}")
 
 
 def _print_inspection(report: dict[str, Any]) -> None:
@@ -316,7 +322,7 @@ def _print_inspection(report: dict[str, Any]) -> None:
     if report["ignored_files"]["count"]:
         stdout.print(f"{report['ignored_files']['count']} non-image file(s) ignored")
     for warning in report["warnings"]:
-        stdout.print(f"[yellow]warning:[/] {warning}")
+        stdout.print(f"[yellow]warning:[/] {warning['message']}")
     stdout.print(f"charts and data.json in {report['output']}")
 
 

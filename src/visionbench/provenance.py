@@ -15,6 +15,7 @@ import yaml
 from visionbench import __version__
 from visionbench.config import Config, Provenance, dump_config
 from visionbench.fileio import write_text
+from visionbench.rundir.layout import RunFolder
 
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "scipy", "scikit-learn", "pillow", "pydantic")
 
@@ -117,7 +118,7 @@ def _earlier_commands(path: Path) -> list[dict[str, Any]]:
 def save_config(config: Config, folder: Path, command: list[str] | None = None) -> Path:
     """Write `folder/config.yaml`: the resolved config with its provenance; the commands
     that wrote to the folder before (a resumed or continued run) are kept in `earlier`."""
-    path = folder / "config.yaml"
+    path = RunFolder(folder).config_file
     provenance = collect(command)
     provenance.earlier = _earlier_commands(path)
     stamped = config.model_copy(update={"provenance": provenance})

@@ -167,6 +167,16 @@ def _open(item: Path | np.ndarray) -> Image.Image:
     return Image.fromarray(item)
 
 
+def decode_item(item: Path | np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """One image (a file or an array row) decoded as the cache would hold it."""
+    try:
+        with _open(item) as image:
+            return preprocess(image, config)[0]
+    except Exception as exc:  # PIL raises many types for unreadable files
+        raise UserError(f"cannot read image {item if isinstance(item, Path) else 'row'}: "
+                        f"{_describe_failure(exc)}") from None
+
+
 def _describe_failure(exc: Exception) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}".rstrip(": ")

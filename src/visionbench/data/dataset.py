@@ -20,13 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from visionbench.data.cache import Decoded, decode
+from visionbench.data.cache import Decoded, decode, decode_item
 from visionbench.data.duplicates import connected_groups, find_duplicates, summarize
 from visionbench.data.labels import LabelMapping, map_labels
 from visionbench.data.normalize import Normalization, resolve_normalization
 from visionbench.data.sources import SourceData
 from visionbench.data.splits import assign_splits, check_classes
 from visionbench.errors import UserError
+from visionbench.rundir.documents import Notice
 from visionbench.schemas.data import DataCommon
 
 SPLITS = ("train", "val", "test")
@@ -78,6 +79,23 @@ class PreparedData:
                 self.config.preprocess, self.images, self.index[self.positions("train")]
             )
         return self._normalization
+
+
+def load_images(config: DataCommon, ids: list[str], size: tuple[int, int]) -> np.ndarray:
+    """uint8 (N, H, W, C as a model sees them) images of the source's entries `ids`, decoded
+    at `size` exactly as the run's cache held them, without preparing the rest of the data."""
+    source: SourceData = config.load()  # type: ignore[attr-defined]
+    where = {image_id: i for i, image_id in enumerate(source.ids)}
+    missing = [i for i in ids if i not in where]
+    if missing:
+        raise UserError(f"{missing[0]} is no longer in {source.description or 'the data'}")
+    settings = config.preprocess.model_copy(update={"size": tuple(size)})
+    items = source.paths if source.paths is not None else source.arrays
+    assert items is not None, "a source lists paths or arrays"
+    pictures = np.stack([decode_item(items[where[i]], settings) for i in ids])
+    if config.preprocess.channels == 3 and pictures.shape[-1] == 1:
+        pictures = np.repeat(pictures, 3, axis=-1)
+    return pictures
 
 
 def _limit_per_class(source: SourceData, targets: np.ndarray, limit: int, seed: int) -> np.ndarray:
@@ -148,7 +166,7 @@ def prepare_data(config: DataCommon) -> PreparedData:
         "near": summarize(pairs.near, split, targets, ids),
     }
     leaked = _test_leaks(pairs.all_pairs(), split)
-    warnings: list[str] = []
+    warnings: list[Notice] = []
     dropped: list[str] = []
     leaked_ids = [ids[i] for i in leaked.tolist()]
     if len(leaked):
@@ -156,6 +174,7 @@ def prepare_data(config: DataCommon) -> PreparedData:
             f"{len(leaked)} test image(s) duplicate training/validation images "
             f"(e.g. {ids[int(leaked[0])]})"
         )
+        facts = {"images": len(leaked), "example": ids[int(leaked[0])], "policy": dup.policy}
         if dup.policy == "fail":
             raise UserError(f"{message}; duplicates.policy is 'fail' (use warn or drop_from_test)")
         if dup.policy == "drop_from_test":
@@ -169,12 +188,13 @@ def prepare_data(config: DataCommon) -> PreparedData:
                 fold[keep_mask],
             )
             ids = [i for i, k in zip(ids, keep_mask, strict=True) if k]
-            warnings.append(f"{message}: dropped from the test split")
+            warnings.append(Notice(code="test_duplicates", data=facts,
+                                   message=f"{message}: dropped from the test split"))
         else:
-            warnings.append(
-                f"{message}: test metrics may be optimistic "
-                "(duplicates.policy: drop_from_test removes them)"
-            )
+            warnings.append(Notice(
+                code="test_duplicates", data=facts,
+                message=f"{message}: test metrics may be optimistic "
+                "(duplicates.policy: drop_from_test removes them)"))
 
     data = PreparedData(
         config, labels.classes, decoded.images, index, ids, targets, split, fold, labels, decoded
@@ -204,7 +224,7 @@ def _record(
     source: SourceData,
     findings: dict[str, Any],
     dropped: list[str],
-    warnings: list[str],
+    warnings: list[Notice],
 ) -> dict[str, Any]:
     classes = data.classes
     splits = {
@@ -214,13 +234,21 @@ def _record(
     }
     for name, counts in splits.get("test", {}).items():
         if 0 < counts < SMALL_TEST_CLASS:
-            warnings.append(
-                f"test class {name} has only {counts} images: its metrics are very uncertain"
-            )
+            warnings.append(Notice(
+                code="small_test_class", data={"class": name, "images": counts},
+                message=f"test class {name} has only {counts} images: its metrics are very "
+                "uncertain"))
+    folds = data.config.split.folds
+    if folds is not None:
+        warnings.append(Notice(
+            code="one_fold_only", data={"folds": folds},
+            message=f"split.folds is {folds}, but only fold 0 of {folds} is used (as "
+            "validation): the models are not cross-validated"))
     if data.decoded.failures:
-        warnings.append(
-            f"{len(data.decoded.failures)} image(s) could not be decoded and were skipped"
-        )
+        count = len(data.decoded.failures)
+        warnings.append(Notice(code="undecodable_images", data={"images": count},
+                               message=f"{count} image(s) could not be decoded and were "
+                               "skipped"))
     config = data.config
     record: dict[str, Any] = {
         "source": source.description,
@@ -260,7 +288,7 @@ def _record(
             "from_cache": data.decoded.from_cache,
             "seconds": round(data.decoded.seconds, 3),
         },
-        "warnings": warnings,
+        "warnings": [warning.model_dump() for warning in warnings],
     }
     if config.split.folds is not None:
         record["folds"] = {

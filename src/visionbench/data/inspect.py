@@ -23,6 +23,7 @@ from PIL import Image
 
 from visionbench.data.dataset import SPLITS, PreparedData
 from visionbench.fileio import write_json
+from visionbench.rundir.layout import class_chart, sample_chart
 
 CHUNK = 256
 SAMPLES_PER_CLASS = 8
@@ -168,10 +169,9 @@ def sample_grid(data: PreparedData, label: int, path: Path, seed: int = 0) -> Pa
 def inspect_data(data: PreparedData, out_dir: Path) -> dict[str, Any]:
     """Everything `visionbench inspect` reports; charts are written into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    artifacts = [str(plot_class_distribution(data, out_dir / "class_distribution.png"))]
+    artifacts = [str(plot_class_distribution(data, class_chart(out_dir)))]
     for label, name in enumerate(data.classes):
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
-        artifacts.append(str(sample_grid(data, label, out_dir / f"samples_{safe}.png")))
+        artifacts.append(str(sample_grid(data, label, sample_chart(out_dir, name))))
     record = data.record
     return {
         **{

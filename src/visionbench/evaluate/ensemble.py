@@ -8,16 +8,13 @@ validation like any model's.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 
-from visionbench.evaluate.predictions import Predictions, read_predictions, write_predictions
-from visionbench.fileio import write_json
+from visionbench.rundir.documents import ModelMetrics, Status
+from visionbench.rundir.layout import RunFolder
+from visionbench.rundir.predictions import Predictions
 
-SPLIT_FILES = ("predictions.csv", "predictions_val.csv")
+SPLITS = ("test", "val")
 
 
 def average_predictions(members: list[Predictions]) -> Predictions:
@@ -30,37 +27,28 @@ def average_predictions(members: list[Predictions]) -> Predictions:
                        np.mean([m.prob for m in members], axis=0))
 
 
-def _finished(folder: Path, name: str) -> dict[str, Any] | None:
-    path = folder / name / "metrics.json"
-    if not path.is_file():
-        return None
-    metrics = json.loads(path.read_text(encoding="utf-8"))
-    ok = metrics.get("status") == "ok" and (folder / name / "predictions.csv").is_file()
-    return metrics if ok else None
-
-
-def write_ensembles(folder: Path, ensembles: dict[str, list[str]],
+def write_ensembles(run: RunFolder, ensembles: dict[str, list[str]],
                     classes: list[str]) -> list[str]:
-    """Write `<folder>/<ensemble>/` (predictions and metrics.json) for every ensemble whose
+    """Write `<run>/<ensemble>/` (predictions and metrics.json) for every ensemble whose
     members all finished; returns the names written."""
     written = []
     for name, members in ensembles.items():
-        found = [_finished(folder, m) for m in members]
+        found = [run.finished(m) for m in members]
         if any(metrics is None for metrics in found):
             continue
-        target = folder / name
-        for filename in SPLIT_FILES:
-            if all((folder / m / filename).is_file() for m in members):
+        target = run.model(name)
+        for split in SPLITS:
+            if all(run.model(m).has_predictions(split) for m in members):
                 average = average_predictions(
-                    [read_predictions(folder / m / filename, classes) for m in members])
-                write_predictions(target / filename, average, classes)
-        write_json(target / "metrics.json", {
-            "model": name, "status": "ok", "ensemble": members,
-            "description": "Mean of the probabilities of " + ", ".join(members) + ".",
-            "parameters": sum(m.get("parameters") or 0 for m in found),
-            "epochs": None,
-            "timing": {"train_seconds": sum(m.get("timing", {}).get("train_seconds") or 0
-                                            for m in found)},
-        })
+                    [run.model(m).read_predictions(split, classes) for m in members])
+                target.write_predictions(split, average, classes)
+        target.write(ModelMetrics(
+            model=name, status=Status.OK, ensemble=members,
+            description="Mean of the probabilities of " + ", ".join(members) + ".",
+            parameters=sum(m.parameters or 0 for m in found if m is not None),
+            epochs=None,
+            timing={"train_seconds": sum(m.timing.get("train_seconds") or 0
+                                         for m in found if m is not None)},
+        ))
         written.append(name)
     return written

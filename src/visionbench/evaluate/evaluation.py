@@ -23,13 +23,14 @@ from visionbench.evaluate.metrics import (
     per_class,
     undefined_notes,
 )
-from visionbench.evaluate.predictions import Predictions
 from visionbench.evaluate.statistics import (
     delong,
     mcnemar,
     paired_bootstrap,
     percentile_interval,
 )
+from visionbench.rundir.documents import Notice
+from visionbench.rundir.predictions import Predictions
 from visionbench.schemas.evaluate import EvaluateConfig, ThresholdConfig
 
 CURVE_POINTS = 200
@@ -178,7 +179,9 @@ def evaluate_model(
     notes = undefined_notes(conf, classes)
     predicted_classes = np.unique(test.y_pred)
     if len(predicted_classes) == 1 and n_classes > 1:
-        notes.insert(0, f"the model predicts one class only ({classes[predicted_classes[0]]})")
+        only = classes[predicted_classes[0]]
+        notes.insert(0, Notice(code="one_class_only", data={"class": only},
+                               message=f"the model predicts one class only ({only})"))
     summary: dict[str, Any] = {
         "images": len(test.y_true),
         "metrics": metrics,

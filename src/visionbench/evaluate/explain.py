@@ -27,6 +27,7 @@ from torch import nn
 from visionbench.errors import UserError
 from visionbench.fileio import atomic_path
 from visionbench.registry import Registry
+from visionbench.rundir.documents import Explanations
 from visionbench.schemas.evaluate import ExplainConfig
 
 
@@ -195,7 +196,7 @@ def pick_images(y_true: np.ndarray, prob: np.ndarray, count: int) -> list[int]:
 def explanation_figure(pictures: np.ndarray, maps: dict[str, np.ndarray], titles: list[str],
                        path: Path) -> None:
     """One row per image: the image, then each method's heat map over it."""
-    from visionbench.evaluate.errors import pyplot
+    from visionbench.evaluate.error_examples import pyplot
 
     plt = pyplot()
     methods = list(maps)
@@ -222,11 +223,11 @@ def explanation_figure(pictures: np.ndarray, maps: dict[str, np.ndarray], titles
 
 def explain_model(
     model: nn.Module, inputs: torch.Tensor, classes: torch.Tensor, pictures: np.ndarray,
-    titles: list[str], ids: list[str], config: ExplainConfig, folder: Path,
-) -> dict[str, Any]:
+    titles: list[str], ids: list[str], config: ExplainConfig, picture: Path,
+) -> Explanations:
     """Maps of every configured method for `inputs` (normalised, on the model's device),
     explaining class `classes[i]` of image i; their deletion scores beside a random map's;
-    and `explanations.png` in `folder`.
+    and the maps drawn over the images into `picture`.
 
     A one-logit (sigmoid) model has one output to explain: its maps show the evidence for
     the positive class whatever `classes` says.
@@ -254,14 +255,13 @@ def explain_model(
     noise = torch.rand(inputs.shape[0], *inputs.shape[-2:],
                        generator=torch.Generator().manual_seed(0)).to(inputs.device)
     random_scores = deletion_score(deletion_curve(model, inputs, classes, noise))
-    explanation_figure(pictures, maps, titles, folder / "explanations.png")
-    return {
-        "images": ids, "titles": titles, "gradcam_layer": layer_name,
-        "methods": methods, "notes": notes,
-        "deletion": {"random": float(random_scores.mean()), **{
-            m: s["mean"] for m, s in scores.items()}},
-        "deletion_per_image": {m: s["images"] for m, s in scores.items()},
-        "file": "explanations.png",
-        "note": "deletion: mean probability of the explained class while the most-attributed "
-                "pixels are removed (lower = more faithful); 'random' is a random map's.",
-    }
+    explanation_figure(pictures, maps, titles, picture)
+    return Explanations(
+        images=ids, titles=titles, gradcam_layer=layer_name, methods=methods, notes=notes,
+        deletion={"random": float(random_scores.mean()),
+                  **{m: s["mean"] for m, s in scores.items()}},
+        deletion_per_image={m: s["images"] for m, s in scores.items()},
+        file=picture.name,
+        note="deletion: mean probability of the explained class while the most-attributed "
+             "pixels are removed (lower = more faithful); 'random' is a random map's.",
+    )

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from visionbench.data.normalize import luma_statistics
 from visionbench.errors import UserError
+from visionbench.models.family import DataFacts, ModelFamily, register_family, resolve_input
 from visionbench.registry import Registry
 from visionbench.runtime.batches import Evaluation, SplitImages
 from visionbench.runtime.pipeline import InputPipeline
@@ -54,6 +56,40 @@ def _torchscript(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     return run
 
 
+# File endings read as TorchScript.
+TORCHSCRIPT = (".pt", ".pth", ".ts", ".torchscript")
+
+
+def _format(path: Path) -> str:
+    return ".pt" if path.suffix in TORCHSCRIPT else path.suffix
+
+
+@register_family
+class ExternalFamily(ModelFamily):
+    """A model trained elsewhere, evaluated through visionbench's input pipeline."""
+
+    name = "external"
+    summary = "`external` (an ONNX or TorchScript file trained elsewhere)"
+    keys = ("external",)
+    trainable = False
+
+    def check(self, config: ModelConfig) -> None:
+        """The file's format must be one visionbench can run."""
+        if _format(Path(str(config.external))) not in RUNNERS:
+            raise ValueError(f"external: {config.external} is neither ONNX (.onnx) nor "
+                             f"TorchScript ({', '.join(TORCHSCRIPT)})")
+
+    def input_spec(self, config: ModelConfig, facts: DataFacts) -> InputSpec:
+        """What the file is fed: the entry's `input:`, else the data's size, channels and
+        normalisation."""
+        height, width, data_channels = facts.image_shape
+        channels = config.input.channels or data_channels
+        mean, std = facts.mean, facts.std
+        if channels == 1:
+            mean, std = luma_statistics(mean), luma_statistics(std)
+        return resolve_input(config, (height, width), channels, mean, std, facts.per_image)
+
+
 class ExternalModel:
     """An ONNX or TorchScript classifier behind visionbench's input pipeline."""
 
@@ -61,8 +97,7 @@ class ExternalModel:
         path = Path(config.external or "").expanduser()
         if not path.is_file():
             raise UserError(f"external model file not found: {path}")
-        suffix = ".pt" if path.suffix in (".pt", ".pth", ".ts", ".torchscript") else path.suffix
-        self.run = RUNNERS.get(suffix)(path)
+        self.run = RUNNERS.get(_format(path))(path)
         self.config, self.spec, self.n_classes = config, spec, n_classes
         self.device = torch.device("cpu")
         self.pipeline = InputPipeline(spec, self.device, channels_last=False)

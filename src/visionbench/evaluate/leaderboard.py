@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,40 +20,43 @@ from visionbench.evaluate.evaluation import (
     evaluate_model,
 )
 from visionbench.evaluate.metrics import METRICS, compute
-from visionbench.evaluate.predictions import Predictions, read_predictions
 from visionbench.evaluate.statistics import bootstrap_weights
-from visionbench.fileio import write_json, write_text
+from visionbench.rundir.documents import (
+    Comparison,
+    DataRecord,
+    EvaluationDocument,
+    Interval,
+    Leaderboard,
+    LeaderboardRow,
+    ModelMetrics,
+    Status,
+)
+from visionbench.rundir.layout import RunFolder
+from visionbench.rundir.predictions import Predictions
 from visionbench.schemas.evaluate import EvaluateConfig
 
 COLUMNS_AFTER = ("parameters", "epochs", "train_seconds", "mark", "error")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def evaluate_folder(folder: Path, settings: EvaluateConfig, models: list[str]
-                    ) -> dict[str, Any]:
-    """Evaluate `models` of the run in `folder`, and the ensembles `settings` names whose
-    members are all among them and finished; returns the leaderboard as a dict."""
-    data = _read_json(folder / "data.json")
-    classes, group = data["classes"], data.get("positive_group")
+def evaluate_folder(run: RunFolder, settings: EvaluateConfig, models: list[str]
+                    ) -> Leaderboard:
+    """Evaluate `models` of `run`, and the ensembles `settings` names whose members are all
+    among them and finished; returns the leaderboard."""
+    data = run.require(DataRecord)
+    classes, group = data.classes, data.positive_group
     wanted = {name: members for name, members in settings.ensembles.items()
               if set(members) <= set(models)}
-    models = [*models, *write_ensembles(folder, wanted, classes)]
-    outcomes = {}
-    for name in models:
-        path = folder / name / "metrics.json"
-        outcomes[name] = _read_json(path) if path.is_file() else {
-            "model": name, "status": "not run"}
+    models = [*models, *write_ensembles(run, wanted, classes)]
+    outcomes = {name: run.model(name).read(ModelMetrics)
+                or ModelMetrics(model=name, status=Status.NOT_RUN) for name in models}
     predictions: dict[str, Predictions] = {}
     validation: dict[str, Predictions | None] = {}
     for name, outcome in outcomes.items():
-        test_file = folder / name / "predictions.csv"
-        if outcome.get("status") == "ok" and test_file.is_file():
-            predictions[name] = read_predictions(test_file, classes)
-            val_file = folder / name / "predictions_val.csv"
-            validation[name] = read_predictions(val_file, classes) if val_file.is_file() else None
+        folder = run.model(name)
+        if outcome.ok and folder.has_predictions("test"):
+            predictions[name] = folder.read_predictions("test", classes)
+            validation[name] = (folder.read_predictions("val", classes)
+                                if folder.has_predictions("val") else None)
     weights = None
     if predictions and settings.bootstrap:
         reference = next(iter(predictions.values()))
@@ -68,19 +69,21 @@ def evaluate_folder(folder: Path, settings: EvaluateConfig, models: list[str]
     for name, test in predictions.items():
         evaluations[name] = evaluate_model(test, classes, settings, val=validation[name],
                                            group=group, weights=weights)
-        leaked = set(data.get("duplicates", {}).get("test_duplicates_of_training", []))
+        leaked = data.test_duplicates_of_training
         if leaked:
             evaluations[name].summary["clean_test"] = clean_test(test, leaked, classes,
                                                                  settings)
-        repeats = sorted((folder / name / "repeats").glob("*/predictions.csv"))
+        repeats = run.model(name).repeats()
         if repeats:
             evaluations[name].summary["repeats"] = repeat_statistics(
-                [test, *(read_predictions(path, classes) for path in repeats)], settings)
-        write_json(folder / name / "evaluation.json", evaluations[name].summary)
-    comparison = compare_models(evaluations, predictions, classes, settings)
-    write_json(folder / "comparison.json", comparison)
+                [test, *(repeat.read_predictions("test", classes) for repeat in repeats)],
+                settings)
+        run.model(name).write(EvaluationDocument.model_validate(evaluations[name].summary))
+    comparison = Comparison.model_validate(
+        compare_models(evaluations, predictions, classes, settings))
+    run.write(comparison)
     board = _leaderboard(outcomes, evaluations, comparison, settings)
-    write_leaderboard(folder, board)
+    write_leaderboard(run, board)
     return board
 
 
@@ -118,12 +121,12 @@ def repeat_statistics(runs: list[Predictions], settings: EvaluateConfig) -> dict
     }
 
 
-def _leaderboard(outcomes: dict[str, dict[str, Any]], evaluations: dict[str, ModelEvaluation],
-                 comparison: dict[str, Any], settings: EvaluateConfig) -> dict[str, Any]:
+def _leaderboard(outcomes: dict[str, ModelMetrics], evaluations: dict[str, ModelEvaluation],
+                 comparison: Comparison, settings: EvaluateConfig) -> Leaderboard:
     primary = METRICS.get(settings.primary_metric)
     rows = []
     for name, outcome in outcomes.items():
-        row: dict[str, Any] = {"model": name, "status": outcome.get("status", "failed")}
+        row: dict[str, Any] = {"model": name, "status": outcome.status}
         if name in evaluations:
             summary = evaluations[name].summary
             row["metrics"] = summary["metrics"]
@@ -137,11 +140,11 @@ def _leaderboard(outcomes: dict[str, dict[str, Any]], evaluations: dict[str, Mod
             if "repeats" in summary:
                 row["repeats"] = {"count": summary["repeats"]["count"],
                                   **summary["repeats"]["metrics"][primary.name]}
-        row["parameters"] = outcome.get("parameters")
-        row["epochs"] = outcome.get("epochs")
-        row["train_seconds"] = outcome.get("timing", {}).get("train_seconds")
-        row["mark"] = comparison["marks"].get(name, "")
-        row["error"] = outcome.get("error", "")
+        row["parameters"] = outcome.parameters
+        row["epochs"] = outcome.epochs
+        row["train_seconds"] = outcome.timing.get("train_seconds")
+        row["mark"] = comparison.marks.get(name, "")
+        row["error"] = outcome.error or ""
         rows.append(row)
     sign = 1 if primary.higher_is_better else -1
 
@@ -150,69 +153,80 @@ def _leaderboard(outcomes: dict[str, dict[str, Any]], evaluations: dict[str, Mod
         return (value is None, -sign * value if value is not None else 0.0)
 
     rows.sort(key=key)
-    return {"primary_metric": primary.name, "confidence": settings.confidence,
-            "alpha": settings.alpha,
-            "metrics": [m for m in settings.metrics
-                        if any(m in r.get("metrics", {}) for r in rows)],
-            "best": comparison["best"], "rows": rows}
+    return Leaderboard(
+        primary_metric=primary.name, confidence=settings.confidence, alpha=settings.alpha,
+        metrics=[m for m in settings.metrics if any(m in r.get("metrics", {}) for r in rows)],
+        best=comparison.best, rows=[LeaderboardRow.model_validate(r) for r in rows])
 
 
-def _cell(entry: dict[str, float] | None) -> str:
-    if not entry:
+def _cell(entry: Interval | None) -> str:
+    if entry is None:
         return "–"
-    text = f"{entry['value']:.4f}"
-    if "low" in entry:
-        text += f" [{entry['low']:.4f}, {entry['high']:.4f}]"
+    text = f"{entry.value:.4f}"
+    if entry.low is not None:
+        text += f" [{entry.low:.4f}, {entry.high:.4f}]"
     return text
 
 
-def write_leaderboard(folder: Path, board: dict[str, Any]) -> None:
-    """leaderboard.json (everything), .csv (values and interval bounds), .md (readable)."""
-    write_json(folder / "leaderboard.json", board)
-    metrics = board["metrics"]
+def _csv(board: Leaderboard) -> str:
     header = ["model", "status"]
-    for m in metrics:
+    for m in board.metrics:
         header += [m, f"{m}_low", f"{m}_high"]
     header += ["missed_positives", "repeats", "repeats_mean", "repeats_std", *COLUMNS_AFTER]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
-    for row in board["rows"]:
-        values: list[Any] = [row["model"], row["status"]]
-        for m in metrics:
-            entry = row.get("metrics", {}).get(m, {})
-            values += [entry.get("value", ""), entry.get("low", ""), entry.get("high", "")]
-        values.append(row.get("missed_positives", ""))
-        spread = row.get("repeats", {})
+
+    def blank(value: Any) -> Any:
+        return "" if value is None else value
+
+    for row in board.rows:
+        values: list[Any] = [row.model, row.status.value]
+        for m in board.metrics:
+            entry = row.metrics.get(m)
+            values += ["", "", ""] if entry is None else [
+                blank(entry.value), blank(entry.low), blank(entry.high)]
+        values.append(blank(row.missed_positives))
+        spread = row.repeats or {}
         values += [spread.get("count", ""), spread.get("mean", ""), spread.get("std", "")]
-        values += [row.get(c) if row.get(c) is not None else "" for c in COLUMNS_AFTER]
+        values += [blank(getattr(row, c)) for c in COLUMNS_AFTER]
         writer.writerow(values)
-    write_text(folder / "leaderboard.csv", buffer.getvalue())
-    shown = [board["primary_metric"]] + [m for m in ("accuracy", "balanced_accuracy",
-                                                     "f1_macro", "roc_auc_macro", "log_loss")
-                                         if m in metrics and m != board["primary_metric"]]
-    level = round(board["confidence"] * 100)
-    lines = [f"Ranked by {board['primary_metric']}; brackets: {level} % bootstrap intervals; "
+    return buffer.getvalue()
+
+
+def _markdown(board: Leaderboard) -> str:
+    primary = board.primary_metric
+    shown = [primary] + [m for m in ("accuracy", "balanced_accuracy", "f1_macro",
+                                     "roc_auc_macro", "log_loss")
+                         if m in board.metrics and m != primary]
+    level = round(board.confidence * 100)
+    lines = [f"Ranked by {primary}; brackets: {level} % bootstrap intervals; "
              "mark: paired test against the best model.", "",
              "| model | status | " + " | ".join(shown) + " | missed positives | parameters | "
              "train s | mark |",
              "|" + "---|" * (len(shown) + 6)]
-    repeated = any("repeats" in row for row in board["rows"])
+    repeated = any(row.repeats for row in board.rows)
     if repeated:
         lines[2] = lines[2].replace(" | missed positives", f" | {shown[0]} over seeds (mean ± sd)"
                                     " | missed positives")
         lines[3] += "---|"
-    for row in board["rows"]:
-        cells = [_cell(row.get("metrics", {}).get(m)) for m in shown]
+    for row in board.rows:
+        cells = [_cell(row.metrics.get(m)) for m in shown]
         if repeated:
-            spread = row.get("repeats")
+            spread = row.repeats
             cells.append(f"{spread['mean']:.4f} ± {spread['std']:.4f} (n={spread['count']})"
                          if spread else "–")
-        missed = row.get("missed_positives")
+        missed = row.missed_positives
         lines.append(
-            f"| {row['model']} | {row['status']} | " + " | ".join(cells)
-            + f" | {'–' if missed is None else int(missed)} | {row.get('parameters') or '–'} | "
-            f"{'–' if row.get('train_seconds') is None else round(row['train_seconds'], 1)} | "
-            f"{row['mark'] or row['error'][:80]} |"
+            f"| {row.model} | {row.status.value} | " + " | ".join(cells)
+            + f" | {'–' if missed is None else int(missed)} | {row.parameters or '–'} | "
+            f"{'–' if row.train_seconds is None else round(row.train_seconds, 1)} | "
+            f"{row.mark or row.error[:80]} |"
         )
-    write_text(folder / "leaderboard.md", "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def write_leaderboard(run: RunFolder, board: Leaderboard) -> None:
+    """leaderboard.json (everything), .csv (values and interval bounds), .md (readable)."""
+    run.write(board)
+    run.write_leaderboard_renderings(_csv(board), _markdown(board))

@@ -32,6 +32,7 @@ import numpy as np
 from scipy import sparse
 
 from visionbench.registry import Registry
+from visionbench.rundir.documents import Notice
 
 
 @dataclass(frozen=True)
@@ -353,7 +354,7 @@ def compute(
     return results
 
 
-def undefined_notes(conf: np.ndarray, classes: list[str]) -> list[str]:
+def undefined_notes(conf: np.ndarray, classes: list[str]) -> list[Notice]:
     """Where a ratio was undefined and counted as 0 (one plain confusion matrix)."""
     c = confusion_counts(conf[None] if conf.ndim == 2 else conf[:1])
     never_predicted = [name for k, name in enumerate(classes)
@@ -361,8 +362,11 @@ def undefined_notes(conf: np.ndarray, classes: list[str]) -> list[str]:
     absent = [name for k, name in enumerate(classes) if c["support"][0, k] == 0]
     notes = []
     if never_predicted:
-        notes.append(f"no image was predicted {', '.join(never_predicted)}: precision "
-                     "undefined there, counted 0")
+        notes.append(Notice(code="never_predicted", data={"classes": never_predicted},
+                            message=f"no image was predicted {', '.join(never_predicted)}: "
+                            "precision undefined there, counted 0"))
     if absent:
-        notes.append(f"no test image is {', '.join(absent)}: recall undefined there, counted 0")
+        notes.append(Notice(code="absent_class", data={"classes": absent},
+                            message=f"no test image is {', '.join(absent)}: recall undefined "
+                            "there, counted 0"))
     return notes

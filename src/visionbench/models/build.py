@@ -1,4 +1,7 @@
-"""From a model config and the data's shape to a ready `Classifier` and what it is fed.
+"""From a model config and the data's facts to a ready `Classifier` and what it is fed.
+
+The model's family builds its base network (`visionbench.models.family`); the head layers
+and the output layer are added here the same way for every family.
 
 Example:
     >>> from visionbench.config import load_config
@@ -16,10 +19,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from visionbench.data.normalize import luma_statistics
 from visionbench.errors import UserError
-from visionbench.models.backbones import create_backbone
+from visionbench.models.family import DataFacts, family_of
 from visionbench.models.layers import LayerStack, Penalty, build_layers
+from visionbench.rundir.documents import ModelCard
 from visionbench.schemas.inputs import InputSpec
 from visionbench.schemas.models import ModelConfig
 
@@ -53,26 +56,6 @@ class BuiltModel:
         return sum(p.numel() for p in self.module.parameters())
 
 
-def weighted_modules(module: nn.Module) -> list[nn.Module]:
-    """Modules owning parameters directly, in definition order (what "layer K" counts)."""
-    return [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))]
-
-
-def _timm_blocks(base: nn.Module) -> list[list[nn.Module]]:
-    """The backbone's coarse stages as timm groups them (stem, stages...), in order."""
-    from timm.models import group_modules
-
-    owners = dict(base.named_modules())
-    grouped = group_modules(base, base.group_matcher(coarse=True))
-    blocks = [[owners[name] for name in grouped[key] if name in owners] for key in sorted(grouped)]
-    placed = {id(m) for block in blocks for m in block}
-    # Modules the matcher leaves out (e.g. EfficientNet's conv_head) belong to the top.
-    rest = [m for m in weighted_modules(base) if id(m) not in placed]
-    if rest and blocks:
-        blocks[-1].extend(rest)
-    return [b for b in blocks if b] or [weighted_modules(base)]
-
-
 def output_size(output: str, n_classes: int) -> int:
     """Units of the output layer: one per class, or one logit for a binary sigmoid."""
     if output == "sigmoid":
@@ -89,47 +72,21 @@ def build_model(
     data_mean: tuple[float, ...],
     data_std: tuple[float, ...],
     per_image: bool = False,
+    *,
+    pretrained: bool = True,
 ) -> BuiltModel:
     """Build the classifier for images of `image_shape` (H, W, C as cached) and N classes.
 
     Input size, channels and mean/std come from `config.input` first, then from the
-    backbone's pretrained config, then from the data.
+    family (a backbone's pretrained config), then from the data. `pretrained=False` skips
+    loading pretrained weights (when trained weights replace them anyway).
     """
-    height, width, data_channels = image_shape
-    wanted = config.input
-    notes: list[str] = []
-    if config.backbone is not None:
-        channels = wanted.channels or 3
-        base, timm_config, notes = create_backbone(config.backbone, config.pretrained, channels)
-        default_size = tuple(timm_config["input_size"][1:])
-        mean, std = tuple(timm_config["mean"]), tuple(timm_config["std"])
-        per_image = False
-        if channels == 1:
-            mean, std = (sum(mean) / 3,), (sum(std) / 3,)
-        features: tuple[int, ...] = (base.num_features,)
-        penalties: list[Penalty] = []
-        blocks = _timm_blocks(base)
-    else:
-        channels = wanted.channels or data_channels
-        default_size = (height, width)
-        mean, std = data_mean, data_std
-        if channels == 1:
-            mean, std = luma_statistics(mean), luma_statistics(std)
-        size = (wanted.size, wanted.size) if wanted.size else default_size
-        stack = build_layers(config.layers or [], (channels, *size), config.activation)
-        base, features, penalties = stack.module, stack.shape, stack.penalties
-        blocks = [[m] for m in weighted_modules(base)]
-    size = (wanted.size, wanted.size) if wanted.size else default_size
-    if wanted.mean is not None or wanted.std is not None:
-        if wanted.mean is None or wanted.std is None:
-            raise UserError("input.mean and input.std go together")
-        mean, std, per_image = tuple(wanted.mean), tuple(wanted.std), False
-    if len(mean) not in (1, channels):
-        raise UserError(f"input mean/std have {len(mean)} values for {channels} channel(s)")
+    facts = DataFacts(image_shape, data_mean, data_std, per_image)
+    base = family_of(config).base(config, facts, pretrained=pretrained)
     head_stack = (
-        build_layers(config.head, features, config.activation)
+        build_layers(config.head, base.features, config.activation)
         if config.head
-        else LayerStack(nn.Sequential(), features)
+        else LayerStack(nn.Sequential(), base.features)
     )
     if len(head_stack.shape) != 1:
         raise UserError(
@@ -140,11 +97,21 @@ def build_model(
         *head_stack.module, nn.Linear(head_stack.shape[0], output_size(config.output, n_classes))
     )
     return BuiltModel(
-        module=Classifier(base, head),
-        input=InputSpec(size=size, channels=channels, mean=mean, std=std, per_image=per_image,
-                        resize=wanted.resize),
+        module=Classifier(base.module, head),
+        input=base.input,
         output=config.output,
-        penalties=penalties + head_stack.penalties,
-        blocks=blocks,
-        notes=notes,
+        penalties=base.penalties + head_stack.penalties,
+        blocks=base.blocks,
+        notes=base.notes,
     )
+
+
+def rebuild(card: ModelCard) -> BuiltModel:
+    """The untrained network of a model card, fed exactly as the card says (its weights
+    are loaded by the caller; no pretrained weights are looked for)."""
+    config = ModelConfig.model_validate(card.config)
+    facts = DataFacts.of_input(card.input)
+    built = build_model(config, len(card.classes), facts.image_shape, facts.mean, facts.std,
+                        facts.per_image, pretrained=False)
+    built.input = card.input
+    return built

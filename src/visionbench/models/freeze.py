@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from visionbench.models.build import BuiltModel, weighted_modules
+from visionbench.models.build import BuiltModel
+from visionbench.models.layers import weighted_modules
 from visionbench.schemas.models import FreezeBefore, FreezeBlocks, FreezeSpec
 
 

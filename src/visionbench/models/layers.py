@@ -171,3 +171,8 @@ def build_layers(
         modules.extend(built)
         penalties.extend(found)
     return LayerStack(nn.Sequential(*modules), shape, penalties)
+
+
+def weighted_modules(module: nn.Module) -> list[nn.Module]:
+    """Modules owning parameters directly, in definition order (what "layer K" counts)."""
+    return [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))]

@@ -11,13 +11,31 @@ import base64
 import html
 import io
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from visionbench.fileio import write_text
+from visionbench.registry import Registry
 from visionbench.report import charts
+from visionbench.rundir.documents import (
+    Comparison,
+    DataRecord,
+    EvaluationDocument,
+    Explanations,
+    History,
+    Inspection,
+    Interval,
+    Leaderboard,
+    LeaderboardRow,
+    ModelMetrics,
+    Robustness,
+    Status,
+    notices_with,
+)
+from visionbench.rundir.layout import ModelFolder, RunFolder
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#222}
@@ -55,10 +73,6 @@ document.querySelectorAll('table.sortable th').forEach(function(th, col){
 """
 
 
-def _read(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
 def _image(path: Path, alt: str) -> str:
     """The picture inlined as JPEG (quality 85): a fifth of the PNG's size for these
     photo-like grids and heat maps, and the same bytes every time."""
@@ -79,13 +93,15 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return html.escape(str(value))
 
 
-def _interval(entry: dict[str, float] | None) -> str:
-    if not entry:
+def _interval(entry: Interval | dict[str, float] | None) -> str:
+    if isinstance(entry, dict):
+        entry = Interval.model_validate(entry) if entry else None
+    if entry is None or entry.value is None:
         return "<td>–</td>"
-    text = f"{entry['value']:.4f}"
-    if "low" in entry:
-        text += f' <span class="muted">[{entry["low"]:.3f}, {entry["high"]:.3f}]</span>'
-    return f'<td data-v="{entry["value"]}">{text}</td>'
+    text = f"{entry.value:.4f}"
+    if entry.low is not None:
+        text += f' <span class="muted">[{entry.low:.3f}, {entry.high:.3f}]</span>'
+    return f'<td data-v="{entry.value}">{text}</td>'
 
 
 class Page:
@@ -127,54 +143,74 @@ class Page:
         )
 
 
-def _warnings(data: dict[str, Any], board: dict[str, Any],
-              evaluations: dict[str, dict[str, Any]]) -> list[str]:
-    found = list(data.get("warnings", []))
-    duplicates = data.get("duplicates", {})
+@dataclass
+class Run:
+    """The typed documents of a run folder that the report is drawn from."""
+
+    folder: RunFolder
+    data: DataRecord
+    board: Leaderboard
+    comparison: Comparison
+    inspection: Inspection | None
+    evaluations: dict[str, EvaluationDocument]
+    colour: dict[str, str]
+
+    @classmethod
+    def read(cls, folder: RunFolder) -> Run:
+        """Every document the report needs; a finished run folder has them all."""
+        board = folder.require(Leaderboard)
+        models = [row.model for row in board.rows]
+        evaluations = {m: e for m in models
+                       if (e := folder.model(m).read(EvaluationDocument)) is not None}
+        comparison = folder.read(Comparison) or Comparison(
+            primary_metric="", best=None, alpha=0.05, marks={}, pairs=[])
+        return cls(folder, folder.require(DataRecord), board, comparison,
+                   folder.read(Inspection), evaluations, charts.colours(models))
+
+    def row(self, name: str) -> LeaderboardRow:
+        """The leaderboard row of model `name`."""
+        return next(r for r in self.board.rows if r.model == name)
+
+
+Section = Callable[[Page, Run], None]
+# The report's sections, in page order; a new section is one registered function.
+SECTIONS: Registry[Section] = Registry("report section")
+
+
+def _warnings(run: Run) -> list[str]:
+    found = [warning.message for warning in run.data.warnings]
+    duplicates = run.data.duplicates
     for kind in ("exact", "near"):
         for where, finding in duplicates.get(kind, {}).get("across", {}).items():
             found.append(f"{finding['images']} images are {kind} duplicates across {where}: "
                          "test scores on them measure memory, not generalisation")
-    for row in board["rows"]:
-        if row["status"] != "ok":
-            found.append(f"model {row['model']} failed: {row.get('error', '')}")
-    for name, evaluation in evaluations.items():
-        for note in evaluation.get("notes", []):
-            if "one class only" in note:
-                found.append(f"{name}: {note}")
+    for row in run.board.rows:
+        if row.status is not Status.OK:
+            found.append(f"model {row.model} failed: {row.error}")
+    for name, evaluation in run.evaluations.items():
+        for note in notices_with(evaluation.notes, "one_class_only"):
+            found.append(f"{name}: {note.message}")
     return found
 
 
-def build_report(folder: Path) -> str:
-    """The report's HTML for the run in `folder`."""
-    folder = Path(folder)
-    data = _read(folder / "data.json")
-    board = _read(folder / "leaderboard.json")
-    comparison = _read(folder / "comparison.json") or {"pairs": [], "marks": {}, "best": None,
-                                                        "alpha": 0.05, "primary_metric": ""}
-    inspect = _read(folder / "data" / "inspect.json") or {}
-    classes = data["classes"]
-    rows = board["rows"]
-    models = [row["model"] for row in rows]
-    colour = charts.colours(models)
-    evaluations = {m: _read(folder / m / "evaluation.json") for m in models}
-    evaluations = {m: e for m, e in evaluations.items() if e is not None}
-    primary = board["primary_metric"]
-    page = Page()
-
+@SECTIONS.register("01-summary")
+def _summary(page: Page, run: Run) -> None:
     page.section("summary", "Summary")
-    best = comparison.get("best")
+    best = run.comparison.best
+    primary = run.board.primary_metric
     if best:
-        entry = next(r for r in rows if r["model"] == best)["metrics"][primary]
-        tied = [m for m, mark in comparison["marks"].items() if mark == "not significantly worse"]
-        text = (f"<b>Recommended: {html.escape(best)}</b> — {primary} {entry['value']:.4f}")
-        if "low" in entry:
-            text += f" (95 % interval {entry['low']:.4f}–{entry['high']:.4f})"
+        entry = run.row(best).metrics[primary]
+        tied = [m for m, mark in run.comparison.marks.items()
+                if mark == "not significantly worse"]
+        text = (f"<b>Recommended: {html.escape(best)}</b> — {primary} {entry.value:.4f}")
+        if entry.low is not None:
+            text += f" (95 % interval {entry.low:.4f}–{entry.high:.4f})"
         text += ". "
-        text += (f"Not significantly worse (paired test, alpha {comparison['alpha']}): "
+        text += (f"Not significantly worse (paired test, alpha {run.comparison.alpha}): "
                  f"{', '.join(map(html.escape, tied))}." if tied else
                  "Every other model is significantly worse.")
-        clinical = evaluations.get(best, {}).get("clinical")
+        evaluation = run.evaluations.get(best)
+        clinical = evaluation.clinical if evaluation else None
         if clinical:
             argmax = clinical["argmax"]
             text += (f"<br>Clinical reading ({html.escape(clinical.get('group', 'positive'))}):"
@@ -182,31 +218,36 @@ def build_report(folder: Path) -> str:
                      f"{argmax['specificity']['value']:.3f}, "
                      f"<b>{int(argmax['missed_positives']['value'])} positive test images "
                      "predicted negative</b>.")
-        clean = next(r for r in rows if r["model"] == best).get("clean_test")
+        clean = run.row(best).clean_test
         if clean:
             text += (f"<br>On the {clean['images']} test images that do not duplicate a "
                      f"training image: {primary} {clean['value']:.4f}"
                      + (f" ({clean['low']:.4f}–{clean['high']:.4f})" if "low" in clean else "")
                      + ".")
         page.add(f'<p class="ok">{text}</p>')
-    for warning in _warnings(data, board, evaluations):
+    for warning in _warnings(run):
         page.add(f'<div class="warn">{html.escape(warning)}</div>')
 
+
+@SECTIONS.register("02-leaderboard")
+def _leaderboard(page: Page, run: Run) -> None:
+    board, colour = run.board, run.colour
+    primary = board.primary_metric
     page.section("leaderboard", "Leaderboard")
     shown = [primary] + [m for m in ("accuracy", "balanced_accuracy", "f1_macro",
                                      "roc_auc_macro", "log_loss")
-                         if m in board["metrics"] and m != primary]
+                         if m in board.metrics and m != primary]
     head = "".join(f"<th>{html.escape(m)}</th>" for m in shown)
     body = []
-    for row in rows:
-        cells = "".join(_interval(row.get("metrics", {}).get(m)) for m in shown)
-        swatch = f'<span class="swatch" style="background:{colour[row["model"]]}"></span>'
+    for row in board.rows:
+        cells = "".join(_interval(row.metrics.get(m)) for m in shown)
+        swatch = f'<span class="swatch" style="background:{colour[row.model]}"></span>'
         body.append(
-            f"<tr><td>{swatch}{html.escape(row['model'])}</td><td>{row['status']}</td>{cells}"
-            f"<td>{_fmt(row.get('missed_positives'), 0)}</td>"
-            f"<td data-v=\"{row.get('parameters') or 0}\">{_fmt(row.get('parameters'))}</td>"
-            f"<td>{_fmt(row.get('train_seconds'), 1)}</td>"
-            f"<td>{html.escape(row['mark'] or row.get('error', ''))}</td></tr>")
+            f"<tr><td>{swatch}{html.escape(row.model)}</td><td>{row.status.value}</td>{cells}"
+            f"<td>{_fmt(row.missed_positives, 0)}</td>"
+            f"<td data-v=\"{row.parameters or 0}\">{_fmt(row.parameters)}</td>"
+            f"<td>{_fmt(row.train_seconds, 1)}</td>"
+            f"<td>{html.escape(row.mark or row.error)}</td></tr>")
     page.add(f'<p class="muted">Click a column to sort. Ranked by {primary}; brackets are '
              f"95 % stratified bootstrap intervals on the test split.</p>"
              f'<div class="scroll"><table class="sortable"><thead><tr><th>model</th>'
@@ -216,34 +257,55 @@ def build_report(folder: Path) -> str:
              "leaderboard.csv and each model's evaluation.json.</p>")
     bars = [m for m in ("accuracy", "balanced_accuracy", "f1_macro", "precision_weighted",
                         "recall_weighted", "global_f1", "roc_auc_weighted")
-            if m in board["metrics"]]
+            if m in board.metrics]
+    rows = [row.model_dump(exclude_unset=True) for row in board.rows]
+    comparison = run.comparison.model_dump()
     page.add('<div class="grid">' + page.plot(charts.metric_bars(rows, bars, colour))
              + page.plot(charts.accuracy_vs_time(rows, primary, colour))
-             + (page.plot(charts.significance_matrix(comparison, list(evaluations)))
-                if len(evaluations) > 1 else "") + "</div>")
+             + (page.plot(charts.significance_matrix(comparison, list(run.evaluations)))
+                if len(run.evaluations) > 1 else "") + "</div>")
 
+
+@SECTIONS.register("03-data")
+def _data(page: Page, run: Run) -> None:
     page.section("data", "Data")
-    page.add(_data_section(data, inspect, folder))
+    page.add(_data_section(run))
 
-    for row in rows:
-        page.section(f"model-{row['model']}", f"Model {row['model']}")
-        page.add(_model_section(page, folder / row["model"], row, evaluations.get(row["model"]),
-                                classes, colour[row["model"]]))
-    title = f"visionbench report — {folder.parent.name} / {folder.name}"
-    subtitle = f"{data['source']}; {len(classes)} classes; {len(models)} models"
+
+@SECTIONS.register("04-models")
+def _models(page: Page, run: Run) -> None:
+    for row in run.board.rows:
+        page.section(f"model-{row.model}", f"Model {row.model}")
+        page.add(_model_section(page, run.folder.model(row.model), row,
+                                run.evaluations.get(row.model), run.data.classes,
+                                run.colour[row.model]))
+
+
+def build_report(folder: RunFolder) -> str:
+    """The report's HTML for the run in `folder`."""
+    run = Run.read(folder)
+    page = Page()
+    for _, section in SECTIONS.items():
+        section(page, run)
+    title = f"visionbench report — {folder.path.parent.name} / {folder.path.name}"
+    subtitle = (f"{run.data.source}; {len(run.data.classes)} classes; "
+                f"{len(run.board.rows)} models")
     return page.render(title, subtitle)
 
 
-def describe_splits(data: dict[str, Any]) -> str:
+def describe_splits(data: DataRecord) -> str:
     """One sentence saying how the train/validation/test splits were made."""
-    policy = data.get("split_policy")
+    policy = data.split_policy
     if not policy:
         return ""
     given = ", ".join(f"{name} {sum(counts.values()):,}"
-                      for name, counts in data.get("source_splits", {}).items() if name)
+                      for name, counts in data.source_splits.items() if name)
     seed = policy["seed"]
     if policy.get("folds"):
-        return f"Splits: {policy['folds']}-fold cross-validation, stratified, seed {seed}."
+        # Only fold 0 is trained today: say so, never "K-fold cross-validation".
+        return (f"Splits: the training images were cut into {policy['folds']} folds "
+                f"(stratified, seed {seed}); validation is fold 0 of {policy['folds']} and the "
+                "other folds were not trained.")
     if policy["test"] == "given":
         return (f"Splits: the source's test split is kept as given and untouched; validation "
                 f"is {policy['val']:.0%} of the training images, stratified, seed {seed}.")
@@ -254,23 +316,24 @@ def describe_splits(data: dict[str, Any]) -> str:
             "always land in the same split.")
 
 
-def _data_section(data: dict[str, Any], inspect: dict[str, Any], folder: Path) -> str:
-    splits = list(data["splits"])
+def _data_section(run: Run) -> str:
+    data = run.data
+    splits = list(data.splits)
     head = "".join(f"<th>{s}</th>" for s in splits)
     body = "".join(
         f"<tr><td>{html.escape(c)}</td>"
-        + "".join(f"<td>{data['splits'][s].get(c, 0)}</td>" for s in splits) + "</tr>"
-        for c in data["classes"])
-    totals = "".join(f"<td><b>{data['totals'][s]}</b></td>" for s in splits)
-    parts = [f"<p>{html.escape(data['source'])}; images {data['image_shape'][0]}×"
-             f"{data['image_shape'][1]}, {data['channels']} channel(s). "
+        + "".join(f"<td>{data.splits[s].get(c, 0)}</td>" for s in splits) + "</tr>"
+        for c in data.classes)
+    totals = "".join(f"<td><b>{data.totals[s]}</b></td>" for s in splits)
+    parts = [f"<p>{html.escape(data.source)}; images {data.image_shape[0]}×"
+             f"{data.image_shape[1]}, {data.channels} channel(s). "
              f"{html.escape(describe_splits(data))}</p>",
              f"<table><thead><tr><th>class</th>{head}</tr></thead><tbody>{body}"
              f"<tr><td><b>total</b></td>{totals}</tr></tbody></table>"]
     rows = []
     for kind in ("exact", "near"):
         for place in ("within", "across"):
-            for where, found in data.get("duplicates", {}).get(kind, {}).get(place, {}).items():
+            for where, found in data.duplicates.get(kind, {}).get(place, {}).items():
                 rows.append(f"<tr><td>{kind}</td><td>{place} {html.escape(where)}</td>"
                             f"<td>{found['pairs']}</td><td>{found['images']}</td>"
                             f"<td>{found['label_conflicts']}</td></tr>")
@@ -278,45 +341,46 @@ def _data_section(data: dict[str, Any], inspect: dict[str, Any], folder: Path) -
         "<table><thead><tr><th>kind</th><th>where</th><th>pairs</th><th>images</th>"
         f"<th>label conflicts</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
         if rows else "<p>No duplicate images found.</p>"))
-    variance = inspect.get("variance")
+    variance = run.inspection.variance if run.inspection else None
     if variance:
         parts.append(f"<p>Class variance: the MRI study's ratio {variance['ratio_study']:.3f};"
                      f" Fisher ratio trace(S<sub>B</sub>)/trace(S<sub>W</sub>) "
                      f"{variance['fisher_ratio']:.4f} (scale-free).</p>")
-    pictures = sorted((folder / "data").glob("samples_*.png"))
+    pictures = run.folder.sample_charts()
     if pictures:
         parts.append('<h3>Samples</h3><div class="samples">'
                      + "".join(_image(p, p.stem) for p in pictures) + "</div>")
     return "".join(parts)
 
 
-def _model_section(page: Page, folder: Path, row: dict[str, Any],
-                   evaluation: dict[str, Any] | None, classes: list[str], colour: str) -> str:
-    metrics = _read(folder / "metrics.json") or {}
-    if row["status"] != "ok" or evaluation is None:
-        return f'<div class="warn">{html.escape(row.get("error") or "not evaluated")}</div>'
+def _model_section(page: Page, folder: ModelFolder, row: LeaderboardRow,
+                   document: EvaluationDocument | None, classes: list[str], colour: str) -> str:
+    metrics = folder.read(ModelMetrics)
+    if row.status is not Status.OK or document is None or metrics is None:
+        return f'<div class="warn">{html.escape(row.error or "not evaluated")}</div>'
+    # The charts draw from the document's JSON form.
+    evaluation = document.model_dump(exclude_unset=True)
     parts = []
-    description = metrics.get("description")
-    if description:
-        parts.append(f"<p>{html.escape(description)}</p>")
-    stages = metrics.get("stages", [])
+    if metrics.description:
+        parts.append(f"<p>{html.escape(metrics.description)}</p>")
+    stages = metrics.stages
     if stages:
         parts.append("<p class=\"muted\">" + "; ".join(
             f"stage {html.escape(s['stage'])}: {s['trainable']:,} trainable, {s['frozen']:,} "
             f"frozen ({html.escape(s['rule'])})" for s in stages) + "</p>")
     plots = []
-    history = _read(folder / "history.json")
-    if history and history["epochs"]:
-        plots += [page.plot(f) for f in charts.training_curves(history, colour)]
+    history = folder.read(History)
+    if history and history.epochs:
+        plots += [page.plot(f) for f in charts.training_curves(history.model_dump(), colour)]
     plots.append(page.plot(charts.confusion(evaluation, classes, False)))
     plots.append(page.plot(charts.confusion(evaluation, classes, True)))
     if evaluation.get("roc"):
         plots.append(page.plot(charts.curves(evaluation, "roc")))
         plots.append(page.plot(charts.curves(evaluation, "pr")))
     plots.append(page.plot(charts.reliability(evaluation, colour)))
-    found = _read(folder / "robustness.json")
-    if found and found["corruptions"]:
-        plots.append(page.plot(charts.robustness(found, colour)))
+    found = folder.read(Robustness)
+    if found and found.corruptions:
+        plots.append(page.plot(charts.robustness(found.model_dump(), colour)))
     parts.append('<div class="grid">' + "".join(plots) + "</div>")
     stats = ("precision", "recall", "specificity", "f1", "support", "tp", "fp", "fn", "auc")
     body = "".join(
@@ -330,16 +394,16 @@ def _model_section(page: Page, folder: Path, row: dict[str, Any],
     clinical = evaluation.get("clinical")
     if clinical:
         parts.append(_clinical(clinical))
-    for note in evaluation.get("notes", []):
-        parts.append(f'<div class="warn">{html.escape(note)}</div>')
-    for name, caption in (("misclassified.png", "Misclassified"),
-                          ("top_losses.png", "Top losses"), ("error_rate.png", "Error rate")):
-        picture = _image(folder / name, caption)
+    for note in document.notes:
+        parts.append(f'<div class="warn">{html.escape(note.message)}</div>')
+    for name, caption in (("misclassified", "Misclassified"),
+                          ("top_losses", "Top losses"), ("error_rate", "Error rate")):
+        picture = _image(folder.picture(name), caption)
         if picture:
             parts.append(f"<h3>{caption}</h3>{picture}")
-    explanations = _read(folder / "explanations.json")
-    if explanations and "error" not in explanations:
-        deletion = explanations["deletion"]
+    explanations = folder.read(Explanations)
+    if explanations and explanations.error is None:
+        deletion = explanations.deletion
         cells = "".join(f"<tr><td>{html.escape(m)}</td><td>{v:.3f}</td></tr>"
                         for m, v in deletion.items())
         parts.append("<h3>Explanations</h3><p class=\"muted\">Deletion score: mean "
@@ -347,9 +411,9 @@ def _model_section(page: Page, folder: Path, row: dict[str, Any],
                      "removed (lower = the map finds what the model uses; compare with "
                      "random).</p><table><thead><tr><th>method</th><th>deletion</th></tr>"
                      f"</thead><tbody>{cells}</tbody></table>"
-                     + _image(folder / "explanations.png", "explanation maps"))
+                     + _image(folder.picture("explanations"), "explanation maps"))
     elif explanations:
-        parts.append(f'<div class="warn">no explanations: {html.escape(explanations["error"])}'
+        parts.append(f'<div class="warn">no explanations: {html.escape(explanations.error)}'
                      "</div>")
     return "".join(parts)
 
@@ -376,8 +440,6 @@ def _clinical(clinical: dict[str, Any]) -> str:
             f"</thead><tbody>{''.join(rows)}</tbody></table>")
 
 
-def write_report(folder: Path) -> Path:
-    """Build and write `folder/report.html` atomically."""
-    path = Path(folder) / "report.html"
-    write_text(path, build_report(folder))
-    return path
+def write_report(folder: RunFolder) -> Path:
+    """Build and write the run's report.html atomically; returns its path."""
+    return folder.write_report(build_report(folder))

@@ -10,10 +10,11 @@ binary problem with `output: sigmoid`). `preset:` names one of the studies' arch
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from visionbench.registry import catalogue
 from visionbench.schemas.base import Registered, StrictModel
 from visionbench.schemas.train import OptimizerConfig, TrainConfig
 
@@ -152,16 +153,51 @@ class ModelConfig(StrictModel):
     external: Path | None = None
     external_outputs: Literal["probabilities", "logits"] = "probabilities"
 
+    family: Annotated[str, Registered("model family")] | None = Field(
+        None, description="A registered model family; inferred from `layers`, `backbone` or "
+        "`external` when unset.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Settings of a family that has its own schema.")
+
+    @property
+    def family_name(self) -> str:
+        """The model family this entry belongs to (checked when the config was validated)."""
+        return self.family or _families_selected(self)[0].name
+
     @model_validator(mode="after")
-    def _one_architecture(self) -> ModelConfig:
-        kinds = [self.layers is not None, self.backbone is not None, self.external is not None]
-        if sum(kinds) != 1:
-            raise ValueError("a model needs exactly one of `layers` (a CNN), `backbone` (timm) "
-                             "or `external` (an ONNX or TorchScript file trained elsewhere)")
-        if self.layers is not None and (self.head is not None or self.pretrained):
-            raise ValueError("`head` and `pretrained` apply to backbones; a CNN's `layers` "
-                             "already end where the output layer is added")
+    def _one_family(self) -> ModelConfig:
+        families = catalogue("model family")
+        if self.family is None:
+            chosen = _families_selected(self)
+            if len(chosen) != 1:
+                options = ", ".join(family.summary for _, family in families.items()
+                                    if family.keys)
+                raise ValueError(f"a model needs exactly one of {options}, or `family:` naming "
+                                 "a registered model family")
+            family = chosen[0]
+        else:
+            family = families.get(self.family)
+            others = [key for _, other in families.items() if other is not family
+                      for key in other.keys if getattr(self, key) is not None]
+            if others:
+                raise ValueError(f"`{others[0]}` does not apply to the {self.family} family")
+        family.check(self)
+        if family.params is not None:
+            try:
+                family.params.model_validate(self.params)
+            except ValidationError as exc:
+                problem = exc.errors()[0]
+                where = ".".join(str(p) for p in ("params", *problem["loc"]))
+                raise ValueError(f"{where}: {problem['msg']}") from None
+        elif self.params:
+            raise ValueError(f"the {family.name} family takes no `params`")
         names = [stage.name for stage in self.stages]
         if len(set(names)) != len(names):
             raise ValueError(f"stage names must be unique, got {names}")
         return self
+
+
+def _families_selected(config: ModelConfig) -> list[Any]:
+    """The families whose selecting keys the entry sets."""
+    return [family for _, family in catalogue("model family").items()
+            if any(getattr(config, key) is not None for key in family.keys)]

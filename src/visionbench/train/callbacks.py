@@ -197,8 +197,8 @@ class Checkpoint(Callback):
 
     name = "checkpoint"
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, last: Path, best: Path) -> None:
+        self.last, self.best = last, best
         self.tracker: _Monitor | None = None
         self._saved: dict[str, Any] | None = None
 
@@ -213,11 +213,11 @@ class Checkpoint(Callback):
         if self.tracker.improved(logs):
             from safetensors.torch import save_file
 
-            with atomic_path(self.folder / "best.safetensors") as tmp:
+            with atomic_path(self.best) as tmp:
                 state = {k: v.detach().cpu().contiguous()
                          for k, v in trainer.model.state_dict().items()}
                 save_file(state, str(tmp))
-        trainer.save_checkpoint(self.folder / "last.pt")
+        trainer.save_checkpoint(self.last)
 
     def state_dict(self) -> dict[str, Any]:
         return {"tracker": self.tracker.state() if self.tracker else self._saved}

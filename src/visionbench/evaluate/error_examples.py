@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from visionbench.evaluate.predictions import Predictions
 from visionbench.fileio import atomic_path
+from visionbench.rundir.documents import ErrorAnalysis
+from visionbench.rundir.layout import ModelFolder
+from visionbench.rundir.predictions import Predictions
 
 
 def pyplot() -> Any:
@@ -47,9 +49,10 @@ def _grid(images: np.ndarray, titles: list[str], path: Path, heading: str) -> No
     plt.close(figure)
 
 
-def error_analysis(images: np.ndarray, test: Predictions, classes: list[str], folder: Path,
-                   examples: int) -> dict[str, Any]:
-    """Write misclassified.png, top_losses.png, error_rate.png; return the top losses."""
+def error_analysis(images: np.ndarray, test: Predictions, classes: list[str],
+                   folder: ModelFolder, examples: int) -> ErrorAnalysis:
+    """Draw the misclassified, top-loss and error-rate pictures into the model folder;
+    return the error rates and the top losses."""
     y_pred = test.y_pred
     true_prob = test.prob[np.arange(len(test.y_true)), test.y_true]
     losses = -np.log(np.clip(true_prob, 1e-15, 1.0))
@@ -63,15 +66,15 @@ def error_analysis(images: np.ndarray, test: Predictions, classes: list[str], fo
 
     written = []
     if examples and len(wrong):
-        _grid(images[wrong], [title(i) for i in wrong], folder / "misclassified.png",
+        _grid(images[wrong], [title(i) for i in wrong], folder.picture("misclassified"),
               f"{len(np.flatnonzero(y_pred != test.y_true))} misclassified test images "
               f"(most confident first)")
-        written.append("misclassified.png")
+        written.append(folder.picture("misclassified").name)
     top = np.argsort(-losses)[: max(examples, 0)]
     if examples and len(top):
         _grid(images[top], [f"{title(i)}\nloss {losses[i]:.2f}" for i in top],
-              folder / "top_losses.png", "highest-loss test images")
-        written.append("top_losses.png")
+              folder.picture("top_losses"), "highest-loss test images")
+        written.append(folder.picture("top_losses").name)
     errors = [float(np.mean(y_pred[test.y_true == k] != k)) if (test.y_true == k).any()
               else 0.0 for k in range(len(classes))]
     plt = pyplot()
@@ -83,15 +86,15 @@ def error_analysis(images: np.ndarray, test: Predictions, classes: list[str], fo
     axis.set_ylabel("error rate")
     axis.set_title("test error rate per class")
     figure.tight_layout()
-    with atomic_path(folder / "error_rate.png") as tmp:
+    with atomic_path(folder.picture("error_rate")) as tmp:
         figure.savefig(tmp, format="png", dpi=90)
     plt.close(figure)
-    written.append("error_rate.png")
-    return {
-        "files": written,
-        "error_rate": dict(zip(classes, errors, strict=True)),
-        "top_losses": [{"id": test.ids[i], "true": classes[test.y_true[i]],
-                        "predicted": classes[y_pred[i]],
-                        "confidence": float(test.prob[i, y_pred[i]]), "loss": float(losses[i])}
-                       for i in top],
-    }
+    written.append(folder.picture("error_rate").name)
+    return ErrorAnalysis(
+        files=written,
+        error_rate=dict(zip(classes, errors, strict=True)),
+        top_losses=[{"id": test.ids[i], "true": classes[test.y_true[i]],
+                     "predicted": classes[y_pred[i]],
+                     "confidence": float(test.prob[i, y_pred[i]]), "loss": float(losses[i])}
+                    for i in top],
+    )

@@ -1,0 +1,49 @@
+"""After the models ran: each model's status in run.json, the evaluation of every finished
+model from its predictions (leaderboard, comparison), and the report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from visionbench.config import Config
+from visionbench.evaluate.leaderboard import evaluate_folder
+from visionbench.report.html import write_report
+from visionbench.rundir.documents import Leaderboard, ModelMetrics, RunDocument, RunEntry
+from visionbench.rundir.layout import RunFolder
+
+
+@dataclass
+class RunResult:
+    """Where the run went, each model's outcome and the leaderboard."""
+
+    run: RunFolder
+    models: dict[str, ModelMetrics] = field(default_factory=dict)
+    board: Leaderboard | None = None
+
+    @property
+    def folder(self) -> Path:
+        """The run folder's path."""
+        return self.run.path
+
+    @property
+    def exit_code(self) -> int:
+        """0 if every model trained; 2 if a failure was the user's to fix; 1 otherwise."""
+        codes = [m.exit_code or 1 for m in self.models.values() if not m.ok]
+        return max(codes, default=0)
+
+    @property
+    def failed(self) -> list[str]:
+        """The models that did not finish."""
+        return [name for name, metrics in self.models.items() if not metrics.ok]
+
+
+def finish_run(result: RunResult, config: Config) -> None:
+    """Record each model's status, evaluate the run from its predictions, write the report."""
+    result.run.write(RunDocument(
+        name=config.output.name, folder=str(result.run.path),
+        models={name: RunEntry(status=m.status, **({"error": m.error} if m.error else {}))
+                for name, m in result.models.items()},
+    ))
+    result.board = evaluate_folder(result.run, config.evaluate, list(result.models))
+    write_report(result.run)

@@ -1,0 +1,333 @@
+"""Train (or evaluate) each model into its model folder; one model's failure is recorded and
+the others go on.
+
+A trained model's folder describes itself (`model.json`: family, config, classes, input
+settings), holds its weights, history, metrics, predictions on validation and test, error
+pictures, robustness and explanations.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Protocol
+
+import torch
+
+from visionbench.config import Config
+from visionbench.data.dataset import PreparedData
+from visionbench.errors import UserError
+from visionbench.evaluate.error_examples import error_analysis
+from visionbench.evaluate.external import ExternalFamily, ExternalModel
+from visionbench.evaluate.model_explanations import LoadedModel, explain_test_set
+from visionbench.evaluate.robustness import CORRUPTIONS
+from visionbench.models.build import build_model
+from visionbench.models.family import DataFacts, family_of
+from visionbench.orchestrate.plan import check_resumable, extended, fingerprint
+from visionbench.provenance import code_version, command_line, describe_hardware
+from visionbench.rundir.documents import (
+    Explanations,
+    History,
+    ModelCard,
+    ModelMetrics,
+    Robustness,
+    Status,
+)
+from visionbench.rundir.layout import ModelFolder, RunFolder
+from visionbench.rundir.predictions import Predictions
+from visionbench.runtime.batches import Evaluation, SplitImages
+from visionbench.runtime.device import pick_device
+from visionbench.train.callbacks import Checkpoint, Progress
+from visionbench.train.loop import Trainer, TrainingDivergedError, plan_stages
+
+Report = Callable[[str], None]
+
+
+def data_facts(data: PreparedData) -> DataFacts:
+    """What the prepared data tells a model family: image shape and training statistics."""
+    normalization = data.normalization()
+    height, width = data.images.shape[1:3]
+    return DataFacts((height, width, data.channels), normalization.mean, normalization.std,
+                     normalization.per_image)
+
+
+def _save_weights(model: torch.nn.Module, folder: ModelFolder) -> None:
+    from safetensors.torch import save_file
+
+    from visionbench.fileio import atomic_path
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(folder.weights) as tmp:
+        save_file(state, str(tmp))
+
+
+def _splits(data: PreparedData, device: torch.device, budget: int) -> dict[str, SplitImages]:
+    return {
+        split: SplitImages(data, split, device, budget)
+        for split in ("train", "val", "test")
+        if len(data.positions(split))
+    }
+
+
+def train_model(
+    config: Config,
+    name: str,
+    data: PreparedData,
+    folder: ModelFolder,
+    *,
+    mode: str = "new",
+    extra_epochs: int = 0,
+    report: Report = print,
+) -> ModelMetrics:
+    """Train (or resume, or continue) one model; write its folder; return its metrics.
+
+    `mode`: `new` trains from scratch, `resume` continues an interrupted checkpoint,
+    `continue` adds `extra_epochs` to a finished model.
+    """
+    model_cfg = config.models[name]
+    train_cfg = model_cfg.train
+    device = pick_device(train_cfg.device)
+    saved = fingerprint(config, name, data.classes)
+    state = None
+    if mode != "new" and folder.last_checkpoint.is_file():
+        state = torch.load(folder.last_checkpoint, map_location="cpu", weights_only=False)
+        check_resumable(state["meta"]["fingerprint"], saved, name)
+    elif mode == "continue":
+        raise UserError(f"model {name} has no checkpoint in {folder.checkpoints} to continue "
+                        "from")
+
+    torch.manual_seed(train_cfg.seed)
+    facts = data_facts(data)
+    built = build_model(model_cfg, len(data.classes), facts.image_shape, facts.mean, facts.std,
+                        facts.per_image)
+    splits = _splits(data, device, train_cfg.memory_budget_mb)
+    if "train" not in splits:
+        raise UserError("the training split is empty")
+    if mode == "continue":
+        # The extended config is what the run folder will say from now on.
+        saved = fingerprint(extended(config, name, extra_epochs), name, data.classes)
+    progress = Progress(name, train_cfg.progress)
+    trainer = Trainer(
+        built, train_cfg, plan_stages(model_cfg), splits["train"], splits.get("val"),
+        data.classes, device,
+        callbacks=[Checkpoint(folder.last_checkpoint, folder.best_weights), progress]
+        if train_cfg.checkpoint
+        else [progress],
+        meta={"fingerprint": saved},
+    )
+    if state is not None:
+        trainer.load_state_dict(state)
+        trainer.meta = {"fingerprint": saved}
+        if mode == "continue":
+            trainer.extend(extra_epochs)
+    started = time.perf_counter()
+    trainer.fit()
+    wall = time.perf_counter() - started
+    if train_cfg.checkpoint:
+        trainer.save_checkpoint(folder.last_checkpoint)
+    _save_weights(trainer.model, folder)
+    folder.write(ModelCard(model=name, family=model_cfg.family_name, classes=data.classes,
+                           input=built.input, output=built.output,
+                           config=model_cfg.model_dump(mode="json")))
+    folder.write(History(epochs=trainer.history, events=trainer.events,
+                         stages=trainer.freeze_reports))
+    metrics: dict[str, Any] = {
+        "model": name,
+        "status": Status.OK,
+        "description": model_cfg.description,
+        "parameters": built.parameter_count(),
+        "stages": trainer.freeze_reports,
+        "epochs": trainer.epoch,
+        "device": str(device),
+        "hardware": describe_hardware(str(device)),
+        "command": command_line(),
+        "code": code_version(),
+        "input": {"size": list(built.input.size), "channels": built.input.channels,
+                  "mean": list(built.input.mean), "std": list(built.input.std),
+                  "per_image": built.input.per_image},
+        "notes": built.notes,
+        "timing": {
+            "train_seconds": round(trainer.train_seconds, 3),
+            "wall_seconds_this_call": round(wall, 3),
+            "images_per_second": round(trainer.images_seen / max(trainer.train_seconds, 1e-9), 1),
+        },
+    }
+    _record_evaluations(trainer, splits, data, folder, config, train_cfg.seed, metrics)
+    outcome = ModelMetrics.model_validate(metrics)
+    folder.write(outcome)
+    report(_summary_line(outcome))
+    if train_cfg.repeats > 1 and mode != "continue":
+        outcome.repeats = _train_repeats(config, name, data, folder, report)
+        folder.write(outcome)
+    return outcome
+
+
+def _train_repeats(config: Config, name: str, data: PreparedData, folder: ModelFolder,
+                   report: Report) -> list[dict[str, Any]]:
+    """Train the extra repeats of a model (seeds seed+1...) into `<model>/repeats/<k>/`.
+
+    Repeats keep predictions, history and metrics (no checkpoints, no pictures, no
+    robustness): enough for mean and standard deviation across seeds.
+    """
+    base = config.models[name].train
+    found = []
+    for repeat in range(1, base.repeats):
+        sub = folder.repeat(repeat)
+        done = sub.read(ModelMetrics)
+        if done is not None:
+            found.append(done)
+            continue
+        variant = config.model_copy(deep=True)
+        variant.models[name].train.seed = base.seed + repeat
+        variant.models[name].train.repeats = 1
+        variant.models[name].train.checkpoint = False
+        variant.evaluate.robustness = {}
+        variant.evaluate.error_examples = 0
+        metrics = train_model(variant, name, data, sub, report=report)
+        metrics.seed = base.seed + repeat
+        sub.write(metrics)
+        found.append(metrics)
+    return [{"seed": m.seed, "test": None if m.test is None else m.test.model_dump()}
+            for m in found]
+
+
+class Evaluator(Protocol):
+    """What can be evaluated on a split: a `Trainer` or an `ExternalModel`."""
+
+    device: torch.device
+
+    def evaluate(self, split: SplitImages,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+                 ) -> Evaluation:
+        """Loss, accuracy and probabilities on `split`."""
+        ...
+
+
+def _record_evaluations(
+    evaluator: Evaluator, splits: dict[str, SplitImages], data: PreparedData,
+    folder: ModelFolder, config: Config, seed: int, metrics: dict[str, Any],
+) -> None:
+    """Predictions of val and test, then error pictures and robustness on test."""
+    for split in ("val", "test"):
+        if split not in splits:
+            continue
+        result = evaluator.evaluate(splits[split])
+        metrics[split] = {"loss": result.loss, "accuracy": result.accuracy,
+                          "images": len(splits[split])}
+        predictions = Predictions(splits[split].ids, splits[split].targets.numpy(),
+                                  result.probabilities.numpy())
+        folder.write_predictions(split, predictions, data.classes)
+        if split == "test":
+            settings = config.evaluate
+            # Read once: the error pictures and the explanations both need the test images.
+            test_images = data.arrays("test")[0]
+            folder.write(error_analysis(test_images, predictions, data.classes, folder,
+                                        settings.error_examples))
+            folder.write(robustness(evaluator, splits["test"], settings.robustness,
+                                    result.accuracy, seed))
+            if isinstance(evaluator, Trainer) and settings.explain.images:
+                loaded = LoadedModel(evaluator.model, evaluator.pipeline, evaluator.device)
+                try:
+                    found = explain_test_set(loaded, data.classes, predictions,
+                                             settings.explain, folder, test_images)
+                except UserError as exc:
+                    # The model itself is fine: keep it, say why it has no maps.
+                    found = Explanations(error=str(exc))
+                folder.write(found)
+
+
+def evaluate_external(config: Config, name: str, data: PreparedData, folder: ModelFolder,
+                      report: Report = print) -> ModelMetrics:
+    """Evaluate a model trained elsewhere (ONNX/TorchScript) into its model folder."""
+    model_cfg = config.models[name]
+    family = family_of(model_cfg)
+    assert isinstance(family, ExternalFamily)
+    spec = family.input_spec(model_cfg, data_facts(data))
+    model = ExternalModel(model_cfg, spec, len(data.classes))
+    splits = _splits(data, model.device, model_cfg.train.memory_budget_mb)
+    wanted = model_cfg.input
+    metrics: dict[str, Any] = {
+        "model": name, "status": Status.OK, "description": model_cfg.description,
+        "external": str(model_cfg.external), "parameters": None, "epochs": 0,
+        "input": {"size": list(spec.size), "channels": spec.channels, "mean": list(spec.mean),
+                  "std": list(spec.std), "layout": wanted.layout, "scale": wanted.scale},
+        "timing": {},
+    }
+    _record_evaluations(model, splits, data, folder, config, model_cfg.train.seed, metrics)
+    outcome = ModelMetrics.model_validate(metrics)
+    folder.write(outcome)
+    accuracy = outcome.test.accuracy if outcome.test else 0.0
+    report(f"{name} (external): test accuracy {accuracy:.4f}")
+    return outcome
+
+
+def robustness(evaluator: Evaluator, test: SplitImages, severities: dict[str, list[float]],
+               clean: float, seed: int) -> Robustness:
+    """Test accuracy under each corruption and severity, with the clean accuracy."""
+    found: dict[str, list[dict[str, float]]] = {}
+    for name, levels in severities.items():
+        corrupt = CORRUPTIONS.get(name)
+        rows = []
+        for severity in levels:
+            gen = torch.Generator(device=evaluator.device).manual_seed(seed)
+            accuracy = evaluator.evaluate(test, partial(corrupt, severity=severity, gen=gen)
+                                          ).accuracy
+            rows.append({"severity": severity, "accuracy": accuracy,
+                         "drop": clean - accuracy})
+        found[name] = rows
+    return Robustness(clean_accuracy=clean, corruptions=found)
+
+
+def _summary_line(metrics: ModelMetrics) -> str:
+    parts = [f"{metrics.model}: {metrics.epochs} epochs"]
+    for split in (metrics.val, metrics.test):
+        if split is not None:
+            parts.append(f"{'val' if split is metrics.val else 'test'} accuracy "
+                         f"{split.accuracy:.4f}")
+    parts.append(f"{metrics.timing['train_seconds']:.1f}s")
+    return ", ".join(parts)
+
+
+def _failure(name: str, exc: BaseException, config: Config) -> tuple[str, int]:
+    """A one-line reason for a failed model and its exit code."""
+    if isinstance(exc, UserError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, TrainingDivergedError):
+        return (f"{exc}; training stopped, the last good epoch's checkpoint is kept "
+                "(lower the learning rate or add grad_clip)"), 1
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        batch = config.models[name].train.batch_size
+        return (f"out of GPU memory at batch size {batch}: try "
+                f"--set models.{name}.train.batch_size={max(batch // 2, 1)}"), 2
+    return f"{type(exc).__name__}: {exc}", 1
+
+
+def run_models(
+    config: Config, data: PreparedData, run: RunFolder, names: list[str], mode: str,
+    extra_epochs: int, report: Report, outcomes: dict[str, ModelMetrics],
+) -> None:
+    """Train `names` one after the other, filling `outcomes` as each finishes or fails."""
+    for name in names:
+        folder = run.model(name)
+        if mode == "resume":
+            previous = folder.read(ModelMetrics)
+            if previous is not None and previous.ok:
+                report(f"{name}: already trained, kept")
+                outcomes[name] = previous
+                continue
+        try:
+            if not family_of(config.models[name]).trainable:
+                outcomes[name] = evaluate_external(config, name, data, folder, report)
+                continue
+            outcomes[name] = train_model(config, name, data, folder, mode=mode,
+                                         extra_epochs=extra_epochs, report=report)
+        except Exception as exc:  # one model's failure must not end the run
+            reason, code = _failure(name, exc, config)
+            if not isinstance(exc, UserError | TrainingDivergedError):
+                folder.write_error_log(traceback.format_exc())
+            outcomes[name] = ModelMetrics(model=name, status=Status.FAILED, error=reason,
+                                          exit_code=code)
+            folder.write(outcomes[name])
+            report(f"{name}: FAILED: {reason}")

@@ -1,0 +1,54 @@
+"""`visionbench explain`: maps for a trained model of a run, from its folder alone (its card,
+weights and predictions); only the images explained are decoded."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from visionbench.config import load_config
+from visionbench.data.cache import decode_item
+from visionbench.data.dataset import load_images
+from visionbench.errors import UserError
+from visionbench.evaluate.model_explanations import explain_images, explain_test_set
+from visionbench.rundir.documents import DataRecord, ModelCard
+from visionbench.rundir.layout import RunFolder
+from visionbench.trained import legacy_card, load_trained
+
+
+def explain_run(path: Path, name: str, files: list[Path] | None = None,
+                methods: list[str] | None = None) -> Path:
+    """Explanation maps for model `name` of the run in `path`; returns the output folder.
+
+    Without `files`, the default test images are explained again into the model folder
+    (what the report shows); with `files`, into `<model>/explained/`.
+    """
+    run = RunFolder(path).check()
+    config = load_config(run.config_file)
+    if name not in config.models:
+        raise UserError(f"no model {name!r} in this run; models: {list(config.models)}")
+    settings = config.evaluate.explain
+    if methods:
+        settings = settings.model_copy(update={"methods": methods})
+    folder = run.model(name)
+    card = folder.read(ModelCard) or legacy_card(run, config, name)
+    model = load_trained(folder, card)
+    size = tuple(run.require(DataRecord).image_shape)
+    if not files:
+        predictions = folder.read_predictions("test", card.classes)
+        settings = settings.model_copy(update={"images": settings.images or 8})
+        found = explain_test_set(model, card.classes, predictions, settings, folder,
+                                 partial(load_images, config.data, size=size))
+        folder.write(found)
+        return folder.path
+    out = folder.explained
+    decode = config.data.preprocess.model_copy(update={"size": size})
+    pictures = np.stack([decode_item(file, decode) for file in files])
+    if config.data.preprocess.channels == 3 and pictures.shape[-1] == 1:
+        pictures = np.repeat(pictures, 3, axis=-1)
+    found = explain_images(model, pictures, [file.name for file in files],
+                           [str(file) for file in files], None, settings, out)
+    out.write(found)
+    return out.path

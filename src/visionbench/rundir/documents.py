@@ -1,0 +1,308 @@
+"""Every JSON document of a run folder as a typed model with a schema version.
+
+A document declares its file name (`FILE`) and whether it lives in the run folder or in a
+model folder (`LEVEL`); `visionbench.rundir.layout` reads and writes them, and nothing else
+names those files. Documents are written with the keys that were set (no invented
+defaults), and validated when read: a damaged or foreign file is a one-line error, and a
+folder written by an older visionbench (no `schema_version`) reads as version 1.
+
+Deeply nested parts (curves, per-class tables, duplicate findings) stay mappings: they are
+produced and rendered in one place each, and typing every leaf would only repeat them.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from visionbench.schemas.inputs import InputSpec
+
+SCHEMA_VERSION = 1
+
+
+class Status(str, Enum):
+    """What became of a model in a run."""
+
+    OK = "ok"
+    FAILED = "failed"
+    NOT_RUN = "not run"
+
+
+class Notice(BaseModel):
+    """A warning or note as a record: a stable `code` the report renders by, the sentence a
+    reader sees, and the numbers behind it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str
+    message: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_sentence(cls, value: Any) -> Any:
+        # Run folders written before notices were records hold plain sentences.
+        return {"code": "note", "message": value} if isinstance(value, str) else value
+
+
+def notices_with(notices: list[Notice], code: str) -> list[Notice]:
+    """The notices of one kind."""
+    return [n for n in notices if n.code == code]
+
+
+class Document(BaseModel):
+    """Base of every run-folder document."""
+
+    model_config = ConfigDict(extra="forbid")
+    FILE: ClassVar[str]
+    LEVEL: ClassVar[Literal["run", "model"]]
+
+    schema_version: int = SCHEMA_VERSION
+
+
+class Interval(BaseModel):
+    """A value with its bootstrap interval when one was computed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+
+
+class SplitScore(BaseModel):
+    """Loss and accuracy of a model on one split, as training measured them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    loss: float
+    accuracy: float
+    images: int
+
+
+class ModelMetrics(Document):
+    """`<model>/metrics.json`: how a model was made and what became of it."""
+
+    FILE: ClassVar[str] = "metrics.json"
+    LEVEL: ClassVar[Literal["run", "model"]] = "model"
+
+    model: str
+    status: Status
+    description: str | None = None
+    parameters: int | None = None
+    stages: list[dict[str, Any]] = Field(default_factory=list)
+    epochs: int | None = None
+    device: str | None = None
+    hardware: str | None = None
+    command: list[str] = Field(default_factory=list)
+    code: dict[str, Any] = Field(default_factory=dict)
+    input: dict[str, Any] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+    timing: dict[str, float] = Field(default_factory=dict)
+    val: SplitScore | None = None
+    test: SplitScore | None = None
+    repeats: list[dict[str, Any]] | None = None
+    seed: int | None = None
+    external: str | None = None
+    ensemble: list[str] | None = None
+    error: str | None = None
+    exit_code: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the model finished."""
+        return self.status is Status.OK
+
+
+class ModelCard(Document):
+    """`<model>/model.json`: what a trained model is, so it can be rebuilt and fed from its
+    folder alone (never from the current config or the training data)."""
+
+    FILE: ClassVar[str] = "model.json"
+    LEVEL: ClassVar[Literal["run", "model"]] = "model"
+
+    model: str
+    family: str
+    classes: list[str]
+    input: InputSpec
+    output: str
+    config: dict[str, Any]
+
+
+class History(Document):
+    """`<model>/history.json`: one row per epoch, events, and each stage's trainable set."""
+
+    FILE: ClassVar[str] = "history.json"
+    LEVEL: ClassVar[Literal["run", "model"]] = "model"
+
+    epochs: list[dict[str, Any]]
+    events: list[dict[str, Any]] = Field(default_factory=list)
+    stages: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class RunEntry(BaseModel):
+    """A model's line in `run.json`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Status
+    error: str | None = None
+
+
+class RunDocument(Document):
+    """`run.json`: the run's name, folder and each model's status."""
+
+    FILE: ClassVar[str] = "run.json"
+    LEVEL: ClassVar[Literal["run", "model"]] = "run"
+
+    name: str | None
+    folder: str
+    models: dict[str, RunEntry]
+
+
+class DataRecord(Document):
+    """`data.json`: classes, splits, counts, duplicate findings and how the splits were made."""
+
+    FILE: ClassVar[str] = "data.json"
+    LEVEL: ClassVar[Literal["run", "model"]] = "run"
+
+    source: str
+    classes: list[str]
+    channels: int
+    image_shape: list[int]
+    label_notes: list[str] = Field(default_factory=list)
+    positive_group: dict[str, Any] | None = None
+    splits: dict[str, dict[str, int]]
+    totals: dict[str, int]
+    split_policy: dict[str, Any] | None = None
+    failures: dict[str, str] = Field(default_factory=dict)
+    ignored_files: dict[str, Any] = Field(default_factory=dict)
+    duplicates: dict[str, Any] = Field(default_factory=dict)
+    cache: dict[str, Any] = Field(default_factory=dict)
+    warnings: list[Notice] = Field(default_factory=list)
+    source_splits: dict[str, dict[str, int]] = Field(default_factory=dict)
+    folds: dict[str, dict[str, int]] | None = None
+
+    @property
+    def test_duplicates_of_training(self) -> set[str]:
+        """Ids of test images that duplicate a training or validation image."""
+        return set(self.duplicates.get("test_duplicates_of_training", []))
+
+
+class Inspection(DataRecord):
+    """`data/inspect.json`: the data record with image statistics and class variance."""
+
+    FILE: ClassVar[str] = "data/inspect.json"
+
+    image_stats: dict[str, Any] = Field(default_factory=dict)
+    variance: dict[str, Any] = Field(default_factory=dict)
+    artifacts: list[str] = Field(default_factory=list)
+
+
+class EvaluationDocument(Document):
+    """`<model>/evaluation.json`: every number of one model on the test split."""
+
+    FILE: ClassVar[str] = "evaluation.json"
+    LEVEL: ClassVar[Literal["run", "model"]] = "model"
+
+    images: int
+    metrics: dict[str, Interval]
+    per_class: dict[str, dict[str, float]]
+    confusion: dict[str, Any]
+    roc: dict[str, Any] = Field(default_factory=dict)
+    pr: dict[str, Any] = Field(default_factory=dict)
+    calibration: dict[str, Any] = Field(default_factory=dict)
+    confusions: list[dict[str, Any]] = Field(default_factory=list)
+    notes: list[Notice] = Field(default_factory=list)
+    bootstrap: dict[str, Any] = Field(default_factory=dict)
+    clinical: dict[str, Any] | None = None
+    clean_test: dict[str, Any] | None = None
+    repeats: dict[str, Any] | None = None
+
+
+class Comparison(Document):
+    """`comparison.json`: paired tests between every two models, and each model's mark."""
+
+    FILE: ClassVar[str] = "comparison.json"
+    LEVEL: ClassVar[Literal["run", "model"]] = "run"
+
+    primary_metric: str
+    best: str | None
+    alpha: float
+    marks: dict[str, str]
+    pairs: list[dict[str, Any]]
+
+
+class LeaderboardRow(BaseModel):
+    """One model on the leaderboard."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    status: Status
+    metrics: dict[str, Interval] = Field(default_factory=dict)
+    missed_positives: float | None = None
+    notes: list[Notice] = Field(default_factory=list)
+    clean_test: dict[str, Any] | None = None
+    repeats: dict[str, Any] | None = None
+    parameters: int | None = None
+    epochs: int | None = None
+    train_seconds: float | None = None
+    mark: str = ""
+    error: str = ""
+
+
+class Leaderboard(Document):
+    """`leaderboard.json`: every model ranked by the primary metric (the .csv and .md are
+    renderings of it)."""
+
+    FILE: ClassVar[str] = "leaderboard.json"
+    LEVEL: ClassVar[Literal["run", "model"]] = "run"
+
+    primary_metric: str
+    confidence: float
+    alpha: float
+    metrics: list[str]
+    best: str | None
+    rows: list[LeaderboardRow]
+
+
+class ErrorAnalysis(Document):
+    """`<model>/errors.json`: error rate per class, the highest-loss images, the pictures."""
+
+    FILE: ClassVar[str] = "errors.json"
+    LEVEL: ClassVar[Literal["run", "model"]] = "model"
+
+    error_rate: dict[str, Any]
+    top_losses: list[dict[str, Any]]
+    files: list[str]
+
+
+class Robustness(Document):
+    """`<model>/robustness.json`: test accuracy per corruption and severity."""
+
+    FILE: ClassVar[str] = "robustness.json"
+    LEVEL: ClassVar[Literal["run", "model"]] = "model"
+
+    clean_accuracy: float
+    corruptions: dict[str, list[dict[str, float]]]
+
+
+class Explanations(Document):
+    """`<model>/explanations.json`: maps' deletion scores and pictures, or why there are none."""
+
+    FILE: ClassVar[str] = "explanations.json"
+    LEVEL: ClassVar[Literal["run", "model"]] = "model"
+
+    error: str | None = None
+    methods: list[str] = Field(default_factory=list)
+    deletion: dict[str, float] = Field(default_factory=dict)
+    deletion_per_image: dict[str, list[float]] = Field(default_factory=dict)
+    images: list[str] = Field(default_factory=list)
+    titles: list[str] = Field(default_factory=list)
+    gradcam_layer: str | None = None
+    file: str | None = None
+    note: str | None = None
+    notes: list[str] = Field(default_factory=list)

@@ -1,0 +1,273 @@
+"""Where everything lives in a run folder, and the only code that reads or writes it.
+
+    <run>/config.yaml, data.json, run.json, comparison.json, report.html,
+          leaderboard.json (+ .csv, .md renderings), data/inspect.json + charts
+    <run>/<model>/model.json, metrics.json, history.json, evaluation.json, errors.json,
+                  robustness.json, explanations.json, predictions.csv, predictions_val.csv,
+                  model.safetensors, checkpoints/, repeats/<k>/, explained/, pictures
+
+Documents are typed (`visionbench.rundir.documents`), written atomically and validated when
+read; a missing document reads as None where absence is normal, a damaged one is a
+one-line `UserError` that names the file.
+
+Example:
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> run = RunFolder(Path(tempfile.mkdtemp()))
+    >>> run.model("small_cnn").write(ModelMetrics(model="small_cnn", status=Status.OK))
+    >>> run.model("small_cnn").read(ModelMetrics).ok
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from visionbench.errors import UserError
+from visionbench.fileio import write_json, write_text
+from visionbench.rundir.documents import (
+    SCHEMA_VERSION,
+    Document,
+    ModelMetrics,
+    Status,
+)
+from visionbench.rundir.predictions import Predictions, read_predictions, write_predictions
+
+D = TypeVar("D", bound=Document)
+
+CONFIG = "config.yaml"
+REPORT = "report.html"
+LEADERBOARD_CSV = "leaderboard.csv"
+LEADERBOARD_MD = "leaderboard.md"
+DATA_DIR = "data"
+CLASS_CHART = "class_distribution.png"
+SAMPLES = "samples_{label}.png"
+PREDICTIONS = {"test": "predictions.csv", "val": "predictions_val.csv"}
+WEIGHTS = "model.safetensors"
+CHECKPOINTS = "checkpoints"
+LAST_CHECKPOINT = "last.pt"
+BEST_WEIGHTS = "best.safetensors"
+ERROR_LOG = "error.txt"
+REPEATS = "repeats"
+EXPLAINED = "explained"
+# The pictures of a model folder, by what they show.
+PICTURES = {"misclassified": "misclassified.png", "top_losses": "top_losses.png",
+            "error_rate": "error_rate.png", "explanations": "explanations.png"}
+
+
+def _read(path: Path, kind: type[D]) -> D | None:
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path} is damaged ({exc}); rerun the step that wrote it") from None
+    version = raw.get("schema_version", 1) if isinstance(raw, dict) else 1
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        raise UserError(f"{path} was written by a newer visionbench (schema {version}, this "
+                        f"one reads {SCHEMA_VERSION}): upgrade visionbench")
+    try:
+        return kind.model_validate(raw)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"]) or "the document"
+        raise UserError(f"{path} is not a valid {kind.FILE} ({where}: {problem['msg']}); "
+                        "rerun the step that wrote it") from None
+
+
+def _write(path: Path, document: Document) -> None:
+    body = document.model_dump(mode="python", exclude_unset=True, exclude={"schema_version"})
+    write_json(path, {"schema_version": SCHEMA_VERSION, **body})
+
+
+class _Folder:
+    """Typed reads and writes of the documents of one level (run or model)."""
+
+    level: str
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def file(self, kind: type[Document]) -> Path:
+        """Where document `kind` lives."""
+        if self.level != kind.LEVEL:
+            raise TypeError(f"{kind.__name__} belongs to a {kind.LEVEL} folder")
+        return self.path / kind.FILE
+
+    def read(self, kind: type[D]) -> D | None:
+        """Document `kind`, or None when it was not written."""
+        return _read(self.file(kind), kind)
+
+    def require(self, kind: type[D]) -> D:
+        """Document `kind`; a one-line error names the missing file."""
+        found = self.read(kind)
+        if found is None:
+            raise UserError(f"no {kind.FILE} in {self.path}")
+        return found
+
+    def has(self, kind: type[Document]) -> bool:
+        """Whether document `kind` was written."""
+        return self.file(kind).is_file()
+
+    def write(self, document: Document) -> None:
+        """Write `document` atomically."""
+        _write(self.file(type(document)), document)
+
+
+class ModelFolder(_Folder):
+    """`<run>/<model>/`: one model's documents, predictions, weights and pictures."""
+
+    level = "model"
+
+    def predictions_file(self, split: str) -> Path:
+        """Where the predictions of `split` (test or val) live."""
+        return self.path / PREDICTIONS[split]
+
+    def has_predictions(self, split: str = "test") -> bool:
+        """Whether predictions of `split` were written."""
+        return self.predictions_file(split).is_file()
+
+    def read_predictions(self, split: str, classes: list[str]) -> Predictions:
+        """The predictions of `split`; their columns must match `classes`."""
+        return read_predictions(self.predictions_file(split), classes)
+
+    def write_predictions(self, split: str, predictions: Predictions, classes: list[str]
+                          ) -> None:
+        """Write the predictions of `split` atomically."""
+        write_predictions(self.predictions_file(split), predictions, classes)
+
+    @property
+    def weights(self) -> Path:
+        """The final weights (safetensors)."""
+        return self.path / WEIGHTS
+
+    @property
+    def checkpoints(self) -> Path:
+        """The folder of training checkpoints."""
+        return self.path / CHECKPOINTS
+
+    @property
+    def last_checkpoint(self) -> Path:
+        """The whole training state after the last finished epoch."""
+        return self.checkpoints / LAST_CHECKPOINT
+
+    @property
+    def best_weights(self) -> Path:
+        """The best epoch's weights by the trainer's monitor."""
+        return self.checkpoints / BEST_WEIGHTS
+
+    @property
+    def error_log(self) -> Path:
+        """The traceback of an unexpected failure."""
+        return self.path / ERROR_LOG
+
+    def write_error_log(self, text: str) -> None:
+        """Keep the traceback of an unexpected failure beside the model's metrics."""
+        write_text(self.error_log, text)
+
+    def picture(self, name: str) -> Path:
+        """A picture of the model: misclassified, top_losses, error_rate, explanations."""
+        return self.path / PICTURES[name]
+
+    def repeat(self, index: int) -> ModelFolder:
+        """The folder of the model's training repeat `index` (seed + index)."""
+        return ModelFolder(self.path / REPEATS / str(index))
+
+    def repeats(self) -> list[ModelFolder]:
+        """The repeats that wrote test predictions, in order."""
+        found = [ModelFolder(p.parent) for p in (self.path / REPEATS).glob("*/" +
+                                                                          PREDICTIONS["test"])]
+        return sorted(found, key=lambda folder: folder.path.as_posix())
+
+    @property
+    def explained(self) -> ModelFolder:
+        """Where `visionbench explain --images` writes (same documents as the model's own)."""
+        return ModelFolder(self.path / EXPLAINED)
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+class RunFolder(_Folder):
+    """`<output.dir>/<name>/<timestamp>/`: a whole run."""
+
+    level = "run"
+
+    @property
+    def config_file(self) -> Path:
+        """The resolved config with its provenance."""
+        return self.path / CONFIG
+
+    @property
+    def report_file(self) -> Path:
+        """The self-contained HTML report."""
+        return self.path / REPORT
+
+    @property
+    def data_dir(self) -> Path:
+        """Inspection document and charts of the data."""
+        return self.path / DATA_DIR
+
+    def check(self) -> RunFolder:
+        """This folder, if it is a run folder; else a one-line error."""
+        if not self.config_file.is_file():
+            raise UserError(f"{self.path} is not a run folder (no {CONFIG})")
+        return self
+
+    def model(self, name: str) -> ModelFolder:
+        """The folder of model `name`."""
+        if not SAFE_NAME.fullmatch(name) or name in (DATA_DIR, CHECKPOINTS):
+            raise UserError(f"model name {name!r} cannot name a folder: use letters, digits "
+                            "and _ . + - (starting with a letter or digit)")
+        return ModelFolder(self.path / name)
+
+    def outcomes(self, names: list[str]) -> dict[str, ModelMetrics]:
+        """The metrics of those of `names` that have run (finished or failed)."""
+        found = {}
+        for name in names:
+            metrics = self.model(name).read(ModelMetrics)
+            if metrics is not None:
+                found[name] = metrics
+        return found
+
+    def finished(self, name: str) -> ModelMetrics | None:
+        """Model `name`'s metrics if it finished and has test predictions."""
+        folder = self.model(name)
+        metrics = folder.read(ModelMetrics)
+        ok = metrics is not None and metrics.status is Status.OK and folder.has_predictions()
+        return metrics if ok else None
+
+    def write_leaderboard_renderings(self, csv_text: str, markdown: str) -> None:
+        """The CSV and Markdown renderings of the leaderboard."""
+        write_text(self.path / LEADERBOARD_CSV, csv_text)
+        write_text(self.path / LEADERBOARD_MD, markdown)
+
+    def write_report(self, html: str) -> Path:
+        """Write report.html atomically."""
+        write_text(self.report_file, html)
+        return self.report_file
+
+    def sample_charts(self) -> list[Path]:
+        """The per-class sample grids of the data, sorted."""
+        return sample_charts(self.data_dir)
+
+
+def class_chart(folder: Path) -> Path:
+    """The class-distribution chart in an inspection folder."""
+    return folder / CLASS_CHART
+
+
+def sample_chart(folder: Path, label: str) -> Path:
+    """The sample grid of class `label` (made safe for a file name) in an inspection folder."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
+    return folder / SAMPLES.format(label=safe)
+
+
+def sample_charts(folder: Path) -> list[Path]:
+    """Every sample grid in an inspection folder, sorted."""
+    return sorted(folder.glob(SAMPLES.format(label="*")))
