@@ -30,6 +30,7 @@ import numpy as np
 import yaml
 from scipy import stats
 
+from visionbench import display
 from visionbench.errors import UserError
 from visionbench.fileio import write_text
 from visionbench.provenance import command_line
@@ -133,13 +134,7 @@ def _finished(board: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _cell(entry: dict[str, float] | None, digits: int = 4) -> str:
-    if not entry or entry["value"] != entry["value"]:  # absent, or NaN (undefined)
-        return "–"
-    if "low" in entry:
-        bounds = min(digits, 3)
-        return (f"{entry['value']:.{digits}f} "
-                f"[{entry['low']:.{bounds}f}, {entry['high']:.{bounds}f}]")
-    return f"{entry['value']:.{digits}f}"
+    return display.interval(entry, digits, min(digits, 3))
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -80,8 +81,9 @@ def _unrooted(value: Any, root: str) -> Any:
 
 
 def digest(folder: Path, root: Path | None = None) -> dict[str, Any]:
-    """What of the run folder must stay the same, keyed by relative path; the folder itself
-    and `root` (a test's temporary folder) are written `<root>` wherever they appear."""
+    """What of the run folder must stay the same, keyed by relative path; the folder itself,
+    the Python environment and `root` (a test's temporary folder) are written `<root>`
+    wherever they appear."""
     found: dict[str, Any] = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         relative = path.relative_to(folder).as_posix()
@@ -105,7 +107,7 @@ def digest(folder: Path, root: Path | None = None) -> dict[str, Any]:
             found[relative] = "<text>"
         else:
             found[relative] = "<file>"
-    found = _unrooted(found, str(folder))
+    found = _unrooted(_unrooted(found, str(folder)), sys.prefix)  # weights in site-packages
     return _unrooted(found, str(root)) if root is not None else found
 
 

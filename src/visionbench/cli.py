@@ -15,12 +15,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from visionbench import __version__
+from visionbench import __version__, display
 from visionbench.errors import UserError
 
 if TYPE_CHECKING:
     from visionbench.orchestrate import RunResult
-    from visionbench.rundir import Interval, Leaderboard
+    from visionbench.rundir import Leaderboard
 
 app = typer.Typer(
     add_completion=False,
@@ -134,7 +134,7 @@ def _finish(result: RunResult) -> None:
         _print_board(result.board, result.folder)
     if result.exit_code:
         failed = result.failed
-        stderr.print(f"[red]error:[/] {len(failed)} model(s) failed: {', '.join(failed)} "
+        stderr.print(f"[red]error:[/] {len(failed)} model(s) failed: {display.names(failed)} "
                      f"(reasons in {result.folder}/run.json); the others' results are kept",
                      highlight=False, soft_wrap=True)
         raise typer.Exit(result.exit_code)
@@ -149,13 +149,13 @@ def _print_board(board: Leaderboard, folder: Path) -> None:
     primary = board.primary_metric
     others = [m for m in ("balanced_accuracy", "roc_auc_macro", "log_loss")
               if m in board.metrics and m != primary]
-    level = round(board.confidence * 100)
+    level = display.level(board.confidence)
     table = Table(title=f"leaderboard: {folder}", caption=(
-        f"{primary} with its {level} % bootstrap interval; vs best: paired bootstrap test of "
+        f"{primary} with its {level} bootstrap interval; vs best: paired bootstrap test of "
         f"{primary} against the best model (alpha {board.alpha})"))
     table.add_column("model")
     table.add_column("status")
-    table.add_column(f"{SHORT.get(primary, primary)} [{level} % CI]", justify="right")
+    table.add_column(f"{SHORT.get(primary, primary)} [{level} CI]", justify="right")
     for metric in others:
         table.add_column(SHORT[metric], justify="right")
     repeated = any(row.repeats for row in board.rows)
@@ -167,16 +167,9 @@ def _print_board(board: Leaderboard, folder: Path) -> None:
     for column in ("params", "train s", "vs best"):
         table.add_column(column, justify="right" if column != "vs best" else "left")
 
-    def value(entry: Interval | None, interval: bool = False) -> str:
-        if entry is None or entry.value is None:
-            return "–"
-        if interval and entry.low is not None:
-            return f"{entry.value:.4f} [{entry.low:.3f}, {entry.high:.3f}]"
-        return f"{entry.value:.4f}"
-
     for row in board.rows:
-        cells = [row.model, row.status.value, value(row.metrics.get(primary), True)]
-        cells += [value(row.metrics.get(m)) for m in others]
+        cells = [row.model, row.status.value, display.interval(row.metrics.get(primary))]
+        cells += [display.number(getattr(row.metrics.get(m), "value", None)) for m in others]
         if repeated:
             spread = row.repeats
             cells.append(f"{spread['mean']:.4f} ± {spread['std']:.4f} (n={spread['count']})"

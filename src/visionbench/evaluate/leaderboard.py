@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from visionbench import display
 from visionbench.errors import UserError
 from visionbench.evaluate.ensemble import write_ensembles
 from visionbench.evaluate.evaluation import (
@@ -25,7 +26,6 @@ from visionbench.rundir.documents import (
     Comparison,
     DataRecord,
     EvaluationDocument,
-    Interval,
     Leaderboard,
     LeaderboardRow,
     ModelMetrics,
@@ -159,15 +159,6 @@ def _leaderboard(outcomes: dict[str, ModelMetrics], evaluations: dict[str, Model
         best=comparison.best, rows=[LeaderboardRow.model_validate(r) for r in rows])
 
 
-def _cell(entry: Interval | None) -> str:
-    if entry is None:
-        return "–"
-    text = f"{entry.value:.4f}"
-    if entry.low is not None:
-        text += f" [{entry.low:.4f}, {entry.high:.4f}]"
-    return text
-
-
 def _csv(board: Leaderboard) -> str:
     header = ["model", "status"]
     for m in board.metrics:
@@ -199,8 +190,8 @@ def _markdown(board: Leaderboard) -> str:
     shown = [primary] + [m for m in ("accuracy", "balanced_accuracy", "f1_macro",
                                      "roc_auc_macro", "log_loss")
                          if m in board.metrics and m != primary]
-    level = round(board.confidence * 100)
-    lines = [f"Ranked by {primary}; brackets: {level} % bootstrap intervals; "
+    lines = [f"Ranked by {primary}; brackets: {display.level(board.confidence)} bootstrap "
+             "intervals; "
              "mark: paired test against the best model.", "",
              "| model | status | " + " | ".join(shown) + " | missed positives | parameters | "
              "train s | mark |",
@@ -211,7 +202,7 @@ def _markdown(board: Leaderboard) -> str:
                                     " | missed positives")
         lines[3] += "---|"
     for row in board.rows:
-        cells = [_cell(row.metrics.get(m)) for m in shown]
+        cells = [display.interval(row.metrics.get(m), 4, 4) for m in shown]
         if repeated:
             spread = row.repeats
             cells.append(f"{spread['mean']:.4f} ± {spread['std']:.4f} (n={spread['count']})"

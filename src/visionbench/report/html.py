@@ -18,6 +18,7 @@ from typing import Any
 
 from PIL import Image
 
+from visionbench import display
 from visionbench.registry import Registry
 from visionbench.report import charts
 from visionbench.rundir.documents import (
@@ -86,10 +87,8 @@ def _image(path: Path, alt: str) -> str:
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
+    if value is None or isinstance(value, float):
+        return display.number(value, digits)
     return html.escape(str(value))
 
 
@@ -98,9 +97,10 @@ def _interval(entry: Interval | dict[str, float] | None) -> str:
         entry = Interval.model_validate(entry) if entry else None
     if entry is None or entry.value is None:
         return "<td>–</td>"
-    text = f"{entry.value:.4f}"
-    if entry.low is not None:
-        text += f' <span class="muted">[{entry.low:.3f}, {entry.high:.3f}]</span>'
+    text = display.number(entry.value)
+    around = display.bounds(entry)
+    if around is not None:
+        text += f' <span class="muted">{around}</span>'
     return f'<td data-v="{entry.value}">{text}</td>'
 
 
@@ -204,10 +204,11 @@ def _summary(page: Page, run: Run) -> None:
                 if mark == "not significantly worse"]
         text = (f"<b>Recommended: {html.escape(best)}</b> — {primary} {entry.value:.4f}")
         if entry.low is not None:
-            text += f" (95 % interval {entry.low:.4f}–{entry.high:.4f})"
+            text += (f" ({display.level(run.board.confidence)} interval "
+                     f"{entry.low:.4f}–{entry.high:.4f})")
         text += ". "
         text += (f"Not significantly worse (paired test, alpha {run.comparison.alpha}): "
-                 f"{', '.join(map(html.escape, tied))}." if tied else
+                 f"{display.names(map(html.escape, tied))}." if tied else
                  "Every other model is significantly worse.")
         evaluation = run.evaluations.get(best)
         clinical = evaluation.clinical if evaluation else None
@@ -249,7 +250,8 @@ def _leaderboard(page: Page, run: Run) -> None:
             f"<td>{_fmt(row.train_seconds, 1)}</td>"
             f"<td>{html.escape(row.mark or row.error)}</td></tr>")
     page.add(f'<p class="muted">Click a column to sort. Ranked by {primary}; brackets are '
-             f"95 % stratified bootstrap intervals on the test split.</p>"
+             f"{display.level(board.confidence)} stratified bootstrap intervals on the test "
+             "split.</p>"
              f'<div class="scroll"><table class="sortable"><thead><tr><th>model</th>'
              f"<th>status</th>{head}<th>missed +</th><th>parameters</th><th>train s</th>"
              f"<th>vs best</th></tr></thead><tbody>{''.join(body)}</tbody></table></div>"

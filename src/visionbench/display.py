@@ -1,0 +1,56 @@
+"""How numbers, intervals, confidence levels and lists are written, everywhere they are
+shown (terminal, Markdown, report, results page), so each reads the same.
+
+Example:
+    >>> interval({"value": 0.86667, "low": 0.8361, "high": 0.8972})
+    '0.8667 [0.836, 0.897]'
+    >>> level(0.95), number(float("nan"))
+    ('95 %', '–')
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+MISSING = "–"
+
+
+def _value(entry: Any, key: str) -> float | None:
+    found = entry.get(key) if isinstance(entry, Mapping) else getattr(entry, key, None)
+    return None if found is None or (isinstance(found, float) and math.isnan(found)) else found
+
+
+def number(value: float | None, digits: int = 4) -> str:
+    """`value` with `digits` decimals; a dash when it is absent or undefined (NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    return f"{value:.{digits}f}"
+
+
+def bounds(entry: Any, digits: int = 3) -> str | None:
+    """`[low, high]` of an interval entry (a mapping or an `Interval`), None without one."""
+    low, high = _value(entry, "low"), _value(entry, "high")
+    if low is None or high is None:
+        return None
+    return f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def interval(entry: Any, digits: int = 4, bound_digits: int = 3) -> str:
+    """`value [low, high]`, or the value alone without bounds, or a dash."""
+    if entry is None:
+        return MISSING
+    value = number(_value(entry, "value"), digits)
+    around = bounds(entry, bound_digits)
+    return value if around is None or value == MISSING else f"{value} {around}"
+
+
+def level(confidence: float) -> str:
+    """A confidence level as people write it: 0.95 -> `95 %`."""
+    return f"{confidence * 100:g} %"
+
+
+def names(items: Iterable[str]) -> str:
+    """Classes or models as one comma-separated list."""
+    return ", ".join(items)
