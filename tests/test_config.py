@@ -223,3 +223,27 @@ def test_a_fresh_process_validates_registry_names():
                           check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['cnn', 'timm']"
+
+
+def test_a_yaml_alias_bomb_is_refused_in_one_line(tmp_path):
+    rows = ['a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for level in range(1, 9):
+        rows.append(f"{chr(97 + level)}: &{chr(97 + level)} " + "[" + ", ".join(
+            [f"*{chr(96 + level)}"] * 10) + "]")
+    path = write(tmp_path, "\n".join(rows) + "\ndata: {source: digits}\n")
+    with pytest.raises(UserError, match="aliases expand to more than 100,000 values"):
+        load_config(path)
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    path = write(tmp_path, "data:\n  source: digits\ntrain:\n  epochs: 2\n  epochs: 3\n")
+    with pytest.raises(UserError, match=r"line 5: invalid YAML: key 'epochs' is given twice "
+                       r"\(lines 4 and 5\)"):
+        load_config(path)
+
+
+def test_a_config_that_is_not_utf8_is_a_one_line_error(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("data:\n  source: digits\n# café\n".encode("latin-1"))
+    with pytest.raises(UserError, match="is not UTF-8 text"):
+        load_config(path)

@@ -32,7 +32,7 @@ class ToyParams(StrictModel):
 
 
 class ToyFamily(ModelFamily):
-    """One convolution and a global pool: small enough to train in a second."""
+    """Two convolutions and a global pool: small enough to train in a second."""
 
     name = "toy"
     summary = "a toy network"
@@ -41,11 +41,15 @@ class ToyFamily(ModelFamily):
     def base(self, config: ModelConfig, facts: DataFacts, *, pretrained: bool = True) -> Base:
         width = params_of(config).width
         height, w, channels = facts.image_shape
-        conv = nn.Conv2d(channels, width, 3, padding=1)
-        module = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        first, last = nn.Conv2d(channels, width, 3, padding=1), nn.Conv2d(width, width, 1)
+        module = nn.Sequential(first, nn.ReLU(), last, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         spec = resolve_input(config, (height, w), channels, facts.mean, facts.std,
                              facts.per_image)
-        return Base(module, (width,), spec, blocks=[[conv]])
+        return Base(module, (width,), spec, blocks=[[first], [last]])
+
+    def gradcam_layer(self, config: ModelConfig) -> str | None:
+        # The first convolution, where the default would take the last one.
+        return "base.0"
 
 
 if "toy" not in FAMILIES:
@@ -72,7 +76,8 @@ def test_a_family_registered_by_a_test_runs_evaluates_reports_and_explains(tmp_p
     assert {name: m.ok for name, m in result.models.items()} == {"toy": True, "mlp": True}
     card = result.run.model("toy").require(ModelCard)
     assert card.family == "toy" and card.config["params"] == {"width": 6}
-    assert result.models["toy"].parameters == 6 * 3 * 3 * 3 + 6 + 6 * 10 + 10  # RGB digits
+    # RGB digits: a 3x3 convolution, a 1x1 one, the output layer.
+    assert result.models["toy"].parameters == (6 * 3 * 9 + 6) + (6 * 6 + 6) + (6 * 10 + 10)
     board = evaluate_folder(result.run, config.evaluate, ["toy", "mlp"])
     assert {row.model for row in board.rows} == {"toy", "mlp"}
     assert result.run.require(Leaderboard).rows == board.rows

@@ -492,3 +492,27 @@ def test_repeats_train_with_other_seeds_and_report_mean_and_spread(tmp_path):
     assert accuracy["std"] == pytest.approx(np.std(accuracy["values"], ddof=1))
     assert len(set(accuracy["values"])) > 1, "other seeds, other results"
     assert "±" in (result.folder / "leaderboard.md").read_text()
+
+
+class _Planted:
+    """Unpickling this object would create a file: what a hostile checkpoint does."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
+    cfg = tiny_config(tmp_path, {"m": MLP})
+    first = run_config(cfg, report=lambda _: None)
+    checkpoint = first.folder / "m" / "checkpoints" / "last.pt"
+    planted = tmp_path / "pwned.txt"
+    torch.save({"meta": _Planted(str(planted))}, checkpoint)
+    (first.folder / "m" / "metrics.json").unlink()  # so that resume reads the checkpoint
+    resumed = run_config(cfg, resume=first.folder, report=lambda _: None)
+    assert not planted.exists()
+    error = resumed.models["m"].error
+    assert resumed.models["m"].status.value == "failed"
+    assert "is not a checkpoint visionbench wrote" in error and "\n" not in error

@@ -103,10 +103,15 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
 def load_config(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Config:
     """Read, override, resolve `extends:` and validate a config; errors are `UserError`s."""
     path = resolve_config_path(name_or_path)
-    text = path.read_text(encoding="utf-8")
     try:
-        raw = yaml.safe_load(text)
-        lines = _line_numbers(yaml.compose(text))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+    try:
+        node = yaml.compose(text, Loader=_ConfigLoader)
+        _check_size(node, path)
+        raw = yaml.load(text, Loader=_ConfigLoader)
+        lines = _line_numbers(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path} line {mark.line + 1}" if mark else str(path)
@@ -114,6 +119,49 @@ def load_config(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Conf
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a config is a mapping with data, models, train, ... sections")
     return config_from_dict(raw, overrides, source=str(path), lines=lines, stem=path.stem)
+
+
+# Aliases can make a few lines stand for billions of values; no config comes near this.
+MAX_YAML_VALUES = 100_000
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (lines {seen[key]} and {line})",
+                    key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_size(node: yaml.Node | None, path: Path) -> None:
+    """Refuse a document whose aliases expand to more than MAX_YAML_VALUES values (counted
+    once per node, so the count itself stays cheap)."""
+    sizes: dict[int, int] = {}
+
+    def size(item: yaml.Node) -> int:
+        if id(item) not in sizes:
+            sizes[id(item)] = 1  # a cycle counts once
+            children: list[yaml.Node] = []
+            if isinstance(item, yaml.MappingNode):
+                children = [n for pair in item.value for n in pair]
+            elif isinstance(item, yaml.SequenceNode):
+                children = list(item.value)
+            sizes[id(item)] = 1 + sum(size(child) for child in children)
+            if sizes[id(item)] > MAX_YAML_VALUES:
+                raise UserError(f"{path}: its aliases expand to more than "
+                                f"{MAX_YAML_VALUES:,} values; this is not a config")
+        return sizes[id(item)]
+
+    if node is not None:
+        size(node)
 
 
 def config_from_dict(

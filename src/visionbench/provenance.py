@@ -20,20 +20,72 @@ from visionbench.rundir.layout import RunFolder
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "scipy", "scikit-learn", "pillow", "pydantic")
 
 
-def _git(args: list[str], cwd: Path) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
+# A repository's own config can name programs git runs (core.fsmonitor, for one): these
+# options switch them off for the one git command visionbench runs, in its own source tree.
+SAFE_GIT = ["-c", "core.fsmonitor=false", "-c", "core.untrackedCache=false",
+            "-c", "core.hooksPath=/dev/null"]
+
+
+def _git_dir(start: Path) -> Path | None:
+    for folder in (start, *start.parents):
+        marker = folder / ".git"
+        if marker.is_dir():
+            return marker
+        if marker.is_file():  # a worktree: "gitdir: <path>"
+            text = marker.read_text(encoding="utf-8", errors="replace").strip()
+            if text.startswith("gitdir:"):
+                return (folder / text.removeprefix("gitdir:").strip()).resolve()
+    return None
+
+
+def head_commit(start: Path) -> str | None:
+    """The commit checked out in the repository holding `start`, read from its files
+    (no git program runs, so nothing a repository configures can run either)."""
+    git_dir = _git_dir(start)
+    if git_dir is None:
         return None
-    return done.stdout.strip() if done.returncode == 0 else None
+    try:
+        head = (git_dir / "HEAD").read_text(encoding="utf-8").strip()
+        if not head.startswith("ref:"):
+            return head or None
+        ref = head.removeprefix("ref:").strip()
+        common = git_dir
+        if (git_dir / "commondir").is_file():
+            common = (git_dir / (git_dir / "commondir").read_text().strip()).resolve()
+        for base in (git_dir, common):
+            if (base / ref).is_file():
+                return (base / ref).read_text(encoding="utf-8").strip()
+        packed = common / "packed-refs"
+        if packed.is_file():
+            for line in packed.read_text(encoding="utf-8").splitlines():
+                if line.endswith(f" {ref}"):
+                    return line.split()[0]
+    except OSError:
+        return None
+    return None
 
 
-def git_state(cwd: Path) -> dict[str, str | bool | None]:
-    """Commit and dirty flag of the repository holding `cwd`, or Nones outside one."""
-    commit = _git(["rev-parse", "HEAD"], cwd)
-    dirty = None if commit is None else bool(_git(["status", "--porcelain"], cwd))
+def git_state(cwd: Path, *, own_tree: bool = False) -> dict[str, str | bool | None]:
+    """Commit and dirty flag of the repository holding `cwd`, or Nones outside one.
+
+    The dirty flag needs `git status`, which runs only for visionbench's own source tree
+    (`own_tree`) and with the options above; any other repository (the directory a user
+    runs from) gives its commit alone.
+    """
+    git_dir = _git_dir(cwd)
+    if own_tree and (git_dir is None
+                     or (git_dir.parent / "src" / "visionbench").resolve() != cwd.resolve()):
+        # Installed, not a checkout: a repository further up is someone else's.
+        return {"commit": None, "dirty": None}
+    commit = head_commit(cwd)
+    dirty: bool | None = None
+    if commit is not None and own_tree:
+        try:
+            done = subprocess.run(["git", *SAFE_GIT, "status", "--porcelain"], cwd=cwd,
+                                  capture_output=True, text=True, timeout=5, check=False)
+            dirty = bool(done.stdout.strip()) if done.returncode == 0 else None
+        except (OSError, subprocess.SubprocessError):
+            dirty = None
     return {"commit": commit, "dirty": dirty}
 
 
@@ -68,7 +120,7 @@ def collect(command: list[str] | None = None) -> Provenance:
         packages=packages,
         git={
             **{f"project_{k}": v for k, v in git_state(Path.cwd()).items()},
-            **{f"visionbench_{k}": v for k, v in git_state(package_dir).items()},
+            **{f"visionbench_{k}": v for k, v in git_state(package_dir, own_tree=True).items()},
         },
     )
 
@@ -85,7 +137,7 @@ def _cpu_name() -> str:
 
 def code_version() -> dict[str, str | bool | None]:
     """visionbench's version and the git commit (and dirty flag) of its source, if any."""
-    state = git_state(Path(__file__).resolve().parent)
+    state = git_state(Path(__file__).resolve().parent, own_tree=True)
     return {"visionbench": __version__, "commit": state["commit"], "dirty": state["dirty"]}
 
 

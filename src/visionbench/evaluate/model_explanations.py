@@ -13,8 +13,8 @@ from visionbench.evaluate.explain import explain_model, pick_images
 from visionbench.rundir.documents import Explanations
 from visionbench.rundir.layout import ModelFolder
 from visionbench.rundir.predictions import Predictions
+from visionbench.runtime.trained import LoadedModel
 from visionbench.schemas.evaluate import ExplainConfig
-from visionbench.trained import LoadedModel
 
 
 def explain_images(model: LoadedModel, pictures: np.ndarray, titles: list[str], ids: list[str],

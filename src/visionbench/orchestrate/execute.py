@@ -8,10 +8,12 @@ pictures, robustness and explanations.
 
 from __future__ import annotations
 
+import pickle
 import time
 import traceback
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -21,11 +23,16 @@ from visionbench.data.dataset import PreparedData
 from visionbench.errors import UserError
 from visionbench.evaluate.error_examples import error_analysis
 from visionbench.evaluate.external import ExternalFamily, ExternalModel
-from visionbench.evaluate.model_explanations import LoadedModel, explain_test_set
+from visionbench.evaluate.model_explanations import explain_test_set
 from visionbench.evaluate.robustness import CORRUPTIONS
 from visionbench.models.build import build_model
 from visionbench.models.family import DataFacts, family_of
-from visionbench.orchestrate.plan import check_resumable, extended, fingerprint
+from visionbench.orchestrate.plan import (
+    check_resumable,
+    explain_settings,
+    extended,
+    fingerprint,
+)
 from visionbench.provenance import code_version, command_line, describe_hardware
 from visionbench.rundir.documents import (
     Explanations,
@@ -39,6 +46,8 @@ from visionbench.rundir.layout import ModelFolder, RunFolder
 from visionbench.rundir.predictions import Predictions
 from visionbench.runtime.batches import Evaluation, SplitImages
 from visionbench.runtime.device import pick_device
+from visionbench.runtime.trained import LoadedModel
+from visionbench.schemas.evaluate import ExplainConfig
 from visionbench.train.callbacks import Checkpoint, Progress
 from visionbench.train.loop import Trainer, TrainingDivergedError, plan_stages
 
@@ -61,6 +70,18 @@ def _save_weights(model: torch.nn.Module, folder: ModelFolder) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(folder.weights) as tmp:
         save_file(state, str(tmp))
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A training state saved by `Trainer.save_checkpoint`. Only tensors, numbers, strings
+    and containers are accepted (`weights_only`): a checkpoint from someone else cannot run
+    code, and one that holds anything else is refused."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path} is not a checkpoint visionbench wrote (refused: "
+                        f"{first[:160]}); delete it to train that model from scratch") from None
 
 
 def _splits(data: PreparedData, device: torch.device, budget: int) -> dict[str, SplitImages]:
@@ -92,7 +113,7 @@ def train_model(
     saved = fingerprint(config, name, data.classes)
     state = None
     if mode != "new" and folder.last_checkpoint.is_file():
-        state = torch.load(folder.last_checkpoint, map_location="cpu", weights_only=False)
+        state = read_checkpoint(folder.last_checkpoint)
         check_resumable(state["meta"]["fingerprint"], saved, name)
     elif mode == "continue":
         raise UserError(f"model {name} has no checkpoint in {folder.checkpoints} to continue "
@@ -154,7 +175,8 @@ def train_model(
             "images_per_second": round(trainer.images_seen / max(trainer.train_seconds, 1e-9), 1),
         },
     }
-    _record_evaluations(trainer, splits, data, folder, config, train_cfg.seed, metrics)
+    _record_evaluations(trainer, splits, data, folder, config, train_cfg.seed, metrics,
+                        explain_settings(config, name))
     outcome = ModelMetrics.model_validate(metrics)
     folder.write(outcome)
     report(_summary_line(outcome))
@@ -208,8 +230,10 @@ class Evaluator(Protocol):
 def _record_evaluations(
     evaluator: Evaluator, splits: dict[str, SplitImages], data: PreparedData,
     folder: ModelFolder, config: Config, seed: int, metrics: dict[str, Any],
+    explain: ExplainConfig | None = None,
 ) -> None:
-    """Predictions of val and test, then error pictures and robustness on test."""
+    """Predictions of val and test, then error pictures, robustness and (with `explain`)
+    explanation maps on test."""
     for split in ("val", "test"):
         if split not in splits:
             continue
@@ -227,11 +251,11 @@ def _record_evaluations(
                                         settings.error_examples))
             folder.write(robustness(evaluator, splits["test"], settings.robustness,
                                     result.accuracy, seed))
-            if isinstance(evaluator, Trainer) and settings.explain.images:
+            if isinstance(evaluator, Trainer) and explain is not None and explain.images:
                 loaded = LoadedModel(evaluator.model, evaluator.pipeline, evaluator.device)
                 try:
-                    found = explain_test_set(loaded, data.classes, predictions,
-                                             settings.explain, folder, test_images)
+                    found = explain_test_set(loaded, data.classes, predictions, explain,
+                                             folder, test_images)
                 except UserError as exc:
                     # The model itself is fine: keep it, say why it has no maps.
                     found = Explanations(error=str(exc))

@@ -8,14 +8,29 @@ from pathlib import Path
 
 import numpy as np
 
-from visionbench.config import load_config
+from visionbench.config import Config, load_config
 from visionbench.data.cache import decode_item
 from visionbench.data.dataset import load_images
 from visionbench.errors import UserError
 from visionbench.evaluate.model_explanations import explain_images, explain_test_set
-from visionbench.rundir.documents import DataRecord, ModelCard
+from visionbench.orchestrate.plan import explain_settings
+from visionbench.rundir.documents import DataRecord, ModelCard, ModelMetrics
 from visionbench.rundir.layout import RunFolder
-from visionbench.trained import legacy_card, load_trained
+from visionbench.runtime.trained import load_trained
+from visionbench.schemas.inputs import InputSpec
+
+
+def legacy_card(run: RunFolder, config: Config, name: str) -> ModelCard:
+    """The card of a model folder written before cards existed, from the run's records."""
+    metrics = run.model(name).require(ModelMetrics)
+    data = run.require(DataRecord)
+    model = config.models[name]
+    stored = metrics.input
+    spec = InputSpec(size=tuple(stored["size"]), channels=stored["channels"],
+                     mean=tuple(stored["mean"]), std=tuple(stored["std"]),
+                     per_image=stored.get("per_image", False), resize=model.input.resize)
+    return ModelCard(model=name, family=model.family_name, classes=data.classes, input=spec,
+                     output=model.output, config=model.model_dump(mode="json"))
 
 
 def explain_run(path: Path, name: str, files: list[Path] | None = None,
@@ -29,7 +44,7 @@ def explain_run(path: Path, name: str, files: list[Path] | None = None,
     config = load_config(run.config_file)
     if name not in config.models:
         raise UserError(f"no model {name!r} in this run; models: {list(config.models)}")
-    settings = config.evaluate.explain
+    settings = explain_settings(config, name)
     if methods:
         settings = settings.model_copy(update={"methods": methods})
     folder = run.model(name)

@@ -8,7 +8,9 @@ from typing import Any
 
 from visionbench.config import Config
 from visionbench.errors import UserError
+from visionbench.models.family import family_of
 from visionbench.rundir.layout import RunFolder
+from visionbench.schemas.evaluate import ExplainConfig
 
 
 def select_models(config: Config, only: list[str] | None) -> list[str]:
@@ -67,6 +69,15 @@ def check_resumable(saved: dict[str, Any], current: dict[str, Any], name: str) -
             f"cannot resume model {name}: its config changed since the checkpoint "
             f"({', '.join(changed[:5])}); start a new run instead"
         )
+
+
+def explain_settings(config: Config, name: str) -> ExplainConfig:
+    """The explanation settings of model `name`: Grad-CAM reads the layer its family names
+    unless `evaluate.explain.layer` says otherwise."""
+    settings = config.evaluate.explain
+    model = config.models[name]
+    layer = settings.layer or family_of(model).gradcam_layer(model)
+    return settings.model_copy(update={"layer": layer}) if layer else settings
 
 
 def extended(config: Config, name: str, epochs: int) -> Config:

@@ -3,7 +3,7 @@ by the input settings stored there, with the folder's safetensors weights (nothi
 unpickled and no pretrained weights are looked for).
 
 Model folders written before `model.json` existed are read through a card derived from the
-run's config.yaml, data.json and the model's metrics.json (`legacy_card`).
+run's records (`visionbench.orchestrate.explain.legacy_card`).
 """
 
 from __future__ import annotations
@@ -12,15 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
-from visionbench.config import Config
 from visionbench.errors import UserError
 from visionbench.models.build import rebuild
 from visionbench.models.family import FAMILIES
-from visionbench.rundir.documents import DataRecord, ModelCard, ModelMetrics
-from visionbench.rundir.layout import ModelFolder, RunFolder
+from visionbench.rundir.documents import ModelCard
+from visionbench.rundir.layout import ModelFolder
 from visionbench.runtime.device import pick_device
 from visionbench.runtime.pipeline import InputPipeline
-from visionbench.schemas.inputs import InputSpec
 
 
 @dataclass
@@ -30,19 +28,6 @@ class LoadedModel:
     module: torch.nn.Module
     pipeline: InputPipeline
     device: torch.device
-
-
-def legacy_card(run: RunFolder, config: Config, name: str) -> ModelCard:
-    """The card of a model folder written before cards existed, from the run's records."""
-    metrics = run.model(name).require(ModelMetrics)
-    data = run.require(DataRecord)
-    model = config.models[name]
-    stored = metrics.input
-    spec = InputSpec(size=tuple(stored["size"]), channels=stored["channels"],
-                     mean=tuple(stored["mean"]), std=tuple(stored["std"]),
-                     per_image=stored.get("per_image", False), resize=model.input.resize)
-    return ModelCard(model=name, family=model.family_name, classes=data.classes, input=spec,
-                     output=model.output, config=model.model_dump(mode="json"))
 
 
 def load_trained(folder: ModelFolder, card: ModelCard) -> LoadedModel:
