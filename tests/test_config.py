@@ -247,3 +247,9 @@ def test_a_config_that_is_not_utf8_is_a_one_line_error(tmp_path):
     path.write_bytes("data:\n  source: digits\n# café\n".encode("latin-1"))
     with pytest.raises(UserError, match="is not UTF-8 text"):
         load_config(path)
+
+
+@pytest.mark.parametrize("name", ['x" onmouseover="alert(2)', "../..", "/tmp/x", "data"])
+def test_a_model_name_that_is_not_a_safe_folder_name_is_refused_at_load(name):
+    with pytest.raises(UserError, match=r"a model name is letters, digits and _ \. \+ -"):
+        config_from_dict({"data": {"source": "digits"}, "models": {name: {"preset": "mlp"}}})

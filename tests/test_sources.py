@@ -125,6 +125,29 @@ def test_csv_manifest(tmp_path):
         source("csv", path=tmp_path / "bad.csv").load()
 
 
+def test_csv_paths_stay_under_the_root_unless_allowed(tmp_path):
+    root = make_class_folders(tmp_path / "imgs", {"a": 2})
+    outside = make_class_folders(tmp_path / "elsewhere", {"b": 2})
+    manifest = tmp_path / "imgs" / "manifest.csv"
+    manifest.write_text(f"path,label\na/img 0.png,a\n../elsewhere/b/img 0.png,b\n"
+                        f"{outside / 'b' / 'img 1.png'},b\n")
+    with pytest.raises(UserError, match=r"line 3: ../elsewhere/b/img 0.png is outside .*"
+                       r"allow_outside_root: true"):
+        source("csv", path=manifest).load()
+    allowed = source("csv", path=manifest, allow_outside_root=True).load()
+    assert len(allowed.ids) == 3 and allowed.paths[0].parent.parent == root
+
+
+def test_csv_short_rows_and_latin1_are_one_line_errors(tmp_path):
+    make_class_folders(tmp_path, {"a": 1})
+    (tmp_path / "short.csv").write_text("path,label\na/img 0.png\n")
+    with pytest.raises(UserError, match=r"short.csv line 2: a row needs path,label"):
+        source("csv", path=tmp_path / "short.csv").load()
+    (tmp_path / "latin.csv").write_bytes("path,label\na/img 0.png,caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"latin.csv is not UTF-8 text"):
+        source("csv", path=tmp_path / "latin.csv").load()
+
+
 def test_digits_is_offline_and_scaled():
     data = source("digits").load()
     assert data.arrays.shape == (1797, 8, 8) and data.arrays.max() == 255

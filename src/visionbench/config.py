@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field, ValidationError
 from visionbench.data.sources import SOURCES
 from visionbench.errors import UserError
 from visionbench.models.presets import PRESETS
+from visionbench.rundir.layout import RESERVED_NAMES, SAFE_NAME
 from visionbench.schemas.base import StrictModel
 from visionbench.schemas.data import DataCommon
 from visionbench.schemas.evaluate import EvaluateConfig
@@ -187,10 +188,22 @@ def config_from_dict(
         config = Config.model_validate(raw)
     except ValidationError as exc:
         raise UserError(_describe(exc, raw, source, lines or {}, overridden)) from None
+    _check_names(config)
     _check_ensembles(config)
     if config.output.name is None:
         config.output.name = stem
     return config
+
+
+def _check_names(config: Config) -> None:
+    """Model and ensemble names become folder names: they cannot leave the run folder."""
+    for section, names in (("models", config.models), ("evaluate.ensembles",
+                                                       config.evaluate.ensembles)):
+        for name in names:
+            if not SAFE_NAME.fullmatch(name) or name in RESERVED_NAMES:
+                raise UserError(f"{section}.{name}: a model name is letters, digits and "
+                                "_ . + - (starting with a letter or digit), and not "
+                                f"{' or '.join(sorted(RESERVED_NAMES))}")
 
 
 def _check_ensembles(config: Config) -> None:

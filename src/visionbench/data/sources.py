@@ -372,18 +372,23 @@ class IdxSource(DataCommon):
 @SOURCES.register("csv")
 class CsvSource(DataCommon):
     """A CSV manifest with a header `path,label[,split]`; relative paths are taken from
-    `root` (default: the CSV's folder)."""
+    `root` (default: the CSV's folder) and must stay inside it unless `allow_outside_root`."""
 
     source: Literal["csv"]
     path: Path
     root: Path | None = None
+    allow_outside_root: bool = False
 
     def load(self) -> SourceData:
-        """Read the manifest; every listed file must exist."""
+        """Read the manifest; every listed file must exist (inside the root)."""
         manifest = _existing(self.path, "CSV manifest")
         root = (self.root or manifest.parent).expanduser()
-        with manifest.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
+        try:
+            with manifest.open(newline="", encoding="utf-8-sig") as handle:
+                rows = list(csv.DictReader(handle))
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{manifest} is not UTF-8 text (byte {exc.start}): save it as "
+                            "UTF-8") from None
         if not rows:
             raise UserError(f"{manifest} has no rows")
         columns = set(rows[0])
@@ -393,8 +398,14 @@ class CsvSource(DataCommon):
             )
         listing = _Listing(root)
         missing = []
+        inside = root.resolve()
         for line, row in enumerate(rows, start=2):
+            if row.get("path") is None or row.get("label") is None:
+                raise UserError(f"{manifest} line {line}: a row needs path,label[,split]")
             file = root / row["path"]
+            if not self.allow_outside_root and not file.resolve().is_relative_to(inside):
+                raise UserError(f"{manifest} line {line}: {row['path']} is outside {root} "
+                                "(set data.allow_outside_root: true if that is meant)")
             if not file.is_file():
                 missing.append(f"line {line}: {row['path']}")
                 continue

@@ -86,6 +86,26 @@ def _image(path: Path, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/jpeg;base64,{encoded}">'
 
 
+# Inside <script>, `</script>` (any case) or `<!--` in a string would end or bend the
+# script: JSON written there escapes <, > and & (and the two line separators JavaScript
+# does not allow in strings before ES2019) as \u escapes, which JSON reads back unchanged.
+_SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+                   "\u2029": "\\u2029"}
+
+
+def script_json(value: Any) -> str:
+    """`value` as JSON that is safe inside an HTML <script> element.
+
+    Example:
+        >>> script_json(["</script><b>"])
+        '["\\\\u003c/script\\\\u003e\\\\u003cb\\\\u003e"]'
+    """
+    text = json.dumps(value)
+    for character, escape in _SCRIPT_ESCAPES.items():
+        text = text.replace(character, escape)
+    return text
+
+
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None or isinstance(value, float):
         return display.number(value, digits)
@@ -114,7 +134,7 @@ class Page:
 
     def section(self, anchor: str, title: str) -> None:
         self.nav.append((anchor, title))
-        self.parts.append(f'<h2 id="{anchor}">{html.escape(title)}</h2>')
+        self.parts.append(f'<h2 id="{html.escape(anchor)}">{html.escape(title)}</h2>')
 
     def add(self, markup: str) -> None:
         self.parts.append(markup)
@@ -128,11 +148,11 @@ class Page:
         from plotly.offline import get_plotlyjs
 
         calls = "\n".join(
-            f"Plotly.newPlot({json.dumps(pid)}, {json.dumps(fig['data'])}, "
-            f"{json.dumps(fig['layout'])}, {{responsive: true, displaylogo: false}});"
+            f"Plotly.newPlot({script_json(pid)}, {script_json(fig['data'])}, "
+            f"{script_json(fig['layout'])}, {{responsive: true, displaylogo: false}});"
             for pid, fig in self.figures
         )
-        nav = "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in self.nav)
+        nav = "".join(f'<a href="#{html.escape(a)}">{html.escape(t)}</a>' for a, t in self.nav)
         return (
             "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width\"><title>{html.escape(title)}"

@@ -191,6 +191,8 @@ class ModelFolder(_Folder):
 
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+# Folder names a run folder uses itself.
+RESERVED_NAMES = frozenset({DATA_DIR, CHECKPOINTS})
 
 
 class RunFolder(_Folder):
@@ -221,7 +223,7 @@ class RunFolder(_Folder):
 
     def model(self, name: str) -> ModelFolder:
         """The folder of model `name`."""
-        if not SAFE_NAME.fullmatch(name) or name in (DATA_DIR, CHECKPOINTS):
+        if not SAFE_NAME.fullmatch(name) or name in RESERVED_NAMES:
             raise UserError(f"model name {name!r} cannot name a folder: use letters, digits "
                             "and _ . + - (starting with a letter or digit)")
         return ModelFolder(self.path / name)
