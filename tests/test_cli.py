@@ -151,3 +151,47 @@ def test_run_with_a_broken_model_keeps_the_others_and_exits_2(tmp_path, capsys):
     assert "1 model(s) failed: mlp" in err
     folder = next((out / "quickstart").iterdir())
     assert json.loads((folder / "small_cnn" / "metrics.json").read_text())["status"] == "ok"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["predikt"], "No such command 'predikt'. Commands: continue, evaluate, explain"),
+    (["evalute", "x"], "Did you mean 'evaluate'?"),
+    (["run", "--epochs", "3"], "No such option: --epochs"),
+    (["continue", "somewhere"], "Missing option '--epochs'"),
+    (["continue", "somewhere", "--epochs", "-1"], "Invalid value for '--epochs'"),
+])
+def test_command_line_mistakes_are_short_usage_errors(capsys, argv, message):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err and len(err.splitlines()) <= 6, err
+    assert message in err.replace("\n", " ")
+
+
+def test_markup_characters_in_a_path_are_printed_as_they_are(tmp_path, capsys):
+    path = tmp_path / "[/]odd[red].yaml"
+    code = main(["inspect", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and f"config file not found: {path}" in err.replace("\n", "")
+
+
+def test_damaged_run_folder_documents_are_one_line_errors(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["run", "quickstart", "--set", f"output.dir={out}", "--set", "train.epochs=1",
+                 "--set", "data.split.limit_per_class=10", "--set", "train.progress=quiet",
+                 "--set", "evaluate.robustness={}", "--set", "evaluate.explain.images=0",
+                 "--model", "mlp"]) == 0
+    folder = next((out / "quickstart").iterdir())
+    predictions = folder / "mlp" / "predictions.csv"
+    lines = predictions.read_text().splitlines()
+    predictions.write_text("\n".join(lines[:3]) + "\n")  # cut short, rows still whole
+    capsys.readouterr()
+    assert main(["evaluate", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "has 2 rows but the run's test split has" in err and "Traceback" not in err
+    predictions.write_text("\n".join(lines) + "\n")
+    metrics = folder / "mlp" / "metrics.json"
+    metrics.write_text(metrics.read_text()[:40])
+    assert main(["report", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert "metrics.json is damaged" in err and "Traceback" not in err

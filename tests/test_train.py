@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from visionbench.config import Config, config_from_dict, load_config
 from visionbench.data.dataset import prepare_data
+from visionbench.errors import InterruptedRunError, UserError
 from visionbench.models.build import build_model
 from visionbench.orchestrate import continue_run, run_config
 from visionbench.orchestrate.execute import _failure
@@ -149,12 +150,18 @@ def test_resume_refuses_a_changed_config(tmp_path, monkeypatch):
     monkeypatch.setattr(callbacks.Progress, "on_epoch_end", crash)
     crashed = run_config(tiny_config(tmp_path, {"m": MLP}), report=lambda _: None)
     monkeypatch.undo()
+    written = {p: p.read_bytes() for p in crashed.folder.rglob("*") if p.is_file()}
     changed = tiny_config(tmp_path, {"m": MLP}, optimizer={"lr": 0.5})
-    result = run_config(changed, resume=crashed.folder, report=lambda _: None)
-    assert result.models["m"].model_dump(mode="json")["status"] == "failed"
-    assert "its config changed since the checkpoint (models.m.train.optimizer.lr)" in (
-        result.models["m"].model_dump(mode="json")["error"])
-    assert result.exit_code == 2
+    with pytest.raises(UserError) as info:
+        run_config(changed, resume=crashed.folder, report=lambda _: None)
+    message = str(info.value)
+    assert "the config of m changed since the run (models.m.train.optimizer.lr)" in message
+    assert "nothing was written" in message and "--retrain m" in message
+    # Refused before anything was written: the folder is byte for byte as it was.
+    assert {p: p.read_bytes() for p in crashed.folder.rglob("*") if p.is_file()} == written
+    retrained = run_config(changed, resume=crashed.folder, retrain=["m"],
+                           report=lambda _: None)
+    assert retrained.models["m"].ok and retrained.exit_code == 0
 
 
 def test_a_run_resumed_after_it_finished_keeps_finished_models(tmp_path):
@@ -435,11 +442,12 @@ def test_interrupt_keeps_the_leaderboard_of_finished_models(tmp_path, monkeypatc
 
     monkeypatch.setattr(callbacks.Progress, "on_epoch_end", interrupt_second)
     cfg = tiny_config(tmp_path, {"first": MLP, "second": MLP}, epochs=1)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(InterruptedRunError):
         run_config(cfg, report=lambda _: None)
     folder = next((tmp_path / "runs" / "tiny").iterdir())
     board = (folder / "leaderboard.csv").read_text().splitlines()
-    assert len(board) == 2 and board[1].startswith("first,ok")
+    assert len(board) == 3 and board[1].startswith("first,ok")
+    assert board[2].startswith("second,interrupted")
     assert (folder / "second" / "checkpoints" / "last.pt").is_file()
 
 
@@ -516,3 +524,55 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
     error = resumed.models["m"].error
     assert resumed.models["m"].status.value == "failed"
     assert "is not a checkpoint visionbench wrote" in error and "\n" not in error
+
+
+def test_resume_after_the_last_epoch_evaluates_and_equals_the_uninterrupted_run(tmp_path):
+    # Killed during evaluation: the checkpoint says training finished, no metrics exist.
+    cfg = tiny_config(tmp_path, {"m": MLP})
+    first = run_config(cfg, report=lambda _: None)
+    before = (first.folder / "m" / "predictions.csv").read_text()
+    (first.folder / "m" / "metrics.json").unlink()
+    (first.folder / "m" / "predictions.csv").unlink()
+    resumed = run_config(cfg, resume=first.folder, report=lambda _: None)
+    assert resumed.models["m"].ok, resumed.models["m"].error
+    assert (first.folder / "m" / "predictions.csv").read_text() == before
+
+
+def test_ctrl_c_keeps_the_model_as_interrupted_and_says_how_to_resume(tmp_path, monkeypatch):
+    import visionbench.orchestrate.execute as execute
+    real = execute.train_model
+
+    def stop_at_b(config, name, *args, **kwargs):
+        if name == "b":
+            raise KeyboardInterrupt
+        return real(config, name, *args, **kwargs)
+
+    monkeypatch.setattr(execute, "train_model", stop_at_b)
+    cfg = tiny_config(tmp_path, {"a": MLP, "b": MLP, "c": MLP})
+    with pytest.raises(InterruptedRunError) as info:
+        run_config(cfg, report=lambda _: None)
+    folder = next((tmp_path / "runs").rglob("run.json")).parent
+    message = str(info.value)
+    assert "interrupted during b" in message and f"--resume {folder}" in message
+    models = json.loads((folder / "run.json").read_text())["models"]
+    assert models["a"]["status"] == "ok" and models["b"]["status"] == "interrupted"
+    assert "c" not in models
+    monkeypatch.setattr(execute, "train_model", real)
+    resumed = run_config(cfg, resume=folder, report=lambda _: None)
+    assert all(m.ok for m in resumed.models.values()) and set(resumed.models) == {"a", "b", "c"}
+
+
+def test_two_runs_started_in_the_same_second_get_two_folders(tmp_path, monkeypatch):
+    from datetime import datetime
+
+    import visionbench.orchestrate.plan as plan
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 1, 2, 3, 4, 5)
+
+    monkeypatch.setattr(plan, "datetime", Frozen)
+    cfg = tiny_config(tmp_path, {"m": MLP})
+    first, second = plan.new_run_folder(cfg), plan.new_run_folder(cfg)
+    assert first.path.name == "20260102-030405" and second.path.name == "20260102-030405-2"

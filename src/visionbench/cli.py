@@ -5,18 +5,21 @@ Every user error ends with a one-line message on stderr and exit code 2, no trac
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+from typer.exceptions import TyperException
 
 from visionbench import __version__, display
-from visionbench.errors import UserError
+from visionbench.errors import InterruptedRunError, UserError
 
 if TYPE_CHECKING:
     from visionbench.orchestrate import RunResult
@@ -28,8 +31,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Train, evaluate and compare image classifiers; say with evidence which to trust.",
 )
-stdout = Console()
-stderr = Console(stderr=True)
+# Without markup: paths, class and model names are printed as they are (a `[/]` in a path
+# is text); styles are given explicitly.
+stdout = Console(markup=False)
+stderr = Console(stderr=True, markup=False)
 
 ConfigArg = Annotated[
     str, typer.Argument(help="A YAML config, or a built-in recipe name such as 'quickstart'.")
@@ -102,13 +107,20 @@ def run_command(
         typer.Option(help="Resume an interrupted run folder: finished models are kept, "
                      "interrupted ones continue from their last checkpoint."),
     ] = None,
+    retrain: Annotated[
+        list[str] | None,
+        typer.Option("--retrain", help="With --resume: train this model again from scratch "
+                     "(its config changed), keeping the others (repeatable)."),
+    ] = None,
 ) -> None:
     """Train every model of a config and write the run folder."""
     from visionbench.config import load_config
     from visionbench.orchestrate import run_config
 
+    if retrain and resume is None:
+        raise UserError("--retrain needs --resume RUN_DIR")
     cfg = load_config(config, set_ or [])
-    _finish(run_config(cfg, resume=resume, only=model, report=_report))
+    _finish(run_config(cfg, resume=resume, only=model, retrain=retrain, report=_report))
 
 
 @app.command(name="continue")
@@ -126,7 +138,7 @@ def continue_(
 
 
 def _report(line: str) -> None:
-    stderr.print(line, highlight=False, soft_wrap=True)
+    stderr.print(line, highlight=False, soft_wrap=True, markup=False)
 
 
 def _finish(result: RunResult) -> None:
@@ -134,9 +146,9 @@ def _finish(result: RunResult) -> None:
         _print_board(result.board, result.folder)
     if result.exit_code:
         failed = result.failed
-        stderr.print(f"[red]error:[/] {len(failed)} model(s) failed: {display.names(failed)} "
-                     f"(reasons in {result.folder}/run.json); the others' results are kept",
-                     highlight=False, soft_wrap=True)
+        stderr.print(Text("error: ", "red") + f"{len(failed)} model(s) failed: "
+                     f"{display.names(failed)} (reasons in {result.folder}/run.json); the "
+                     "others' results are kept", highlight=False, soft_wrap=True)
         raise typer.Exit(result.exit_code)
 
 
@@ -184,7 +196,7 @@ def _print_board(board: Leaderboard, folder: Path) -> None:
         ]
         table.add_row(*cells)
     # Piped output has no width to fit; rich would squeeze the table into 80 columns.
-    (stdout if stdout.is_terminal else Console(width=140)).print(table)
+    (stdout if stdout.is_terminal else Console(width=140, markup=False)).print(table)
 
 
 @app.command(name="evaluate")
@@ -278,7 +290,7 @@ def _print_inspection(report: dict[str, Any]) -> None:
         table.add_column(split, justify="right")
     for name in classes:
         table.add_row(name, *(str(report["splits"][s][name]) for s in splits))
-    table.add_row("[bold]total", *(f"[bold]{report['totals'][s]}" for s in splits))
+    table.add_row(Text("total", "bold"), *(Text(str(report["totals"][s]), "bold") for s in splits))
     stdout.print(table)
 
     dup = Table(title=f"duplicates (policy: {report['duplicates']['policy']})")
@@ -309,14 +321,38 @@ def _print_inspection(report: dict[str, Any]) -> None:
         f"Fisher ratio trace(S_B)/trace(S_W) {variance['fisher_ratio']:.4f}"
     )
     if report["failures"]:
-        stdout.print(f"[yellow]{len(report['failures'])} file(s) skipped:")
+        stdout.print(f"{len(report['failures'])} file(s) skipped:", style="yellow")
         for name, why in list(report["failures"].items())[:10]:
             stdout.print(f"  {name}: {why}")
     if report["ignored_files"]["count"]:
         stdout.print(f"{report['ignored_files']['count']} non-image file(s) ignored")
     for warning in report["warnings"]:
-        stdout.print(f"[yellow]warning:[/] {warning['message']}")
+        stdout.print(Text("warning: ", "yellow") + warning["message"])
     stdout.print(f"charts and data.json in {report['output']}")
+
+
+def _error(message: str) -> None:
+    stderr.print(Text("error: ", "red") + message, highlight=False, soft_wrap=True)
+
+
+def _usage(exc: TyperException) -> int:
+    """Click's short usage error (the command's usage line, the problem, the closest
+    command when one was misspelt) instead of a traceback; exit code 2."""
+    message = str(exc)
+    unknown = re.match(r"No such command '(.+)'", message)
+    if unknown:
+        commands = [c.name or c.callback.__name__ for c in app.registered_commands
+                    if c.callback is not None]
+        close = difflib.get_close_matches(unknown.group(1), commands, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close and "Did you mean" not in message else ""
+        exc = type(exc)(f"{message.rstrip()}{hint} Commands: {', '.join(sorted(commands))}.",
+                        getattr(exc, "ctx", None))
+    show = getattr(exc, "show", None)
+    if show is not None:
+        show()
+    else:
+        _error(message)
+    return int(getattr(exc, "exit_code", 2))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,16 +361,18 @@ def main(argv: list[str] | None = None) -> int:
         # Without standalone mode, click returns a `typer.Exit` code instead of raising it.
         code = app(args=argv, standalone_mode=False)
     except UserError as exc:
-        stderr.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        _error(str(exc))
         return exc.exit_code
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
+    except InterruptedRunError as exc:
+        _error(str(exc))
         return exc.exit_code
-    except (KeyboardInterrupt, click.exceptions.Abort):
+    except (KeyboardInterrupt, typer.Abort):
         stderr.print("interrupted; finished results are kept, partial ones were discarded")
         return 130
+    except TyperException as exc:
+        return _usage(exc)
     return code if isinstance(code, int) else 0
 
 

@@ -9,3 +9,10 @@ class UserError(Exception):
     """An input problem the user can fix; the message says what to fix."""
 
     exit_code = 2
+
+
+class InterruptedRunError(Exception):
+    """Ctrl-C stopped a run; its finished models and records are kept, and the message
+    says where it stopped and how to resume."""
+
+    exit_code = 130

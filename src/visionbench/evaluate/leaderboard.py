@@ -31,7 +31,7 @@ from visionbench.rundir.documents import (
     ModelMetrics,
     Status,
 )
-from visionbench.rundir.layout import RunFolder
+from visionbench.rundir.layout import ModelFolder, RunFolder
 from visionbench.rundir.predictions import Predictions
 from visionbench.schemas.evaluate import EvaluateConfig
 
@@ -54,8 +54,8 @@ def evaluate_folder(run: RunFolder, settings: EvaluateConfig, models: list[str]
     for name, outcome in outcomes.items():
         folder = run.model(name)
         if outcome.ok and folder.has_predictions("test"):
-            predictions[name] = folder.read_predictions("test", classes)
-            validation[name] = (folder.read_predictions("val", classes)
+            predictions[name] = _complete(folder, "test", classes, data)
+            validation[name] = (_complete(folder, "val", classes, data)
                                 if folder.has_predictions("val") else None)
     weights = None
     if predictions and settings.bootstrap:
@@ -85,6 +85,20 @@ def evaluate_folder(run: RunFolder, settings: EvaluateConfig, models: list[str]
     board = _leaderboard(outcomes, evaluations, comparison, settings)
     write_leaderboard(run, board)
     return board
+
+
+def _complete(folder: ModelFolder, split: str, classes: list[str], data: DataRecord
+              ) -> Predictions:
+    """A model's predictions of `split`, which must cover every image the data record
+    counts there (a file cut short would score the rows that are left)."""
+    found = folder.read_predictions(split, classes)
+    expected = data.totals.get(split)
+    if expected is not None and len(found.ids) != expected:
+        raise UserError(f"{folder.predictions_file(split)} has {len(found.ids)} rows but the "
+                        f"run's {split} split has {expected} images: the file is cut short or "
+                        f"from another run; rerun model {folder.path.name} (delete its folder "
+                        "and resume the run)")
+    return found
 
 
 def clean_test(test: Predictions, leaked: set[str], classes: list[str],

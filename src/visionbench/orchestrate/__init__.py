@@ -6,19 +6,47 @@ or evaluate each model into its folder), collect (run.json, leaderboard, report)
 
 from __future__ import annotations
 
+import shlex
+import shutil
 from pathlib import Path
 
 from visionbench.config import Config, load_config
 from visionbench.data.dataset import prepare_data
 from visionbench.data.inspect import inspect_data
+from visionbench.errors import InterruptedRunError, UserError
 from visionbench.orchestrate.collect import RunResult, finish_run
 from visionbench.orchestrate.execute import Report, run_models
-from visionbench.orchestrate.plan import extended, new_run_folder, select_models
-from visionbench.provenance import save_config
-from visionbench.rundir.documents import DataRecord, Inspection, ModelMetrics
+from visionbench.orchestrate.plan import (
+    changed_since,
+    extended,
+    new_run_folder,
+    select_models,
+)
+from visionbench.provenance import command_line, save_config
+from visionbench.rundir.documents import DataRecord, Inspection, ModelMetrics, Status
 from visionbench.rundir.layout import RunFolder
 
 __all__ = ["RunResult", "continue_run", "run_config"]
+
+
+def _check_resume(run: RunFolder, config: Config, names: list[str], retrain: list[str]
+                  ) -> None:
+    """Refuse to resume models whose config changed since the run, unless retrained."""
+    unknown = [name for name in retrain if name not in names]
+    if unknown:
+        raise UserError(f"--retrain {unknown[0]}: not a model this command runs "
+                        f"({', '.join(names)})")
+    changed = {name: keys for name, keys in
+               changed_since(load_config(run.config_file), config, names, run).items()
+               if name not in retrain}
+    if changed:
+        keys = sorted({key for found in changed.values() for key in found})
+        again = " ".join(f"--retrain {name}" for name in changed)
+        raise UserError(
+            f"cannot resume {run.path}: the config of {', '.join(changed)} changed since the "
+            f"run ({', '.join(keys[:5])}); nothing was written. To train "
+            f"{'it' if len(changed) == 1 else 'them'} again from scratch and keep the other "
+            f"models, add {again}; or start a new run")
 
 
 def run_config(
@@ -26,12 +54,21 @@ def run_config(
     *,
     resume: Path | None = None,
     only: list[str] | None = None,
+    retrain: list[str] | None = None,
     report: Report = print,
 ) -> RunResult:
-    """Train every model (or `only` those) of `config`; resume into `resume` if given."""
+    """Train every model (or `only` those) of `config`; resume into `resume` if given,
+    training the `retrain` models of that folder again from scratch."""
     names = select_models(config, only)
+    if resume is not None:
+        # Checked before anything is decoded or written: a refused resume changes nothing.
+        run = RunFolder(resume).check()
+        _check_resume(run, config, names, retrain or [])
     data = prepare_data(config.data)
-    run = RunFolder(resume).check() if resume is not None else new_run_folder(config)
+    if resume is None:
+        run = new_run_folder(config)
+    for name in retrain or []:
+        shutil.rmtree(run.model(name).path, ignore_errors=True)
     save_config(config, run.path)
     run.write(DataRecord.model_validate(data.record))
     if not run.has(Inspection):
@@ -39,12 +76,23 @@ def run_config(
     report(f"run folder: {run.path}")
     # A resumed run may add models to a folder: those trained before stay on its leaderboard.
     result = RunResult(run, run.outcomes(list(config.models)) if resume is not None else {})
+    interrupted = False
     try:
         run_models(config, data, run, names, "resume" if resume else "new", 0, report,
                    result.models)
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
-        # Also on Ctrl-C: the leaderboard lists whatever finished.
+        # Also after a failure or Ctrl-C: the leaderboard lists whatever finished.
         finish_run(result, config)
+    if interrupted:
+        stopped = [n for n, m in result.models.items() if m.status is Status.INTERRUPTED]
+        command = command_line()
+        resume_command = [*command, "--resume", str(run.path)] if "--resume" not in command \
+            else command
+        raise InterruptedRunError(f"interrupted during {', '.join(stopped) or 'the run'}; finished "
+                          f"models are kept in {run.path}. Resume with: "
+                          f"{shlex.join(resume_command)}")
     return result
 
 

@@ -347,6 +347,13 @@ def run_models(
                 continue
             outcomes[name] = train_model(config, name, data, folder, mode=mode,
                                          extra_epochs=extra_epochs, report=report)
+        except KeyboardInterrupt:
+            # The model stays in the run's records as interrupted; the run stops here.
+            outcomes[name] = ModelMetrics(model=name, status=Status.INTERRUPTED,
+                                          error="interrupted (Ctrl-C); resume continues it "
+                                          "from its last finished epoch", exit_code=130)
+            folder.write(outcomes[name])
+            raise
         except Exception as exc:  # one model's failure must not end the run
             reason, code = _failure(name, exc, config)
             if not isinstance(exc, UserError | TrainingDivergedError):

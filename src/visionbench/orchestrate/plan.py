@@ -28,9 +28,15 @@ def select_models(config: Config, only: list[str] | None) -> list[str]:
 def new_run_folder(config: Config) -> RunFolder:
     """A fresh `<output.dir>/<name>/<timestamp>/`."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = config.output.dir / str(config.output.name) / stamp
-    path.mkdir(parents=True, exist_ok=False)
-    return RunFolder(path)
+    base = config.output.dir / str(config.output.name) / stamp
+    path, count = base, 1
+    while True:
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+            return RunFolder(path)
+        except FileExistsError:  # another run started in the same second
+            count += 1
+            path = base.with_name(f"{stamp}-{count}")
 
 
 def fingerprint(config: Config, name: str, classes: list[str]) -> dict[str, Any]:
@@ -50,6 +56,26 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
             found += _differences(a, b, f"{prefix}{key}.")
         elif a != b:
             found.append(f"{prefix}{key}")
+    return found
+
+
+def changed_since(saved: Config, current: Config, names: list[str], run: RunFolder
+                  ) -> dict[str, list[str]]:
+    """For each of `names` that has a folder in `run`: the config keys that differ between
+    the run's saved config and `current` (the data section counts for every model)."""
+    data = _differences(saved.data.model_dump(mode="json"), current.data.model_dump(mode="json"),
+                        "data.")
+    found = {}
+    for name in names:
+        if not run.model(name).path.is_dir():
+            continue
+        if name not in saved.models:
+            keys = [f"models.{name}"]
+        else:
+            old, new = (fingerprint(c, name, [])["model"] for c in (saved, current))
+            keys = [*data, *_differences(old, new, f"models.{name}.")]
+        if keys:
+            found[name] = keys
     return found
 
 

@@ -206,7 +206,7 @@ def _warnings(run: Run) -> list[str]:
                          "test scores on them measure memory, not generalisation")
     for row in run.board.rows:
         if row.status is not Status.OK:
-            found.append(f"model {row.model} failed: {row.error}")
+            found.append(f"model {row.model} {row.status.value}: {row.error}")
     for name, evaluation in run.evaluations.items():
         for note in notices_with(evaluation.notes, "one_class_only"):
             found.append(f"{name}: {note.message}")

@@ -27,6 +27,7 @@ class Status(str, Enum):
 
     OK = "ok"
     FAILED = "failed"
+    INTERRUPTED = "interrupted"
     NOT_RUN = "not run"
 
 

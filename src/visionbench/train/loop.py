@@ -324,8 +324,12 @@ class Trainer:
             "freeze_reports": self.freeze_reports,
             "timing": {"train_seconds": self.train_seconds, "images_seen": self.images_seen},
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "callbacks": {c.name: c.state_dict() for c in self.callbacks},
+            # A state loaded after the last epoch never starts a stage again: what it
+            # loaded is still the optimizer's and the callbacks' state.
+            "optimizer": self._pending["optimizer"] if self._pending is not None
+            else self.optimizer.state_dict(),
+            "callbacks": self._pending["callbacks"] if self._pending is not None
+            else {c.name: c.state_dict() for c in self.callbacks},
             "rng": {"torch": torch.get_rng_state()},
             "meta": self.meta,
         }
