@@ -195,3 +195,16 @@ def test_damaged_run_folder_documents_are_one_line_errors(tmp_path, capsys):
     assert main(["report", str(folder)]) == 2
     err = capsys.readouterr().err
     assert "metrics.json is damaged" in err and "Traceback" not in err
+
+
+def test_cache_info_and_clear(tmp_path, capsys, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("VISIONBENCH_CACHE", str(cache))
+    assert main(["inspect", "quickstart", "--out", str(tmp_path / "inspect")]) == 0
+    assert f"decode cache: {cache} (1 decoded dataset(s)," in capsys.readouterr().out
+    assert main(["cache", "info"]) == 0
+    assert f"cache: {cache}: 1 decoded dataset(s)," in capsys.readouterr().out
+    assert main(["cache", "clear"]) == 0
+    assert "removed 1 decoded dataset(s)" in capsys.readouterr().out
+    assert main(["cache", "info"]) == 0
+    assert "0 decoded dataset(s), 0.0 MB" in capsys.readouterr().out

@@ -161,3 +161,21 @@ def test_torchvision_without_download_says_what_to_do(tmp_path):
 
 def test_pattern_images_differ():
     assert not np.array_equal(np.asarray(pattern(0, 0)), np.asarray(pattern(0, 1)))
+
+
+def test_an_npz_that_is_not_a_zip_is_a_one_line_error(tmp_path):
+    (tmp_path / "fake.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(UserError, match=r"is not an \.npz archive"):
+        source("npz", path=tmp_path / "fake.npz").load()
+
+
+def test_file_names_that_are_not_utf8_are_listed_and_skipped(tmp_path):
+    import os
+
+    root = make_class_folders(tmp_path / "data", {"a": 2, "b": 2})
+    odd = os.fsencode(str(root / "a")) + b"/caf\xe9.png"
+    with open(odd, "wb") as handle:
+        handle.write((root / "a" / "img 0.png").read_bytes())
+    data = source("folder", path=root).load()
+    assert len(data.ids) == 4
+    assert data.ignored == ["a/caf\\xe9.png (file name is not valid UTF-8: rename it)"]

@@ -576,3 +576,12 @@ def test_two_runs_started_in_the_same_second_get_two_folders(tmp_path, monkeypat
     cfg = tiny_config(tmp_path, {"m": MLP})
     first, second = plan.new_run_folder(cfg), plan.new_run_folder(cfg)
     assert first.path.name == "20260102-030405" and second.path.name == "20260102-030405-2"
+
+
+def test_continue_without_model_continues_the_trained_ones_and_names_the_others(tmp_path):
+    cfg = tiny_config(tmp_path, {"a": MLP, "b": MLP}, epochs=1)
+    first = run_config(cfg, only=["a"], report=lambda _: None)
+    lines: list[str] = []
+    continued = continue_run(first.folder, 1, report=lines.append)
+    assert continued.exit_code == 0 and continued.models["a"].epochs == 2
+    assert "b: not trained in this run, skipped" in lines and "b" not in continued.models

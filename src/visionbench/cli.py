@@ -76,6 +76,7 @@ def inspect(
 ) -> None:
     """Counts, image statistics, corrupt files, duplicates and class variance of a dataset."""
     from visionbench.config import load_config
+    from visionbench.data.cache import cache_usage
     from visionbench.data.dataset import prepare_data
     from visionbench.data.inspect import inspect_data
     from visionbench.provenance import save_config
@@ -85,6 +86,7 @@ def inspect(
     data = prepare_data(cfg.data)
     folder = out or cfg.output.dir / str(cfg.output.name) / "inspect"
     report = inspect_data(data, folder)
+    report["cache_usage"] = vars(cache_usage())
     # An inspection folder holds the data part of a run folder.
     RunFolder(folder).write(DataRecord.model_validate(data.record))
     save_config(cfg, folder)
@@ -93,6 +95,31 @@ def inspect(
         sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
     else:
         _print_inspection(report)
+
+
+cache_app = typer.Typer(no_args_is_help=True, help="The decode cache: where it is, how big, "
+                        "and clearing it (set its place with $VISIONBENCH_CACHE).")
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command(name="info")
+def cache_info() -> None:
+    """Where the decode cache is and how much it holds."""
+    from visionbench.data.cache import cache_usage
+
+    usage = cache_usage()
+    stdout.print(f"cache: {usage.root}: {usage.entries} decoded dataset(s), "
+                 f"{display.megabytes(usage.bytes)}", soft_wrap=True)
+
+
+@cache_app.command(name="clear")
+def cache_clear() -> None:
+    """Delete every decoded dataset (the next run decodes its images again)."""
+    from visionbench.data.cache import clear_cache
+
+    freed = clear_cache()
+    stdout.print(f"cache: {freed.root}: removed {freed.entries} decoded dataset(s), "
+                 f"{display.megabytes(freed.bytes)} freed", soft_wrap=True)
 
 
 @app.command(name="run")
@@ -328,7 +355,11 @@ def _print_inspection(report: dict[str, Any]) -> None:
         stdout.print(f"{report['ignored_files']['count']} non-image file(s) ignored")
     for warning in report["warnings"]:
         stdout.print(Text("warning: ", "yellow") + warning["message"])
-    stdout.print(f"charts and data.json in {report['output']}")
+    usage = report["cache_usage"]
+    stdout.print(f"decode cache: {usage['root']} ({usage['entries']} decoded dataset(s), "
+                 f"{display.megabytes(usage['bytes'])}; `visionbench cache clear` empties it)",
+                 soft_wrap=True)
+    stdout.print(f"charts and data.json in {report['output']}", soft_wrap=True)
 
 
 def _error(message: str) -> None:

@@ -51,6 +51,11 @@ def level(confidence: float) -> str:
     return f"{confidence * 100:g} %"
 
 
+def megabytes(size: int) -> str:
+    """A size in bytes as megabytes, one decimal: 1536000 -> `1.5 MB`."""
+    return f"{size / 1e6:.1f} MB"
+
+
 def names(items: Iterable[str]) -> str:
     """Classes or models as one comma-separated list."""
     return ", ".join(items)

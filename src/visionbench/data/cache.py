@@ -46,6 +46,39 @@ def default_cache_root() -> Path:
     return Path(base) / "visionbench"
 
 
+@dataclass(frozen=True)
+class CacheUsage:
+    """What the decode cache holds: where, how many decoded datasets, how many bytes."""
+
+    root: Path
+    entries: int
+    bytes: int
+
+
+def _entries(root: Path) -> list[Path]:
+    folder = root / "decoded"
+    return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+def cache_usage(root: Path | None = None) -> CacheUsage:
+    """The size of the decode cache at `root` (default: `default_cache_root()`)."""
+    root = Path(root) if root else default_cache_root()
+    size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) if root.is_dir() else 0
+    return CacheUsage(root, len(_entries(root)), size)
+
+
+def clear_cache(root: Path | None = None) -> CacheUsage:
+    """Delete every decoded dataset and the file-hash index; returns what was freed. The
+    next run decodes its images again."""
+    before = cache_usage(root)
+    for entry in _entries(before.root):
+        shutil.rmtree(entry, ignore_errors=True)
+    for leftover in (before.root / "decoded").glob(".*.tmp"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    (before.root / "file-hashes.json").unlink(missing_ok=True)
+    return before
+
+
 @dataclass
 class Decoded:
     """The decoded images of one source (rows of failed images are zeros) and their facts."""

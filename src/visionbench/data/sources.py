@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import gzip
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -94,6 +95,15 @@ def _existing(path: Path, what: str) -> Path:
     return path
 
 
+def _utf8(name: str) -> bool:
+    """Whether a file name (as Python decodes it from the file system) is valid UTF-8."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _is_hidden(path: Path | str) -> bool:
     return Path(path).name.startswith(".")
 
@@ -108,6 +118,12 @@ def _scan_class_folders(root: Path, split: str | None, data: _Listing) -> None:
         found = 0
         for file in sorted(class_dir.rglob("*")):
             if not file.is_file() or any(_is_hidden(p) for p in file.relative_to(root).parts):
+                continue
+            relative = file.relative_to(data.root).as_posix()
+            if not _utf8(relative):
+                # Such a name cannot be written to a report or a JSON document: say so.
+                data.odd_names.append(relative.encode("utf-8", "surrogateescape").decode(
+                    "utf-8", "backslashreplace"))
                 continue
             if file.suffix.lower() in IMAGE_EXTENSIONS:
                 data.add(file, class_dir.name, split)
@@ -131,6 +147,7 @@ class _Listing:
     splits: list[str | None] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    odd_names: list[str] = field(default_factory=list)
 
     def add(self, path: Path, label: str, split: str | None) -> None:
         self.ids.append(path.relative_to(self.root).as_posix())
@@ -139,7 +156,9 @@ class _Listing:
         self.paths.append(path)
 
     def to_source(self, description: str) -> SourceData:
-        ignored = [Path(p).relative_to(self.root).as_posix() for p in self.ignored]
+        ignored = [Path(p).relative_to(self.root).as_posix() for p in self.ignored
+                   if _utf8(p)] + [f"{name} (file name is not valid UTF-8: rename it)"
+                                   for name in self.odd_names]
         return SourceData(
             ids=self.ids,
             labels=self.labels,
@@ -285,11 +304,15 @@ class NpzSource(DataCommon):
     def load(self) -> SourceData:
         """Read the arrays of every split found in the file."""
         path = _existing(self.path, ".npz file")
+        if not zipfile.is_zipfile(path):
+            raise UserError(f"{path} is not an .npz archive (a zip of .npy arrays, as "
+                            "numpy.savez writes)")
         try:
             with np.load(path, allow_pickle=False) as npz:
                 arrays = {key: npz[key] for key in npz.files}
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot read {path} as .npz: {exc}") from None
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise UserError(f"cannot read {path} as .npz: {str(exc).splitlines()[0]} (arrays "
+                            "of objects are refused: they would be unpickled)") from None
         parts = []
         for split in ("train", "val", "test"):
             for image_key, label_key in (

@@ -102,6 +102,15 @@ def continue_run(path: Path, epochs: int, only: list[str] | None = None,
     run = RunFolder(path).check()
     config = load_config(run.config_file)
     names = select_models(config, only)
+    if not only:
+        # Without --model: the models this run trained; the others are named, not failed.
+        skipped = [name for name in names if run.finished(name) is None]
+        names = [name for name in names if name not in skipped]
+        for name in skipped:
+            report(f"{name}: not trained in this run, skipped")
+        if not names:
+            raise UserError(f"no model of {run.path} has finished training: nothing to "
+                            "continue (resume the run first)")
     data = prepare_data(config.data)
     result = RunResult(run, run.outcomes(list(config.models)))
     outcomes: dict[str, ModelMetrics] = {}
