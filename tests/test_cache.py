@@ -108,3 +108,18 @@ def test_arrays_keep_native_size(tmp_path):
     decoded = decode(source, PreprocessConfig(color="grayscale"), tmp_path / "c")
     assert decoded.images.shape == (1797, 8, 8, 1)
     np.testing.assert_array_equal(np.asarray(decoded.images)[..., 0], source.arrays)
+
+
+def test_a_damaged_cache_entry_is_decoded_again(class_folder, tmp_path):
+    from visionbench.data.cache import decode
+    from visionbench.data.sources import FolderSource
+    from visionbench.schemas.data import PreprocessConfig
+
+    source = FolderSource(source="folder", path=class_folder).load()
+    config = PreprocessConfig(size=(8, 8))
+    first = decode(source, config, tmp_path)
+    before, images = np.array(first.images), first.path / "images.npy"
+    del first  # its memory map must go before the file is cut
+    images.write_bytes(images.read_bytes()[:200])  # cut short
+    again = decode(source, config, tmp_path)
+    assert not again.from_cache and (np.asarray(again.images) == before).all()

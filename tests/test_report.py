@@ -138,3 +138,17 @@ def _handlers(dom: str) -> list[str]:
 
     Elements().feed(dom)
     return found
+
+
+def test_explain_refuses_a_decompression_bomb_in_one_line(run_folder, tmp_path, capsys,
+                                                          monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    picture = tmp_path / "bomb.png"
+    Image.fromarray(np.zeros((100, 100), dtype="uint8")).save(picture)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 10,000 pixels is now a bomb
+    assert main(["explain", str(run_folder), "--model", "mlp", "--images", str(picture)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot read image {picture}: DecompressionBombError" in err.replace("\n", "")
+    assert "Traceback" not in err

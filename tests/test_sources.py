@@ -179,3 +179,18 @@ def test_file_names_that_are_not_utf8_are_listed_and_skipped(tmp_path):
     data = source("folder", path=root).load()
     assert len(data.ids) == 4
     assert data.ignored == ["a/caf\\xe9.png (file name is not valid UTF-8: rename it)"]
+
+
+def test_links_that_loop_or_leave_the_root_are_listed_with_their_reason(tmp_path):
+    root = make_class_folders(tmp_path / "data", {"a": 2, "b": 2})
+    outside = make_class_folders(tmp_path / "outside", {"c": 1})
+    (root / "a" / "loop").symlink_to(root / "a")
+    (root / "a" / "away.png").symlink_to(outside / "c" / "img 0.png")
+    (root / "b" / "gone.png").symlink_to(root / "b" / "missing.png")
+    (root / "b" / "again.png").symlink_to(root / "b" / "img 0.png")
+    data = source("folder", path=root).load()
+    assert sorted(data.ids) == ["a/img 0.png", "a/img 1.png", "b/again.png", "b/img 0.png",
+                                "b/img 1.png"]
+    assert sorted(data.ignored) == ["a/away.png (a link out of the data root)",
+                                    "a/loop (a linked folder, not followed)",
+                                    "b/gone.png (a broken or looping link)"]

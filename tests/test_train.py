@@ -261,6 +261,9 @@ def test_nan_loss_fails_that_model_only_and_keeps_its_last_good_checkpoint(tmp_p
     result = run_config(tiny_config(tmp_path, models), report=lambda _: None)
     failed = result.models["exploding"].model_dump(mode="json")
     assert failed["status"] == "failed" and "loss became nan" in failed["error"].lower()
+    # The message says what to change, as --set arguments.
+    assert "--set models.exploding.train.optimizer.lr=0.001" in failed["error"]
+    assert "--set models.exploding.train.grad_clip=1.0" in failed["error"]
     assert result.models["fine"].model_dump(mode="json")["status"] == "ok"
     state = torch.load(result.folder / "exploding" / "checkpoints" / "last.pt",
                        weights_only=False)
@@ -276,6 +279,7 @@ def test_out_of_memory_names_the_model_and_a_smaller_batch(tmp_path):
     reason, code = _failure("m", torch.cuda.OutOfMemoryError("CUDA out of memory"), cfg)
     assert code == 2 and "batch size 64" in reason
     assert "--set models.m.train.batch_size=32" in reason
+    assert "--set models.m.input.size=" in reason and "precision=bf16" in reason
 
 
 # -- balancing, weights, penalties -----------------------------------------------------

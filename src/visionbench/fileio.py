@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -10,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from visionbench.errors import UserError
 
 
 @contextmanager
@@ -25,6 +28,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
         # mkstemp makes the file private (0600); give it the usual permissions.
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise UserError(f"no space left on the device to write {path}: free space and run "
+                        "the command again (files written before are intact)") from None
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -11,12 +11,14 @@ the files either.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import multiprocessing
 import os
 import shutil
 import time
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -310,6 +312,14 @@ def decode(
     key = cache_key(source, config, root)
     entry = root / "decoded" / key
     from_cache = (entry / "meta.json").is_file()
+    if from_cache:
+        try:
+            return _load(entry, key, from_cache, time.perf_counter() - started,
+                         len(source.ids))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            # A damaged entry (a disk fault, a hand edit): decode again rather than fail.
+            shutil.rmtree(entry, ignore_errors=True)
+            from_cache = False
     if not from_cache:
         _clean_stale(root)
         shape = _output_shape(source, config)
@@ -318,11 +328,29 @@ def decode(
                 tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(len(source.ids), *shape)
             )
             del images  # workers write through their own maps
+            _reserve(tmp / "images.npy", root)
             results = _run_decode(
                 source, config, tmp / "images.npy", workers or os.cpu_count() or 1
             )
             _write_facts(tmp, source, results, key)
-    return _load(entry, key, from_cache, time.perf_counter() - started)
+    return _load(entry, key, from_cache, time.perf_counter() - started, len(source.ids))
+
+
+def _reserve(path: Path, root: Path) -> None:
+    """Allocate the whole memory-mapped file now: on a full disk, writing through a map
+    kills the process (SIGBUS) instead of raising an error."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    size = path.stat().st_size
+    try:
+        with path.open("r+b") as handle:
+            os.posix_fallocate(handle.fileno(), 0, size)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise UserError(f"no space left for the decode cache in {root}: "
+                        f"{size / 1e6:.0f} MB needed; free space, or point VISIONBENCH_CACHE "
+                        "(or data.cache_dir) at a larger disk") from None
 
 
 def _write_facts(
@@ -361,12 +389,16 @@ def _write_facts(
     (folder / "meta.json").write_text(json.dumps(meta))
 
 
-def _load(entry: Path, key: str, from_cache: bool, seconds: float) -> Decoded:
+def _load(entry: Path, key: str, from_cache: bool, seconds: float, count: int) -> Decoded:
+    """An entry read back and checked: every part present, one row per image."""
     meta = json.loads((entry / "meta.json").read_text())
     with np.load(entry / "facts.npz") as facts:
         width, height, phash, ok = (facts[k] for k in ("width", "height", "phash", "ok"))
+    images = np.load(entry / "images.npy", mmap_mode="r")
+    if meta.get("key") != key or len(images) != count or len(ok) != count:
+        raise ValueError(f"cache entry {entry} does not match its key")
     return Decoded(
-        images=np.load(entry / "images.npy", mmap_mode="r"),
+        images=images,
         ok=ok,
         failures=meta["failures"],
         width=width,

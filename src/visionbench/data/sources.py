@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import os
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -95,6 +96,31 @@ def _existing(path: Path, what: str) -> Path:
     return path
 
 
+def _walk(folder: Path, data: _Listing) -> list[Path]:
+    """The files under `folder`, sorted. Linked folders are not followed (a link can loop),
+    and a linked file is used only when it stays inside the data root; the others are
+    listed among the ignored files with the reason."""
+    inside = data.root.resolve()
+    found = []
+    for where, folders, files in os.walk(folder, followlinks=False):
+        base = Path(where)
+        for name in sorted(folders):
+            if (base / name).is_symlink():
+                data.skipped.append((base / name, "a linked folder, not followed"))
+        for name in sorted(files):
+            path = base / name
+            if path.is_symlink():
+                target = path.resolve()
+                if not target.is_file():
+                    data.skipped.append((path, "a broken or looping link"))
+                    continue
+                if not target.is_relative_to(inside):
+                    data.skipped.append((path, "a link out of the data root"))
+                    continue
+            found.append(path)
+    return sorted(found)
+
+
 def _utf8(name: str) -> bool:
     """Whether a file name (as Python decodes it from the file system) is valid UTF-8."""
     try:
@@ -116,8 +142,8 @@ def _scan_class_folders(root: Path, split: str | None, data: _Listing) -> None:
         raise UserError(f"{root} has no class sub-folders (expected {root}/<class>/<image>)")
     for class_dir in class_dirs:
         found = 0
-        for file in sorted(class_dir.rglob("*")):
-            if not file.is_file() or any(_is_hidden(p) for p in file.relative_to(root).parts):
+        for file in _walk(class_dir, data):
+            if any(_is_hidden(p) for p in file.relative_to(root).parts):
                 continue
             relative = file.relative_to(data.root).as_posix()
             if not _utf8(relative):
@@ -148,6 +174,7 @@ class _Listing:
     paths: list[Path] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     odd_names: list[str] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
 
     def add(self, path: Path, label: str, split: str | None) -> None:
         self.ids.append(path.relative_to(self.root).as_posix())
@@ -159,6 +186,8 @@ class _Listing:
         ignored = [Path(p).relative_to(self.root).as_posix() for p in self.ignored
                    if _utf8(p)] + [f"{name} (file name is not valid UTF-8: rename it)"
                                    for name in self.odd_names]
+        ignored += [f"{path.relative_to(self.root).as_posix()} ({why})"
+                    for path, why in self.skipped if _utf8(str(path))]
         return SourceData(
             ids=self.ids,
             labels=self.labels,

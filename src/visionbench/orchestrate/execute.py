@@ -318,13 +318,21 @@ def _failure(name: str, exc: BaseException, config: Config) -> tuple[str, int]:
     """A one-line reason for a failed model and its exit code."""
     if isinstance(exc, UserError):
         return str(exc), exc.exit_code
+    train = config.models[name].train
     if isinstance(exc, TrainingDivergedError):
-        return (f"{exc}; training stopped, the last good epoch's checkpoint is kept "
-                "(lower the learning rate or add grad_clip)"), 1
+        lr = train.optimizer.lr
+        return (f"{exc}; training stopped, the last good epoch's checkpoint is kept: lower "
+                f"the learning rate (--set models.{name}.train.optimizer.lr={lr / 10:g}) or "
+                f"clip gradients (--set models.{name}.train.grad_clip=1.0)"
+                + ("" if train.precision == "fp32" else
+                   f", or train in full precision (--set models.{name}.train.precision=fp32)")
+                ), 1
     if isinstance(exc, torch.cuda.OutOfMemoryError):
-        batch = config.models[name].train.batch_size
-        return (f"out of GPU memory at batch size {batch}: try "
-                f"--set models.{name}.train.batch_size={max(batch // 2, 1)}"), 2
+        batch = train.batch_size
+        return (f"out of GPU memory at batch size {batch}: halve it (--set "
+                f"models.{name}.train.batch_size={max(batch // 2, 1)}), or feed smaller "
+                f"images (--set models.{name}.input.size=...), or use bf16 (--set "
+                f"models.{name}.train.precision=bf16)"), 2
     return f"{type(exc).__name__}: {exc}", 1
 
 
