@@ -228,3 +228,30 @@ def test_folds_say_fold_0_is_used_never_cross_validation(class_folder):
     assert "validation is fold 0 of 3" in sentence and "cross-validation" not in sentence
     [folds] = [w for w in record.warnings if w.code == "one_fold_only"]
     assert folds.data == {"folds": 3} and "not cross-validated" in folds.message
+
+
+def test_every_skipped_file_is_listed_with_its_reason_in_the_report(class_folder, tmp_path):
+    from visionbench.orchestrate import run_config
+    from visionbench.rundir import DataRecord
+
+    (class_folder / "cat" / "broken.png").write_bytes(b"not a png")
+    (class_folder / "cat" / "notes.txt").write_text("hello")
+    (class_folder / "dog" / "away.png").symlink_to(tmp_path / "nowhere.png")
+    config = config_from_dict({
+        "data": {"source": "folder", "path": str(class_folder), "preprocess": {"size": 8}},
+        "models": {"m": {"preset": "mlp"}},
+        "train": {"epochs": 1, "progress": "quiet"},
+        "evaluate": {"bootstrap": 0, "robustness": {}, "explain": {"images": 0},
+                     "error_examples": 0},
+        "output": {"dir": str(tmp_path / "runs")}})
+    lines: list[str] = []
+    result = run_config(config, report=lines.append)
+    assert "3 file(s) skipped (unreadable, not images, or links)" in lines[0]
+    record = result.run.require(DataRecord)
+    assert record.ignored_files["files"] == ["cat/notes.txt",
+                                             "dog/away.png (a broken or looping link)"]
+    report = result.run.report_file.read_text()
+    assert "Skipped files (3)" in report
+    for text in ("cat/broken.png", "cat/notes.txt", "not an image file", "dog/away.png",
+                 "a broken or looping link"):
+        assert text in report

@@ -212,8 +212,17 @@ def test_continue_training_equals_training_longer(tmp_path):
     models = {"m": MLP}
     four = run_config(tiny_config(tmp_path / "a", models, epochs=4), report=lambda _: None)
     two = run_config(tiny_config(tmp_path / "b", models, epochs=2), report=lambda _: None)
+    after_two = (two.folder / "m" / "predictions.csv").read_text()
     continued = continue_run(two.folder, 2, report=lambda _: None)
     assert continued.models["m"].model_dump(mode="json")["epochs"] == 4
+    # The state the report was first built from is kept, and the report says so.
+    kept = two.folder / "m" / "earlier" / "epoch-2"
+    assert (kept / "predictions.csv").read_text() == after_two
+    assert json.loads((kept / "metrics.json").read_text())["epochs"] == 2
+    assert (kept / "model.safetensors").is_file()
+    report = (two.folder / "report.html").read_text()
+    assert "Evaluated after 4 epochs (training was continued)" in report
+    assert "after epoch 2 (in epoch-2)" in report
     assert _history(continued.folder, "m") == _history(four.folder, "m")
     assert _same(_weights(continued.folder, "m"), _weights(four.folder, "m"))
     assert load_config(continued.folder / "config.yaml").models["m"].train.epochs == 4

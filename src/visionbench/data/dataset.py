@@ -275,7 +275,8 @@ def _record(
             "folds": config.split.folds,
         },
         "failures": data.decoded.failures,
-        "ignored_files": {"count": len(source.ignored), "examples": source.ignored[:10]},
+        "ignored_files": {"count": len(source.ignored), "examples": source.ignored[:10],
+                          "files": source.ignored},
         "duplicates": {
             "policy": config.duplicates.policy,
             "near_threshold": config.duplicates.near_threshold if config.duplicates.near else None,

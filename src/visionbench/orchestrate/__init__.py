@@ -65,6 +65,10 @@ def run_config(
         run = RunFolder(resume).check()
         _check_resume(run, config, names, retrain or [])
     data = prepare_data(config.data)
+    skipped = len(data.record["failures"]) + data.record["ignored_files"]["count"]
+    if skipped:
+        report(f"{skipped} file(s) skipped (unreadable, not images, or links); each is "
+               "listed with its reason in data.json and the report")
     if resume is None:
         run = new_run_folder(config)
     for name in retrain or []:

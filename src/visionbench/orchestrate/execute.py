@@ -118,6 +118,11 @@ def train_model(
     elif mode == "continue":
         raise UserError(f"model {name} has no checkpoint in {folder.checkpoints} to continue "
                         "from")
+    if mode == "continue":
+        # Continuing rewrites the model folder: its final state so far is kept as a record.
+        finished = folder.read(ModelMetrics)
+        if finished is not None and finished.ok and finished.epochs:
+            folder.keep_final_state(finished.epochs)
 
     torch.manual_seed(train_cfg.seed)
     facts = data_facts(data)

@@ -80,8 +80,13 @@ def _image(path: Path, alt: str) -> str:
     if not path.is_file():
         return ""
     buffer = io.BytesIO()
-    with Image.open(path) as picture:
-        picture.convert("RGB").save(buffer, "JPEG", quality=85, optimize=True)
+    try:
+        with Image.open(path) as picture:
+            picture.convert("RGB").save(buffer, "JPEG", quality=85, optimize=True)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        # A run folder from someone else may hold a damaged or hostile picture.
+        return (f'<div class="warn">{html.escape(path.name)} could not be shown: '
+                f"{html.escape(type(exc).__name__)}</div>")
     encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/jpeg;base64,{encoded}">'
 
@@ -363,6 +368,7 @@ def _data_section(run: Run) -> str:
         "<table><thead><tr><th>kind</th><th>where</th><th>pairs</th><th>images</th>"
         f"<th>label conflicts</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
         if rows else "<p>No duplicate images found.</p>"))
+    parts.append(_skipped(data))
     variance = run.inspection.variance if run.inspection else None
     if variance:
         parts.append(f"<p>Class variance: the MRI study's ratio {variance['ratio_study']:.3f};"
@@ -375,6 +381,20 @@ def _data_section(run: Run) -> str:
     return "".join(parts)
 
 
+def _skipped(data: DataRecord) -> str:
+    """Every file the run left out, with the reason."""
+    rows = [(name, why) for name, why in data.failures.items()]
+    for entry in data.ignored_files.get("files", data.ignored_files.get("examples", [])):
+        name, _, why = entry.partition(" (")
+        rows.append((name, why.rstrip(")") if why else "not an image file"))
+    if not rows:
+        return ""
+    body = "".join(f"<tr><td>{html.escape(name)}</td><td>{html.escape(why)}</td></tr>"
+                   for name, why in rows)
+    return (f"<h3>Skipped files ({len(rows)})</h3><div class=\"scroll\"><table><thead><tr>"
+            f"<th>file</th><th>why</th></tr></thead><tbody>{body}</tbody></table></div>")
+
+
 def _model_section(page: Page, folder: ModelFolder, row: LeaderboardRow,
                    document: EvaluationDocument | None, classes: list[str], colour: str) -> str:
     metrics = folder.read(ModelMetrics)
@@ -385,6 +405,12 @@ def _model_section(page: Page, folder: ModelFolder, row: LeaderboardRow,
     parts = []
     if metrics.description:
         parts.append(f"<p>{html.escape(metrics.description)}</p>")
+    earlier = folder.earlier_states()
+    if earlier:
+        kept = ", ".join(f"after epoch {epochs} (in {html.escape(state.path.name)})"
+                         for epochs, state in earlier)
+        parts.append(f'<p class="muted">Evaluated after {metrics.epochs} epochs (training was '
+                     f"continued); the evaluations made before are kept: {kept}.</p>")
     stages = metrics.stages
     if stages:
         parts.append("<p class=\"muted\">" + "; ".join(

@@ -23,16 +23,20 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import TypeVar
 
 from pydantic import ValidationError
 
 from visionbench.errors import UserError
-from visionbench.fileio import write_json, write_text
+from visionbench.fileio import atomic_path, write_json, write_text
 from visionbench.rundir.documents import (
     SCHEMA_VERSION,
     Document,
+    EvaluationDocument,
+    History,
+    ModelCard,
     ModelMetrics,
     Status,
 )
@@ -55,6 +59,7 @@ BEST_WEIGHTS = "best.safetensors"
 ERROR_LOG = "error.txt"
 REPEATS = "repeats"
 EXPLAINED = "explained"
+EARLIER = "earlier"
 # The pictures of a model folder, by what they show.
 PICTURES = {"misclassified": "misclassified.png", "top_losses": "top_losses.png",
             "error_rate": "error_rate.png", "explanations": "explanations.png"}
@@ -183,6 +188,29 @@ class ModelFolder(_Folder):
         found = [ModelFolder(p.parent) for p in (self.path / REPEATS).glob("*/" +
                                                                           PREDICTIONS["test"])]
         return sorted(found, key=lambda folder: folder.path.as_posix())
+
+    def keep_final_state(self, epochs: int) -> ModelFolder:
+        """Copy the model's final state (card, weights, metrics, history, predictions,
+        evaluation) to `earlier/epoch-<epochs>/` before training continues in place; returns
+        that folder."""
+        kept = ModelFolder(self.path / EARLIER / f"epoch-{epochs}")
+        kept.path.mkdir(parents=True, exist_ok=True)
+        names = [ModelCard.FILE, ModelMetrics.FILE, History.FILE, EvaluationDocument.FILE,
+                 WEIGHTS, *PREDICTIONS.values()]
+        for name in names:
+            if (self.path / name).is_file():
+                with atomic_path(kept.path / name) as tmp:
+                    shutil.copyfile(self.path / name, tmp)
+        return kept
+
+    def earlier_states(self) -> list[tuple[int, ModelFolder]]:
+        """The final states kept before each `continue`, by their epoch count, oldest first."""
+        found = []
+        for folder in (self.path / EARLIER).glob("epoch-*"):
+            epochs = folder.name.removeprefix("epoch-")
+            if epochs.isdigit():
+                found.append((int(epochs), ModelFolder(folder)))
+        return sorted(found, key=lambda item: item[0])
 
     @property
     def explained(self) -> ModelFolder:
