@@ -253,3 +253,13 @@ def test_a_config_that_is_not_utf8_is_a_one_line_error(tmp_path):
 def test_a_model_name_that_is_not_a_safe_folder_name_is_refused_at_load(name):
     with pytest.raises(UserError, match=r"a model name is letters, digits and _ \. \+ -"):
         config_from_dict({"data": {"source": "digits"}, "models": {name: {"preset": "mlp"}}})
+
+
+def test_a_mistake_in_the_top_level_train_section_points_at_its_own_line(tmp_path):
+    path = write(tmp_path, "data:\n  source: digits\ntrain:\n  epochs: 2\n"
+                 "  optimizer: {name: sgd, lrr: 0.1}\nmodels:\n  m: {preset: mlp}\n")
+    with pytest.raises(UserError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path} line 5: unknown key 'train.optimizer.lrr'")
+    assert "more problem" not in message
