@@ -41,7 +41,8 @@ def test_hostile_inputs_pass_through_every_command(tmp_path, capsys):
     config = tmp_path / "hostile.yaml"
     config.write_text("data: {source: folder, path: x}\nmodels: {cnn: {preset: mnist_baseline},"
                       " mlp: {preset: mlp}}\n")
-    assert main(["inspect", str(config), *common, "--json"]) == 0
+    assert main(["inspect", str(config), *common, "--json", "--out",
+                 str(tmp_path / "inspected")]) == 0
     captured = capsys.readouterr()
     inspected = json.loads(captured.out)
     assert "Traceback" not in captured.err

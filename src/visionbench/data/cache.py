@@ -11,12 +11,16 @@ the files either.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
 import hashlib
 import json
 import multiprocessing
 import os
 import shutil
+import signal
+import sys
 import time
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
@@ -37,6 +41,7 @@ from visionbench.schemas.data import PreprocessConfig
 CACHE_FORMAT = 1
 # Below this many images a process pool costs more to start than it saves.
 POOL_THRESHOLD = 256
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 STALE_TMP_SECONDS = 3600
 
 
@@ -212,6 +217,18 @@ def decode_item(item: Path | np.ndarray, config: PreprocessConfig) -> np.ndarray
                         f"{_describe_failure(exc)}") from None
 
 
+def _die_with_parent(parent: int) -> None:
+    """In a decode worker, first thing: ask Linux to kill this process when its parent
+    dies, so a crashed or killed run leaves no workers behind; a parent that died while
+    the worker was still starting is noticed here too (elsewhere the pool's own shutdown
+    on an error in the parent is what there is)."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def _describe_failure(exc: Exception) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}".rstrip(": ")
@@ -272,7 +289,8 @@ def _run_decode(
     results: list[tuple[int, ImageFacts | str]] = []
     context = multiprocessing.get_context("spawn")
     with (
-        ProcessPoolExecutor(workers, mp_context=context) as pool,
+        ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent,
+                            initargs=(os.getpid(),)) as pool,
         # On stderr: stdout carries results (`inspect --json`), and a transient bar still
         # leaves a newline behind on a stream that is not a terminal.
         Progress(console=Console(stderr=True), transient=True) as progress,
