@@ -188,6 +188,14 @@ def test_damaged_run_folder_documents_are_one_line_errors(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(folder)]) == 2
     err = capsys.readouterr().err
+    assert "predictions.csv was changed or damaged" in err and "Traceback" not in err
+    # A folder written before checksums existed: the row count still catches it.
+    from visionbench.rundir import ModelMetrics, RunFolder
+
+    model = RunFolder(folder).model("mlp")
+    model.write(model.require(ModelMetrics).model_copy(update={"files": {}}))
+    assert main(["evaluate", str(folder)]) == 2
+    err = capsys.readouterr().err
     assert "has 2 rows but the run's test split has" in err and "Traceback" not in err
     predictions.write_text("\n".join(lines) + "\n")
     metrics = folder / "mlp" / "metrics.json"

@@ -6,6 +6,7 @@ import ast
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from visionbench.errors import UserError
@@ -64,6 +65,7 @@ def test_documents_round_trip_with_a_schema_version_and_only_the_keys_set(tmp_pa
     folder = RunFolder(tmp_path).model("m")
     folder.write(ModelMetrics(model="m", status=Status.FAILED, error="boom", exit_code=2))
     written = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert len(written.pop("checksum")) == 64
     assert written == {"schema_version": 1, "model": "m", "status": "failed", "error": "boom",
                        "exit_code": 2}
     back = folder.read(ModelMetrics)
@@ -85,3 +87,25 @@ def test_a_folder_written_before_the_contract_still_reads(tmp_path):
 def test_a_model_name_cannot_leave_or_shadow_the_run_folder(tmp_path, name):
     with pytest.raises(UserError, match="cannot name a folder"):
         RunFolder(tmp_path).model(name)
+
+
+def test_an_edited_document_or_predictions_file_is_caught_by_its_checksum(tmp_path):
+    from visionbench.rundir import Predictions
+
+    folder = RunFolder(tmp_path).model("m")
+    folder.write_predictions("test", Predictions(["x", "y"], np.array([0, 1]),
+                                                 np.array([[0.9, 0.1], [0.2, 0.8]])), ["a", "b"])
+    folder.write(ModelMetrics(model="m", status=Status.OK, epochs=3,
+                              files=folder.predictions_checksums()))
+    assert folder.read_predictions("test", ["a", "b"]).ids == ["x", "y"]
+    metrics = tmp_path / "m" / "metrics.json"
+    metrics.write_text(metrics.read_text().replace('"epochs": 3', '"epochs": 30'))
+    with pytest.raises(UserError, match=r"metrics\.json was changed or damaged after it was "
+                       r"written"):
+        folder.read(ModelMetrics)
+    folder.write(ModelMetrics(model="m", status=Status.OK, epochs=3,
+                              files=folder.predictions_checksums()))
+    predictions = tmp_path / "m" / "predictions.csv"
+    predictions.write_text(predictions.read_text().replace("0.9", "0.1"))
+    with pytest.raises(UserError, match=r"predictions\.csv was changed or damaged"):
+        folder.read_predictions("test", ["a", "b"])

@@ -49,6 +49,7 @@ def write_ensembles(run: RunFolder, ensembles: dict[str, list[str]],
             epochs=None,
             timing={"train_seconds": sum(m.timing.get("train_seconds") or 0
                                          for m in found if m is not None)},
+            files=target.predictions_checksums(),
         ))
         written.append(name)
     return written

@@ -182,6 +182,7 @@ def train_model(
     }
     _record_evaluations(trainer, splits, data, folder, config, train_cfg.seed, metrics,
                         explain_settings(config, name))
+    metrics["files"] = folder.predictions_checksums()
     outcome = ModelMetrics.model_validate(metrics)
     folder.write(outcome)
     report(_summary_line(outcome))
@@ -285,6 +286,7 @@ def evaluate_external(config: Config, name: str, data: PreparedData, folder: Mod
         "timing": {},
     }
     _record_evaluations(model, splits, data, folder, config, model_cfg.train.seed, metrics)
+    metrics["files"] = folder.predictions_checksums()
     outcome = ModelMetrics.model_validate(metrics)
     folder.write(outcome)
     accuracy = outcome.test.accuracy if outcome.test else 0.0

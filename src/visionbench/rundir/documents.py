@@ -61,6 +61,8 @@ class Document(BaseModel):
     LEVEL: ClassVar[Literal["run", "model"]]
 
     schema_version: int = SCHEMA_VERSION
+    checksum: str | None = Field(None, description="SHA-256 of the rest of the document, "
+                                 "written with it and checked when it is read.")
 
 
 class Interval(BaseModel):
@@ -110,6 +112,8 @@ class ModelMetrics(Document):
     ensemble: list[str] | None = None
     error: str | None = None
     exit_code: int | None = None
+    files: dict[str, str] = Field(default_factory=dict, description="SHA-256 of the "
+                                  "model's predictions files, checked when they are read.")
 
     @property
     def ok(self) -> bool:

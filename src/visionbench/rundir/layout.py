@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -65,6 +66,18 @@ PICTURES = {"misclassified": "misclassified.png", "top_losses": "top_losses.png"
             "error_rate": "error_rate.png", "explanations": "explanations.png"}
 
 
+def _checksum(body: dict) -> str:
+    """SHA-256 of a document's JSON in a canonical form (sorted keys, no spaces), which
+    the parsed file gives back exactly."""
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def file_checksum(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _read(path: Path, kind: type[D]) -> D | None:
     if not path.is_file():
         return None
@@ -72,6 +85,12 @@ def _read(path: Path, kind: type[D]) -> D | None:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"{path} is damaged ({exc}); rerun the step that wrote it") from None
+    if isinstance(raw, dict) and "checksum" in raw:
+        stated = raw.pop("checksum")
+        if stated != _checksum(raw):
+            raise UserError(f"{path} was changed or damaged after it was written (its checksum "
+                            "differs): rerun the step that wrote it, or delete its checksum "
+                            "line to accept a deliberate edit")
     version = raw.get("schema_version", 1) if isinstance(raw, dict) else 1
     if isinstance(version, int) and version > SCHEMA_VERSION:
         raise UserError(f"{path} was written by a newer visionbench (schema {version}, this "
@@ -86,8 +105,11 @@ def _read(path: Path, kind: type[D]) -> D | None:
 
 
 def _write(path: Path, document: Document) -> None:
-    body = document.model_dump(mode="python", exclude_unset=True, exclude={"schema_version"})
-    write_json(path, {"schema_version": SCHEMA_VERSION, **body})
+    body = document.model_dump(mode="python", exclude_unset=True,
+                               exclude={"schema_version", "checksum"})
+    # Through JSON once, so the checksum is of exactly what a reader parses back.
+    payload = json.loads(json.dumps({"schema_version": SCHEMA_VERSION, **body}, default=str))
+    write_json(path, {**payload, "checksum": _checksum(payload)})
 
 
 class _Folder:
@@ -138,8 +160,20 @@ class ModelFolder(_Folder):
         return self.predictions_file(split).is_file()
 
     def read_predictions(self, split: str, classes: list[str]) -> Predictions:
-        """The predictions of `split`; their columns must match `classes`."""
-        return read_predictions(self.predictions_file(split), classes)
+        """The predictions of `split`; their columns must match `classes`, and their bytes
+        the checksum the model's metrics recorded (when they did)."""
+        path = self.predictions_file(split)
+        metrics = self.read(ModelMetrics)
+        stated = metrics.files.get(path.name) if metrics is not None else None
+        if stated is not None and path.is_file() and file_checksum(path) != stated:
+            raise UserError(f"{path} was changed or damaged after it was written (its "
+                            f"checksum differs from {ModelMetrics.FILE}): rerun the model")
+        return read_predictions(path, classes)
+
+    def predictions_checksums(self) -> dict[str, str]:
+        """SHA-256 of each predictions file written, by file name (for `ModelMetrics`)."""
+        return {path.name: file_checksum(path) for path in map(self.predictions_file,
+                                                                 PREDICTIONS) if path.is_file()}
 
     def write_predictions(self, split: str, predictions: Predictions, classes: list[str]
                           ) -> None:
