@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field, ValidationError
 from visionbench.data.sources import SOURCES
 from visionbench.errors import UserError
 from visionbench.models.presets import PRESETS
-from visionbench.rundir.layout import RESERVED_NAMES, SAFE_NAME
+from visionbench.rundir.layout import name_problem
 from visionbench.schemas.base import StrictModel
 from visionbench.schemas.data import DataCommon
 from visionbench.schemas.evaluate import EvaluateConfig
@@ -200,10 +200,9 @@ def _check_names(config: Config) -> None:
     for section, names in (("models", config.models), ("evaluate.ensembles",
                                                        config.evaluate.ensembles)):
         for name in names:
-            if not SAFE_NAME.fullmatch(name) or name in RESERVED_NAMES:
-                raise UserError(f"{section}.{name}: a model name is letters, digits and "
-                                "_ . + - (starting with a letter or digit), and not "
-                                f"{' or '.join(sorted(RESERVED_NAMES))}")
+            problem = name_problem(name)
+            if problem is not None:
+                raise UserError(f"{section}.{name}: {problem}")
 
 
 def _check_ensembles(config: Config) -> None:

@@ -40,7 +40,8 @@ def write_ensembles(run: RunFolder, ensembles: dict[str, list[str]],
         for split in SPLITS:
             if all(run.model(m).has_predictions(split) for m in members):
                 average = average_predictions(
-                    [run.model(m).read_predictions(split, classes) for m in members])
+                    [run.model(m).read_predictions(split, classes, metrics)
+                     for m, metrics in zip(members, found, strict=True)])
                 target.write_predictions(split, average, classes)
         target.write(ModelMetrics(
             model=name, status=Status.OK, ensemble=members,

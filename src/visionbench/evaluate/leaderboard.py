@@ -54,8 +54,8 @@ def evaluate_folder(run: RunFolder, settings: EvaluateConfig, models: list[str]
     for name, outcome in outcomes.items():
         folder = run.model(name)
         if outcome.ok and folder.has_predictions("test"):
-            predictions[name] = _complete(folder, "test", classes, data)
-            validation[name] = (_complete(folder, "val", classes, data)
+            predictions[name] = _complete(folder, "test", classes, data, outcome)
+            validation[name] = (_complete(folder, "val", classes, data, outcome)
                                 if folder.has_predictions("val") else None)
     weights = None
     if predictions and settings.bootstrap:
@@ -87,11 +87,11 @@ def evaluate_folder(run: RunFolder, settings: EvaluateConfig, models: list[str]
     return board
 
 
-def _complete(folder: ModelFolder, split: str, classes: list[str], data: DataRecord
-              ) -> Predictions:
+def _complete(folder: ModelFolder, split: str, classes: list[str], data: DataRecord,
+              metrics: ModelMetrics) -> Predictions:
     """A model's predictions of `split`, which must cover every image the data record
     counts there (a file cut short would score the rows that are left)."""
-    found = folder.read_predictions(split, classes)
+    found = folder.read_predictions(split, classes, metrics)
     expected = data.totals.get(split)
     if expected is not None and len(found.ids) != expected:
         raise UserError(f"{folder.predictions_file(split)} has {len(found.ids)} rows but the "

@@ -46,7 +46,7 @@ from visionbench.rundir.layout import ModelFolder, RunFolder
 from visionbench.rundir.predictions import Predictions
 from visionbench.runtime.batches import Evaluation, SplitImages
 from visionbench.runtime.device import pick_device
-from visionbench.runtime.trained import LoadedModel
+from visionbench.runtime.trained import LoadedModel, save_weights
 from visionbench.schemas.evaluate import ExplainConfig
 from visionbench.train.callbacks import Checkpoint, Progress
 from visionbench.train.loop import Trainer, TrainingDivergedError, plan_stages
@@ -60,16 +60,6 @@ def data_facts(data: PreparedData) -> DataFacts:
     height, width = data.images.shape[1:3]
     return DataFacts((height, width, data.channels), normalization.mean, normalization.std,
                      normalization.per_image)
-
-
-def _save_weights(model: torch.nn.Module, folder: ModelFolder) -> None:
-    from safetensors.torch import save_file
-
-    from visionbench.fileio import atomic_path
-
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(folder.weights) as tmp:
-        save_file(state, str(tmp))
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -153,7 +143,7 @@ def train_model(
     wall = time.perf_counter() - started
     if train_cfg.checkpoint:
         trainer.save_checkpoint(folder.last_checkpoint)
-    _save_weights(trainer.model, folder)
+    save_weights(trainer.model, folder.weights)
     folder.write(ModelCard(model=name, family=model_cfg.family_name, classes=data.classes,
                            input=built.input, output=built.output,
                            config=model_cfg.model_dump(mode="json")))

@@ -159,11 +159,13 @@ class ModelFolder(_Folder):
         """Whether predictions of `split` were written."""
         return self.predictions_file(split).is_file()
 
-    def read_predictions(self, split: str, classes: list[str]) -> Predictions:
+    def read_predictions(self, split: str, classes: list[str],
+                         metrics: ModelMetrics | None = None) -> Predictions:
         """The predictions of `split`; their columns must match `classes`, and their bytes
-        the checksum the model's metrics recorded (when they did)."""
+        the checksum the model's metrics recorded (when they did). `metrics`: the model's,
+        when the caller has read them already."""
         path = self.predictions_file(split)
-        metrics = self.read(ModelMetrics)
+        metrics = metrics or self.read(ModelMetrics)
         stated = metrics.files.get(path.name) if metrics is not None else None
         if stated is not None and path.is_file() and file_checksum(path) != stated:
             raise UserError(f"{path} was changed or damaged after it was written (its "
@@ -257,6 +259,14 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 RESERVED_NAMES = frozenset({DATA_DIR, CHECKPOINTS})
 
 
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name a model folder, or None when it can."""
+    if SAFE_NAME.fullmatch(name) and name not in RESERVED_NAMES:
+        return None
+    return ("a model name is letters, digits and _ . + - (starting with a letter or digit), "
+            f"and not {' or '.join(sorted(RESERVED_NAMES))}")
+
+
 class RunFolder(_Folder):
     """`<output.dir>/<name>/<timestamp>/`: a whole run."""
 
@@ -285,9 +295,9 @@ class RunFolder(_Folder):
 
     def model(self, name: str) -> ModelFolder:
         """The folder of model `name`."""
-        if not SAFE_NAME.fullmatch(name) or name in RESERVED_NAMES:
-            raise UserError(f"model name {name!r} cannot name a folder: use letters, digits "
-                            "and _ . + - (starting with a letter or digit)")
+        problem = name_problem(name)
+        if problem is not None:
+            raise UserError(f"model name {name!r} cannot name a folder: {problem}")
         return ModelFolder(self.path / name)
 
     def outcomes(self, names: list[str]) -> dict[str, ModelMetrics]:

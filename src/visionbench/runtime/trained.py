@@ -9,10 +9,12 @@ run's records (`visionbench.orchestrate.explain.legacy_card`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from visionbench.errors import UserError
+from visionbench.fileio import atomic_path
 from visionbench.models.build import rebuild
 from visionbench.models.family import FAMILIES
 from visionbench.rundir.documents import ModelCard
@@ -28,6 +30,15 @@ class LoadedModel:
     module: torch.nn.Module
     pipeline: InputPipeline
     device: torch.device
+
+
+def save_weights(module: torch.nn.Module, path: Path) -> None:
+    """Write a module's weights (tensors only: safetensors) to `path` atomically."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
 
 
 def load_trained(folder: ModelFolder, card: ModelCard) -> LoadedModel:

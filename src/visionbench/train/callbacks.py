@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from visionbench.fileio import atomic_path
+from visionbench.runtime.trained import save_weights
 from visionbench.schemas.train import EarlyStoppingConfig, PlateauConfig
 
 
@@ -211,12 +211,7 @@ class Checkpoint(Callback):
     def on_epoch_end(self, trainer: TrainerView, logs: dict[str, Any]) -> None:
         assert self.tracker is not None, "on_stage_start comes first"
         if self.tracker.improved(logs):
-            from safetensors.torch import save_file
-
-            with atomic_path(self.best) as tmp:
-                state = {k: v.detach().cpu().contiguous()
-                         for k, v in trainer.model.state_dict().items()}
-                save_file(state, str(tmp))
+            save_weights(trainer.model, self.best)
         trainer.save_checkpoint(self.last)
 
     def state_dict(self) -> dict[str, Any]:
