@@ -23,6 +23,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+from conftest import SHARED_DATA
+
 GOLDEN = Path(__file__).parent / "golden"
 
 # Keys whose values differ between two runs of the same code on the same data.
@@ -69,22 +71,24 @@ class _Text(HTMLParser):
 def _report_text(text: str) -> list[str]:
     parser = _Text()
     parser.feed(text)
+    # The data path before numbers are masked, so that one with digits is still recognised.
+    parts = [part.replace(str(SHARED_DATA), "<data>") for part in parser.parts]
     # Numbers are checked through the JSON documents; the report's wording is checked here.
-    return [re.sub(r"-?\d[\d,]*(\.\d+)?(e-?\d+)?", "#", part) for part in parser.parts]
+    return [re.sub(r"-?\d[\d,]*(\.\d+)?(e-?\d+)?", "#", part) for part in parts]
 
 
-def _unrooted(value: Any, root: str) -> Any:
+def _unrooted(value: Any, root: str, mark: str = "<root>") -> Any:
     if isinstance(value, dict):
-        return {k: _unrooted(v, root) for k, v in value.items()}
+        return {k: _unrooted(v, root, mark) for k, v in value.items()}
     if isinstance(value, list):
-        return [_unrooted(v, root) for v in value]
-    return value.replace(root, "<root>") if isinstance(value, str) else value
+        return [_unrooted(v, root, mark) for v in value]
+    return value.replace(root, mark) if isinstance(value, str) else value
 
 
 def digest(folder: Path, root: Path | None = None) -> dict[str, Any]:
     """What of the run folder must stay the same, keyed by relative path; the folder itself,
     the Python environment and `root` (a test's temporary folder) are written `<root>`
-    wherever they appear."""
+    wherever they appear, the shared data folder `<data>`."""
     found: dict[str, Any] = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         relative = path.relative_to(folder).as_posix()
@@ -109,6 +113,8 @@ def digest(folder: Path, root: Path | None = None) -> dict[str, Any]:
         else:
             found[relative] = "<file>"
     found = _unrooted(_unrooted(found, str(folder)), sys.prefix)  # weights in site-packages
+    # The studies' data lie wherever the checkout's ../shared is (CI clones elsewhere).
+    found = _unrooted(found, str(SHARED_DATA), "<data>")
     return _unrooted(found, str(root)) if root is not None else found
 
 
