@@ -11,6 +11,7 @@ from sklearn import metrics as skm
 
 from visionbench.evaluate.evaluation import choose_threshold, compare_models, evaluate_model
 from visionbench.evaluate.metrics import METRICS, compute, confusion_matrix
+from visionbench.evaluate.selection import recommend
 from visionbench.evaluate.statistics import bootstrap_weights, delong, mcnemar, paired_bootstrap
 from visionbench.rundir.predictions import Predictions, read_predictions, write_predictions
 from visionbench.schemas.evaluate import EvaluateConfig, ThresholdConfig
@@ -237,22 +238,87 @@ def test_paired_bootstrap_sees_a_real_difference_and_not_a_fake_one():
     assert same["p_value"] == 1.0
 
 
-def test_comparison_marks_models_not_significantly_worse():
-    y, prob = _random(n=400, k=3, seed=2)
-    noisy = prob + np.random.default_rng(5).normal(0, 0.02, prob.shape).clip(-0.01, 0.01)
+def _three_models(seed: int = 2, n: int = 400) -> dict[str, Predictions]:
+    """good, its near twin, and a poor model, on the same images."""
+    y, prob = _random(n=n, k=3, seed=seed)
+    noisy = prob + np.random.default_rng(seed + 3).normal(0, 0.02, prob.shape).clip(-0.01, 0.01)
     noisy = noisy.clip(1e-6) / noisy.clip(1e-6).sum(axis=1, keepdims=True)
     poor = np.full_like(prob, 1 / 3)
     poor[np.arange(len(y)), (y + 1) % 3] += 0.1
-    preds = {n: Predictions([str(i) for i in range(len(y))], y, p)
-             for n, p in (("good", prob), ("twin", noisy), ("poor", poor))}
+    return {name: Predictions([str(i) for i in range(len(y))], y, p)
+            for name, p in (("good", prob), ("twin", noisy), ("poor", poor))}
+
+
+def test_comparison_marks_each_model_against_the_recommended_one_on_test():
+    preds = _three_models()
     settings = EvaluateConfig(bootstrap=300)
-    weights = bootstrap_weights(y, 300, 0)
+    weights = bootstrap_weights(preds["good"].y_true, 300, 0)
     evaluations = {n: evaluate_model(p, ["a", "b", "c"], settings, weights=weights)
                    for n, p in preds.items()}
-    comparison = compare_models(evaluations, preds, ["a", "b", "c"], settings)
-    assert comparison["marks"]["poor"] == "worse"
-    assert {comparison["marks"]["good"], comparison["marks"]["twin"]} == {
-        "best", "not significantly worse"}
+    comparison = compare_models(evaluations, preds, ["a", "b", "c"], settings,
+                                {"recommended": "twin"})
+    assert comparison["recommended"] == "twin"
+    assert comparison["marks"] == {"good": "no significant difference", "twin": "recommended",
+                                   "poor": "worse on test"}
+    assert comparison["test_best"] in ("good", "twin")
+    # Recommending the poor model shows the others as better on test, not as worse.
+    against_poor = compare_models(evaluations, preds, ["a", "b", "c"], settings,
+                                  {"recommended": "poor"})["marks"]
+    assert against_poor["good"] == against_poor["twin"] == "better on test"
+
+
+def test_the_recommendation_is_the_smallest_model_validation_cannot_tell_from_the_best():
+    val = _three_models(seed=11)
+    sizes = {"good": (1000, 5.0), "twin": (10, 9.0), "poor": (1, 1.0)}
+    choice = recommend(val, sizes, EvaluateConfig(bootstrap=300))
+    assert choice["best_on_validation"] in ("good", "twin")
+    assert set(choice["tied"]) == {"good", "twin"} and choice["p_values"]["poor"] < 0.05
+    assert choice["recommended"] == "twin", "the smaller of the two tied models"
+    assert "smallest" in choice["reason"]
+    # Without resamples only equal values tie: the twin's accuracy equals good's, but its
+    # log loss does not, so under log loss the best on validation wins.
+    assert recommend(val, sizes, EvaluateConfig(bootstrap=0))["recommended"] == "twin"
+    by_loss = recommend(val, sizes, EvaluateConfig(bootstrap=0, primary_metric="log_loss"))
+    assert by_loss["tied"] == [by_loss["best_on_validation"]]
+    assert by_loss["recommended"] == by_loss["best_on_validation"]
+
+
+def test_without_validation_predictions_nothing_is_recommended():
+    preds = _three_models()
+    choice = recommend(dict.fromkeys(preds), {}, EvaluateConfig(bootstrap=0))
+    assert choice["recommended"] is None and "no model has validation" in choice["reason"]
+    alone = recommend({"only": None}, {}, EvaluateConfig(bootstrap=0))
+    assert alone["recommended"] == "only"
+
+
+def test_permuting_only_the_test_predictions_never_changes_the_recommendation(tmp_path):
+    from visionbench.evaluate.leaderboard import evaluate_folder
+    from visionbench.rundir import DataRecord, ModelMetrics, RunFolder, Status
+
+    val, test = _three_models(seed=4, n=150), _three_models(seed=5, n=150)
+    classes = ["a", "b", "c"]
+    counts = {"a": 50, "b": 50, "c": 50}
+    run = RunFolder(tmp_path)
+    run.write(DataRecord(source="synthetic", classes=classes, channels=1, image_shape=[8, 8],
+                         splits={"val": counts, "test": counts}, totals={"val": 150,
+                                                                         "test": 150}))
+    settings = EvaluateConfig(bootstrap=200)
+    sizes = {"good": 1000, "twin": 900, "poor": 10}
+    recommended, test_best = set(), set()
+    # Each model's test predictions are given to every model in turn; validation stays.
+    for shift in range(3):
+        names = list(test)
+        for i, name in enumerate(names):
+            folder = run.model(name)
+            folder.write_predictions("val", val[name], classes)
+            folder.write_predictions("test", test[names[(i + shift) % 3]], classes)
+            folder.write(ModelMetrics(model=name, status=Status.OK, parameters=sizes[name],
+                                      timing={"train_seconds": 1.0},
+                                      files=folder.predictions_checksums()))
+        board = evaluate_folder(run, settings, names)
+        recommended.add(board.recommended)
+        test_best.add(board.test_best)
+    assert len(recommended) == 1 and len(test_best) > 1, "the test-best moved, the choice not"
 
 
 # -- clinical readings and thresholds --------------------------------------------------
@@ -358,13 +424,15 @@ def test_comparison_has_a_paired_bootstrap_for_every_metric_and_mcnemar_without_
     weights = bootstrap_weights(y, 200, 0)
     evaluations = {n: evaluate_model(p, ["x", "y", "z"], settings, weights=weights)
                    for n, p in preds.items()}
-    pair = compare_models(evaluations, preds, ["x", "y", "z"], settings)["pairs"][0]
+    pair = compare_models(evaluations, preds, ["x", "y", "z"], settings,
+                          {"recommended": "a"})["pairs"][0]
     assert set(pair["bootstrap"]) == set(settings.metrics)
     assert pair["bootstrap"]["log_loss"]["difference"] < 0
     plain = EvaluateConfig(bootstrap=0)
     unsure = {n: evaluate_model(p, ["x", "y", "z"], plain) for n, p in preds.items()}
-    marks = compare_models(unsure, preds, ["x", "y", "z"], plain)["marks"]
-    assert marks == {"a": "best", "b": "worse"}, "McNemar decides accuracy without resamples"
+    marks = compare_models(unsure, preds, ["x", "y", "z"], plain, {"recommended": "a"})["marks"]
+    assert marks == {"a": "recommended", "b": "worse on test"}, \
+        "McNemar decides accuracy without resamples"
 
 
 def test_clean_test_leaves_out_images_that_duplicate_training():

@@ -80,7 +80,7 @@ def test_external_model_gets_the_same_predictions_file_and_metrics(kind, tmp_pat
         metrics["test"]["accuracy"])
     assert (folder / "keras" / "robustness.json").is_file()
     board = json.loads((folder / "leaderboard.json").read_text())
-    assert board["rows"][0]["model"] == "keras" and board["rows"][0]["mark"] == "best"
+    assert board["rows"][0]["model"] == "keras" and board["rows"][0]["mark"] == "recommended"
 
 
 def test_external_model_that_does_not_fit_is_a_one_line_error(tmp_path, capsys):

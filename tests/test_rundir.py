@@ -11,6 +11,7 @@ import pytest
 
 from visionbench.errors import UserError
 from visionbench.rundir import DataRecord, ModelMetrics, RunFolder, Status, documents, layout
+from visionbench.rundir.documents import SCHEMA_VERSION
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "visionbench"
 # The same file name meaning another folder's file.
@@ -66,8 +67,8 @@ def test_documents_round_trip_with_a_schema_version_and_only_the_keys_set(tmp_pa
     folder.write(ModelMetrics(model="m", status=Status.FAILED, error="boom", exit_code=2))
     written = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert len(written.pop("checksum")) == 64
-    assert written == {"schema_version": 1, "model": "m", "status": "failed", "error": "boom",
-                       "exit_code": 2}
+    assert written == {"schema_version": SCHEMA_VERSION, "model": "m", "status": "failed",
+                       "error": "boom", "exit_code": 2}
     back = folder.read(ModelMetrics)
     assert back is not None and back.status is Status.FAILED and not back.ok
 

@@ -181,34 +181,39 @@ def _finish(result: RunResult) -> None:
 
 SHORT = {"balanced_accuracy": "bal. acc", "roc_auc_macro": "AUC", "log_loss": "log loss",
          "accuracy": "accuracy"}
-SHORT_MARKS = {"best": "best", "not significantly worse": "n.s. worse", "worse": "worse"}
+SHORT_MARKS = {"recommended": "recommended", "no significant difference": "n.s.",
+               "worse on test": "worse", "better on test": "better"}
 
 
 def _print_board(board: Leaderboard, folder: Path) -> None:
+    from visionbench.evaluate.leaderboard import recommendation_sentence
+
     primary = board.primary_metric
-    others = [m for m in ("balanced_accuracy", "roc_auc_macro", "log_loss")
-              if m in board.metrics and m != primary]
+    others = board.shown[1:]
     level = display.level(board.confidence)
     table = Table(title=f"leaderboard: {folder}", caption=(
-        f"{primary} with its {level} bootstrap interval; vs best: paired bootstrap test of "
-        f"{primary} against the best model (alpha {board.alpha})"))
+        f"test {primary} with its {level} bootstrap interval; "
+        f"{recommendation_sentence(board)} vs rec.: paired bootstrap test of {primary} on "
+        f"test against the recommended model (alpha {board.alpha})"))
     table.add_column("model")
     table.add_column("status")
     table.add_column(f"{SHORT.get(primary, primary)} [{level} CI]", justify="right")
     for metric in others:
-        table.add_column(SHORT[metric], justify="right")
+        table.add_column(SHORT.get(metric, metric), justify="right")
+    table.add_column(f"val {SHORT.get(primary, primary)}", justify="right")
     repeated = any(row.repeats for row in board.rows)
     if repeated:
         table.add_column("seeds: mean ± sd", justify="right")
     clinical = any(row.missed_positives is not None for row in board.rows)
     if clinical:
         table.add_column("missed +", justify="right")
-    for column in ("params", "train s", "vs best"):
-        table.add_column(column, justify="right" if column != "vs best" else "left")
+    for column in ("params", "train s", "vs rec."):
+        table.add_column(column, justify="right" if column != "vs rec." else "left")
 
     for row in board.rows:
         cells = [row.model, row.status.value, display.interval(row.metrics.get(primary))]
         cells += [display.number(getattr(row.metrics.get(m), "value", None)) for m in others]
+        cells.append(display.number(row.validation))
         if repeated:
             spread = row.repeats
             cells.append(f"{spread['mean']:.4f} ± {spread['std']:.4f} (n={spread['count']})"

@@ -3,7 +3,8 @@
 `evaluate_model` gives one model's headline metrics with bootstrap intervals, per-class
 table, confusion matrices, ROC/PR curves, calibration, and the clinical reading (argmax and
 at a threshold chosen on validation). `compare_models` tests every pair on the same test
-images and marks which models are not significantly worse than the best.
+images and describes each model against the one recommended on validation
+(`evaluate.selection`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 
 from visionbench.evaluate.metrics import (
     METRICS,
+    Metric,
     auc_ovr,
     compute,
     confusion_matrix,
@@ -235,14 +237,16 @@ def most_confused(counts: np.ndarray, classes: list[str], top: int = 10) -> list
 
 def compare_models(
     evaluations: dict[str, ModelEvaluation], predictions: dict[str, Predictions],
-    classes: list[str], settings: EvaluateConfig,
+    classes: list[str], settings: EvaluateConfig, selection: dict[str, Any],
 ) -> dict[str, Any]:
-    """Paired tests between every two models on the same test images, and the marks."""
+    """Paired tests between every two models on the same test images, and each model's
+    mark against the recommended one (`selection`, chosen on validation): the test split
+    describes the choice, it never makes it."""
     metric = METRICS.get(settings.primary_metric)
     names = list(evaluations)
     value = {n: evaluations[n].summary["metrics"][metric.name]["value"] for n in names}
     sign = 1 if metric.higher_is_better else -1
-    best = max(names, key=lambda n: sign * value[n]) if names else None
+    test_best = max(names, key=lambda n: sign * value[n]) if names else None
     pairs = []
     for i, a in enumerate(names):
         for b in names[i + 1:]:
@@ -262,21 +266,30 @@ def compare_models(
             }
             pair["delong"] = _delong_pairs(pa, pb, classes)
             pairs.append(pair)
+    recommended = selection.get("recommended")
     marks = {}
-    for name in names:
-        if name == best:
-            marks[name] = "best"
-            continue
-        pair = next(p for p in pairs if {p["a"], p["b"]} == {name, best})
-        tested = pair["bootstrap"].get(metric.name)
-        p_value = tested["p_value"] if tested else (
-            pair["mcnemar"]["p_value"] if metric.name == "accuracy" else math.nan)
-        if math.isnan(p_value):
-            marks[name] = "untested"
-        else:
-            marks[name] = "not significantly worse" if p_value >= settings.alpha else "worse"
-    return {"primary_metric": metric.name, "best": best, "alpha": settings.alpha,
+    if recommended in names:
+        for name in names:
+            marks[name] = ("recommended" if name == recommended else
+                           _test_mark(name, recommended, pairs, metric, value, settings.alpha))
+    return {"primary_metric": metric.name, "recommended": recommended,
+            "test_best": test_best, "selection": selection, "alpha": settings.alpha,
             "marks": marks, "pairs": pairs}
+
+
+def _test_mark(name: str, recommended: str, pairs: list[dict[str, Any]], metric: Metric,
+               value: dict[str, float], alpha: float) -> str:
+    """How `name` compares with the recommended model on test: a description only."""
+    pair = next(p for p in pairs if {p["a"], p["b"]} == {name, recommended})
+    tested = pair["bootstrap"].get(metric.name)
+    p_value = tested["p_value"] if tested else (
+        pair["mcnemar"]["p_value"] if metric.name == "accuracy" else math.nan)
+    if math.isnan(p_value):
+        return "untested"
+    if p_value >= alpha:
+        return "no significant difference"
+    better = (value[name] > value[recommended]) == metric.higher_is_better
+    return "better on test" if better else "worse on test"
 
 
 def _delong_pairs(a: Predictions, b: Predictions, classes: list[str]) -> dict[str, Any]:

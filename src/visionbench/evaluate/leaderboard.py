@@ -21,6 +21,7 @@ from visionbench.evaluate.evaluation import (
     evaluate_model,
 )
 from visionbench.evaluate.metrics import METRICS, compute
+from visionbench.evaluate.selection import UNKNOWN, recommend
 from visionbench.evaluate.statistics import bootstrap_weights
 from visionbench.rundir.documents import (
     Comparison,
@@ -79,8 +80,11 @@ def evaluate_folder(run: RunFolder, settings: EvaluateConfig, models: list[str]
                 [test, *(repeat.read_predictions("test", classes) for repeat in repeats)],
                 settings)
         run.model(name).write(EvaluationDocument.model_validate(evaluations[name].summary))
+    sizes = {name: (outcome.parameters or UNKNOWN, outcome.timing.get("train_seconds", UNKNOWN))
+             for name, outcome in outcomes.items()}
+    selection = recommend({name: validation[name] for name in predictions}, sizes, settings)
     comparison = Comparison.model_validate(
-        compare_models(evaluations, predictions, classes, settings))
+        compare_models(evaluations, predictions, classes, settings, selection))
     run.write(comparison)
     board = _leaderboard(outcomes, evaluations, comparison, settings)
     write_leaderboard(run, board)
@@ -154,6 +158,7 @@ def _leaderboard(outcomes: dict[str, ModelMetrics], evaluations: dict[str, Model
             if "repeats" in summary:
                 row["repeats"] = {"count": summary["repeats"]["count"],
                                   **summary["repeats"]["metrics"][primary.name]}
+        row["validation"] = comparison.selection.get("values", {}).get(name)
         row["parameters"] = outcome.parameters
         row["epochs"] = outcome.epochs
         row["train_seconds"] = outcome.timing.get("train_seconds")
@@ -167,10 +172,23 @@ def _leaderboard(outcomes: dict[str, ModelMetrics], evaluations: dict[str, Model
         return (value is None, -sign * value if value is not None else 0.0)
 
     rows.sort(key=key)
+    computed = [m for m in settings.metrics if any(m in r.get("metrics", {}) for r in rows)]
     return Leaderboard(
         primary_metric=primary.name, confidence=settings.confidence, alpha=settings.alpha,
-        metrics=[m for m in settings.metrics if any(m in r.get("metrics", {}) for r in rows)],
-        best=comparison.best, rows=[LeaderboardRow.model_validate(r) for r in rows])
+        metrics=computed, headline=headline_metrics(primary.name, settings.headline, computed),
+        recommended=comparison.recommended, test_best=comparison.test_best,
+        rows=[LeaderboardRow.model_validate(r) for r in rows])
+
+
+def headline_metrics(primary: str, headline: list[str], computed: list[str]) -> list[str]:
+    """The metrics tables and charts show: the primary one, then the configured headline
+    ones that were computed.
+
+    Example:
+        >>> headline_metrics("f1_macro", ["accuracy", "f1_macro", "kappa"], ["accuracy"])
+        ['f1_macro', 'accuracy']
+    """
+    return [primary, *(m for m in headline if m != primary and m in computed)]
 
 
 def _csv(board: Leaderboard) -> str:
@@ -201,15 +219,13 @@ def _csv(board: Leaderboard) -> str:
 
 def _markdown(board: Leaderboard) -> str:
     primary = board.primary_metric
-    shown = [primary] + [m for m in ("accuracy", "balanced_accuracy", "f1_macro",
-                                     "roc_auc_macro", "log_loss")
-                         if m in board.metrics and m != primary]
-    lines = [f"Ranked by {primary}; brackets: {display.level(board.confidence)} bootstrap "
-             "intervals; "
-             "mark: paired test against the best model.", "",
-             "| model | status | " + " | ".join(shown) + " | missed positives | parameters | "
-             "train s | mark |",
-             "|" + "---|" * (len(shown) + 6)]
+    shown = board.shown
+    lines = [f"Ranked by test {primary} (a description); {recommendation_sentence(board)} "
+             f"Brackets: {display.level(board.confidence)} bootstrap intervals on test; mark: "
+             "paired test on test against the recommended model.", "",
+             "| model | status | " + " | ".join(shown) + f" | validation {primary} | "
+             "missed positives | parameters | train s | mark |",
+             "|" + "---|" * (len(shown) + 7)]
     repeated = any(row.repeats for row in board.rows)
     if repeated:
         lines[2] = lines[2].replace(" | missed positives", f" | {shown[0]} over seeds (mean ± sd)"
@@ -224,11 +240,25 @@ def _markdown(board: Leaderboard) -> str:
         missed = row.missed_positives
         lines.append(
             f"| {row.model} | {row.status.value} | " + " | ".join(cells)
-            + f" | {'–' if missed is None else int(missed)} | {row.parameters or '–'} | "
+            + f" | {display.number(row.validation)} | {'–' if missed is None else int(missed)} | "
+            f"{row.parameters or '–'} | "
             f"{'–' if row.train_seconds is None else round(row.train_seconds, 1)} | "
             f"{row.mark or row.error[:80]} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def recommendation_sentence(board: Leaderboard) -> str:
+    """Which model is recommended and on what split it was chosen, in one sentence."""
+    if board.recommended is None:
+        return ("no model is recommended: there are no validation predictions to choose on "
+                "(a folder written before visionbench chose on validation: `visionbench "
+                "evaluate RUN_DIR` chooses again).")
+    test_best = ("it is also the best on test." if board.test_best == board.recommended else
+                 f"best on test: {board.test_best} (the maximum of several noisy test scores, "
+                 "so optimistic; not a recommendation).")
+    return (f"recommended: {board.recommended}, chosen on validation {board.primary_metric}; "
+            + test_best)
 
 
 def write_leaderboard(run: RunFolder, board: Leaderboard) -> None:

@@ -44,16 +44,19 @@ class Metric:
     fn: Callable[..., np.ndarray]
     higher_is_better: bool
     description: str
+    # A share of images or of a class in [0, 1], higher better: drawn as a bar on one axis.
+    share: bool = True
 
 
 METRICS: Registry[Metric] = Registry("metric")
 
 
-def _register(kind: str, higher_is_better: bool = True) -> Callable:
+def _register(kind: str, higher_is_better: bool = True, share: bool | None = None) -> Callable:
     def add(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
         name = fn.__name__.lstrip("_")
         doc = (fn.__doc__ or "").strip().splitlines()[0]
-        METRICS.register(name)(Metric(name, kind, fn, higher_is_better, doc))
+        METRICS.register(name)(Metric(name, kind, fn, higher_is_better, doc,
+                                      higher_is_better if share is None else share))
         return fn
 
     return add
@@ -151,7 +154,7 @@ def _global_f1(conf: np.ndarray) -> np.ndarray:
     return _divide(2 * precision * recall, precision + recall)
 
 
-@_register("confusion")
+@_register("confusion", share=False)
 def _cohen_kappa(conf: np.ndarray) -> np.ndarray:
     """Agreement beyond chance between true and predicted classes."""
     total = conf.sum(axis=(1, 2))
@@ -160,7 +163,7 @@ def _cohen_kappa(conf: np.ndarray) -> np.ndarray:
     return _divide(observed - expected, 1 - expected)
 
 
-@_register("confusion")
+@_register("confusion", share=False)
 def _matthews_corrcoef(conf: np.ndarray) -> np.ndarray:
     """Matthews correlation coefficient (multiclass form)."""
     total = conf.sum(axis=(1, 2))

@@ -9,6 +9,8 @@ from __future__ import annotations
 from itertools import pairwise
 from typing import Any
 
+from visionbench import display
+
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf"]
 Figure = dict[str, Any]
@@ -25,8 +27,8 @@ def _layout(title: str, **extra: Any) -> dict[str, Any]:
             **extra}
 
 
-def metric_bars(rows: list[dict[str, Any]], metrics: list[str], colour: dict[str, str]
-                ) -> Figure:
+def metric_bars(rows: list[dict[str, Any]], metrics: list[str], colour: dict[str, str],
+                confidence: float) -> Figure:
     """Grouped bars of headline metrics per model, with their bootstrap intervals."""
     data = []
     for row in rows:
@@ -41,7 +43,8 @@ def metric_bars(rows: list[dict[str, Any]], metrics: list[str], colour: dict[str
                         "arrayminus": [v["value"] - v["low"] if "low" in v else 0
                                        for v in values]},
         })
-    layout = _layout("Headline metrics (bars: 95 % intervals)", barmode="group",
+    layout = _layout(f"Headline metrics on test (whiskers: {display.level(confidence)} "
+                     "intervals)", barmode="group",
                      yaxis={"range": [0, 1.05]}, height=380)
     layout["margin"]["b"] = 95  # room for the slanted metric names
     layout["legend"]["y"] = -0.45

@@ -19,6 +19,8 @@ from typing import Any
 from PIL import Image
 
 from visionbench import display
+from visionbench.evaluate.leaderboard import recommendation_sentence
+from visionbench.evaluate.metrics import METRICS
 from visionbench.registry import Registry
 from visionbench.report import charts
 from visionbench.rundir.documents import (
@@ -188,7 +190,7 @@ class Run:
         evaluations = {m: e for m in models
                        if (e := folder.model(m).read(EvaluationDocument)) is not None}
         comparison = folder.read(Comparison) or Comparison(
-            primary_metric="", best=None, alpha=0.05, marks={}, pairs=[])
+            primary_metric="", recommended=None, alpha=0.05, marks={}, pairs=[])
         return cls(folder, folder.require(DataRecord), board, comparison,
                    folder.read(Inspection), evaluations, charts.colours(models))
 
@@ -221,38 +223,68 @@ def _warnings(run: Run) -> list[str]:
 @SECTIONS.register("01-summary")
 def _summary(page: Page, run: Run) -> None:
     page.section("summary", "Summary")
-    best = run.comparison.best
+    chosen = run.comparison.recommended
     primary = run.board.primary_metric
-    if best:
-        entry = run.row(best).metrics[primary]
-        tied = [m for m, mark in run.comparison.marks.items()
-                if mark == "not significantly worse"]
-        text = (f"<b>Recommended: {html.escape(best)}</b> — {primary} {entry.value:.4f}")
-        if entry.low is not None:
-            text += (f" ({display.level(run.board.confidence)} interval "
-                     f"{entry.low:.4f}–{entry.high:.4f})")
-        text += ". "
-        text += (f"Not significantly worse (paired test, alpha {run.comparison.alpha}): "
-                 f"{display.names(map(html.escape, tied))}." if tied else
-                 "Every other model is significantly worse.")
-        evaluation = run.evaluations.get(best)
-        clinical = evaluation.clinical if evaluation else None
-        if clinical:
-            argmax = clinical["argmax"]
-            text += (f"<br>Clinical reading ({html.escape(clinical.get('group', 'positive'))}):"
-                     f" sensitivity {argmax['sensitivity']['value']:.3f}, specificity "
-                     f"{argmax['specificity']['value']:.3f}, "
-                     f"<b>{int(argmax['missed_positives']['value'])} positive test images "
-                     "predicted negative</b>.")
-        clean = run.row(best).clean_test
-        if clean:
-            text += (f"<br>On the {clean['images']} test images that do not duplicate a "
-                     f"training image: {primary} {clean['value']:.4f}"
-                     + (f" ({clean['low']:.4f}–{clean['high']:.4f})" if "low" in clean else "")
-                     + ".")
-        page.add(f'<p class="ok">{text}</p>')
+    if chosen:
+        page.add(f'<p class="ok">{_recommendation(run, chosen, primary)}</p>')
+    else:
+        page.add(f'<div class="warn">{html.escape(recommendation_sentence(run.board))}</div>')
     for warning in _warnings(run):
         page.add(f'<div class="warn">{html.escape(warning)}</div>')
+
+
+def _recommendation(run: Run, chosen: str, primary: str) -> str:
+    """The recommended model, why it was chosen on validation, and its test score once."""
+    selection = run.comparison.selection
+    entry = run.row(chosen).metrics[primary]
+    level = display.level(run.board.confidence)
+    text = f"<b>Recommended: {html.escape(chosen)}</b>"
+    if selection.get("reason"):
+        text += f" — {html.escape(selection['reason'])}"
+    validation = selection.get("values", {}).get(chosen)
+    if validation is not None:
+        text += f" (validation {primary} {display.number(validation)})"
+    text += f". Its test {primary}: {display.number(entry.value)}"
+    bounds = display.bounds(entry)
+    if bounds is not None:
+        text += f" ({level} interval {bounds})"
+    text += "."
+    test_best = run.comparison.test_best
+    if test_best and test_best != chosen:
+        best_entry = run.row(test_best).metrics[primary]
+        text += (f"<br>Best on test: {html.escape(test_best)} ({primary} "
+                 f"{display.number(best_entry.value)}); the highest of several noisy test "
+                 "scores is optimistic, and choosing by it would let the test split decide. "
+                 f"Against {html.escape(chosen)} on test: "
+                 f"{html.escape(run.comparison.marks.get(test_best, 'untested'))}.")
+    tied = [m for m in selection.get("tied", []) if m != chosen]
+    if tied:
+        text += (f"<br>Not told apart from the best on validation (paired bootstrap, alpha "
+                 f"{run.comparison.alpha}): {display.names(map(html.escape, tied))}.")
+    evaluation = run.evaluations.get(chosen)
+    clinical = evaluation.clinical if evaluation else None
+    if clinical:
+        argmax = clinical["argmax"]
+        text += (f"<br>{html.escape(_positive_name(clinical))} at argmax: sensitivity "
+                 f"{display.interval(argmax['sensitivity'], 3)}, specificity "
+                 f"{display.interval(argmax['specificity'], 3)}; "
+                 f"<b>{int(argmax['missed_positives']['value'])} positive test images "
+                 "predicted negative</b>.")
+    clean = run.row(chosen).clean_test
+    if clean:
+        text += (f"<br>On the {clean['images']} test images that do not duplicate a "
+                 f"training image: {primary} {display.number(clean['value'])}"
+                 + (f" ({display.bounds(clean)})" if "low" in clean else "") + ".")
+    return text
+
+
+def _positive_name(clinical: dict[str, Any]) -> str:
+    """'Positive reading (pneumonia)' or the group's name with its classes, each once."""
+    classes = clinical["positive_classes"]
+    group = clinical.get("group")
+    if group and [group] != classes:
+        return f"Reading '{group}' ({', '.join(classes)})"
+    return f"Positive class {', '.join(classes)}"
 
 
 @SECTIONS.register("02-leaderboard")
@@ -260,34 +292,38 @@ def _leaderboard(page: Page, run: Run) -> None:
     board, colour = run.board, run.colour
     primary = board.primary_metric
     page.section("leaderboard", "Leaderboard")
-    shown = [primary] + [m for m in ("accuracy", "balanced_accuracy", "f1_macro",
-                                     "roc_auc_macro", "log_loss")
-                         if m in board.metrics and m != primary]
+    shown = board.shown
     head = "".join(f"<th>{html.escape(m)}</th>" for m in shown)
     body = []
     for row in board.rows:
         cells = "".join(_interval(row.metrics.get(m)) for m in shown)
         swatch = f'<span class="swatch" style="background:{colour[row.model]}"></span>'
+        label = html.escape(row.model) + ("" if row.model != board.test_best else
+                                          ' <span class="muted">(best on test)</span>')
         body.append(
-            f"<tr><td>{swatch}{html.escape(row.model)}</td><td>{row.status.value}</td>{cells}"
+            f"<tr><td>{swatch}{label}</td><td>{row.status.value}</td>{cells}"
+            f"<td>{_fmt(row.validation)}</td>"
             f"<td>{_fmt(row.missed_positives, 0)}</td>"
             f"<td data-v=\"{row.parameters or 0}\">{_fmt(row.parameters)}</td>"
             f"<td>{_fmt(row.train_seconds, 1)}</td>"
             f"<td>{html.escape(row.mark or row.error)}</td></tr>")
-    page.add(f'<p class="muted">Click a column to sort. Ranked by {primary}; brackets are '
+    page.add(f'<p class="muted">Click a column to sort. Ranked by test {primary}, a '
+             "description: the recommendation is made on validation "
+             f"({html.escape(recommendation_sentence(board))}) Brackets are "
              f"{display.level(board.confidence)} stratified bootstrap intervals on the test "
-             "split.</p>"
+             "split; the last column is the paired test on test against the recommended "
+             "model.</p>"
              f'<div class="scroll"><table class="sortable"><thead><tr><th>model</th>'
-             f"<th>status</th>{head}<th>missed +</th><th>parameters</th><th>train s</th>"
-             f"<th>vs best</th></tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+             f"<th>status</th>{head}<th>validation {html.escape(primary)}</th>"
+             "<th>missed +</th><th>parameters</th><th>train s</th>"
+             f"<th>vs recommended</th></tr></thead><tbody>{''.join(body)}</tbody></table></div>"
              "<p class=\"muted\">All metrics of every model, with intervals, are in "
              "leaderboard.csv and each model's evaluation.json.</p>")
-    bars = [m for m in ("accuracy", "balanced_accuracy", "f1_macro", "precision_weighted",
-                        "recall_weighted", "global_f1", "roc_auc_weighted")
-            if m in board.metrics]
+    bars = [m for m in shown if METRICS.get(m).share]
     rows = [row.model_dump(exclude_unset=True) for row in board.rows]
     comparison = run.comparison.model_dump()
-    page.add('<div class="grid">' + page.plot(charts.metric_bars(rows, bars, colour))
+    page.add('<div class="grid">'
+             + page.plot(charts.metric_bars(rows, bars, colour, board.confidence))
              + page.plot(charts.accuracy_vs_time(rows, primary, colour))
              + (page.plot(charts.significance_matrix(comparison, list(run.evaluations)))
                 if len(run.evaluations) > 1 else "") + "</div>")

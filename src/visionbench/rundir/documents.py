@@ -17,9 +17,12 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from visionbench.schemas.evaluate import HEADLINE
 from visionbench.schemas.inputs import InputSpec
 
-SCHEMA_VERSION = 1
+# 2: the comparison and the leaderboard name the model recommended on validation
+# (`recommended`) and the test-best (`test_best`) instead of one test-chosen `best`.
+SCHEMA_VERSION = 2
 
 
 class Status(str, Enum):
@@ -227,17 +230,35 @@ class EvaluationDocument(Document):
     repeats: dict[str, Any] | None = None
 
 
+def _test_chosen_best(value: Any) -> Any:
+    """Version 1 documents named one `best`, chosen on the test split: it reads as the
+    test-best, and nothing is recommended until `visionbench evaluate` chooses on
+    validation."""
+    if isinstance(value, dict) and "best" in value and "test_best" not in value:
+        value = {k: v for k, v in value.items() if k != "best"} | {
+            "test_best": value["best"], "recommended": None}
+    return value
+
+
 class Comparison(Document):
-    """`comparison.json`: paired tests between every two models, and each model's mark."""
+    """`comparison.json`: how the recommended model was chosen on validation, paired tests
+    between every two models on test, and each model's mark against the recommended one."""
 
     FILE: ClassVar[str] = "comparison.json"
     LEVEL: ClassVar[Literal["run", "model"]] = "run"
 
     primary_metric: str
-    best: str | None
+    recommended: str | None
+    test_best: str | None = None
+    selection: dict[str, Any] = Field(default_factory=dict)
     alpha: float
     marks: dict[str, str]
     pairs: list[dict[str, Any]]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_1(cls, value: Any) -> Any:
+        return _test_chosen_best(value)
 
 
 class LeaderboardRow(BaseModel):
@@ -252,6 +273,8 @@ class LeaderboardRow(BaseModel):
     notes: list[Notice] = Field(default_factory=list)
     clean_test: dict[str, Any] | None = None
     repeats: dict[str, Any] | None = None
+    validation: float | None = Field(None, description="The primary metric on the "
+                                     "validation split, on which the recommendation is made.")
     parameters: int | None = None
     epochs: int | None = None
     train_seconds: float | None = None
@@ -270,8 +293,25 @@ class Leaderboard(Document):
     confidence: float
     alpha: float
     metrics: list[str]
-    best: str | None
+    headline: list[str] = Field(default_factory=list, description="The metrics shown in "
+                                "tables and charts, primary first (all are in `metrics`).")
+    recommended: str | None
+    test_best: str | None = None
     rows: list[LeaderboardRow]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_1(cls, value: Any) -> Any:
+        return _test_chosen_best(value)
+
+    @property
+    def shown(self) -> list[str]:
+        """The metrics tables and charts show, primary first (version 1 documents did not
+        record them: the default headline then)."""
+        if self.headline:
+            return self.headline
+        return [self.primary_metric, *(m for m in HEADLINE
+                                       if m in self.metrics and m != self.primary_metric)]
 
 
 class ErrorAnalysis(Document):

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from visionbench.schemas.base import Registered, StrictModel
 
 Metric = Annotated[str, Registered("metric")]
 
-HEADLINE = [
+ALL_METRICS = [
     "accuracy", "balanced_accuracy", "f1_macro", "precision_weighted", "recall_weighted",
     "f1_weighted", "global_f1", "roc_auc_macro", "roc_auc_weighted", "log_loss", "cohen_kappa",
     "matthews_corrcoef", "top_2_accuracy", "brier_score", "expected_calibration_error",
 ]
+HEADLINE = ["accuracy", "balanced_accuracy", "f1_macro", "roc_auc_macro", "log_loss"]
 
 
 class ThresholdConfig(StrictModel):
@@ -53,7 +54,12 @@ class EvaluateConfig(StrictModel):
     """What the comparison reports and how sure it must be."""
 
     primary_metric: Metric = "accuracy"
-    metrics: list[Metric] = Field(default_factory=lambda: list(HEADLINE))
+    metrics: list[Metric] = Field(default_factory=lambda: list(ALL_METRICS),
+                                  description="Every metric computed, with its interval.")
+    headline: list[Metric] = Field(
+        default_factory=lambda: list(HEADLINE),
+        description="The metrics the tables and charts show, after the primary one (those "
+        "not in `metrics` are left out); the rest are in leaderboard.csv.")
     bootstrap: int = Field(1000, ge=0)
     confidence: float = Field(0.95, gt=0, lt=1)
     alpha: float = Field(0.05, gt=0, lt=1)
@@ -70,3 +76,10 @@ class EvaluateConfig(StrictModel):
         description="Name -> models whose probabilities are averaged (on validation and test) "
         "and evaluated like one more model, once every member has predictions.",
     )
+
+    @model_validator(mode="after")
+    def _primary_is_computed(self) -> EvaluateConfig:
+        # The recommendation and every mark are made on the primary metric.
+        if self.primary_metric not in self.metrics:
+            self.metrics = [self.primary_metric, *self.metrics]
+        return self
