@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import numpy as np
@@ -117,7 +118,7 @@ def test_limit_per_class_and_pooling_given_splits(presplit_folder):
     assert data.record["totals"]["test"] == 4
     # The record (and the report) say the test split was made here, not given.
     assert data.record["split_policy"]["test"] == 0.34
-    from visionbench.report.html import describe_splits
+    from visionbench.data.describe import describe_splits
     from visionbench.rundir import DataRecord
 
     assert describe_splits(DataRecord.model_validate(data.record)).startswith(
@@ -218,7 +219,7 @@ def test_a_grey_model_reads_an_rgb_cache_as_pil_greys_it(class_folder):
 
 
 def test_folds_say_fold_0_is_used_never_cross_validation(class_folder):
-    from visionbench.report.html import describe_splits
+    from visionbench.data.describe import describe_splits
     from visionbench.rundir import DataRecord
 
     data = prepare_data(data_config(source="folder", path=str(class_folder),
@@ -255,3 +256,54 @@ def test_every_skipped_file_is_listed_with_its_reason_in_the_report(class_folder
     for text in ("cat/broken.png", "cat/notes.txt", "not an image file", "dog/away.png",
                  "a broken or looping link"):
         assert text in report
+
+
+def _npz_with_its_own_validation(path):
+    rng = np.random.default_rng(0)
+
+    def part(n):
+        labels = np.arange(n) % 2
+        images = (rng.random((n, 12, 12)) * 60 + labels[:, None, None] * 150).astype(np.uint8)
+        return images, labels
+
+    arrays = {}
+    for split, n in (("train", 24), ("val", 8), ("test", 8)):
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = part(n)
+    np.savez(path, **arrays)
+    return path
+
+
+def test_a_source_with_its_own_validation_split_is_described_as_given(tmp_path):
+    from visionbench.data.describe import describe_splits
+    from visionbench.rundir import DataRecord
+
+    path = _npz_with_its_own_validation(tmp_path / "own.npz")
+    data = prepare_data(data_config(source="npz", path=str(path), class_names=["a", "b"],
+                                    duplicates={"near": False}))
+    assert data.record["totals"] == {"train": 24, "val": 8, "test": 8}
+    sentence = describe_splits(DataRecord.model_validate(data.record))
+    assert sentence == "Splits: the source's test and validation splits are kept as given and " \
+        "untouched."
+    assert "20%" not in sentence and "seed" not in sentence
+
+
+def test_a_limited_run_says_so_wherever_counts_appear(class_folder, tmp_path):
+    from visionbench.orchestrate import run_config
+
+    config = config_from_dict({
+        "output": {"dir": str(tmp_path / "runs"), "name": "limited"},
+        "data": {"source": "folder", "path": str(class_folder), "preprocess": {"size": 8},
+                 "split": {"limit_per_class": 5, "val": 0.2, "test": 0.4}},
+        "models": {"m": {"preset": "mlp"}},
+        "train": {"epochs": 1, "progress": "quiet"},
+        "evaluate": {"bootstrap": 0, "robustness": {}, "explain": {"images": 0}},
+    })
+    result = run_config(config, report=lambda _: None)
+    policy = json.loads((result.folder / "data.json").read_text())["split_policy"]
+    assert policy["limit_per_class"] == 5
+    assert policy["before_limit"] == {"cat": 12, "dog": 12, "fox": 12}
+    report = (result.folder / "report.html").read_text()
+    sentence = ("Limited to 5 images per class and source split (split.limit_per_class): "
+                "15 images used of 36 labelled (cat 12, dog 12, fox 12)")
+    # Once in the summary, once above the counts table.
+    assert report.count(sentence) == 2

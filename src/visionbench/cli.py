@@ -313,6 +313,9 @@ def explain_command(
 
 
 def _print_inspection(report: dict[str, Any]) -> None:
+    from visionbench.data.describe import describe_limit, describe_splits
+    from visionbench.rundir import DataRecord
+
     classes = report["classes"]
     splits = list(report["splits"])
     shape = "x".join(map(str, report["image_shape"]))
@@ -324,6 +327,11 @@ def _print_inspection(report: dict[str, Any]) -> None:
         table.add_row(name, *(str(report["splits"][s][name]) for s in splits))
     table.add_row(Text("total", "bold"), *(Text(str(report["totals"][s]), "bold") for s in splits))
     stdout.print(table)
+    record = DataRecord.model_validate({k: v for k, v in report.items()
+                                        if k in DataRecord.model_fields})
+    for sentence in (describe_splits(record), describe_limit(record)):
+        if sentence:
+            stdout.print(sentence, highlight=False, soft_wrap=True)
 
     dup = Table(title=f"duplicates (policy: {report['duplicates']['policy']})")
     for column in ("kind", "where", "pairs", "images", "label conflicts"):

@@ -119,6 +119,7 @@ def prepare_data(config: DataCommon) -> PreparedData:
     source: SourceData = config.load()  # type: ignore[attr-defined]
     labels = map_labels(source.labels, config.labels)
     keep = np.flatnonzero(labels.targets >= 0)
+    labelled = _counts(labels.targets[keep], np.ones(len(keep), bool), labels.classes)
     if config.split.limit_per_class is not None:
         kept = source.subset(keep)
         keep = keep[
@@ -200,6 +201,9 @@ def prepare_data(config: DataCommon) -> PreparedData:
         config, labels.classes, decoded.images, index, ids, targets, split, fold, labels, decoded
     )
     data.record = _record(data, source, findings, dropped, warnings)
+    if config.split.limit_per_class is not None:
+        data.record["split_policy"].update(limit_per_class=config.split.limit_per_class,
+                                           before_limit=labelled)
     # Kept so evaluation can also score the test split without them (policy warn).
     data.record["duplicates"]["test_duplicates_of_training"] = [] if dropped else leaked_ids
     given_names = np.asarray([g or "unsplit" for g in (source.splits[i] for i in data.index)])
@@ -250,6 +254,7 @@ def _record(
                                message=f"{count} image(s) could not be decoded and were "
                                "skipped"))
     config = data.config
+    given_splits = {s for s in source.splits if s} if config.split.given == "keep" else set()
     record: dict[str, Any] = {
         "source": source.description,
         "classes": classes,
@@ -266,11 +271,11 @@ def _record(
         "totals": {name: sum(counts.values()) for name, counts in splits.items()},
         "split_policy": {
             "given": config.split.given,
-            "val": config.split.val,
-            # A pooled source is split here, test included: its own test split is not kept.
-            "test": "given"
-            if config.split.given == "keep" and "test" in set(s for s in source.splits if s)
-            else config.split.test,
+            # What was done, not what was configured: a split the source gives is kept (a
+            # pooled source is split here, test included).
+            "val": "given" if "val" in given_splits and config.split.folds is None
+            else config.split.val,
+            "test": "given" if "test" in given_splits else config.split.test,
             "seed": config.split.seed,
             "folds": config.split.folds,
         },

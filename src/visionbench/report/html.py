@@ -19,6 +19,7 @@ from typing import Any
 from PIL import Image
 
 from visionbench import display
+from visionbench.data.describe import describe_limit, describe_splits
 from visionbench.evaluate.leaderboard import recommendation_sentence
 from visionbench.evaluate.metrics import METRICS
 from visionbench.registry import Registry
@@ -205,7 +206,9 @@ SECTIONS: Registry[Section] = Registry("report section")
 
 
 def _warnings(run: Run) -> list[str]:
-    found = [warning.message for warning in run.data.warnings]
+    limited = describe_limit(run.data)
+    found = [limited] if limited else []
+    found += [warning.message for warning in run.data.warnings]
     duplicates = run.data.duplicates
     for kind in ("exact", "near"):
         for where, finding in duplicates.get(kind, {}).get("across", {}).items():
@@ -356,29 +359,6 @@ def build_report(folder: RunFolder) -> str:
     return page.render(title, subtitle)
 
 
-def describe_splits(data: DataRecord) -> str:
-    """One sentence saying how the train/validation/test splits were made."""
-    policy = data.split_policy
-    if not policy:
-        return ""
-    given = ", ".join(f"{name} {sum(counts.values()):,}"
-                      for name, counts in data.source_splits.items() if name)
-    seed = policy["seed"]
-    if policy.get("folds"):
-        # Only fold 0 is trained today: say so, never "K-fold cross-validation".
-        return (f"Splits: the training images were cut into {policy['folds']} folds "
-                f"(stratified, seed {seed}); validation is fold 0 of {policy['folds']} and the "
-                "other folds were not trained.")
-    if policy["test"] == "given":
-        return (f"Splits: the source's test split is kept as given and untouched; validation "
-                f"is {policy['val']:.0%} of the training images, stratified, seed {seed}.")
-    pooled = (f"the source's splits ({given}) were pooled, then " if given and
-              policy["given"] == "pool" else "")
-    return (f"Splits: {pooled}test {policy['test']:.0%} of all images and validation "
-            f"{policy['val']:.0%} of the rest, stratified, seed {seed}; duplicate images "
-            "always land in the same split.")
-
-
 def _data_section(run: Run) -> str:
     data = run.data
     splits = list(data.splits)
@@ -388,9 +368,11 @@ def _data_section(run: Run) -> str:
         + "".join(f"<td>{data.splits[s].get(c, 0)}</td>" for s in splits) + "</tr>"
         for c in data.classes)
     totals = "".join(f"<td><b>{data.totals[s]}</b></td>" for s in splits)
+    limited = describe_limit(data)
     parts = [f"<p>{html.escape(data.source)}; images {data.image_shape[0]}×"
              f"{data.image_shape[1]}, {data.channels} channel(s). "
              f"{html.escape(describe_splits(data))}</p>",
+             f'<div class="warn">{html.escape(limited)}</div>' if limited else "",
              f"<table><thead><tr><th>class</th>{head}</tr></thead><tbody>{body}"
              f"<tr><td><b>total</b></td>{totals}</tr></tbody></table>"]
     rows = []

@@ -1,0 +1,68 @@
+"""Sentences that say what was done to the data, from the data record alone.
+
+The report, `inspect` and the terminal all say the same thing the same way, and only what
+the record shows was actually done (a split the source gave is "kept as given", never
+described by the settings that were not used).
+"""
+
+from __future__ import annotations
+
+from visionbench.rundir.documents import DataRecord
+
+
+def describe_splits(data: DataRecord) -> str:
+    """One sentence saying how the train/validation/test splits were made."""
+    policy = data.split_policy
+    if not policy:
+        return ""
+    given = ", ".join(f"{name} {sum(counts.values()):,}"
+                      for name, counts in data.source_splits.items() if name)
+    seed = policy["seed"]
+    if policy.get("folds"):
+        # Only fold 0 is trained today: say so, never "K-fold cross-validation".
+        return (f"Splits: the training images were cut into {policy['folds']} folds "
+                f"(stratified, seed {seed}); validation is fold 0 of {policy['folds']} and the "
+                "other folds were not trained.")
+    kept = [name for name, key in (("test", "test"), ("validation", "val"))
+            if policy.get(key) == "given"]
+    if policy["given"] == "pool" and given:
+        return (f"Splits: the source's splits ({given}) were pooled, then test "
+                f"{policy['test']:.0%} of all images and validation {policy['val']:.0%} of the "
+                f"rest, stratified, seed {seed}; duplicate images always land in the same "
+                "split.")
+    parts = []
+    if kept:
+        parts.append(f"the source's {' and '.join(kept)} split{'s' if len(kept) > 1 else ''} "
+                     f"{'are' if len(kept) > 1 else 'is'} kept as given"
+                     + (" and untouched" if "test" in kept else ""))
+    if "test" not in kept:
+        # Test is carved before validation, from every image that is not a given validation one.
+        parts.append(_carved("test", policy["test"], "of the training images" if kept else
+                             "of all images", seed))
+    if "validation" not in kept:
+        parts.append(_carved("validation", policy["val"], "of the training images", seed))
+    sentence = "Splits: " + "; ".join(parts) + "."
+    if "test" not in kept or "validation" not in kept:
+        sentence += " Duplicate images always land in the same split."
+    return sentence
+
+
+def _carved(name: str, fraction: float, of: str, seed: int) -> str:
+    if not fraction:
+        return f"no {name} split"
+    return f"{name} is {fraction:.0%} {of}, stratified, seed {seed}"
+
+
+def describe_limit(data: DataRecord) -> str:
+    """'Limited to N images per class and source split (of M: ...)' when
+    `split.limit_per_class` cut the data, else an empty string."""
+    limit = (data.split_policy or {}).get("limit_per_class")
+    if not limit:
+        return ""
+    before = (data.split_policy or {}).get("before_limit", {})
+    used = sum(data.totals.values())
+    found = sum(before.values())
+    return (f"Limited to {limit:,} images per class and source split "
+            f"(split.limit_per_class): {used:,} images used of {found:,} labelled ("
+            + ", ".join(f"{name} {count:,}" for name, count in before.items())
+            + "); every count, duplicate finding and score describes this subset.")
