@@ -253,7 +253,7 @@ def clinical_table(evaluations: dict[str, dict[str, Any]]) -> list[str]:
             "on the validation split:", "", *_table(["model", "reading", *CLINICAL], rows)]
 
 
-def _against(pair: dict[str, Any], reference: str) -> dict[str, Any]:
+def _against(pair: dict[str, Any], reference: str, resamples: int | None) -> dict[str, Any]:
     """One pair of comparison.json seen as "the other model minus `reference`"."""
     other = pair["b"] if pair["a"] == reference else pair["a"]
     # Differences are stored as a - b; show them as other - reference.
@@ -265,14 +265,18 @@ def _against(pair: dict[str, Any], reference: str) -> dict[str, Any]:
                      else (mcnemar["only_b"], mcnemar["only_a"]))
     return {"model": other, "difference": sign * accuracy["difference"], "low": low,
             "high": high, "better": better, "worse": worse, "mcnemar": mcnemar,
-            "bootstrap_p": accuracy["p_value"]}
+            "bootstrap_p": display.p_value(accuracy["p_value"],
+                                           accuracy.get("resamples", resamples))}
 
 
 def _pairs_against(folder: Path, reference: str) -> list[dict[str, Any]]:
     comparison = _read(folder, Comparison)
     if comparison is None:
         return []
-    return [_against(pair, reference) for pair in comparison["pairs"]
+    # Summaries written before pairs recorded their resamples: the evaluation's count.
+    evaluation = _read(folder, EvaluationDocument, reference) or {}
+    resamples = evaluation.get("bootstrap", {}).get("resamples")
+    return [_against(pair, reference, resamples) for pair in comparison["pairs"]
             if reference in (pair["a"], pair["b"])]
 
 
@@ -284,7 +288,7 @@ def paired_table(folder: Path, reference: str, names: list[str]) -> list[str]:
              f"{found['difference']:+.4f} [{found['low']:+.3f}, {found['high']:+.3f}]",
              f"{found['better']} / {found['worse']}",
              f"{found['mcnemar']['p_value']:.2e} ({found['mcnemar']['method']})",
-             f"{found['bootstrap_p']:.3f}"] for found in _pairs_against(folder, reference)]
+             found["bootstrap_p"]] for found in _pairs_against(folder, reference)]
     if not rows:
         return []
     order = {name: i for i, name in enumerate(names)}

@@ -152,3 +152,86 @@ def test_explain_refuses_a_decompression_bomb_in_one_line(run_folder, tmp_path, 
     err = capsys.readouterr().err
     assert f"cannot read image {picture}: DecompressionBombError" in err.replace("\n", "")
     assert "Traceback" not in err
+
+
+def test_duplicate_banners_are_ranked_merged_and_say_what_a_validation_leak_biases():
+    from visionbench.report.html import duplicate_banners
+    from visionbench.rundir import DataRecord, Notice
+
+    def found(pairs, images, conflicts=0):
+        return {"pairs": pairs, "images": images, "label_conflicts": conflicts, "examples": []}
+
+    record = DataRecord(
+        source="s", classes=["a", "b"], channels=1, image_shape=[8, 8],
+        splits={}, totals={},
+        duplicates={"exact": {"across": {"train~val": found(2, 2), "train~test": found(3, 3)}},
+                    "near": {"across": {"train~val": found(4, 3, 1), "val~test": found(1, 1)}}},
+        warnings=[Notice(code="test_duplicates", message="4 test image(s) duplicate ...",
+                         data={"images": 4})])
+    banners = duplicate_banners(record)
+    assert len(banners) == 2, "one banner per kind of leak, not one per kind and place"
+    assert banners[0].startswith("4 test image(s) duplicate training or validation images "
+                                 "(3 exact pair(s), 1 near pair(s)): test scores on them "
+                                 "measure memory")
+    assert banners[1].startswith("5 validation image(s) duplicate training images (2 exact "
+                                 "pair(s), 4 near pair(s), 1 of them with different labels): "
+                                 "they inflate validation scores")
+    assert "memory, not generalisation" not in banners[1]
+    assert "chooses the recommended model, stops training early and sets thresholds" in banners[1]
+
+
+# Measures every text of every chart after plotly drew it: a text box outside its chart is
+# clipped, two text boxes of one chart that intersect (by more than 2 px each way) overlap.
+LAYOUT_CHECK = """<script>
+window.addEventListener('load', function () { setTimeout(function () {
+  var problems = [];
+  document.querySelectorAll('.plot').forEach(function (plot) {
+    var frame = plot.getBoundingClientRect();
+    var boxes = Array.from(plot.querySelectorAll('svg text')).map(function (t) {
+      return [t.textContent.trim(), t.getBoundingClientRect(), getComputedStyle(t)];
+    }).filter(function (b) {
+      return b[0] && b[1].width > 0 && b[1].height > 0 && b[2].visibility !== 'hidden'
+        && b[2].opacity !== '0' && b[2].display !== 'none';
+    });
+    boxes.forEach(function (b) {
+      var r = b[1];
+      if (r.left < frame.left - 1 || r.right > frame.right + 1 || r.top < frame.top - 1
+          || r.bottom > frame.bottom + 1) { problems.push('clipped in ' + plot.id + ': ' + b[0]); }
+    });
+    for (var i = 0; i < boxes.length; i++) {
+      for (var j = i + 1; j < boxes.length; j++) {
+        var a = boxes[i][1], c = boxes[j][1];
+        var w = Math.min(a.right, c.right) - Math.max(a.left, c.left);
+        var h = Math.min(a.bottom, c.bottom) - Math.max(a.top, c.top);
+        if (w > 2 && h > 2) {
+          problems.push('overlap in ' + plot.id + ': "' + boxes[i][0] + '" / "'
+                        + boxes[j][0] + '"');
+        }
+      }
+    }
+  });
+  var out = document.createElement('pre');
+  out.id = 'layout-check';
+  out.textContent = JSON.stringify(problems);
+  document.body.appendChild(out);
+}, 2000); });
+</script>"""
+
+
+def layout_problems(report: Path, tmp_path: Path) -> tuple[list[str], list[str]]:
+    """Overlapping or clipped chart texts of `report` at 1400 px, and its console lines."""
+    checked = tmp_path / f"checked-{report.parent.name}.html"
+    checked.write_text(report.read_text().replace("</body>", LAYOUT_CHECK + "</body>"))
+    done = subprocess.run([_chromium(), *BROWSER, "--window-size=1400,4000", "--dump-dom",
+                           checked.resolve().as_uri()],
+                          capture_output=True, text=True, timeout=300, check=False)
+    found = re.search(r'<pre id="layout-check">(.*?)</pre>', done.stdout, re.S)
+    assert found, "the layout check did not run"
+    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+    return json.loads(html.unescape(found.group(1))), console
+
+
+def test_quickstart_charts_have_no_overlapping_or_clipped_text(run_folder, tmp_path):
+    problems, console = layout_problems(run_folder / "report.html", tmp_path)
+    assert console == [], console
+    assert problems == []

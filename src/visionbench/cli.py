@@ -313,7 +313,11 @@ def explain_command(
 
 
 def _print_inspection(report: dict[str, Any]) -> None:
-    from visionbench.data.describe import describe_limit, describe_splits
+    from visionbench.data.describe import (
+        describe_class_separation,
+        describe_limit,
+        describe_splits,
+    )
     from visionbench.rundir import DataRecord
 
     classes = report["classes"]
@@ -355,11 +359,8 @@ def _print_inspection(report: dict[str, Any]) -> None:
             f"formats {stats['formats']}"
         )
     variance = report["variance"]
-    stdout.print(
-        f"class variance ({'+'.join(variance['computed_on'])}): "
-        f"study ratio {variance['ratio_study']:.2f}, "
-        f"Fisher ratio trace(S_B)/trace(S_W) {variance['fisher_ratio']:.4f}"
-    )
+    stdout.print(f"({'+'.join(variance['computed_on'])}) {describe_class_separation(variance)}",
+                 highlight=False, soft_wrap=True)
     if report["failures"]:
         stdout.print(f"{len(report['failures'])} file(s) skipped:", style="yellow")
         for name, why in list(report["failures"].items())[:10]:

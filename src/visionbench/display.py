@@ -46,6 +46,22 @@ def interval(entry: Any, digits: int = 4, bound_digits: int = 3) -> str:
     return value if around is None or value == MISSING else f"{value} {around}"
 
 
+def p_value(value: float | None, resamples: int | None = None) -> str:
+    """A p-value as it can be read: a bootstrap p at its floor (1 / resamples) is written
+    `< floor`, since the resamples cannot resolve it further; a very small exact one in
+    scientific notation.
+
+    Example:
+        >>> p_value(0.001, 1000), p_value(0.0012, 1000), p_value(4.5e-9), p_value(0.2)
+        ('< 0.001', '0.001', '4.5e-09', '0.200')
+    """
+    if value is None or math.isnan(value):
+        return MISSING
+    if resamples and value <= 1 / resamples:
+        return f"< {1 / resamples:g}"
+    return f"{value:.1e}" if value < 0.001 else f"{value:.3f}"
+
+
 def level(confidence: float) -> str:
     """A confidence level as people write it: 0.95 -> `95 %`."""
     return f"{confidence * 100:g} %"

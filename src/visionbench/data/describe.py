@@ -7,6 +7,9 @@ described by the settings that were not used).
 
 from __future__ import annotations
 
+from typing import Any
+
+from visionbench import display
 from visionbench.rundir.documents import DataRecord
 
 
@@ -66,3 +69,22 @@ def describe_limit(data: DataRecord) -> str:
             f"(split.limit_per_class): {used:,} images used of {found:,} labelled ("
             + ", ".join(f"{name} {count:,}" for name, count in before.items())
             + "); every count, duplicate finding and score describes this subset.")
+
+
+def describe_class_separation(variance: dict[str, Any]) -> str:
+    """The class variance analysis in words: what each ratio measures, in one sentence each.
+
+    Example:
+        >>> describe_class_separation({"fisher_ratio": 0.25, "ratio_study": 19.4})[:46]
+        'Class separation in raw pixels: Fisher ratio 0'
+    """
+    fisher, summed = variance.get("fisher_ratio"), variance.get("ratio_study")
+    text = (f"Class separation in raw pixels: Fisher ratio {display.number(fisher)} "
+            "(between-class over within-class variance of the flattened images, weighted by "
+            "class size; 0 when the class mean images coincide, higher when classes differ "
+            "more than images within a class do).")
+    if summed is not None:
+        text += (f" Between-class variance over the sum of the within-class variances: "
+                 f"{display.number(summed, 2)} (this ratio grows with the number of images: "
+                 "compare it only between datasets of the same size).")
+    return text

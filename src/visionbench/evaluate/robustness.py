@@ -27,6 +27,11 @@ from visionbench.registry import Registry
 
 Corruption = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
 CORRUPTIONS: Registry[Corruption] = Registry("corruption")
+# What a severity is, for each corruption: the axis of its robustness chart.
+SEVERITY: dict[str, str] = {
+    "noise": "noise σ (pixels 0–1)", "rotation": "rotation (degrees)", "blur": "blur σ (px)",
+    "contrast": "contrast factor", "brightness": "brightness factor", "jpeg": "JPEG quality",
+}
 
 
 @CORRUPTIONS.register("noise")

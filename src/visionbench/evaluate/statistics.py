@@ -49,13 +49,14 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, point_a: float, point_b: floa
     """Difference a - b over shared resamples: estimate, interval and two-sided p-value.
 
     The p-value is twice the share of resampled differences on the far side of zero
-    (a percentile-bootstrap test), floored at 1/B.
+    (a percentile-bootstrap test), floored at 1/B; `resamples` (B) says that resolution.
     """
     diff = a - b
     low, high = percentile_interval(diff, level)
     share = min((diff <= 0).mean(), (diff >= 0).mean())
     p_value = min(1.0, max(2 * share, 1 / len(diff)))
-    return {"difference": point_a - point_b, "low": low, "high": high, "p_value": float(p_value)}
+    return {"difference": point_a - point_b, "low": low, "high": high, "p_value": float(p_value),
+            "resamples": len(diff)}
 
 
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:

@@ -22,9 +22,14 @@ def colours(models: list[str]) -> dict[str, str]:
 
 
 def _layout(title: str, **extra: Any) -> dict[str, Any]:
-    return {"title": {"text": title, "font": {"size": 14}}, "margin": {"l": 55, "r": 20,
-            "t": 40, "b": 45}, "height": 340, "legend": {"orientation": "h", "y": -0.2},
-            **extra}
+    """A figure's layout: margins that grow to fit tick labels and axis titles (automargin),
+    and the legend in plotly's own place, right of the plot, which pushes the margin too, so
+    no label, title or legend entry is clipped or drawn over another."""
+    layout = {"title": {"text": title, "font": {"size": 14}},
+              "margin": {"l": 55, "r": 20, "t": 40, "b": 45}, "height": 340, **extra}
+    for axis in ("xaxis", "yaxis"):
+        layout[axis] = {"automargin": True, **layout.get(axis, {})}
+    return layout
 
 
 def metric_bars(rows: list[dict[str, Any]], metrics: list[str], colour: dict[str, str],
@@ -44,41 +49,42 @@ def metric_bars(rows: list[dict[str, Any]], metrics: list[str], colour: dict[str
                                        for v in values]},
         })
     layout = _layout(f"Headline metrics on test (whiskers: {display.level(confidence)} "
-                     "intervals)", barmode="group",
-                     yaxis={"range": [0, 1.05]}, height=380)
-    layout["margin"]["b"] = 95  # room for the slanted metric names
-    layout["legend"]["y"] = -0.45
+                     "intervals)", barmode="group", yaxis={"range": [0, 1.05]}, height=380)
     return {"data": data, "layout": layout}
 
 
 def accuracy_vs_time(rows: list[dict[str, Any]], metric: str, colour: dict[str, str]
                      ) -> Figure:
     """The primary metric against training seconds, one point per model."""
+    # Named in the legend, not beside the points: two models of similar time and score
+    # would write their names over each other.
     data = [{
-        "type": "scatter", "mode": "markers+text", "name": row["model"],
+        "type": "scatter", "mode": "markers", "name": row["model"],
         "x": [row.get("train_seconds") or 0], "y": [row["metrics"][metric]["value"]],
-        "text": [row["model"]], "textposition": "top center",
         "marker": {"size": 12, "color": colour[row["model"]]},
     } for row in rows if "metrics" in row and metric in row["metrics"]]
-    return {"data": data, "layout": _layout(f"{metric} vs training time",
+    return {"data": data, "layout": _layout(f"Test {metric} vs training time",
                                             xaxis={"title": {"text": "training seconds"}},
-                                            yaxis={"title": {"text": metric}},
-                                            showlegend=False)}
+                                            yaxis={"title": {"text": metric}})}
 
 
 def significance_matrix(comparison: dict[str, Any], models: list[str]) -> Figure:
-    """Pairwise p-values of the primary metric's paired bootstrap (McNemar without it)."""
+    """Pairwise p-values of the primary metric's paired bootstrap (McNemar without it);
+    a p-value at the bootstrap's resolution reads `< 1/B`."""
     metric = comparison["primary_metric"]
     index = {m: i for i, m in enumerate(models)}
     values: list[list[float | None]] = [[None] * len(models) for _ in models]
+    text: list[list[str]] = [[""] * len(models) for _ in models]
     for pair in comparison["pairs"]:
         if pair["a"] not in index or pair["b"] not in index:
             continue
         tested = pair.get("bootstrap", {}).get(metric) or pair["mcnemar"]
         a, b = index[pair["a"]], index[pair["b"]]
         values[a][b] = values[b][a] = round(tested["p_value"], 4)
-    return {"data": [{"type": "heatmap", "z": values, "x": models, "y": models,
-                      "zmin": 0, "zmax": 0.2, "colorscale": "RdBu", "texttemplate": "%{z}",
+        text[a][b] = text[b][a] = display.p_value(tested["p_value"], tested.get("resamples"))
+    return {"data": [{"type": "heatmap", "z": values, "x": models, "y": models, "text": text,
+                      "zmin": 0, "zmax": 0.2, "colorscale": "RdBu", "texttemplate": "%{text}",
+                      "hovertemplate": "%{y} vs %{x}: p %{text}<extra></extra>",
                       "xgap": 2, "ygap": 2,
                       "colorbar": {"title": {"text": "p"}}}],
             "layout": _layout(f"Pairwise p-values ({metric}; < {comparison['alpha']} = "
@@ -95,14 +101,16 @@ def training_curves(history: dict[str, Any], colour: str) -> list[Figure]:
         if row["stage"] != previous["stage"]:
             shapes.append({"type": "line", "x0": row["epoch"] - 0.5, "x1": row["epoch"] - 0.5,
                            "y0": 0, "y1": 1, "yref": "paper", "line": {"dash": "dot"}})
-            notes.append({"x": row["epoch"] - 0.5, "y": 1, "yref": "paper",
+            notes.append({"x": row["epoch"] - 0.5, "y": 0.99, "yref": "paper",
+                          "yanchor": "top", "xanchor": "left",
                           "text": f"stage {row['stage']}", "showarrow": False})
     for event in history.get("events", []):
         if event["event"] == "early_stopping" and event.get("best_epoch"):
             shapes.append({"type": "line", "x0": event["best_epoch"], "x1": event["best_epoch"],
                            "y0": 0, "y1": 1, "yref": "paper",
                            "line": {"color": "green", "dash": "dash"}})
-            notes.append({"x": event["best_epoch"], "y": 0.92, "yref": "paper",
+            notes.append({"x": event["best_epoch"], "y": 0.85, "yref": "paper",
+                          "yanchor": "top", "xanchor": "right",
                           "text": "best (restored)" if event.get("restored") else "best",
                           "showarrow": False, "font": {"color": "green"}})
         if event["event"] == "lr_reduced":
@@ -117,10 +125,37 @@ def training_curves(history: dict[str, Any], colour: str) -> list[Figure]:
             data.append({"type": "scatter", "mode": "lines+markers", "name": "validation",
                          "x": x, "y": [r[f"val_{key}"] for r in epochs],
                          "line": {"color": colour}})
+        values = [v for trace in data for v in trace["y"] if v is not None]
+        yaxis, title = {}, f"{label} per epoch"
+        if key == "loss":
+            yaxis, title = _bulk_range(values, title)
+        # Whole epochs only, and half an epoch of room at each end: no tick sits in the
+        # corner where it would meet the y axis's lowest label.
+        xaxis = {"title": {"text": "epoch"}, "range": [x[0] - 0.5, x[-1] + 0.5],
+                 "dtick": max(1, len(x) // 8)}
         figures.append({"data": data, "layout": _layout(
-            f"{label} per epoch", shapes=shapes, annotations=notes,
-            xaxis={"title": {"text": "epoch"}})})
+            title, shapes=shapes, annotations=notes, xaxis=xaxis, yaxis=yaxis)})
     return figures
+
+
+def _bulk_range(values: list[float], title: str) -> tuple[dict[str, Any], str]:
+    """A y-range that shows the bulk of a loss curve when a few values (a first-epoch spike)
+    are far above it; the title says that the axis is cut.
+
+    Example:
+        >>> _bulk_range([9.0, 0.5, 0.4, 0.35, 0.3, 0.3], "Loss")
+        ({'range': [0, 0.6]}, 'Loss (axis cut at 0.6: 1 value above)')
+    """
+    if len(values) < 4:
+        return {}, title
+    ordered = sorted(values)
+    bulk = ordered[int(0.8 * (len(ordered) - 1))]
+    if ordered[-1] <= 3 * bulk:
+        return {}, title
+    top = round(1.2 * bulk, 3)
+    above = sum(v > top for v in values)
+    return ({"range": [min(0, ordered[0]), top]},
+            f"{title} (axis cut at {top:g}: {above} value{'s' if above > 1 else ''} above)")
 
 
 def confusion(evaluation: dict[str, Any], classes: list[str], normalized: bool) -> Figure:
@@ -138,11 +173,13 @@ def confusion(evaluation: dict[str, Any], classes: list[str], normalized: bool) 
                                      "type": "category"})}
 
 
-def curves(evaluation: dict[str, Any], kind: str) -> Figure:
-    """ROC (kind 'roc') or precision-recall (kind 'pr') curves, one per class."""
+def curves(evaluation: dict[str, Any], kind: str, classes: list[str]) -> Figure:
+    """ROC (kind 'roc') or precision-recall (kind 'pr') curves of `classes`, one-vs-rest."""
     data = []
     per_class = evaluation["per_class"]
     for name, points in evaluation[kind].items():
+        if name not in classes:
+            continue
         if kind == "roc":
             label = f"{name} (AUC {per_class[name].get('auc', float('nan')):.3f})"
             data.append({"type": "scatter", "mode": "lines", "name": label,
@@ -157,9 +194,10 @@ def curves(evaluation: dict[str, Any], kind: str) -> Figure:
         axes = ("false positive rate", "true positive rate (sensitivity)")
     else:
         axes = ("recall", "precision")
+    title = ("ROC curve" if kind == "roc" else "Precision-recall curve") + (
+        f" of {classes[0]}" if len(classes) == 1 else "s (one-vs-rest)")
     return {"data": data, "layout": _layout(
-        "ROC curves (one-vs-rest)" if kind == "roc" else "Precision-recall curves",
-        xaxis={"title": {"text": axes[0]}}, yaxis={"title": {"text": axes[1]}})}
+        title, xaxis={"title": {"text": axes[0]}}, yaxis={"title": {"text": axes[1]}})}
 
 
 def reliability(evaluation: dict[str, Any], colour: str) -> Figure:
@@ -175,19 +213,31 @@ def reliability(evaluation: dict[str, Any], colour: str) -> Figure:
                          yaxis={"title": {"text": "accuracy"}})}
 
 
-def robustness(found: dict[str, Any], colour: str) -> Figure:
-    """Accuracy per corruption against severity, with the clean accuracy as a line."""
-    data = []
-    for name, rows in found["corruptions"].items():
-        data.append({"type": "scatter", "mode": "lines+markers", "name": name,
-                     "x": list(range(1, len(rows) + 1)), "y": [r["accuracy"] for r in rows],
-                     "text": [f"{name} {r['severity']}" for r in rows],
-                     "hovertemplate": "%{text}: %{y:.3f}"})
+def robustness(found: dict[str, Any], colour: str, severity: dict[str, str]) -> Figure:
+    """Accuracy against each corruption's severity, one small panel per corruption with the
+    severity's own values and unit (`severity`: name -> axis title), the clean accuracy
+    dotted in each."""
+    corruptions = list(found["corruptions"].items())
+    columns = min(3, len(corruptions))
+    rows = -(-len(corruptions) // columns)
     clean = found["clean_accuracy"]
-    return {"data": data, "layout": _layout(
-        f"Robustness (clean accuracy {clean:.3f}, dotted)",
-        xaxis={"title": {"text": "severity level, as listed in evaluate.robustness"},
-               "dtick": 1},
-        yaxis={"title": {"text": "accuracy"}, "range": [0, 1.02]},
-        shapes=[{"type": "line", "x0": 0, "x1": 1, "xref": "paper", "y0": clean, "y1": clean,
-                 "line": {"dash": "dot", "color": colour}}])}
+    data, layout = [], _layout(f"Robustness: accuracy under corruption (clean {clean:.3f}, "
+                               "dotted)", height=150 + 170 * rows, showlegend=False,
+                               grid={"rows": rows, "columns": columns, "pattern": "independent",
+                                     "ygap": 0.45, "xgap": 0.25})
+    shapes = []
+    for i, (name, points) in enumerate(corruptions, 1):
+        suffix = "" if i == 1 else str(i)
+        data.append({"type": "scatter", "mode": "lines+markers", "name": name,
+                     "x": [r["severity"] for r in points], "y": [r["accuracy"] for r in points],
+                     "xaxis": f"x{suffix}", "yaxis": f"y{suffix}", "line": {"color": colour},
+                     "hovertemplate": f"{name} %{{x}}: %{{y:.3f}}<extra></extra>"})
+        layout[f"xaxis{suffix}"] = {"title": {"text": severity.get(name, f"{name} severity"),
+                                              "font": {"size": 11}},
+                                    "automargin": True, "type": "category"}
+        layout[f"yaxis{suffix}"] = {"range": [0, 1.02], "automargin": True, "nticks": 4}
+        shapes.append({"type": "line", "xref": f"x{suffix} domain", "x0": 0, "x1": 1,
+                       "yref": f"y{suffix}", "y0": clean, "y1": clean,
+                       "line": {"dash": "dot", "color": "#999"}})
+    layout["shapes"] = shapes
+    return {"data": data, "layout": layout}

@@ -19,9 +19,14 @@ from typing import Any
 from PIL import Image
 
 from visionbench import display
-from visionbench.data.describe import describe_limit, describe_splits
+from visionbench.data.describe import (
+    describe_class_separation,
+    describe_limit,
+    describe_splits,
+)
 from visionbench.evaluate.leaderboard import recommendation_sentence
 from visionbench.evaluate.metrics import METRICS
+from visionbench.evaluate.robustness import SEVERITY
 from visionbench.registry import Registry
 from visionbench.report import charts
 from visionbench.rundir.documents import (
@@ -34,12 +39,14 @@ from visionbench.rundir.documents import (
     Interval,
     Leaderboard,
     LeaderboardRow,
+    ModelCard,
     ModelMetrics,
     Robustness,
     Status,
     notices_with,
 )
-from visionbench.rundir.layout import ModelFolder, RunFolder
+from visionbench.rundir.layout import ModelFolder, RunFolder, sample_chart
+from visionbench.schemas.inputs import InputSpec
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#222}
@@ -54,7 +61,8 @@ td:first-child,th:first-child{text-align:left}.warn{background:#fff3cd;border-le
 padding:8px 12px}.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));
 gap:10px}.plot{min-height:340px}img{max-width:100%}.muted{color:#666;font-size:13px}
 .swatch{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:6px}
-.scroll{overflow-x:auto}.samples img{max-width:560px;display:block;margin:4px 0}
+.scroll{overflow-x:auto}.samples img{max-width:560px;display:block;margin:2px 0}
+.samples figure{margin:8px 0}.samples figcaption{font-size:13px;font-weight:600}
 @media print{nav{display:none}.plot{break-inside:avoid}}
 """
 
@@ -157,7 +165,7 @@ class Page:
 
         calls = "\n".join(
             f"Plotly.newPlot({script_json(pid)}, {script_json(fig['data'])}, "
-            f"{script_json(fig['layout'])}, {{responsive: true, displaylogo: false}});"
+            f"{script_json(fig['layout'])}, {{responsive: true, displayModeBar: false}});"
             for pid, fig in self.figures
         )
         nav = "".join(f'<a href="#{html.escape(a)}">{html.escape(t)}</a>' for a, t in self.nav)
@@ -206,14 +214,12 @@ SECTIONS: Registry[Section] = Registry("report section")
 
 
 def _warnings(run: Run) -> list[str]:
+    """The banners of the summary, most consequential first: leaks into test, leaks into
+    validation, a limited dataset, then the rest of the data's and the models' warnings."""
     limited = describe_limit(run.data)
-    found = [limited] if limited else []
-    found += [warning.message for warning in run.data.warnings]
-    duplicates = run.data.duplicates
-    for kind in ("exact", "near"):
-        for where, finding in duplicates.get(kind, {}).get("across", {}).items():
-            found.append(f"{finding['images']} images are {kind} duplicates across {where}: "
-                         "test scores on them measure memory, not generalisation")
+    found = duplicate_banners(run.data) + ([limited] if limited else [])
+    found += [warning.message for warning in run.data.warnings
+              if warning.code != "test_duplicates"]
     for row in run.board.rows:
         if row.status is not Status.OK:
             found.append(f"model {row.model} {row.status.value}: {row.error}")
@@ -221,6 +227,49 @@ def _warnings(run: Run) -> list[str]:
         for note in notices_with(evaluation.notes, "one_class_only"):
             found.append(f"{name}: {note.message}")
     return found
+
+
+def duplicate_banners(data: DataRecord) -> list[str]:
+    """At most two sentences on duplicates across splits: test images that duplicate
+    training or validation ones (their scores measure memory), then validation images that
+    duplicate training ones (they inflate validation scores, which choose the model, stop
+    training early and set thresholds)."""
+    across = {kind: data.duplicates.get(kind, {}).get("across", {}) for kind in ("exact", "near")}
+
+    def tally(places: tuple[str, ...]) -> tuple[int, dict[str, int], int]:
+        images, pairs, conflicts = 0, {}, 0
+        for kind, found in across.items():
+            for where, finding in found.items():
+                if where in places:
+                    images += finding["images"]
+                    pairs[kind] = pairs.get(kind, 0) + finding["pairs"]
+                    conflicts += finding["label_conflicts"]
+        return images, pairs, conflicts
+
+    def detail(pairs: dict[str, int], conflicts: int) -> str:
+        text = ", ".join(f"{count:,} {kind} pair(s)" for kind, count in pairs.items() if count)
+        return text + (f", {conflicts:,} of them with different labels" if conflicts else "")
+
+    banners = []
+    counted, pairs, conflicts = tally(("train~test", "val~test"))
+    leaked = notices_with(data.warnings, "test_duplicates")
+    if counted or leaked:
+        images = leaked[0].data.get("images", counted) if leaked else counted
+        dropped = bool(data.duplicates.get("dropped_from_test"))
+        banners.append(
+            f"{images:,} test image(s) duplicate training or validation images "
+            f"({detail(pairs, conflicts)}): "
+            + ("they were dropped from the test split." if dropped else
+               "test scores on them measure memory, not generalisation; the summary gives the "
+               "recommended model's score without them."))
+    counted, pairs, conflicts = tally(("train~val",))
+    if counted:
+        banners.append(
+            f"{counted:,} validation image(s) duplicate training images "
+            f"({detail(pairs, conflicts)}): they inflate validation scores, and validation "
+            "chooses the recommended model, stops training early and sets thresholds, so "
+            "those choices lean toward models that memorise.")
+    return banners
 
 
 @SECTIONS.register("01-summary")
@@ -342,9 +391,47 @@ def _data(page: Page, run: Run) -> None:
 def _models(page: Page, run: Run) -> None:
     for row in run.board.rows:
         page.section(f"model-{row.model}", f"Model {row.model}")
+        card = run.folder.model(row.model).read(ModelCard)
+        if card is not None:
+            page.add(_input_settings(card.input, run))
         page.add(_model_section(page, run.folder.model(row.model), row,
                                 run.evaluations.get(row.model), run.data.classes,
                                 run.colour[row.model]))
+
+
+# Beyond this factor an enlarged image is flagged: its extra pixels carry no information.
+UPSAMPLING_FLAG = 2.0
+
+
+def native_side(run: Run) -> int:
+    """The smaller side of the images as the data gave them: the median source size (from
+    the inspection) when known, never more than the decoded size."""
+    decoded = min(run.data.image_shape)
+    stats = run.inspection.image_stats if run.inspection else {}
+    medians = [min(split["width"]["median"], split["height"]["median"])
+               for split in stats.values() if "width" in split]
+    return int(min(decoded, *medians)) if medians else decoded
+
+
+def _input_settings(spec: InputSpec, run: Run) -> str:
+    """What the model is fed, from its model card, and a flag when that enlarges the images
+    more than UPSAMPLING_FLAG times."""
+    height, width = spec.size
+    norm = ("each image scaled to mean 0 and standard deviation 1" if spec.per_image else
+            f"mean {display.names(f'{m:.3f}' for m in spec.mean)}, std "
+            f"{display.names(f'{s:.3f}' for s in spec.std)}")
+    text = (f'<p class="muted">Input: {height}×{width} px, {spec.channels} channel(s), '
+            f"{html.escape(norm)}; evaluation images reach the size by "
+            f"{'a centre crop' if spec.resize == 'center_crop' else 'stretching'}.</p>")
+    native = native_side(run)
+    factor = min(height, width) / native if native else 1.0
+    if factor > UPSAMPLING_FLAG:
+        text += (f'<div class="warn">This model sees {height}×{width} px made from images of '
+                 f"about {native} px: upsampled {factor:.1f}×. The added pixels carry no "
+                 f"information, and each image costs about {factor ** 2:.0f}× the compute of "
+                 "its native size; a backbone pretrained on large images may still gain from "
+                 "it, so compare with a model at the native size before paying for it.</div>")
+    return text
 
 
 def build_report(folder: RunFolder) -> str:
@@ -389,13 +476,15 @@ def _data_section(run: Run) -> str:
     parts.append(_skipped(data))
     variance = run.inspection.variance if run.inspection else None
     if variance:
-        parts.append(f"<p>Class variance: the MRI study's ratio {variance['ratio_study']:.3f};"
-                     f" Fisher ratio trace(S<sub>B</sub>)/trace(S<sub>W</sub>) "
-                     f"{variance['fisher_ratio']:.4f} (scale-free).</p>")
-    pictures = run.folder.sample_charts()
-    if pictures:
-        parts.append('<h3>Samples</h3><div class="samples">'
-                     + "".join(_image(p, p.stem) for p in pictures) + "</div>")
+        parts.append(f"<p>{html.escape(describe_class_separation(variance))}</p>")
+    samples = [(name, _image(sample_chart(run.folder.data_dir, name), f"class {name}"))
+               for name in run.data.classes]
+    samples = [(name, picture) for name, picture in samples if picture]
+    if samples:
+        parts.append('<h3>Samples (training images as the models see them)</h3>'
+                     '<div class="samples">' + "".join(
+                         f"<figure><figcaption>{html.escape(name)}</figcaption>{picture}"
+                         "</figure>" for name, picture in samples) + "</div>")
     return "".join(parts)
 
 
@@ -441,12 +530,16 @@ def _model_section(page: Page, folder: ModelFolder, row: LeaderboardRow,
     plots.append(page.plot(charts.confusion(evaluation, classes, False)))
     plots.append(page.plot(charts.confusion(evaluation, classes, True)))
     if evaluation.get("roc"):
-        plots.append(page.plot(charts.curves(evaluation, "roc")))
-        plots.append(page.plot(charts.curves(evaluation, "pr")))
+        # With two classes the curves of the two classes mirror each other: draw the
+        # positive one (class 1, or the configured positive group's class).
+        drawn = (evaluation.get("clinical") or {}).get("positive_classes", classes[1:]) \
+            if len(classes) == 2 else classes
+        plots.append(page.plot(charts.curves(evaluation, "roc", drawn)))
+        plots.append(page.plot(charts.curves(evaluation, "pr", drawn)))
     plots.append(page.plot(charts.reliability(evaluation, colour)))
     found = folder.read(Robustness)
     if found and found.corruptions:
-        plots.append(page.plot(charts.robustness(found.model_dump(), colour)))
+        plots.append(page.plot(charts.robustness(found.model_dump(), colour, SEVERITY)))
     parts.append('<div class="grid">' + "".join(plots) + "</div>")
     stats = ("precision", "recall", "specificity", "f1", "support", "tp", "fp", "fn", "auc")
     body = "".join(
@@ -485,22 +578,27 @@ def _model_section(page: Page, folder: ModelFolder, row: LeaderboardRow,
 
 
 def _clinical(clinical: dict[str, Any]) -> str:
+    """The positive reading at argmax and at the validation threshold; what is positive and
+    where the threshold comes from are said once, above the table."""
     rows = []
+    chosen = clinical.get("chosen_threshold") or {}
     for reading in ("argmax", "threshold"):
         if reading not in clinical:
             continue
         values = clinical[reading]
-        label = "argmax" if reading == "argmax" else (
-            f"threshold {clinical['chosen_threshold']['threshold']:.3f} (chosen on "
-            f"validation, {clinical['chosen_threshold'].get('method', '')})")
+        label = "argmax" if reading == "argmax" else f"threshold {chosen['threshold']:.3f}"
         rows.append(f"<tr><td>{html.escape(label)}</td>"
                     + "".join(_interval(values[k]) for k in ("sensitivity", "specificity",
                                                               "ppv", "npv"))
                     + f"<td>{int(values['missed_positives']['value'])}</td>"
                     f"<td>{int(values['false_alarms']['value'])}</td></tr>")
-    group = html.escape(clinical.get("group", "positive class"))
-    return (f"<h3>Clinical reading: {group} "
-            f"({html.escape(', '.join(clinical['positive_classes']))})</h3>"
+    source = ""
+    if chosen:
+        source = (f" The threshold on the positive probability is chosen on the validation "
+                  f"split only ({html.escape(str(chosen.get('method', '')))}"
+                  + (f"; {html.escape(chosen['note'])}" if chosen.get("note") else "") + ").")
+    return (f"<h3>Clinical reading</h3><p class=\"muted\">{html.escape(_positive_name(clinical))}"
+            f" read as positive, the rest as negative.{source}</p>"
             "<table><thead><tr><th>decision</th><th>sensitivity</th><th>specificity</th>"
             "<th>PPV</th><th>NPV</th><th>missed positives</th><th>false alarms</th></tr>"
             f"</thead><tbody>{''.join(rows)}</tbody></table>")

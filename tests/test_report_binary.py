@@ -1,0 +1,120 @@
+"""The report of a binary run on data the project never saw: a 28 px grey `.npz` with its
+own validation split, a small CNN and a pretrained backbone that enlarges the images. Every
+statement the report makes must be true of that run, and its charts readable."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_report import layout_problems
+from visionbench.cli import main
+
+
+def _binary_npz(path: Path) -> Path:
+    """Two classes of 28 px grey images: a bright blob on the right side is 'pneumonia'."""
+    rng = np.random.default_rng(3)
+    arrays = {}
+    for split, n in (("train", 80), ("val", 30), ("test", 40)):
+        labels = np.arange(n) % 2
+        images = rng.normal(70, 25, (n, 28, 28))
+        images[labels == 1, 8:20, 15:25] += 90
+        arrays[f"{split}_images"] = images.clip(0, 255).astype(np.uint8)
+        arrays[f"{split}_labels"] = labels
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.fixture(scope="module")
+def binary_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("binary")
+    data = _binary_npz(out / "xray.npz")
+    config = out / "xray.yaml"
+    config.write_text(f"""
+data:
+  source: npz
+  path: {data}
+  class_names: [normal, pneumonia]
+  preprocess: {{size: 28, color: grayscale}}
+models:
+  cnn: {{preset: mnist_baseline}}
+  lite0:
+    backbone: efficientnet_lite0
+    pretrained: true
+    input: {{size: 96}}
+    train: {{batch_size: 16}}
+train: {{epochs: 2, progress: quiet, seed: 0}}
+evaluate:
+  bootstrap: 200
+  robustness: {{noise: [0.05, 0.2], rotation: [15]}}
+  explain: {{images: 2, steps: 4, samples: 2}}
+  error_examples: 4
+output: {{dir: {out / 'runs'}}}
+""")
+    assert main(["run", str(config)]) == 0
+    return next((out / "runs" / "xray").iterdir())
+
+
+def _text(folder: Path) -> str:
+    return html.unescape((folder / "report.html").read_text())
+
+
+def figures(page: str) -> list[tuple[list[dict], dict]]:
+    """(traces, layout) of every chart of a report page, in page order."""
+    decoder = json.JSONDecoder()
+    found = []
+    for line in page.splitlines():
+        if line.startswith("Plotly.newPlot("):
+            start = line.index(",") + 1
+            traces, end = decoder.raw_decode(line, start + 1)
+            layout, _ = decoder.raw_decode(line, end + 2)
+            found.append((traces, layout))
+    return found
+
+
+def test_binary_report_names_the_positive_class_once_with_intervals(binary_run):
+    page = _text(binary_run)
+    assert "pneumonia (pneumonia)" not in page
+    summary = page.split('id="leaderboard"')[0]
+    reading = re.search(r"Positive class pneumonia at argmax: sensitivity ([^;]+);", summary)
+    assert reading and "[" in reading.group(1), "the clinical line carries its interval"
+    assert page.count("is chosen on the validation split only") == 2  # one per model table
+
+
+def test_binary_roc_draws_the_positive_class_only(binary_run):
+    rocs = [traces for traces, layout in figures((binary_run / "report.html").read_text())
+            if layout["title"]["text"].startswith("ROC")]
+    assert len(rocs) == 2
+    for traces in rocs:
+        names = [trace["name"] for trace in traces]
+        assert len(names) == 2 and names[0].startswith("pneumonia (AUC") and names[1] == "chance"
+
+
+def test_binary_report_states_what_was_done_and_flags_upsampling(binary_run):
+    page = _text(binary_run)
+    assert "the source's test and validation splits are kept as given" in page
+    assert "20%" not in page.split("<main>")[1].split("</main>")[0]
+    lite0 = page.split('id="model-lite0"')[1].split("<h2")[0]
+    cnn = page.split('id="model-cnn"')[1].split("<h2")[0]
+    assert "Input: 96×96 px, 3 channel(s), mean 0.485, 0.456, 0.406" in lite0
+    assert "upsampled 3.4×" in lite0 and "upsampled" not in cnn
+    assert "Input: 28×28 px, 1 channel(s)" in cnn
+
+
+def test_robustness_axes_show_the_severity_values_with_their_unit(binary_run):
+    traces, layout = next(found for found in figures((binary_run / "report.html").read_text())
+                          if found[1]["title"]["text"].startswith("Robustness"))
+    assert [trace["x"] for trace in traces] == [[0.05, 0.2], [15.0]]
+    assert layout["xaxis"]["title"]["text"] == "noise σ (pixels 0–1)"
+    assert layout["xaxis2"]["title"]["text"] == "rotation (degrees)"
+
+
+def test_binary_charts_have_no_overlapping_or_clipped_text(binary_run, tmp_path):
+    problems, console = layout_problems(binary_run / "report.html", tmp_path)
+    assert console == [], console
+    assert problems == []
