@@ -74,6 +74,15 @@ def test_every_method_gives_one_normalised_map_per_image(square_model, method):
     assert maps.min() >= 0 and torch.allclose(maps.flatten(1).amax(1), torch.ones(6))
 
 
+def test_guided_backprop_raises_no_warning(square_model):
+    import warnings
+
+    images, labels, _ = _squares(4, torch.Generator().manual_seed(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        explain(square_model, images, labels, "guided_backprop", ExplainSettings())
+
+
 def test_deletion_score_ranks_a_real_map_above_a_random_one(square_model):
     images, labels, _ = _squares(20, torch.Generator().manual_seed(5))
     positives = labels == 1

@@ -183,7 +183,8 @@ def test_duplicate_banners_are_ranked_merged_and_say_what_a_validation_leak_bias
 # Measures every text of every chart after plotly drew it: a text box outside its chart is
 # clipped, two text boxes of one chart that intersect (by more than 2 px each way) overlap.
 LAYOUT_CHECK = """<script>
-window.addEventListener('load', function () { setTimeout(function () {
+function measure() {
+  if (document.body.dataset.charts !== 'drawn') { setTimeout(measure, 200); return; }
   var problems = [];
   document.querySelectorAll('.plot').forEach(function (plot) {
     var frame = plot.getBoundingClientRect();
@@ -214,7 +215,8 @@ window.addEventListener('load', function () { setTimeout(function () {
   out.id = 'layout-check';
   out.textContent = JSON.stringify(problems);
   document.body.appendChild(out);
-}, 2000); });
+}
+window.addEventListener('load', function () { setTimeout(measure, 500); });
 </script>"""
 
 
@@ -235,3 +237,15 @@ def test_quickstart_charts_have_no_overlapping_or_clipped_text(run_folder, tmp_p
     problems, console = layout_problems(run_folder / "report.html", tmp_path)
     assert console == [], console
     assert problems == []
+
+
+def test_the_quickstart_report_stays_under_3_mb_and_offline(tmp_path):
+    # Every default of the quickstart that shapes the page (explanations, error examples,
+    # robustness, bootstrap); fewer epochs change no picture's size.
+    assert main(["run", "quickstart", "--set", f"output.dir={tmp_path}", "--set",
+                 "train.epochs=2", "--set", "train.progress=quiet"]) == 0
+    report = next((tmp_path / "quickstart").iterdir()) / "report.html"
+    text = report.read_text()
+    assert report.stat().st_size < 3_000_000, report.stat().st_size
+    assert text.count('id="plotly-gzip"') == 1, "plotly.js is included once"
+    assert "<script src=" not in text and 'href="http' not in text

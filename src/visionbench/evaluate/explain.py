@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +110,12 @@ def _guided_backprop(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
                      layer: nn.Module | None, settings: ExplainSettings) -> torch.Tensor:
     from captum.attr import GuidedBackprop
 
-    return _pixel_map(GuidedBackprop(model).attribute(x, target=target))
+    # Captum says, once per model, that it hooks the ReLUs for the attribution and removes
+    # the hooks after it: that is what guided backprop is, not something to act on.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU activations",
+                                category=UserWarning)
+        return _pixel_map(GuidedBackprop(model).attribute(x, target=target))
 
 
 @METHODS.register("occlusion")
