@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -114,3 +116,41 @@ def test_picked_images_mix_correct_and_mistaken_per_class():
     # Queues: class 0 right [0, 1], class 0 wrong [2], class 1 right [4, 3], class 1 wrong [5].
     assert pick_images(y, prob, 4) == [0, 2, 4, 5]
     assert pick_images(y, prob, 10) == [0, 2, 4, 5, 1, 3]
+
+
+def test_maps_of_an_upsampling_model_are_drawn_over_the_image_at_its_input_size(tmp_path):
+    import numpy as np
+
+    from visionbench.evaluate.model_explanations import explain_images
+    from visionbench.rundir.layout import RunFolder
+    from visionbench.runtime.pipeline import InputPipeline
+    from visionbench.runtime.trained import LoadedModel
+    from visionbench.schemas.evaluate import ExplainConfig
+    from visionbench.schemas.inputs import InputSpec
+
+    spec = InputSpec(size=(64, 64), channels=1, mean=(0.5,), std=(0.25,))
+    pipeline = InputPipeline(spec, torch.device("cpu"), channels_last=False)
+    pictures = np.random.default_rng(0).integers(0, 255, (3, 16, 16, 1), dtype=np.uint8)
+    seen = pipeline.at_model_size(torch.from_numpy(pictures).permute(0, 3, 1, 2))
+    assert seen.shape == (3, 1, 64, 64) and seen.min() >= 0 and seen.max() <= 1
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                           nn.Flatten(), nn.Linear(4, 2)).eval()
+    folder = RunFolder(tmp_path).model("up")
+    folder.path.mkdir(parents=True)
+    found = explain_images(LoadedModel(module, pipeline, torch.device("cpu")), pictures,
+                           ["a", "b", "c"], ["1", "2", "3"], None,
+                           ExplainConfig(methods=["gradcam", "occlusion"], steps=4, samples=2),
+                           folder)
+    assert found.methods == ["gradcam", "occlusion"]
+    assert folder.picture("explanations").is_file()
+
+
+def test_a_map_of_another_size_than_its_image_is_refused():
+    import numpy as np
+
+    from visionbench.evaluate.explain import explanation_figure
+
+    with pytest.raises(ValueError, match="draw the images at the model's size"):
+        explanation_figure(np.zeros((1, 16, 16, 1), np.uint8),
+                           {"gradcam": np.zeros((1, 64, 64))}, ["x"], Path("unused.png"))

@@ -118,3 +118,22 @@ def test_binary_charts_have_no_overlapping_or_clipped_text(binary_run, tmp_path)
     problems, console = layout_problems(binary_run / "report.html", tmp_path)
     assert console == [], console
     assert problems == []
+
+
+def test_a_map_no_better_than_random_is_flagged_as_not_evidence(binary_run, tmp_path):
+    import shutil
+
+    from visionbench.rundir import Explanations, RunFolder
+
+    copy = tmp_path / "run"
+    shutil.copytree(binary_run, copy)
+    folder = RunFolder(copy).model("cnn")
+    found = folder.require(Explanations)
+    found.deletion = {"random": 0.40, "gradcam": 0.55, "occlusion": 0.10}
+    folder.write(found)
+    assert main(["report", str(copy)]) == 0
+    page = _text(copy)
+    cnn = page.split('id="model-cnn"')[1].split("<h2")[0]
+    assert "Not faithful for this model: gradcam removes the pixels it marks" in cnn
+    assert "<td>gradcam</td><td>0.550</td><td>no better than random</td>" in cnn
+    assert "<td>occlusion</td><td>0.100</td><td>better than random</td>" in cnn

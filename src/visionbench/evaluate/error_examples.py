@@ -34,8 +34,10 @@ def _grid(images: np.ndarray, titles: list[str], path: Path, heading: str) -> No
     count = len(images)
     columns = min(5, max(count, 1))
     rows = max(1, math.ceil(count / columns))
+    # Constrained layout leaves room for the heading above the images' own titles (tight
+    # layout ignores a suptitle and lets it overlap them).
     figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows + 0.4),
-                                squeeze=False)
+                                squeeze=False, layout="constrained")
     for axis in axes.flat:
         axis.axis("off")
     for axis, image, title in zip(axes.flat, images, titles, strict=False):
@@ -43,7 +45,6 @@ def _grid(images: np.ndarray, titles: list[str], path: Path, heading: str) -> No
         axis.imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0, vmax=255)
         axis.set_title(title, fontsize=7)
     figure.suptitle(heading, fontsize=10)
-    figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=90)
     plt.close(figure)

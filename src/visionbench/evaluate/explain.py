@@ -201,8 +201,14 @@ def pick_images(y_true: np.ndarray, prob: np.ndarray, count: int) -> list[int]:
 
 def explanation_figure(pictures: np.ndarray, maps: dict[str, np.ndarray], titles: list[str],
                        path: Path) -> None:
-    """One row per image: the image, then each method's heat map over it."""
+    """One row per image: the image, then each method's heat map over it; the images must
+    be at the maps' size (the model's input), or a map would cover the wrong pixels."""
     from visionbench.evaluate.error_examples import pyplot
+
+    for method, found in maps.items():
+        if found.shape[1:] != pictures.shape[1:3]:
+            raise ValueError(f"{method} maps are {found.shape[1:]} but the images "
+                             f"{pictures.shape[1:3]}: draw the images at the model's size")
 
     plt = pyplot()
     methods = list(maps)

@@ -20,11 +20,17 @@ from visionbench.schemas.evaluate import ExplainConfig
 def explain_images(model: LoadedModel, pictures: np.ndarray, titles: list[str], ids: list[str],
                    classes: np.ndarray | None, config: ExplainConfig, folder: ModelFolder
                    ) -> Explanations:
-    """Explain uint8 (N, H, W, C) `pictures` for `classes` (default: the predicted ones)."""
+    """Explain uint8 (N, H, W, C) `pictures` for `classes` (default: the predicted ones).
+
+    The maps are drawn over the images as the model saw them (its channels, at its input
+    size), so a model that enlarges or crops its input gets its maps on the right pixels.
+    """
     images = torch.from_numpy(np.ascontiguousarray(pictures)).permute(0, 3, 1, 2).to(
         model.device)
     placeholder = torch.zeros(len(pictures), dtype=torch.long, device=model.device)
     inputs = model.pipeline(images, placeholder, train=False)
+    seen = model.pipeline.at_model_size(images).clamp(0, 1).mul(255).round().byte()
+    seen = seen.permute(0, 2, 3, 1).cpu().numpy()
     if classes is None:
         with torch.no_grad():
             logits = model.module(inputs)
@@ -32,7 +38,7 @@ def explain_images(model: LoadedModel, pictures: np.ndarray, titles: list[str], 
         target = predicted
     else:
         target = torch.as_tensor(classes, device=model.device)
-    found = explain_model(model.module, inputs, target, pictures, titles, ids, config,
+    found = explain_model(model.module, inputs, target, seen, titles, ids, config,
                           folder.picture("explanations"))
     model.module.zero_grad(set_to_none=True)
     return found

@@ -58,7 +58,8 @@ nav a{margin-right:14px;color:#1d3557}main{padding:8px 28px;max-width:1250px}
 h2{border-bottom:2px solid #1d3557;padding-bottom:4px;margin-top:34px}
 h3{margin-top:26px}table{border-collapse:collapse;font-size:13px;margin:8px 0}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f1f3f5;cursor:pointer}
-td:first-child,th:first-child{text-align:left}.warn{background:#fff3cd;border-left:4px solid
+td:first-child,th:first-child{text-align:left}
+td{white-space:nowrap}.warn{background:#fff3cd;border-left:4px solid
 #e0a800;padding:6px 10px;margin:6px 0}.ok{background:#e8f5e9;border-left:4px solid #2e7d32;
 padding:8px 12px}.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));
 gap:10px}.plot{min-height:340px}img{max-width:100%}.muted{color:#666;font-size:13px}
@@ -607,19 +608,55 @@ def _model_section(page: Page, folder: ModelFolder, row: LeaderboardRow,
             parts.append(f"<h3>{caption}</h3>{picture}")
     explanations = folder.read(Explanations)
     if explanations and explanations.error is None:
-        deletion = explanations.deletion
-        cells = "".join(f"<tr><td>{html.escape(m)}</td><td>{v:.3f}</td></tr>"
-                        for m, v in deletion.items())
-        parts.append("<h3>Explanations</h3><p class=\"muted\">Deletion score: mean "
-                     "probability of the explained class while the most-attributed pixels are "
-                     "removed (lower = the map finds what the model uses; compare with "
-                     "random).</p><table><thead><tr><th>method</th><th>deletion</th></tr>"
-                     f"</thead><tbody>{cells}</tbody></table>"
-                     + _image(folder.picture("explanations"), "explanation maps"))
+        parts.append(_explanations(explanations, folder))
     elif explanations:
         parts.append(f'<div class="warn">no explanations: {html.escape(explanations.error)}'
                      "</div>")
     return "".join(parts)
+
+
+def unfaithful_methods(deletion: dict[str, float]) -> list[str]:
+    """Methods whose deletion score is no better (no lower) than the random map's: their
+    maps do not find what the model uses, and are not evidence for this model.
+
+    Example:
+        >>> unfaithful_methods({"random": 0.4, "gradcam": 0.45, "occlusion": 0.1})
+        ['gradcam']
+    """
+    random = deletion.get("random")
+    if random is None:
+        return []
+    return [method for method, score in deletion.items()
+            if method != "random" and score >= random]
+
+
+def _explanations(explanations: Explanations, folder: ModelFolder) -> str:
+    """The deletion scores against the random map's, a warning for the maps that are no
+    better than random, and the maps."""
+    deletion = explanations.deletion
+    unfaithful = unfaithful_methods(deletion)
+
+    def verdict(method: str) -> str:
+        if method == "random":
+            return "the reference"
+        return "no better than random" if method in unfaithful else "better than random"
+
+    cells = "".join(f"<tr><td>{html.escape(m)}</td><td>{v:.3f}</td><td>{verdict(m)}</td></tr>"
+                    for m, v in deletion.items())
+    warning = ""
+    if unfaithful:
+        warning = (f'<div class="warn">Not faithful for this model: '
+                   f"{display.names(html.escape(m.replace('_', ' ')) for m in unfaithful)} "
+                   "removes the pixels it marks without lowering the model's confidence more "
+                   "than removing random pixels does, so those maps do not show what the "
+                   "model uses: do not read them as evidence.</div>")
+    return ("<h3>Explanations</h3><p class=\"muted\">Deletion score: mean probability of the "
+            "explained class while the most-attributed pixels are removed (lower = the map "
+            "finds what the model uses); a method is evidence only if it scores below a "
+            "random map. Maps are drawn over the images as the model sees them (its size and "
+            "channels).</p><table><thead><tr><th>method</th><th>deletion</th>"
+            f"<th>against random</th></tr></thead><tbody>{cells}</tbody></table>{warning}"
+            + _image(folder.picture("explanations"), "explanation maps"))
 
 
 def _clinical(clinical: dict[str, Any]) -> str:

@@ -61,11 +61,11 @@ class InputPipeline:
         `transform` (e.g. a robustness corruption) sees the [0, 1] images at model size,
         just before normalisation.
         """
-        x = match_channels(images.float().div_(255.0), self.spec.channels)
         if train and self.augmenter is not None and gen is not None:
+            x = match_channels(images.float().div_(255.0), self.spec.channels)
             x = self.augmenter(x, targets, gen)
         else:
-            x = resize(x, self.spec.size, self.spec.resize)
+            x = self.at_model_size(images)
         if transform is not None:
             x = transform(x)
         if self.spec.per_image:
@@ -77,3 +77,10 @@ class InputPipeline:
         if self.channels_last:
             return x.contiguous(memory_format=torch.channels_last)
         return x.contiguous()
+
+    def at_model_size(self, images: torch.Tensor) -> torch.Tensor:
+        """A uint8 (N, C, H, W) batch as [0, 1] floats with the model's channels, at the
+        model's input size (resized as evaluation resizes): what the model sees, before
+        normalisation."""
+        x = match_channels(images.float().div_(255.0), self.spec.channels)
+        return resize(x, self.spec.size, self.spec.resize)
