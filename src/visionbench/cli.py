@@ -284,7 +284,7 @@ def report_command(
     if not run.has(Leaderboard):
         raise UserError(f"{run_dir} has no leaderboard: not a finished run folder "
                         "(run `visionbench evaluate` on it first)")
-    stdout.print(f"report: {write_report(run)}")
+    stdout.print(f"report: {write_report(run, 'auto')}")
 
 
 @app.command(name="explain")

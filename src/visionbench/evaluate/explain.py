@@ -29,6 +29,7 @@ from visionbench.errors import UserError
 from visionbench.fileio import atomic_path
 from visionbench.registry import Registry
 from visionbench.rundir.documents import Explanations
+from visionbench.runtime.progress import ignore
 from visionbench.schemas.evaluate import ExplainConfig
 
 
@@ -236,10 +237,12 @@ def explanation_figure(pictures: np.ndarray, maps: dict[str, np.ndarray], titles
 def explain_model(
     model: nn.Module, inputs: torch.Tensor, classes: torch.Tensor, pictures: np.ndarray,
     titles: list[str], ids: list[str], config: ExplainConfig, picture: Path,
+    step: Callable[[str], None] = ignore,
 ) -> Explanations:
     """Maps of every configured method for `inputs` (normalised, on the model's device),
     explaining class `classes[i]` of image i; their deletion scores beside a random map's;
-    and the maps drawn over the images into `picture`.
+    and the maps drawn over the images into `picture`. `step` hears of each method (and
+    of the drawing) as it starts.
 
     A one-logit (sigmoid) model has one output to explain: its maps show the evidence for
     the positive class whatever `classes` says.
@@ -260,6 +263,7 @@ def explain_model(
     maps: dict[str, np.ndarray] = {}
     scores: dict[str, Any] = {}
     for method in methods:
+        step(method.replace("_", " "))
         found = explain(model, inputs, targets, method, settings, layer)
         maps[method] = found.cpu().numpy()
         per_image = deletion_score(deletion_curve(model, inputs, classes, found))
@@ -267,6 +271,7 @@ def explain_model(
     noise = torch.rand(inputs.shape[0], *inputs.shape[-2:],
                        generator=torch.Generator().manual_seed(0)).to(inputs.device)
     random_scores = deletion_score(deletion_curve(model, inputs, classes, noise))
+    step("drawing the maps")
     explanation_figure(pictures, maps, titles, picture)
     return Explanations(
         images=ids, titles=titles, gradcam_layer=layer_name, methods=methods, notes=notes,

@@ -13,13 +13,14 @@ from visionbench.evaluate.explain import explain_model, pick_images
 from visionbench.rundir.documents import Explanations
 from visionbench.rundir.layout import ModelFolder
 from visionbench.rundir.predictions import Predictions
+from visionbench.runtime.progress import ignore
 from visionbench.runtime.trained import LoadedModel
 from visionbench.schemas.evaluate import ExplainConfig
 
 
 def explain_images(model: LoadedModel, pictures: np.ndarray, titles: list[str], ids: list[str],
-                   classes: np.ndarray | None, config: ExplainConfig, folder: ModelFolder
-                   ) -> Explanations:
+                   classes: np.ndarray | None, config: ExplainConfig, folder: ModelFolder,
+                   step: Callable[[str], None] = ignore) -> Explanations:
     """Explain uint8 (N, H, W, C) `pictures` for `classes` (default: the predicted ones).
 
     The maps are drawn over the images as the model saw them (its channels, at its input
@@ -39,15 +40,15 @@ def explain_images(model: LoadedModel, pictures: np.ndarray, titles: list[str], 
     else:
         target = torch.as_tensor(classes, device=model.device)
     found = explain_model(model.module, inputs, target, seen, titles, ids, config,
-                          folder.picture("explanations"))
+                          folder.picture("explanations"), step)
     model.module.zero_grad(set_to_none=True)
     return found
 
 
 def explain_test_set(model: LoadedModel, classes: list[str], predictions: Predictions,
                      config: ExplainConfig, folder: ModelFolder,
-                     test_images: np.ndarray | Callable[[list[str]], np.ndarray]
-                     ) -> Explanations:
+                     test_images: np.ndarray | Callable[[list[str]], np.ndarray],
+                     step: Callable[[str], None] = ignore) -> Explanations:
     """Maps for a few correct and misclassified test images per class (their predictions).
 
     `test_images` are every test image in prediction order, or a function that gives the
@@ -59,4 +60,4 @@ def explain_test_set(model: LoadedModel, classes: list[str], predictions: Predic
     ids = [predictions.ids[i] for i in chosen]
     pictures = test_images(ids) if callable(test_images) else test_images[chosen]
     return explain_images(model, pictures, titles, ids, predictions.y_pred[chosen], config,
-                          folder)
+                          folder, step)

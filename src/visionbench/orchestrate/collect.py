@@ -46,4 +46,4 @@ def finish_run(result: RunResult, config: Config) -> None:
                 for name, m in result.models.items()},
     ))
     result.board = evaluate_folder(result.run, config.evaluate, list(result.models))
-    write_report(result.run)
+    write_report(result.run, config.train.progress)

@@ -46,6 +46,7 @@ from visionbench.rundir.layout import ModelFolder, RunFolder
 from visionbench.rundir.predictions import Predictions
 from visionbench.runtime.batches import Evaluation, SplitImages
 from visionbench.runtime.device import pick_device
+from visionbench.runtime.progress import Steps, ignore
 from visionbench.runtime.trained import LoadedModel, save_weights
 from visionbench.schemas.evaluate import ExplainConfig
 from visionbench.train.callbacks import Checkpoint, Progress
@@ -171,7 +172,7 @@ def train_model(
         },
     }
     _record_evaluations(trainer, splits, data, folder, config, train_cfg.seed, metrics,
-                        explain_settings(config, name))
+                        train_cfg.progress, explain_settings(config, name))
     metrics["files"] = folder.predictions_checksums()
     outcome = ModelMetrics.model_validate(metrics)
     folder.write(outcome)
@@ -225,11 +226,12 @@ class Evaluator(Protocol):
 
 def _record_evaluations(
     evaluator: Evaluator, splits: dict[str, SplitImages], data: PreparedData,
-    folder: ModelFolder, config: Config, seed: int, metrics: dict[str, Any],
+    folder: ModelFolder, config: Config, seed: int, metrics: dict[str, Any], progress: str,
     explain: ExplainConfig | None = None,
 ) -> None:
     """Predictions of val and test, then error pictures, robustness and (with `explain`)
-    explanation maps on test."""
+    explanation maps on test, each long step shown as `progress` says."""
+    name = folder.path.name
     for split in ("val", "test"):
         if split not in splits:
             continue
@@ -245,13 +247,17 @@ def _record_evaluations(
             test_images = data.arrays("test")[0]
             folder.write(error_analysis(test_images, predictions, data.classes, folder,
                                         settings.error_examples))
-            folder.write(robustness(evaluator, splits["test"], settings.robustness,
-                                    result.accuracy, seed))
+            levels = sum(len(found) for found in settings.robustness.values())
+            with Steps(f"{name} robustness", levels, progress) as steps:
+                folder.write(robustness(evaluator, splits["test"], settings.robustness,
+                                        result.accuracy, seed, steps.step))
             if isinstance(evaluator, Trainer) and explain is not None and explain.images:
                 loaded = LoadedModel(evaluator.model, evaluator.pipeline, evaluator.device)
                 try:
-                    found = explain_test_set(loaded, data.classes, predictions, explain,
-                                             folder, test_images)
+                    with Steps(f"{name} explanations", len(explain.methods) + 1,
+                               progress) as steps:
+                        found = explain_test_set(loaded, data.classes, predictions, explain,
+                                                 folder, test_images, steps.step)
                 except UserError as exc:
                     # The model itself is fine: keep it, say why it has no maps.
                     found = Explanations(error=str(exc))
@@ -275,7 +281,8 @@ def evaluate_external(config: Config, name: str, data: PreparedData, folder: Mod
                   "std": list(spec.std), "layout": wanted.layout, "scale": wanted.scale},
         "timing": {},
     }
-    _record_evaluations(model, splits, data, folder, config, model_cfg.train.seed, metrics)
+    _record_evaluations(model, splits, data, folder, config, model_cfg.train.seed, metrics,
+                        model_cfg.train.progress)
     metrics["files"] = folder.predictions_checksums()
     outcome = ModelMetrics.model_validate(metrics)
     folder.write(outcome)
@@ -285,13 +292,15 @@ def evaluate_external(config: Config, name: str, data: PreparedData, folder: Mod
 
 
 def robustness(evaluator: Evaluator, test: SplitImages, severities: dict[str, list[float]],
-               clean: float, seed: int) -> Robustness:
-    """Test accuracy under each corruption and severity, with the clean accuracy."""
+               clean: float, seed: int, step: Callable[[str], None] = ignore) -> Robustness:
+    """Test accuracy under each corruption and severity, with the clean accuracy; `step`
+    hears of each (corruption, severity) as it starts."""
     found: dict[str, list[dict[str, float]]] = {}
     for name, levels in severities.items():
         corrupt = CORRUPTIONS.get(name)
         rows = []
         for severity in levels:
+            step(f"{name} {severity:g}")
             gen = torch.Generator(device=evaluator.device).manual_seed(seed)
             accuracy = evaluator.evaluate(test, partial(corrupt, severity=severity, gen=gen)
                                           ).accuracy

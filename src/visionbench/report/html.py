@@ -48,6 +48,7 @@ from visionbench.rundir.documents import (
     notices_with,
 )
 from visionbench.rundir.layout import ModelFolder, RunFolder, sample_chart
+from visionbench.runtime.progress import Steps, ignore
 from visionbench.schemas.inputs import InputSpec
 
 STYLE = """
@@ -153,10 +154,12 @@ def _interval(entry: Interval | dict[str, float] | None) -> str:
 class Page:
     """Collects sections and figures; renders the HTML."""
 
-    def __init__(self) -> None:
+    def __init__(self, step: Callable[[str], None] = ignore) -> None:
         self.parts: list[str] = []
         self.figures: list[tuple[str, dict[str, Any]]] = []
         self.nav: list[tuple[str, str]] = []
+        # Told of each part of the page as it is drawn (progress on long reports).
+        self.step = step
 
     def section(self, anchor: str, title: str) -> None:
         self.nav.append((anchor, title))
@@ -436,6 +439,7 @@ def _data(page: Page, run: Run) -> None:
 @SECTIONS.register("04-models")
 def _models(page: Page, run: Run) -> None:
     for row in run.board.rows:
+        page.step(f"model {row.model}")
         page.section(f"model-{row.model}", f"Model {row.model}")
         card = run.folder.model(row.model).read(ModelCard)
         if card is not None:
@@ -480,12 +484,16 @@ def _input_settings(spec: InputSpec, run: Run) -> str:
     return text
 
 
-def build_report(folder: RunFolder) -> str:
-    """The report's HTML for the run in `folder`."""
+def build_report(folder: RunFolder, progress: str = "quiet") -> str:
+    """The report's HTML for the run in `folder`; `progress` as in `train.progress`."""
     run = Run.read(folder)
-    page = Page()
-    for _, section in SECTIONS.items():
-        section(page, run)
+    sections = SECTIONS.items()
+    # A step per section, and one per model inside the models' section.
+    with Steps("report", len(sections) + len(run.board.rows), progress) as steps:
+        page = Page(steps.step)
+        for key, section in sections:
+            steps.step(key.split("-", 1)[1])
+            section(page, run)
     title = f"visionbench report — {folder.path.parent.name} / {folder.path.name}"
     subtitle = (f"{run.data.source}; {len(run.data.classes)} classes; "
                 f"{len(run.board.rows)} models")
@@ -686,6 +694,6 @@ def _clinical(clinical: dict[str, Any]) -> str:
             f"</thead><tbody>{''.join(rows)}</tbody></table>")
 
 
-def write_report(folder: RunFolder) -> Path:
+def write_report(folder: RunFolder, progress: str = "quiet") -> Path:
     """Build and write the run's report.html atomically; returns its path."""
-    return folder.write_report(build_report(folder))
+    return folder.write_report(build_report(folder, progress))

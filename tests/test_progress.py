@@ -1,0 +1,47 @@
+"""Long work after training says what it is doing, how far it is and what is left."""
+
+from __future__ import annotations
+
+from visionbench.runtime.progress import Steps
+
+
+def test_steps_print_what_is_done_with_an_estimate(capsys, monkeypatch):
+    monkeypatch.setattr(Steps, "interval", 0.0)
+    with Steps("m robustness", 3, "lines") as steps:
+        for what in ("noise 0.1", "noise 0.2", "blur 1"):
+            steps.step(what)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "m robustness: noise 0.1 (1/3)"
+    assert lines[2].startswith("m robustness: blur 1 (3/3, about ") and lines[2].endswith(
+        " s left)")
+
+
+def test_quiet_steps_and_fast_work_print_nothing(capsys):
+    with Steps("m", 3, "quiet") as steps:
+        steps.step("a")
+    with Steps("m", 3, "lines") as steps:  # fast: under the interval
+        steps.step("a")
+        steps.step("b")
+    assert capsys.readouterr().err == ""
+
+
+def test_a_run_shows_progress_of_robustness_explanations_and_the_report(
+        class_folder, tmp_path, capsys, monkeypatch):
+    from visionbench.config import config_from_dict
+    from visionbench.orchestrate import run_config
+
+    monkeypatch.setattr(Steps, "interval", 0.0)
+    config = config_from_dict({
+        "output": {"dir": str(tmp_path / "runs"), "name": "progress"},
+        "data": {"source": "folder", "path": str(class_folder), "preprocess": {"size": 8}},
+        "models": {"m": {"layers": [{"type": "conv", "filters": 4}, {"type": "flatten"}]}},
+        "train": {"epochs": 1, "progress": "lines"},
+        "evaluate": {"bootstrap": 0, "robustness": {"noise": [0.1, 0.2]},
+                     "explain": {"images": 2, "methods": ["gradcam", "occlusion"]}},
+    })
+    run_config(config, report=lambda _: None)
+    err = capsys.readouterr().err
+    for line in ("m robustness: noise 0.1 (1/2)", "m robustness: noise 0.2 (2/2",
+                 "m explanations: gradcam (1/3)", "m explanations: drawing the maps (3/3",
+                 "report: summary (1/5)", "report: model m (5/5"):
+        assert line in err, line
