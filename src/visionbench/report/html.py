@@ -444,6 +444,9 @@ def _models(page: Page, run: Run) -> None:
         card = run.folder.model(row.model).read(ModelCard)
         if card is not None:
             page.add(_input_settings(card.input, run))
+        metrics = run.folder.model(row.model).read(ModelMetrics)
+        if metrics is not None and metrics.notes:
+            page.add(f'<p class="muted">{html.escape("; ".join(metrics.notes))}.</p>')
         page.add(_model_section(page, run.folder.model(row.model), row,
                                 run.evaluations.get(row.model), run.data.classes,
                                 run.colour[row.model]))
