@@ -269,7 +269,7 @@ def test_comparison_marks_each_model_against_the_recommended_one_on_test():
 
 def test_the_recommendation_is_the_smallest_model_validation_cannot_tell_from_the_best():
     val = _three_models(seed=11)
-    sizes = {"good": (1000, 5.0), "twin": (10, 9.0), "poor": (1, 1.0)}
+    sizes = {"good": 1000, "twin": 10, "poor": 1}
     choice = recommend(val, sizes, EvaluateConfig(bootstrap=300))
     assert choice["best_on_validation"] in ("good", "twin")
     assert set(choice["tied"]) == {"good", "twin"} and choice["p_values"]["poor"] < 0.05

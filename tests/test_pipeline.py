@@ -94,6 +94,24 @@ def test_duplicates_across_splits_are_found(presplit_folder):
         )
 
 
+def test_near_candidates_whose_pixels_differ_are_not_duplicates(class_folder):
+    from PIL import Image
+
+    source = class_folder / "cat" / "img 0.png"
+    copy = class_folder / "cat" / "resaved.jpg"
+    Image.open(source).convert("RGB").resize((30, 30)).save(copy, quality=80)
+    # The widest hash threshold makes hundreds of pairs candidates: only the resaved copy's
+    # pixels agree with its source.
+    data = prepare_data(data_config(source="folder", path=str(class_folder),
+                                    preprocess={"size": 16}, split={"val": 0.0, "test": 0.0},
+                                    duplicates={"near_threshold": 32}))
+    found = data.record["duplicates"]
+    assert found["near"]["within"]["train"]["pairs"] == 1
+    assert found["near"]["within"]["train"]["examples"] == [["cat/img 0.png", "cat/resaved.jpg"]]
+    assert found["near_candidates_rejected"] > 100
+    assert found["near_similarity"] == 0.97
+
+
 def test_test_class_missing_from_training(presplit_folder):
     from conftest import make_class_folders
 
@@ -307,3 +325,26 @@ def test_a_limited_run_says_so_wherever_counts_appear(class_folder, tmp_path):
                 "15 images used of 36 labelled (cat 12, dog 12, fox 12)")
     # Once in the summary, once above the counts table.
     assert report.count(sentence) == 2
+
+
+def test_the_report_shows_duplicate_pairs_side_by_side_and_says_how_ids_read(presplit_folder,
+                                                                            tmp_path):
+    from visionbench.orchestrate import run_config
+
+    shutil.copy(presplit_folder / "Training/tumour/img 0.png",
+                presplit_folder / "Testing/tumour/copy.png")
+    config = config_from_dict({
+        "output": {"dir": str(tmp_path / "runs"), "name": "dups"},
+        "data": {"source": "presplit", "path": str(presplit_folder),
+                 "preprocess": {"size": 16}},
+        "models": {"m": {"preset": "mlp"}},
+        "train": {"epochs": 1, "progress": "quiet"},
+        "evaluate": {"bootstrap": 0, "robustness": {}, "explain": {"images": 0}},
+    })
+    result = run_config(config, report=lambda _: None)
+    assert (result.folder / "data" / "duplicate_pairs.png").is_file()
+    report = (result.folder / "report.html").read_text()
+    assert 'alt="example duplicate pairs"' in report
+    assert ("Image ids: file paths relative to the data folder (or as the manifest lists "
+            "them).") in report
+    assert "whose grey pixels also correlate at least 0.97" in report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -269,7 +270,9 @@ def test_nan_loss_fails_that_model_only_and_keeps_its_last_good_checkpoint(tmp_p
     }
     result = run_config(tiny_config(tmp_path, models), report=lambda _: None)
     failed = result.models["exploding"].model_dump(mode="json")
-    assert failed["status"] == "failed" and "loss became nan" in failed["error"].lower()
+    # Non-finite either way: which of nan or inf comes first depends on the data's split.
+    assert failed["status"] == "failed" and re.search(r"loss became (nan|inf) in epoch 2",
+                                                      failed["error"].lower())
     # The message says what to change, as --set arguments.
     assert "--set models.exploding.train.optimizer.lr=0.001" in failed["error"]
     assert "--set models.exploding.train.grad_clip=1.0" in failed["error"]
@@ -491,7 +494,7 @@ def test_pretrained_efficientnet_lite0_fine_tunes_in_stages(tmp_path):
                            report=lambda _: None)
     metrics = result.models["lite"].model_dump(mode="json")
     assert metrics["status"] == "ok", metrics
-    assert "package file" in metrics["notes"][0]
+    assert "ImageNet weights of an installed package" in metrics["notes"][0]
     assert metrics["input"]["channels"] == 3
     assert metrics["input"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
     head, tune = metrics["stages"]

@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 
 from visionbench.data.cache import Decoded, decode, decode_item
-from visionbench.data.duplicates import connected_groups, find_duplicates, summarize
+from visionbench.data.duplicates import (
+    DuplicatePairs,
+    connected_groups,
+    find_duplicates,
+    pixel_similarity,
+    summarize,
+)
 from visionbench.data.labels import LabelMapping, map_labels
 from visionbench.data.normalize import Normalization, resolve_normalization
 from visionbench.data.sources import SourceData
@@ -146,6 +152,10 @@ def prepare_data(config: DataCommon) -> PreparedData:
         decoded.phash[index],
         dup.near_threshold if dup.near else None,
     )
+    candidates = len(pairs.near)
+    if candidates:
+        similarity = pixel_similarity(pairs.near, lambda found: decoded.images[index[found]])
+        pairs = DuplicatePairs(pairs.exact, pairs.near[similarity >= dup.near_similarity])
     groups = (
         connected_groups(len(index), pairs.all_pairs())
         if dup.keep_groups_together
@@ -201,6 +211,7 @@ def prepare_data(config: DataCommon) -> PreparedData:
         config, labels.classes, decoded.images, index, ids, targets, split, fold, labels, decoded
     )
     data.record = _record(data, source, findings, dropped, warnings)
+    data.record["duplicates"]["near_candidates_rejected"] = candidates - len(pairs.near)
     if config.split.limit_per_class is not None:
         data.record["split_policy"].update(limit_per_class=config.split.limit_per_class,
                                            before_limit=labelled)
@@ -257,6 +268,9 @@ def _record(
     given_splits = {s for s in source.splits if s} if config.split.given == "keep" else set()
     record: dict[str, Any] = {
         "source": source.description,
+        "ids_note": ("<split>/<n> is row n (from 0) of that split's image array"
+                     if source.arrays is not None else
+                     "file paths relative to the data folder (or as the manifest lists them)"),
         "classes": classes,
         "channels": data.channels,
         "image_shape": list(data.images.shape[1:3]),
@@ -285,6 +299,8 @@ def _record(
         "duplicates": {
             "policy": config.duplicates.policy,
             "near_threshold": config.duplicates.near_threshold if config.duplicates.near else None,
+            "near_similarity": config.duplicates.near_similarity
+            if config.duplicates.near else None,
             **findings,
             "dropped_from_test": dropped,
         },

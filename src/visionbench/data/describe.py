@@ -88,3 +88,19 @@ def describe_class_separation(variance: dict[str, Any]) -> str:
                  f"{display.number(summed, 2)} (this ratio grows with the number of images: "
                  "compare it only between datasets of the same size).")
     return text
+
+
+def describe_duplicate_search(data: DataRecord) -> str:
+    """How duplicates were searched, in one sentence, and how image ids name images."""
+    found = data.duplicates
+    text = "Exact duplicates: identical decoded pixels."
+    if found.get("near_threshold") is not None:
+        text += (f" Near duplicates: perceptual hashes at most {found['near_threshold']} of 64 "
+                 "bits apart whose grey pixels also correlate at least "
+                 f"{found.get('near_similarity', 0):g}")
+        rejected = found.get("near_candidates_rejected")
+        text += (f" ({rejected:,} pair(s) with close hashes but other pixels were not counted)."
+                 if rejected else ".")
+    if data.ids_note:
+        text += f" Image ids: {data.ids_note}."
+    return text

@@ -23,7 +23,7 @@ from PIL import Image
 
 from visionbench.data.dataset import SPLITS, PreparedData
 from visionbench.fileio import write_json
-from visionbench.rundir.layout import class_chart, sample_chart
+from visionbench.rundir.layout import class_chart, duplicate_pairs_chart, sample_chart
 
 CHUNK = 256
 SAMPLES_PER_CLASS = 8
@@ -146,6 +146,41 @@ def plot_class_distribution(data: PreparedData, path: Path) -> Path:
     return path
 
 
+PAIRS_SHOWN = 8
+
+
+def duplicate_pairs(data: PreparedData, path: Path) -> Path | None:
+    """Up to PAIRS_SHOWN example duplicate pairs side by side, as the models see them, so a
+    reader can judge them: pairs across splits first (near, then exact), then within one;
+    None when there is no pair."""
+    found = data.record["duplicates"]
+    examples = [(kind, where, pair) for place in ("across", "within") for kind in ("near", "exact")
+                for where, finding in found[kind][place].items() for pair in finding["examples"]]
+    examples = examples[:PAIRS_SHOWN]
+    if not examples:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    position = {image_id: i for i, image_id in enumerate(data.ids)}
+    fig, axes = plt.subplots(len(examples), 2, figsize=(4.6, 2.3 * len(examples)),
+                             squeeze=False, layout="constrained")
+    for row, (kind, where, pair) in enumerate(examples):
+        for column, image_id in enumerate(pair):
+            tile = np.asarray(data.images[data.index[position[image_id]]])
+            axis = axes[row, column]
+            axis.imshow(tile[..., 0] if tile.shape[-1] == 1 else tile,
+                        cmap="gray" if tile.shape[-1] == 1 else None, vmin=0, vmax=255)
+            axis.set_title(f"{kind}, {where}\n{image_id}" if column == 0 else f"\n{image_id}",
+                           fontsize=7)
+            axis.axis("off")
+    fig.savefig(path, dpi=90, pil_kwargs=PNG_OPTIONS)
+    plt.close(fig)
+    return path
+
+
 def sample_grid(data: PreparedData, label: int, path: Path, seed: int = 0) -> Path:
     """A row of up to 8 training images of class `label`, as the model sees them (uint8)."""
     rng = np.random.default_rng(seed)
@@ -170,6 +205,9 @@ def inspect_data(data: PreparedData, out_dir: Path) -> dict[str, Any]:
     """Everything `visionbench inspect` reports; charts are written into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     artifacts = [str(plot_class_distribution(data, class_chart(out_dir)))]
+    pairs = duplicate_pairs(data, duplicate_pairs_chart(out_dir))
+    if pairs is not None:
+        artifacts.append(str(pairs))
     for label, name in enumerate(data.classes):
         artifacts.append(str(sample_grid(data, label, sample_chart(out_dir, name))))
     record = data.record

@@ -80,8 +80,7 @@ def evaluate_folder(run: RunFolder, settings: EvaluateConfig, models: list[str]
                 [test, *(repeat.read_predictions("test", classes) for repeat in repeats)],
                 settings)
         run.model(name).write(EvaluationDocument.model_validate(evaluations[name].summary))
-    sizes = {name: (outcome.parameters or UNKNOWN, outcome.timing.get("train_seconds", UNKNOWN))
-             for name, outcome in outcomes.items()}
+    sizes = {name: outcome.parameters or UNKNOWN for name, outcome in outcomes.items()}
     selection = recommend({name: validation[name] for name in predictions}, sizes, settings)
     comparison = Comparison.model_validate(
         compare_models(evaluations, predictions, classes, settings, selection))

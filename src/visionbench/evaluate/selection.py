@@ -7,10 +7,11 @@ to prevent.
 
 The rule: compute the primary metric of every model on its validation predictions; the
 models whose paired bootstrap difference to the validation-best is not significant (at
-`alpha`) are tied with it; among the tied, recommend the smallest (fewest parameters),
-then the fastest to train, then the best on validation. A simpler model that validation
-cannot tell apart from the best is the safer one to put to work (the "one standard
-error" rule of model selection, with a paired test in place of the standard error).
+`alpha`) are tied with it; among the tied, recommend the smallest (fewest parameters,
+which is also what makes a model cheap to run), then the best on validation. A simpler
+model that validation cannot tell apart from the best is the safer one to put to work (the
+"one standard error" rule of model selection, with a paired test in place of the standard
+error). Measured times never decide: they differ between two runs of the same config.
 
 Example:
     >>> import numpy as np
@@ -19,7 +20,7 @@ Example:
     >>> y = np.array([0, 0, 1, 1])
     >>> good = Predictions(list("abcd"), y, np.array([[.9, .1], [.8, .2], [.3, .7], [.2, .8]]))
     >>> poor = Predictions(list("abcd"), y, np.array([[.4, .6], [.8, .2], [.6, .4], [.2, .8]]))
-    >>> choice = recommend({"good": good, "poor": poor}, {"good": (10, 1.0), "poor": (5, 1.0)},
+    >>> choice = recommend({"good": good, "poor": poor}, {"good": 10, "poor": 5},
     ...                    EvaluateConfig(bootstrap=0))
     >>> choice["recommended"], choice["values"]
     ('good', {'good': 1.0, 'poor': 0.5})
@@ -43,11 +44,11 @@ from visionbench.schemas.evaluate import EvaluateConfig
 UNKNOWN = math.inf
 
 
-def recommend(validation: dict[str, Predictions | None], sizes: dict[str, tuple[float, float]],
+def recommend(validation: dict[str, Predictions | None], sizes: dict[str, float],
               settings: EvaluateConfig) -> dict[str, Any]:
     """The recommended model and how it was chosen, from validation predictions alone.
 
-    `sizes` maps a model to (parameters, training seconds), the tie-breakers. The result
+    `sizes` maps a model to its parameter count, the tie-breaker. The result
     records the split, the metric, each model's validation value, the tied set with the
     paired p-values against the validation-best, the recommendation and the reason in words.
     """
@@ -81,7 +82,7 @@ def recommend(validation: dict[str, Predictions | None], sizes: dict[str, tuple[
     p_values = _p_values_against(leader, candidates, metric.name, settings)
     tied = [n for n in ranked if n == leader or p_values.get(n, 0.0) >= settings.alpha
             or point[n] == point[leader]]
-    chosen = min(tied, key=lambda n: (*sizes.get(n, (UNKNOWN, UNKNOWN)), ranked.index(n)))
+    chosen = min(tied, key=lambda n: (sizes.get(n, UNKNOWN), ranked.index(n)))
     result.update(values=point, p_values=p_values, tied=tied, best_on_validation=leader,
                   recommended=chosen, reason=_reason(chosen, leader, tied, metric.name,
                                                      settings.alpha))

@@ -23,6 +23,7 @@ from PIL import Image
 from visionbench import display
 from visionbench.data.describe import (
     describe_class_separation,
+    describe_duplicate_search,
     describe_limit,
     describe_splits,
 )
@@ -47,7 +48,12 @@ from visionbench.rundir.documents import (
     Status,
     notices_with,
 )
-from visionbench.rundir.layout import ModelFolder, RunFolder, sample_chart
+from visionbench.rundir.layout import (
+    ModelFolder,
+    RunFolder,
+    duplicate_pairs_chart,
+    sample_chart,
+)
 from visionbench.runtime.progress import Steps, ignore
 from visionbench.schemas.inputs import InputSpec
 
@@ -529,7 +535,9 @@ def _data_section(run: Run) -> str:
     parts.append("<h3>Duplicates</h3>" + (
         "<table><thead><tr><th>kind</th><th>where</th><th>pairs</th><th>images</th>"
         f"<th>label conflicts</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
-        if rows else "<p>No duplicate images found.</p>"))
+        if rows else "<p>No duplicate images found.</p>")
+        + f'<p class="muted">{html.escape(describe_duplicate_search(data))}</p>'
+        + _image(duplicate_pairs_chart(run.folder.data_dir), "example duplicate pairs"))
     parts.append(_skipped(data))
     variance = run.inspection.variance if run.inspection else None
     if variance:

@@ -177,6 +177,7 @@ class DataRecord(Document):
     LEVEL: ClassVar[Literal["run", "model"]] = "run"
 
     source: str
+    ids_note: str | None = Field(None, description="How image ids name images.")
     classes: list[str]
     channels: int
     image_shape: list[int]

@@ -51,6 +51,7 @@ LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_MD = "leaderboard.md"
 DATA_DIR = "data"
 CLASS_CHART = "class_distribution.png"
+DUPLICATE_PAIRS = "duplicate_pairs.png"
 SAMPLES = "samples_{label}.png"
 PREDICTIONS = {"test": "predictions.csv", "val": "predictions_val.csv"}
 WEIGHTS = "model.safetensors"
@@ -334,6 +335,11 @@ class RunFolder(_Folder):
 def class_chart(folder: Path) -> Path:
     """The class-distribution chart in an inspection folder."""
     return folder / CLASS_CHART
+
+
+def duplicate_pairs_chart(folder: Path) -> Path:
+    """The example duplicate pairs, side by side, in an inspection folder."""
+    return folder / DUPLICATE_PAIRS
 
 
 def sample_chart(folder: Path, label: str) -> Path:

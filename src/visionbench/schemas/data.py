@@ -108,7 +108,8 @@ class LabelConfig(StrictModel):
 
 
 class DuplicateConfig(StrictModel):
-    """Exact (decoded-pixel hash) and near (perceptual hash) duplicate detection.
+    """Exact (decoded-pixel hash) and near (perceptual hash, then pixel correlation)
+    duplicate detection.
 
     `policy`: `warn` records and reports, `drop_from_test` removes test images that
     duplicate a training or validation image, `fail` stops the run on any such leak.
@@ -117,6 +118,10 @@ class DuplicateConfig(StrictModel):
     policy: Literal["warn", "drop_from_test", "fail"] = "warn"
     near: bool = True
     near_threshold: int = Field(4, ge=0, le=32)
+    near_similarity: float = Field(
+        0.97, ge=-1, le=1, description="A near pair by hash is kept only if the two images' "
+        "grey pixels correlate at least this much (a small image's hash cannot tell two "
+        "different images of one kind apart).")
     keep_groups_together: bool = True
 
 
