@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 import yaml
-from scipy import stats
 
 from visionbench import display
 from visionbench.errors import UserError
+from visionbench.evaluate.references import binomial_p
 from visionbench.fileio import write_text
 from visionbench.provenance import command_line
 from visionbench.rundir import (
@@ -306,7 +306,8 @@ def _against_study(study: dict[str, Any], evaluation: dict[str, Any]) -> float |
         return None
     images = evaluation["images"]
     correct = round(evaluation["metrics"]["accuracy"]["value"] * images)
-    return float(stats.binomtest(correct, images, study["best_accuracy"], "greater").pvalue)
+    # The same test as the report's reference rows (evaluate.references).
+    return binomial_p(correct, images, study["best_accuracy"], "greater")
 
 
 def summary_table(folders: dict[str, Path]) -> list[str]:

@@ -263,3 +263,15 @@ def test_a_mistake_in_the_top_level_train_section_points_at_its_own_line(tmp_pat
     message = str(info.value)
     assert message.startswith(f"{path} line 5: unknown key 'train.optimizer.lrr'")
     assert "more problem" not in message
+
+
+def test_references_are_written_flat_and_their_metric_names_checked(tmp_path):
+    from visionbench.config import config_from_dict
+
+    config = config_from_dict({"data": {"source": "digits"}, "evaluate": {"references": {
+        "study": {"accuracy": 0.74, "source": "its report"}}}})
+    reference = config.evaluate.references["study"]
+    assert reference.metrics == {"accuracy": 0.74} and reference.source == "its report"
+    with pytest.raises(UserError, match="unknown metric 'acuracy'; did you mean 'accuracy'"):
+        config_from_dict({"data": {"source": "digits"}, "evaluate": {"references": {
+            "study": {"acuracy": 0.74}}}})

@@ -461,3 +461,31 @@ def test_clean_test_recall_of_a_class_left_without_images_is_undefined():
                        EvaluateConfig(bootstrap=0))
     assert found["support"] == {"a": 0, "b": 10}
     assert found["recall"] == {"a": None, "b": 0.9}
+
+
+def test_each_model_is_tested_against_each_reference():
+    from visionbench.evaluate.references import against_references
+    from visionbench.schemas.evaluate import Reference
+
+    summaries = {
+        # 312 of 394 correct: the brain study's RGB CNN reported 0.74 on the same split.
+        "ours": {"images": 394, "metrics": {
+            "accuracy": {"value": 312 / 394, "low": 0.756, "high": 0.825},
+            "f1_weighted": {"value": 0.78, "low": 0.74, "high": 0.81},
+            "log_loss": {"value": 0.6, "low": 0.5, "high": 0.7}}},
+        "weak": {"images": 394, "metrics": {
+            "accuracy": {"value": 250 / 394, "low": 0.59, "high": 0.68},
+            "f1_weighted": {"value": 0.6, "low": 0.55, "high": 0.65},
+            "log_loss": {"value": 1.0, "low": 0.9, "high": 1.1}}},
+    }
+    references = {"study": Reference.model_validate(
+        {"accuracy": 0.74, "f1_weighted": 0.68, "log_loss": 0.65, "source": "report"})}
+    found = against_references(summaries, references, 0.05)["study"]
+    assert found["source"] == "report" and found["metrics"]["accuracy"] == 0.74
+    ours, weak = found["models"]["ours"], found["models"]["weak"]
+    assert ours["accuracy"]["verdict"] == "better"
+    assert ours["accuracy"]["p_greater"] == pytest.approx(0.0098, abs=5e-5)
+    assert weak["accuracy"]["verdict"] == "worse" and weak["accuracy"]["p_less"] < 1e-4
+    assert ours["f1_weighted"]["verdict"] == "better"  # the reference is below the interval
+    assert ours["log_loss"]["verdict"] == "within the interval"
+    assert weak["log_loss"]["verdict"] == "worse"  # lower is better: reference below interval

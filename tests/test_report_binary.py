@@ -54,6 +54,7 @@ evaluate:
   robustness: {{noise: [0.05, 0.2], rotation: [15]}}
   explain: {{images: 2, steps: 4, samples: 2}}
   error_examples: 4
+  references: {{earlier: {{accuracy: 0.6, roc_auc_macro: 0.7, source: "an earlier run"}}}}
 output: {{dir: {out / 'runs'}}}
 """)
     assert main(["run", str(config)]) == 0
@@ -145,3 +146,15 @@ def test_the_report_says_how_the_pretrained_weights_were_loaded(binary_run):
     assert "weights from ImageNet weights of an installed package" in lite0
     assert "tensors loaded (by name, EfficientNet-PyTorch names mapped" in lite0
     assert "tensor order" not in lite0
+
+
+def test_references_are_rows_of_the_leaderboard_and_each_model_is_tested_against_them(
+        binary_run):
+    page = _text(binary_run)
+    assert '<tr class="reference"><td>earlier</td><td>reference</td><td>0.6000</td>' in page
+    assert "<h3>Against earlier (an earlier run)</h3>" in page
+    summary = page.split('id="leaderboard"')[0]
+    assert re.search(r"Against earlier \(accuracy 0\.6000, an earlier run\): (better|no "
+                     r"significant difference|worse) \(one-sided exact binomial p = ", summary)
+    board = (binary_run / "leaderboard.md").read_text()
+    assert "| earlier | reference | 0.6000 |" in board

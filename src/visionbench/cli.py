@@ -227,6 +227,11 @@ def _print_board(board: Leaderboard, folder: Path) -> None:
             SHORT_MARKS.get(row.mark, row.mark) or row.error[:60],
         ]
         table.add_row(*cells)
+    for name, reference in board.references.items():
+        values = [display.number(reference["metrics"].get(m)) for m in [primary, *others]]
+        table.add_row(name, "reference", *values,
+                      *["–"] * (len(table.columns) - len(values) - 3), "(reference)",
+                      style="italic")
     # Piped output has no width to fit; rich would squeeze the table into 80 columns.
     (stdout if stdout.is_terminal else Console(width=140, markup=False)).print(table)
 

@@ -21,6 +21,7 @@ from visionbench.evaluate.evaluation import (
     evaluate_model,
 )
 from visionbench.evaluate.metrics import METRICS, compute
+from visionbench.evaluate.references import against_references
 from visionbench.evaluate.selection import UNKNOWN, recommend
 from visionbench.evaluate.statistics import bootstrap_weights
 from visionbench.rundir.documents import (
@@ -82,8 +83,11 @@ def evaluate_folder(run: RunFolder, settings: EvaluateConfig, models: list[str]
         run.model(name).write(EvaluationDocument.model_validate(evaluations[name].summary))
     sizes = {name: outcome.parameters or UNKNOWN for name, outcome in outcomes.items()}
     selection = recommend({name: validation[name] for name in predictions}, sizes, settings)
-    comparison = Comparison.model_validate(
-        compare_models(evaluations, predictions, classes, settings, selection))
+    compared = compare_models(evaluations, predictions, classes, settings, selection)
+    compared["references"] = against_references(
+        {name: found.summary for name, found in evaluations.items()}, settings.references,
+        settings.alpha)
+    comparison = Comparison.model_validate(compared)
     run.write(comparison)
     board = _leaderboard(outcomes, evaluations, comparison, settings)
     write_leaderboard(run, board)
@@ -176,7 +180,9 @@ def _leaderboard(outcomes: dict[str, ModelMetrics], evaluations: dict[str, Model
         primary_metric=primary.name, confidence=settings.confidence, alpha=settings.alpha,
         metrics=computed, headline=headline_metrics(primary.name, settings.headline, computed),
         recommended=comparison.recommended, test_best=comparison.test_best,
-        rows=[LeaderboardRow.model_validate(r) for r in rows])
+        rows=[LeaderboardRow.model_validate(r) for r in rows],
+        references={name: {"source": ref.source, "metrics": dict(ref.metrics)}
+                    for name, ref in settings.references.items()})
 
 
 def headline_metrics(primary: str, headline: list[str], computed: list[str]) -> list[str]:
@@ -244,6 +250,10 @@ def _markdown(board: Leaderboard) -> str:
             f"{'–' if row.train_seconds is None else round(row.train_seconds, 1)} | "
             f"{row.mark or row.error[:80]} |"
         )
+    blank = " | –" * (len(lines[2].split(" | ")) - len(shown) - 2)
+    for name, reference in board.references.items():
+        cells = [display.number(reference["metrics"].get(m)) for m in shown]
+        lines.append(f"| {name} | reference | " + " | ".join(cells) + blank + " |")
     return "\n".join(lines) + "\n"
 
 

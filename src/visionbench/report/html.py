@@ -70,6 +70,7 @@ td{white-space:nowrap}.warn{background:#fff3cd;border-left:4px solid
 #e0a800;padding:6px 10px;margin:6px 0}.ok{background:#e8f5e9;border-left:4px solid #2e7d32;
 padding:8px 12px}.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));
 gap:10px}.plot{min-height:340px}img{max-width:100%}.muted{color:#666;font-size:13px}
+tr.reference td{font-style:italic;color:#555}
 .swatch{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:6px}
 .scroll{overflow-x:auto}.samples img{max-width:560px;display:block;margin:2px 0}
 .samples figure{margin:8px 0}.samples figcaption{font-size:13px;font-weight:600}
@@ -368,6 +369,14 @@ def _recommendation(run: Run, chosen: str, primary: str) -> str:
     if tied:
         text += (f"<br>Not told apart from the best on validation (paired bootstrap, alpha "
                  f"{run.comparison.alpha}): {display.names(map(html.escape, tied))}.")
+    for name, reference in run.comparison.references.items():
+        test = reference["models"].get(chosen, {}).get("accuracy")
+        if test is not None:
+            text += (f"<br>Against {html.escape(name)} (accuracy "
+                     f"{display.number(reference['metrics']['accuracy'])}"
+                     + (f", {html.escape(reference['source'])}" if reference["source"] else "")
+                     + f"): {html.escape(test['verdict'])} (one-sided exact binomial p = "
+                     f"{display.p_value(test['p_greater'])} that it is better).")
     evaluation = run.evaluations.get(chosen)
     clinical = evaluation.clinical if evaluation else None
     if clinical:
@@ -414,6 +423,11 @@ def _leaderboard(page: Page, run: Run) -> None:
             f"<td data-v=\"{row.parameters or 0}\">{_fmt(row.parameters)}</td>"
             f"<td>{_fmt(row.train_seconds, 1)}</td>"
             f"<td>{html.escape(row.mark or row.error)}</td></tr>")
+    for name, reference in board.references.items():
+        cells = "".join(f"<td>{_fmt(reference['metrics'].get(m))}</td>" for m in shown)
+        body.append(f"<tr class=\"reference\"><td>{html.escape(name)}</td><td>reference</td>"
+                    f"{cells}<td>–</td><td>–</td><td>–</td><td>–</td>"
+                    f"<td>{html.escape(reference['source'])}</td></tr>")
     page.add(f'<p class="muted">Click a column to sort. Ranked by test {primary}, a '
              "description: the recommendation is made on validation "
              f"({html.escape(recommendation_sentence(board))}) Brackets are "
@@ -425,7 +439,8 @@ def _leaderboard(page: Page, run: Run) -> None:
              "<th>missed +</th><th>parameters</th><th>train s</th>"
              f"<th>vs recommended</th></tr></thead><tbody>{''.join(body)}</tbody></table></div>"
              "<p class=\"muted\">All metrics of every model, with intervals, are in "
-             "leaderboard.csv and each model's evaluation.json.</p>")
+             "leaderboard.csv and each model's evaluation.json.</p>"
+             + _references(run))
     bars = [m for m in shown if METRICS.get(m).share]
     rows = [row.model_dump(exclude_unset=True) for row in board.rows]
     comparison = run.comparison.model_dump()
@@ -434,6 +449,40 @@ def _leaderboard(page: Page, run: Run) -> None:
              + page.plot(charts.accuracy_vs_time(rows, primary, colour))
              + (page.plot(charts.significance_matrix(comparison, list(run.evaluations)))
                 if len(run.evaluations) > 1 else "") + "</div>")
+
+
+def _references(run: Run) -> str:
+    """Every model against each reference: the verdict per metric, and for accuracy the
+    one-sided exact binomial p-values."""
+    found = run.comparison.references
+    if not found:
+        return ""
+    parts = []
+    for name, reference in found.items():
+        metrics = list(reference["metrics"])
+        head = "".join(f"<th>{html.escape(m)} {display.number(reference['metrics'][m])}</th>"
+                       for m in metrics)
+        rows = []
+        for model, tests in reference["models"].items():
+            cells = []
+            for metric in metrics:
+                test = tests.get(metric)
+                if test is None:
+                    cells.append("<td>–</td>")
+                    continue
+                text = test["verdict"]
+                if "p_greater" in test:
+                    text += (f" (p better {display.p_value(test['p_greater'])}, p worse "
+                             f"{display.p_value(test['p_less'])})")
+                cells.append(f"<td>{html.escape(text)}</td>")
+            rows.append(f"<tr><td>{html.escape(model)}</td>{''.join(cells)}</tr>")
+        source = f" ({html.escape(reference['source'])})" if reference["source"] else ""
+        parts.append(f"<h3>Against {html.escape(name)}{source}</h3><table><thead><tr>"
+                     f"<th>model</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+    return ('<p class="muted">Only a reference\'s numbers are known, not its predictions: '
+            "accuracy is tested with a one-sided exact binomial test on this test split's "
+            "size; for the other metrics the reference is placed against the model's "
+            "bootstrap interval.</p>" + "".join(parts))
 
 
 @SECTIONS.register("03-data")

@@ -255,6 +255,8 @@ class Comparison(Document):
     alpha: float
     marks: dict[str, str]
     pairs: list[dict[str, Any]]
+    references: dict[str, Any] = Field(default_factory=dict, description="Each reference's "
+                                       "numbers and source, and every model tested against it.")
 
     @model_validator(mode="before")
     @classmethod
@@ -299,6 +301,8 @@ class Leaderboard(Document):
     recommended: str | None
     test_best: str | None = None
     rows: list[LeaderboardRow]
+    references: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Reference rows: name -> source and metric values.")
 
     @model_validator(mode="before")
     @classmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -50,6 +50,23 @@ class ExplainConfig(StrictModel):
     batch_size: int = Field(16, ge=1, description="Bounds memory of every method.")
 
 
+class Reference(StrictModel):
+    """A published or earlier result to compare with: metric values on the same test split,
+    and where they come from. Written flat, as `{accuracy: 0.74, source: "..."}`."""
+
+    source: str = ""
+    metrics: dict[Metric, float] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat(cls, value: Any) -> Any:
+        # Every key but `source` is a metric name (checked against the metric registry).
+        if isinstance(value, dict) and "metrics" not in value:
+            return {"source": value.get("source", ""),
+                    "metrics": {k: v for k, v in value.items() if k != "source"}}
+        return value
+
+
 class EvaluateConfig(StrictModel):
     """What the comparison reports and how sure it must be."""
 
@@ -76,6 +93,10 @@ class EvaluateConfig(StrictModel):
         description="Name -> models whose probabilities are averaged (on validation and test) "
         "and evaluated like one more model, once every member has predictions.",
     )
+    references: dict[str, Reference] = Field(
+        default_factory=dict,
+        description="Name -> published or earlier numbers on the same test split, shown as "
+        "reference rows; every model is tested against each (exact binomial for accuracy).")
 
     @model_validator(mode="after")
     def _primary_is_computed(self) -> EvaluateConfig:
