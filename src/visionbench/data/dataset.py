@@ -268,7 +268,8 @@ def _record(
     given_splits = {s for s in source.splits if s} if config.split.given == "keep" else set()
     record: dict[str, Any] = {
         "source": source.description,
-        "ids_note": ("<split>/<n> is row n (from 0) of that split's image array"
+        "ids_note": ("<split>/<n> is row n (from 0) of that split's image array (<n> alone "
+                     "when the source has no splits)"
                      if source.arrays is not None else
                      "file paths relative to the data folder (or as the manifest lists them)"),
         "classes": classes,

@@ -165,17 +165,23 @@ def duplicate_pairs(data: PreparedData, path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     position = {image_id: i for i, image_id in enumerate(data.ids)}
-    fig, axes = plt.subplots(len(examples), 2, figsize=(4.6, 2.3 * len(examples)),
-                             squeeze=False, layout="constrained")
-    for row, (kind, where, pair) in enumerate(examples):
-        for column, image_id in enumerate(pair):
+    # Four pairs to a row: each pair is two small images side by side, its kind and place
+    # above the first, each image's id above it.
+    rows = -(-len(examples) // 4)
+    fig, axes = plt.subplots(rows, 8, figsize=(8 * 1.15, 1.45 * rows), squeeze=False,
+                             layout="constrained")
+    for axis in axes.flat:
+        axis.axis("off")
+    for number, (kind, where, pair) in enumerate(examples):
+        for side, image_id in enumerate(pair):
             tile = np.asarray(data.images[data.index[position[image_id]]])
-            axis = axes[row, column]
+            axis = axes[number // 4, 2 * (number % 4) + side]
             axis.imshow(tile[..., 0] if tile.shape[-1] == 1 else tile,
                         cmap="gray" if tile.shape[-1] == 1 else None, vmin=0, vmax=255)
-            axis.set_title(f"{kind}, {where}\n{image_id}" if column == 0 else f"\n{image_id}",
-                           fontsize=7)
-            axis.axis("off")
+            # The end of a long path names the file; the full ids are in data.json.
+            shown = image_id if len(image_id) <= 22 else "…" + image_id[-21:]
+            axis.set_title(f"{kind}, {where}\n{shown}" if side == 0 else f"\n{shown}",
+                           fontsize=6)
     fig.savefig(path, dpi=90, pil_kwargs=PNG_OPTIONS)
     plt.close(fig)
     return path

@@ -66,7 +66,7 @@ h2{border-bottom:2px solid #1d3557;padding-bottom:4px;margin-top:34px}
 h3{margin-top:26px}table{border-collapse:collapse;font-size:13px;margin:8px 0}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f1f3f5;cursor:pointer}
 td:first-child,th:first-child{text-align:left}
-td{white-space:nowrap}.warn{background:#fff3cd;border-left:4px solid
+td span.muted{white-space:nowrap}.warn{background:#fff3cd;border-left:4px solid
 #e0a800;padding:6px 10px;margin:6px 0}.ok{background:#e8f5e9;border-left:4px solid #2e7d32;
 padding:8px 12px}.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));
 gap:10px}.plot{min-height:340px}img{max-width:100%}.muted{color:#666;font-size:13px}
