@@ -180,16 +180,20 @@ def test_duplicate_banners_are_ranked_merged_and_say_what_a_validation_leak_bias
     assert "chooses the recommended model, stops training early and sets thresholds" in banners[1]
 
 
-# Measures every text of every chart after plotly drew it: a text box outside its chart is
-# clipped, two text boxes of one chart that intersect (by more than 2 px each way) overlap.
+# Measures every text (and toolbar button) of every chart after plotly drew it: a text box
+# outside its chart is clipped, two boxes of one chart that intersect (by more than 2 px each
+# way) overlap.
 LAYOUT_CHECK = """<script>
 function measure() {
   if (document.body.dataset.charts !== 'drawn') { setTimeout(measure, 200); return; }
   var problems = [];
   document.querySelectorAll('.plot').forEach(function (plot) {
     var frame = plot.getBoundingClientRect();
-    var boxes = Array.from(plot.querySelectorAll('svg text')).map(function (t) {
-      return [t.textContent.trim(), t.getBoundingClientRect(), getComputedStyle(t)];
+    // Text, and plotly's toolbar buttons, which must not cover a title either.
+    var items = Array.from(plot.querySelectorAll('svg text, .modebar-btn'));
+    var boxes = items.map(function (t) {
+      var label = t.classList.contains('modebar-btn') ? 'toolbar' : t.textContent.trim();
+      return [label, t.getBoundingClientRect(), getComputedStyle(t)];
     }).filter(function (b) {
       return b[0] && b[1].width > 0 && b[1].height > 0 && b[2].visibility !== 'hidden'
         && b[2].opacity !== '0' && b[2].display !== 'none';

@@ -100,6 +100,8 @@ def test_binary_report_states_what_was_done_and_flags_upsampling(binary_run):
     page = _text(binary_run)
     assert "the source's test and validation splits are kept as given" in page
     assert "Image ids: <split>/<n> is row n (from 0) of that split's image array" in page
+    assert "<figcaption>normal</figcaption>" in page, "each row of samples names its class"
+    assert "<figcaption>pneumonia</figcaption>" in page
     assert "20%" not in page.split("<main>")[1].split("</main>")[0]
     lite0 = page.split('id="model-lite0"')[1].split("<h2")[0]
     cnn = page.split('id="model-cnn"')[1].split("<h2")[0]
