@@ -11,17 +11,18 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "visionbench"
 
 # Bottom first; the longest matching prefix decides a module's layer.
 LAYERS = [
-    ("visionbench", "visionbench.errors", "visionbench.fileio", "visionbench.registry",
-     "visionbench.display"),
+    ("visionbench.version", "visionbench.errors", "visionbench.fileio",
+     "visionbench.registry", "visionbench.display"),
     ("visionbench.schemas",),
     ("visionbench.rundir",),
     ("visionbench.data",),
     ("visionbench.models",),
     ("visionbench.runtime",),
     ("visionbench.train", "visionbench.evaluate"),
-    ("visionbench.report",),
+    ("visionbench.report", "visionbench.predict"),
     ("visionbench.config", "visionbench.provenance", "visionbench.orchestrate"),
-    ("visionbench.cli", "visionbench.__main__"),
+    # The package itself is the public API (`visionbench.load`): it may reach everything.
+    ("visionbench", "visionbench.cli", "visionbench.__main__"),
 ]
 SIBLINGS_APART = {("visionbench.train", "visionbench.evaluate"),
                   ("visionbench.evaluate", "visionbench.train")}
@@ -56,6 +57,11 @@ def _imports(path: Path, module: str) -> list[str]:
             if node.level:
                 base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
                 names.append(f"{base}.{node.module}" if node.module else base)
+            elif node.module == "visionbench":
+                # `from visionbench import display` imports the submodule display.
+                names += [f"visionbench.{alias.name}" if (SRC / alias.name).with_suffix(
+                    ".py").exists() or (SRC / alias.name).is_dir() else "visionbench"
+                          for alias in node.names]
             elif node.module:
                 names.append(node.module)
     return [n for n in names if n == "visionbench" or n.startswith("visionbench.")]

@@ -18,8 +18,9 @@ from rich.table import Table
 from rich.text import Text
 from typer.exceptions import TyperException
 
-from visionbench import __version__, display
+from visionbench import display
 from visionbench.errors import InterruptedRunError, UserError
+from visionbench.version import __version__
 
 if TYPE_CHECKING:
     from visionbench.orchestrate import RunResult
@@ -290,6 +291,69 @@ def report_command(
         raise UserError(f"{run_dir} has no leaderboard: not a finished run folder "
                         "(run `visionbench evaluate` on it first)")
     stdout.print(f"report: {write_report(run, 'auto')}")
+
+
+@app.command(name="predict")
+def predict_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `visionbench run`.")],
+    images: Annotated[list[str], typer.Argument(
+        help="Image files, folders (searched recursively), glob patterns or CSV files with a "
+        "'path' column.")],
+    model: Annotated[str | None, typer.Option(
+        "--model", help="Which model of the run (default: the one the report recommends).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Write the CSV (or JSON) here instead of standard output.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="A JSON list instead of CSV.")] = False,
+    margin: Annotated[float | None, typer.Option(
+        "--margin", help="Flag as uncertain below this top-class probability (default: "
+        "chosen on validation).", min=0.0, max=1.0)] = None,
+    sort_into: Annotated[Path | None, typer.Option(
+        "--sort-into", help="Copy each file into DIR/<class>/ (uncertain ones into "
+        "DIR/_uncertain/, unreadable ones into DIR/_unreadable/), with a manifest.")] = None,
+    move: Annotated[bool, typer.Option("--move", help="With --sort-into: move, not copy.")
+                    ] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="With --sort-into: show the plan, touch nothing.")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
+) -> None:
+    """Apply a trained model to new images: class, probabilities, the positive reading at the
+    validation threshold, an uncertainty flag; optionally sort the files by class."""
+    from visionbench.predict import expand_inputs, load, predict_files
+    from visionbench.predict.sort import counts, sort_files
+    from visionbench.predict.stream import write_rows
+
+    if (move or dry_run) and sort_into is None:
+        raise UserError("--move and --dry-run go with --sort-into DIR")
+    predictor = load(run_dir, model)
+    if margin is not None:
+        predictor.margin, predictor.margin_note = margin, f"uncertain below {margin} (--margin)"
+    files = expand_inputs(images)
+    _report(f"predict: {len(files):,} file(s) with model {predictor.name}; "
+            f"{predictor.margin_note}")
+    found = list(predict_files(predictor, files, batch=batch_size))
+    text = write_rows(found, predictor, as_json)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        from visionbench.fileio import write_text
+
+        write_text(out, text)
+        _report(f"predictions: {out}")
+    unreadable = sum(p.error is not None for p in found)
+    if unreadable:
+        _report(f"{unreadable} file(s) could not be read; their reason is in the error column")
+    if sort_into is not None:
+        placements, manifest = sort_files(found, sort_into, predictor.classes, move=move,
+                                          dry_run=dry_run)
+        verb = "would go" if dry_run else ("moved" if move else "copied")
+        for folder, count in counts(placements).items():
+            _report(f"{count:>7,}  {verb} to {sort_into / folder}")
+        if dry_run:
+            for placement in placements[:20]:
+                _report(f"  {placement.prediction.source} -> {placement.destination}")
+        else:
+            _report(f"manifest: {manifest}")
 
 
 @app.command(name="explain")

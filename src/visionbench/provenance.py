@@ -12,10 +12,10 @@ from typing import Any
 
 import yaml
 
-from visionbench import __version__
 from visionbench.config import Config, Provenance, dump_config
 from visionbench.fileio import write_text
 from visionbench.rundir.layout import RunFolder
+from visionbench.version import __version__
 
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "scipy", "scikit-learn", "pillow", "pydantic")
 

@@ -1,0 +1,176 @@
+"""A trained model of a run, ready to predict: loaded from its run folder alone.
+
+Everything that shapes a prediction comes from the run folder, never from the current
+config or data: the decode settings the run used (its saved config and data record), the
+model's card (input size, channels, normalisation, output kind) and weights, the positive
+reading's threshold chosen on validation, and an uncertainty margin chosen on validation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+
+from visionbench.data.cache import decode_item
+from visionbench.data.decode import preprocess
+from visionbench.errors import UserError
+from visionbench.models.outputs import OUTPUTS
+from visionbench.rundir.documents import (
+    Comparison,
+    DataRecord,
+    EvaluationDocument,
+    ModelCard,
+    ModelMetrics,
+)
+from visionbench.rundir.layout import ModelFolder, RunFolder
+from visionbench.rundir.predictions import Predictions
+from visionbench.runtime.trained import LoadedModel, load_trained
+from visionbench.schemas.data import PreprocessConfig
+
+# Validation accuracy the images above the uncertainty margin must reach.
+TARGET_ACCURACY = 0.99
+
+
+def choose_margin(val: Predictions, target: float = TARGET_ACCURACY) -> float | None:
+    """The lowest top-class probability above which the validation images are right at
+    least `target` of the time; None when no such probability exists (even the most
+    confident validation images miss the target, so no margin can promise it).
+
+    Example:
+        >>> y = np.array([0, 0, 1, 1])
+        >>> prob = np.array([[0.95, 0.05], [0.6, 0.4], [0.55, 0.45], [0.1, 0.9]])
+        >>> choose_margin(Predictions(list("abcd"), y, prob), 0.99)
+        0.6
+    """
+    confidence = val.prob.max(axis=1)
+    correct = val.y_pred == val.y_true
+    order = np.argsort(-confidence, kind="stable")
+    # Accuracy of the k most confident images, for every k.
+    running = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)
+    reaching = np.flatnonzero(running >= target)
+    if not len(reaching):
+        return None
+    return float(confidence[order][reaching[-1]])
+
+
+@dataclass
+class Predictor:
+    """One model of a run (or an ensemble of its models), with its decode settings and the
+    readings chosen on validation."""
+
+    name: str
+    classes: list[str]
+    card: ModelCard
+    members: list[tuple[LoadedModel, str]]
+    decode_settings: PreprocessConfig
+    positive: list[str] | None = None
+    threshold: float | None = None
+    margin: float | None = None
+    margin_note: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def decode(self, image: Path | Image.Image | np.ndarray) -> np.ndarray:
+        """One image as the run decoded its own: uint8 (H, W, C) at the data's size."""
+        if isinstance(image, Path | str):
+            return decode_item(Path(image), self.decode_settings)
+        if isinstance(image, np.ndarray):
+            image = Image.fromarray(image)
+        try:
+            return preprocess(image, self.decode_settings)[0]
+        except Exception as exc:  # PIL raises many types for unusable images
+            raise UserError(f"cannot use this image: {type(exc).__name__}: {exc}") from None
+
+    @torch.no_grad()
+    def probabilities(self, pictures: np.ndarray) -> np.ndarray:
+        """(N, classes) probabilities of uint8 (N, H, W, C) decoded pictures; an ensemble
+        averages its members' probabilities, as the run did."""
+        found = []
+        for model, output in self.members:
+            images = torch.from_numpy(np.ascontiguousarray(pictures)).permute(0, 3, 1, 2)
+            images = images.to(model.device)
+            inputs = model.pipeline(images, torch.zeros(len(images), dtype=torch.long,
+                                                        device=model.device), train=False)
+            found.append(OUTPUTS.get(output).probabilities(model.module(inputs)).cpu().numpy())
+        return np.mean(found, axis=0) if len(found) > 1 else found[0]
+
+    def predict(self, images: list[Path | str | Image.Image | np.ndarray]) -> list[Any]:
+        """Predictions for paths, PIL images or uint8 arrays, with the same numbers as
+        `visionbench predict` (one code path); an unusable image gets its reason."""
+        from visionbench.predict.stream import predict_items
+
+        return list(predict_items(self, list(images)))
+
+    @property
+    def positive_indices(self) -> list[int]:
+        """Class indices read as positive (empty without a positive reading)."""
+        return [self.classes.index(c) for c in self.positive or []]
+
+
+def load(run_dir: Path | str, model: str | None = None) -> Predictor:
+    """Model `model` of the run in `run_dir` (default: the run's recommended model)."""
+    run = RunFolder(Path(run_dir)).check()
+    data = run.require(DataRecord)
+    if model is None:
+        comparison = run.read(Comparison)
+        model = comparison.recommended if comparison else None
+        if model is None:
+            raise UserError(f"{run_dir} recommends no model (evaluate it with `visionbench "
+                            "evaluate` first, or name one with --model)")
+    folder = run.model(model)
+    metrics = folder.read(ModelMetrics)
+    if metrics is None or not metrics.ok:
+        raise UserError(f"model {model} of {run_dir} did not finish training: nothing to "
+                        "predict with")
+    names = metrics.ensemble or [model]
+    members, cards = [], []
+    for name in names:
+        member = run.model(name)
+        card = member.read(ModelCard)
+        if card is None:
+            raise UserError(f"{member.path} has no model card (written by visionbench before "
+                            "model cards existed): retrain the model to predict with it")
+        members.append((load_trained(member, card), card.output))
+        cards.append(card)
+    predictor = Predictor(name=model, classes=data.classes, card=cards[0], members=members,
+                          decode_settings=_decode_settings(run, data))
+    _readings(predictor, folder, data)
+    return predictor
+
+
+def _decode_settings(run: RunFolder, data: DataRecord) -> PreprocessConfig:
+    """The decode settings the run used: its saved `data.preprocess`, at the size its data
+    record shows (a run that kept the images' own size decoded at that size)."""
+    try:
+        saved = yaml.safe_load(run.config_file.read_text(encoding="utf-8"))
+        settings = PreprocessConfig.model_validate(saved["data"].get("preprocess", {}))
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"cannot read the decode settings from {run.config_file}: "
+                        f"{str(exc).splitlines()[0]}") from None
+    return settings.model_copy(update={"size": tuple(data.image_shape)})
+
+
+def _readings(predictor: Predictor, folder: ModelFolder, data: DataRecord) -> None:
+    """The positive reading's threshold (from the evaluation) and the uncertainty margin
+    (from the validation predictions)."""
+    evaluation = folder.read(EvaluationDocument)
+    clinical = evaluation.clinical if evaluation else None
+    if clinical:
+        predictor.positive = clinical["positive_classes"]
+        chosen = clinical.get("chosen_threshold")
+        predictor.threshold = chosen["threshold"] if chosen else 0.5
+    if folder.has_predictions("val"):
+        val = folder.read_predictions("val", data.classes, folder.read(ModelMetrics))
+        predictor.margin = choose_margin(val)
+        predictor.margin_note = (
+            f"uncertain below {predictor.margin:.3f}: above it, validation images were right "
+            f"at least {TARGET_ACCURACY:.0%} of the time" if predictor.margin is not None else
+            f"no margin: even the most confident validation images are right less than "
+            f"{TARGET_ACCURACY:.0%} of the time")
+    else:
+        predictor.margin_note = "no margin: the model has no validation predictions"

@@ -1,0 +1,116 @@
+"""Predictions for many images: decoded in parallel, run through the model in batches, one
+result per image in the order given; an unreadable image gets its reason and the batch
+goes on. Memory stays bounded by a few batches whatever the number of images."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from visionbench.errors import UserError
+from visionbench.predict.model import Predictor
+
+BATCH = 64
+
+
+@dataclass
+class Prediction:
+    """One image's prediction, or why there is none."""
+
+    source: str
+    probabilities: dict[str, float] | None = None
+    predicted: str | None = None
+    positive: bool | None = None
+    positive_probability: float | None = None
+    uncertain: bool | None = None
+    error: str | None = None
+
+    def row(self, classes: list[str], positive: bool) -> dict[str, Any]:
+        """The CSV/JSON row: source, predicted class, probability per class, the positive
+        reading (binary or grouped tasks), the uncertainty flag and any error."""
+        found: dict[str, Any] = {"path": self.source, "predicted": self.predicted or ""}
+        for name in classes:
+            value = (self.probabilities or {}).get(name)
+            found[f"prob_{name}"] = "" if value is None else round(value, 6)
+        if positive:
+            found["positive"] = "" if self.positive is None else self.positive
+            found["positive_probability"] = ("" if self.positive_probability is None
+                                             else round(self.positive_probability, 6))
+        found["uncertain"] = "" if self.uncertain is None else self.uncertain
+        found["error"] = self.error or ""
+        return found
+
+
+def _decode(predictor: Predictor, item: Any) -> np.ndarray | str:
+    try:
+        return predictor.decode(item)
+    except UserError as exc:
+        return str(exc)
+
+
+def _name(item: Any, position: int) -> str:
+    return str(item) if isinstance(item, Path | str) else f"image {position}"
+
+
+def predict_items(predictor: Predictor, items: Iterable[Any], batch: int = BATCH,
+                  workers: int | None = None) -> Iterator[Prediction]:
+    """Predictions for `items` (paths, PIL images, arrays) in order, `batch` at a time;
+    decoding runs on `workers` threads (Pillow decodes outside the GIL)."""
+    workers = workers or min(8, os.cpu_count() or 1)
+    iterator = iter(enumerate(items))
+    with ThreadPoolExecutor(workers) as pool:
+        while chunk := list(islice(iterator, batch)):
+            decoded = list(pool.map(lambda pair: _decode(predictor, pair[1]), chunk))
+            good = [i for i, found in enumerate(decoded) if not isinstance(found, str)]
+            probabilities = (predictor.probabilities(np.stack([decoded[i] for i in good]))
+                             if good else np.zeros((0, len(predictor.classes))))
+            rows = dict(zip(good, probabilities, strict=True))
+            for i, (position, item) in enumerate(chunk):
+                if i in rows:
+                    yield _reading(predictor, _name(item, position), rows[i])
+                else:
+                    yield Prediction(source=_name(item, position), error=str(decoded[i]))
+
+
+def predict_files(predictor: Predictor, files: list[Path], batch: int = BATCH,
+                  workers: int | None = None) -> Iterator[Prediction]:
+    """Predictions for image files, in order (see `predict_items`)."""
+    return predict_items(predictor, files, batch, workers)
+
+
+def _reading(predictor: Predictor, source: str, prob: np.ndarray) -> Prediction:
+    top = int(prob.argmax())
+    found = Prediction(source=source,
+                       probabilities={c: float(p) for c, p in zip(predictor.classes, prob,
+                                                                  strict=True)},
+                       predicted=predictor.classes[top])
+    if predictor.positive:
+        score = float(prob[predictor.positive_indices].sum())
+        found.positive_probability = score
+        found.positive = score >= (predictor.threshold or 0.5)
+    found.uncertain = (predictor.margin is not None and float(prob[top]) < predictor.margin)
+    return found
+
+
+def write_rows(predictions: list[Prediction], predictor: Predictor, as_json: bool) -> str:
+    """The predictions as CSV text (or a JSON list), one row per image."""
+    import csv
+    import io
+    import json
+
+    rows = [p.row(predictor.classes, bool(predictor.positive)) for p in predictions]
+    if as_json:
+        return json.dumps(rows, indent=1) + "\n"
+    buffer = io.StringIO()
+    header = list(Prediction(source="").row(predictor.classes, bool(predictor.positive)))
+    writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

@@ -1,0 +1,172 @@
+"""`visionbench predict` and `visionbench.load`: a run's model applied to new images, with
+the run's own preprocessing, readings chosen on validation, and files sorted by class."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import visionbench
+from conftest import make_class_folders, pattern
+from visionbench.cli import main
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("predict")
+    data = make_class_folders(root / "data", {"cat": 14, "dog": 14, "fox": 14})
+    config = root / "animals.yaml"
+    config.write_text(f"""
+data: {{source: folder, path: {data}, preprocess: {{size: 16}}}}
+models:
+  cnn: {{layers: [{{type: conv, filters: 8}}, {{type: pool}}, {{type: flatten}}]}}
+  mlp: {{preset: mlp}}
+train: {{epochs: 8, progress: quiet}}
+evaluate: {{bootstrap: 0, robustness: {{}}, explain: {{images: 0}}, error_examples: 0}}
+output: {{dir: {root / 'runs'}}}
+""")
+    assert main(["run", str(config)]) == 0
+    return next((root / "runs" / "animals").iterdir())
+
+
+def _new_images(folder: Path) -> Path:
+    """Unseen images of each class (24 px, another size than training's 16), a corrupt
+    file and a zero-byte one."""
+    make_class_folders(folder, {"cat": 2, "dog": 2, "fox": 2}, offset=500)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (folder / "empty.jpg").write_bytes(b"")
+    return folder
+
+
+def _rows(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_predict_reproduces_the_runs_own_test_probabilities(run, capsys):
+    # The test images, given by path, must get the probabilities the run wrote for them:
+    # the same decode settings, input pipeline and weights, read from the run folder.
+    model = json.loads((run / "comparison.json").read_text())["recommended"]
+    written = _rows((run / model / "predictions.csv").read_text())
+    data_root = run.parents[2] / "data"
+    assert main(["predict", str(run), *[str(data_root / r["id"]) for r in written]]) == 0
+    found = _rows(capsys.readouterr().out)
+    assert [Path(r["path"]).relative_to(data_root).as_posix() for r in found] == [
+        r["id"] for r in written]
+    for mine, theirs in zip(found, written, strict=True):
+        assert mine["predicted"] == theirs["predicted"]
+        for name in ("cat", "dog", "fox"):
+            assert float(mine[f"prob_{name}"]) == pytest.approx(float(theirs[f"prob_{name}"]),
+                                                                abs=1e-5)
+
+
+def test_a_corrupt_file_is_listed_with_its_reason_and_the_batch_goes_on(run, tmp_path,
+                                                                         capsys):
+    folder = _new_images(tmp_path / "new")
+    assert main(["predict", str(run), str(folder), "--batch-size", "3"]) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert len(rows) == 8
+    broken = {Path(r["path"]).name: r for r in rows if r["error"]}
+    assert set(broken) == {"broken.png", "empty.jpg"}
+    assert all(r["predicted"] == "" and r["prob_cat"] == "" for r in broken.values())
+    good = [r for r in rows if not r["error"]]
+    assert all(r["predicted"] in ("cat", "dog", "fox") for r in good)
+    assert all(abs(sum(float(r[f"prob_{c}"]) for c in ("cat", "dog", "fox")) - 1) < 1e-4
+               for r in good)
+    assert {r["uncertain"] for r in good} <= {"True", "False"}
+
+
+def test_json_output_to_a_file_and_inputs_by_pattern_and_csv(run, tmp_path):
+    folder = _new_images(tmp_path / "new")
+    listing = tmp_path / "list.csv"
+    listing.write_text("path\nnew/cat/img 0.png\nnew/dog/img 1.png\n")
+    out = tmp_path / "predictions.json"
+    assert main(["predict", str(run), str(listing), str(folder / "fox" / "*.png"), "--json",
+                 "--out", str(out)]) == 0
+    found = json.loads(out.read_text())
+    assert [Path(r["path"]).name for r in found] == ["img 0.png", "img 1.png", "img 0.png",
+                                                     "img 1.png"]
+    assert set(found[0]) == {"path", "predicted", "prob_cat", "prob_dog", "prob_fox",
+                             "uncertain", "error"}
+
+
+def test_the_python_api_gives_the_numbers_of_the_command_line(run, tmp_path, capsys):
+    folder = _new_images(tmp_path / "new")
+    files = sorted((folder / "cat").iterdir())
+    assert main(["predict", str(run), *map(str, files)]) == 0
+    cli = _rows(capsys.readouterr().out)
+    model = visionbench.load(run)
+    assert model.classes == ["cat", "dog", "fox"] and model.card.input.size == (16, 16)
+    image = Image.open(files[1])
+    found = model.predict([files[0], image, np.asarray(image)])
+    assert [f.predicted for f in found] == [cli[0]["predicted"], cli[1]["predicted"],
+                                            cli[1]["predicted"]]
+    assert found[0].probabilities["cat"] == pytest.approx(float(cli[0]["prob_cat"]), abs=1e-6)
+    assert found[1].probabilities == pytest.approx(found[2].probabilities)
+    assert found[1].source == "image 1"
+
+
+def test_the_uncertainty_margin_is_settable(run, tmp_path, capsys):
+    folder = _new_images(tmp_path / "new")
+    assert main(["predict", str(run), str(folder / "cat"), "--margin", "1.0"]) == 0
+    captured = capsys.readouterr()
+    assert {r["uncertain"] for r in _rows(captured.out)} == {"True"}
+    assert "uncertain below 1.0 (--margin)" in captured.err
+
+
+def test_sort_into_places_every_file_once_and_overwrites_nothing(run, tmp_path, capsys):
+    folder = _new_images(tmp_path / "scans")
+    out = tmp_path / "sorted"
+    # A file already where one of ours would land: it must survive, ours gets a suffix.
+    model = visionbench.load(run)
+    first = model.predict([folder / "cat" / "img 0.png"])[0]
+    clash = out / first.predicted / "img 0.png"
+    clash.parent.mkdir(parents=True)
+    clash.write_bytes(b"keep me")
+    assert main(["predict", str(run), str(folder), "--sort-into", str(out), "--dry-run"]) == 0
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["img 0.png"]
+    assert "would go to" in capsys.readouterr().err
+    assert main(["predict", str(run), str(folder), "--sort-into", str(out)]) == 0
+    err = capsys.readouterr().err
+    manifest = _rows((out / "manifest.csv").read_text())
+    sources = sorted(str(p) for p in folder.rglob("*") if p.is_file())
+    assert sorted(r["source"] for r in manifest) == sources, "every file exactly once"
+    destinations = [Path(r["destination"]) for r in manifest]
+    assert len(set(destinations)) == len(destinations) and all(d.is_file() for d in destinations)
+    assert clash.read_bytes() == b"keep me"
+    assert {r["folder"] for r in manifest if r["error"]} == {"_unreadable"}
+    assert "_unreadable" in err and "manifest:" in err
+    # Moving empties the source folder; the earlier copies are not overwritten.
+    assert main(["predict", str(run), str(folder), "--sort-into", str(out), "--move"]) == 0
+    assert not [p for p in folder.rglob("*") if p.is_file()]
+    assert (out / "manifest-1.csv").is_file()
+    assert len([p for p in out.rglob("*") if p.is_file() and p.suffix != ".csv"]) == 17
+
+
+def test_predict_mistakes_are_one_line_answers(run, tmp_path, capsys):
+    assert main(["predict", str(run), str(tmp_path / "nothing-here")]) == 2
+    assert main(["predict", str(run), str(tmp_path), "--model", "nope"]) == 2
+    assert main(["predict", str(run), str(tmp_path), "--move"]) == 2
+    err = capsys.readouterr().err
+    assert "no such file or folder" in err and "--move and --dry-run go with --sort-into" in err
+    assert "Traceback" not in err
+
+
+def test_a_class_name_cannot_send_a_file_out_of_the_sort_folder():
+    from visionbench.predict.sort import plan_sort
+    from visionbench.predict.stream import Prediction
+
+    found = plan_sort([Prediction(source="/x/a.png", predicted="../../etc",
+                                  probabilities={"../../etc": 1.0}, uncertain=False)],
+                      Path("/out"))
+    assert found[0].destination == Path("/out/etc/a.png")
+
+
+def test_pattern_is_a_distinct_image():
+    # The new images of the tests are not the training ones.
+    assert not np.array_equal(np.asarray(pattern(0, 500)), np.asarray(pattern(0, 0)))
