@@ -92,7 +92,26 @@ def test_json_output_to_a_file_and_inputs_by_pattern_and_csv(run, tmp_path):
     assert [Path(r["path"]).name for r in found] == ["img 0.png", "img 1.png", "img 0.png",
                                                      "img 1.png"]
     assert set(found[0]) == {"path", "predicted", "prob_cat", "prob_dog", "prob_fox",
-                             "uncertain", "error"}
+                             "uncertain", "duplicate_of_training", "error"}
+
+
+def test_an_image_that_duplicates_a_training_image_is_flagged(run, tmp_path, capsys):
+    import shutil
+
+    data_root = run.parents[2] / "data"
+    hashes = json.loads((run / "data" / "training_hashes.json").read_text())
+    learned = hashes["ids"][0]
+    folder = tmp_path / "new"
+    folder.mkdir()
+    shutil.copy(data_root / learned, folder / "copy.png")
+    with Image.open(data_root / learned) as image:
+        image.convert("RGB").resize((30, 30)).save(folder / "resaved.jpg", quality=85)
+    pattern(1, 700).save(folder / "unseen.png")
+    assert main(["predict", str(run), str(folder)]) == 0
+    flags = {Path(r["path"]).name: r["duplicate_of_training"]
+             for r in _rows(capsys.readouterr().out)}
+    assert flags == {"copy.png": f"exact: {learned}", "resaved.jpg": f"near: {learned}",
+                     "unseen.png": ""}
 
 
 def test_the_python_api_gives_the_numbers_of_the_command_line(run, tmp_path, capsys):
@@ -170,3 +189,32 @@ def test_a_class_name_cannot_send_a_file_out_of_the_sort_folder():
 def test_pattern_is_a_distinct_image():
     # The new images of the tests are not the training ones.
     assert not np.array_equal(np.asarray(pattern(0, 500)), np.asarray(pattern(0, 0)))
+
+
+def test_a_near_copy_is_reported_by_hash_only_when_the_training_image_is_gone():
+    from visionbench.data.decode import ImageFacts
+    from visionbench.predict.training import TrainingIndex
+    from visionbench.rundir import TrainingHashes
+
+    hashes = TrainingHashes(ids=["train/7"], exact=["aa"], phash=[f"{0b1011:016x}"],
+                            near_threshold=4, near_similarity=0.97)
+    facts = ImageFacts(width=8, height=8, mode="L", format="PNG", exact_hash="bb",
+                       phash=0b1001)
+    pixels = np.zeros((8, 8, 1), np.uint8)
+    assert TrainingIndex(hashes, lambda _: None).match(pixels, facts) == (
+        "near by hash only (the training image is not here to compare): train/7")
+    exact = ImageFacts(width=8, height=8, mode="L", format="PNG", exact_hash="aa", phash=0)
+    assert TrainingIndex(hashes, lambda _: None).match(pixels, exact) == "exact: train/7"
+    other = np.full((8, 8, 1), 255, np.uint8)
+    other[::2] = 0
+    assert TrainingIndex(hashes, lambda _: other).match(pixels + np.arange(8, dtype=np.uint8)[
+        :, None, None], facts) is None, "pixels that do not agree are not a duplicate"
+
+
+def test_a_training_id_cannot_point_outside_the_data_folder(tmp_path):
+    from visionbench.predict.training import training_file
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "secret.png").write_bytes(b"x")
+    assert training_file(tmp_path / "data", "../secret.png") is None
+    assert training_file(None, "a.png") is None

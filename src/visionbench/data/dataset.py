@@ -319,3 +319,18 @@ def _record(
             for k in range(config.split.folds)
         }
     return record
+
+
+def training_hashes(data: PreparedData) -> dict[str, Any]:
+    """The exact and perceptual hashes of the training and validation images, by id: what
+    `visionbench predict` compares a new image with (the `TrainingHashes` document)."""
+    learned = np.flatnonzero(np.isin(data.split, ["train", "val"]))
+    positions = data.index[learned]
+    dup = data.config.duplicates
+    return {
+        "ids": [data.ids[i] for i in learned.tolist()],
+        "exact": [data.decoded.exact[i] for i in positions.tolist()],
+        "phash": [f"{int(v):016x}" for v in data.decoded.phash[positions]],
+        "near_threshold": dup.near_threshold if dup.near else None,
+        "near_similarity": dup.near_similarity if dup.near else None,
+    }

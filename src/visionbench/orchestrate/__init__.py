@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from visionbench.config import Config, load_config
-from visionbench.data.dataset import prepare_data
+from visionbench.data.dataset import prepare_data, training_hashes
 from visionbench.data.inspect import inspect_data
 from visionbench.errors import InterruptedRunError, UserError
 from visionbench.orchestrate.collect import RunResult, finish_run
@@ -23,7 +23,13 @@ from visionbench.orchestrate.plan import (
     select_models,
 )
 from visionbench.provenance import command_line, save_config
-from visionbench.rundir.documents import DataRecord, Inspection, ModelMetrics, Status
+from visionbench.rundir.documents import (
+    DataRecord,
+    Inspection,
+    ModelMetrics,
+    Status,
+    TrainingHashes,
+)
 from visionbench.rundir.layout import RunFolder
 
 __all__ = ["RunResult", "continue_run", "run_config"]
@@ -75,6 +81,7 @@ def run_config(
         shutil.rmtree(run.model(name).path, ignore_errors=True)
     save_config(config, run.path)
     run.write(DataRecord.model_validate(data.record))
+    run.write(TrainingHashes.model_validate(training_hashes(data)))
     if not run.has(Inspection):
         run.write(Inspection.model_validate(inspect_data(data, run.data_dir)))
     report(f"run folder: {run.path}")

@@ -17,16 +17,17 @@ import torch
 import yaml
 from PIL import Image
 
-from visionbench.data.cache import decode_item
-from visionbench.data.decode import preprocess
+from visionbench.data.decode import ImageFacts, preprocess
 from visionbench.errors import UserError
 from visionbench.models.outputs import OUTPUTS
+from visionbench.predict.training import TrainingIndex, training_file
 from visionbench.rundir.documents import (
     Comparison,
     DataRecord,
     EvaluationDocument,
     ModelCard,
     ModelMetrics,
+    TrainingHashes,
 )
 from visionbench.rundir.layout import ModelFolder, RunFolder
 from visionbench.rundir.predictions import Predictions
@@ -73,18 +74,29 @@ class Predictor:
     threshold: float | None = None
     margin: float | None = None
     margin_note: str = ""
+    training: TrainingIndex | None = None
     notes: list[str] = field(default_factory=list)
 
-    def decode(self, image: Path | Image.Image | np.ndarray) -> np.ndarray:
-        """One image as the run decoded its own: uint8 (H, W, C) at the data's size."""
-        if isinstance(image, Path | str):
-            return decode_item(Path(image), self.decode_settings)
-        if isinstance(image, np.ndarray):
-            image = Image.fromarray(image)
+    def decode(self, image: Path | str | Image.Image | np.ndarray
+               ) -> tuple[np.ndarray, ImageFacts]:
+        """One image as the run decoded its own: uint8 (H, W, C) at the data's size, and its
+        facts (hashes); an unusable image is a UserError with the reason."""
         try:
-            return preprocess(image, self.decode_settings)[0]
+            if isinstance(image, Path | str):
+                with Image.open(image) as opened:
+                    opened.load()
+                    return preprocess(opened, self.decode_settings)
+            if isinstance(image, np.ndarray):
+                image = Image.fromarray(image)
+            return preprocess(image, self.decode_settings)
         except Exception as exc:  # PIL raises many types for unusable images
-            raise UserError(f"cannot use this image: {type(exc).__name__}: {exc}") from None
+            text = str(exc).splitlines()[0] if str(exc) else ""
+            raise UserError(f"cannot read image: {type(exc).__name__}: {text}".rstrip(": ")
+                            ) from None
+
+    def training_copy(self, pixels: np.ndarray, facts: ImageFacts) -> str | None:
+        """Which training or validation image this one duplicates, if any."""
+        return self.training.match(pixels, facts) if self.training is not None else None
 
     @torch.no_grad()
     def probabilities(self, pictures: np.ndarray) -> np.ndarray:
@@ -137,22 +149,56 @@ def load(run_dir: Path | str, model: str | None = None) -> Predictor:
                             "model cards existed): retrain the model to predict with it")
         members.append((load_trained(member, card), card.output))
         cards.append(card)
+    saved = _saved_data(run)
     predictor = Predictor(name=model, classes=data.classes, card=cards[0], members=members,
-                          decode_settings=_decode_settings(run, data))
+                          decode_settings=_decode_settings(run, saved, data))
     _readings(predictor, folder, data)
+    hashes = run.read(TrainingHashes)
+    if hashes is None:
+        predictor.notes.append("this run folder has no training hashes (written before "
+                               "they were kept): duplicates of training images are not "
+                               "flagged")
+    else:
+        root = Path(saved["path"]).expanduser() if isinstance(saved.get("path"), str) \
+            and saved.get("source") in FILE_SOURCES else None
+        predictor.training = TrainingIndex(hashes, lambda image_id: _training_pixels(
+            predictor, training_file(root, image_id)))
     return predictor
 
 
-def _decode_settings(run: RunFolder, data: DataRecord) -> PreprocessConfig:
+# Sources whose image ids are file paths under `data.path`.
+FILE_SOURCES = ("folder", "presplit", "csv")
+
+
+def _saved_data(run: RunFolder) -> dict[str, Any]:
+    """The `data:` section of the run's saved config."""
+    try:
+        saved = yaml.safe_load(run.config_file.read_text(encoding="utf-8"))
+        return dict(saved["data"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"cannot read the data settings from {run.config_file}: "
+                        f"{str(exc).splitlines()[0]}") from None
+
+
+def _decode_settings(run: RunFolder, saved: dict[str, Any], data: DataRecord
+                     ) -> PreprocessConfig:
     """The decode settings the run used: its saved `data.preprocess`, at the size its data
     record shows (a run that kept the images' own size decoded at that size)."""
     try:
-        saved = yaml.safe_load(run.config_file.read_text(encoding="utf-8"))
-        settings = PreprocessConfig.model_validate(saved["data"].get("preprocess", {}))
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+        settings = PreprocessConfig.model_validate(saved.get("preprocess") or {})
+    except ValueError as exc:
         raise UserError(f"cannot read the decode settings from {run.config_file}: "
                         f"{str(exc).splitlines()[0]}") from None
     return settings.model_copy(update={"size": tuple(data.image_shape)})
+
+
+def _training_pixels(predictor: Predictor, path: Path | None) -> np.ndarray | None:
+    if path is None:
+        return None
+    try:
+        return predictor.decode(path)[0]
+    except UserError:
+        return None
 
 
 def _readings(predictor: Predictor, folder: ModelFolder, data: DataRecord) -> None:

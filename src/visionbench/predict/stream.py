@@ -30,6 +30,7 @@ class Prediction:
     positive: bool | None = None
     positive_probability: float | None = None
     uncertain: bool | None = None
+    duplicate: str | None = None
     error: str | None = None
 
     def row(self, classes: list[str], positive: bool) -> dict[str, Any]:
@@ -44,15 +45,18 @@ class Prediction:
             found["positive_probability"] = ("" if self.positive_probability is None
                                              else round(self.positive_probability, 6))
         found["uncertain"] = "" if self.uncertain is None else self.uncertain
+        found["duplicate_of_training"] = self.duplicate or ""
         found["error"] = self.error or ""
         return found
 
 
-def _decode(predictor: Predictor, item: Any) -> np.ndarray | str:
+def _decode(predictor: Predictor, item: Any) -> tuple[np.ndarray, str | None] | str:
+    """The pixels and the training image this one duplicates, or why it cannot be read."""
     try:
-        return predictor.decode(item)
+        pixels, facts = predictor.decode(item)
     except UserError as exc:
         return str(exc)
+    return pixels, predictor.training_copy(pixels, facts)
 
 
 def _name(item: Any, position: int) -> str:
@@ -69,12 +73,14 @@ def predict_items(predictor: Predictor, items: Iterable[Any], batch: int = BATCH
         while chunk := list(islice(iterator, batch)):
             decoded = list(pool.map(lambda pair: _decode(predictor, pair[1]), chunk))
             good = [i for i, found in enumerate(decoded) if not isinstance(found, str)]
-            probabilities = (predictor.probabilities(np.stack([decoded[i] for i in good]))
+            probabilities = (predictor.probabilities(np.stack([decoded[i][0] for i in good]))
                              if good else np.zeros((0, len(predictor.classes))))
             rows = dict(zip(good, probabilities, strict=True))
             for i, (position, item) in enumerate(chunk):
                 if i in rows:
-                    yield _reading(predictor, _name(item, position), rows[i])
+                    found = _reading(predictor, _name(item, position), rows[i])
+                    found.duplicate = decoded[i][1]
+                    yield found
                 else:
                     yield Prediction(source=_name(item, position), error=str(decoded[i]))
 

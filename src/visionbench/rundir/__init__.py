@@ -21,6 +21,7 @@ from visionbench.rundir.documents import (
     RunEntry,
     SplitScore,
     Status,
+    TrainingHashes,
 )
 from visionbench.rundir.layout import ModelFolder, RunFolder
 from visionbench.rundir.predictions import Predictions
@@ -29,5 +30,5 @@ __all__ = [
     "Comparison", "DataRecord", "ErrorAnalysis", "EvaluationDocument", "Explanations",
     "History", "Inspection", "Interval", "Leaderboard", "LeaderboardRow", "ModelCard",
     "ModelFolder", "ModelMetrics", "Notice", "Predictions", "Robustness", "RunDocument",
-    "RunEntry", "RunFolder", "SplitScore", "Status",
+    "RunEntry", "RunFolder", "SplitScore", "Status", "TrainingHashes",
 ]

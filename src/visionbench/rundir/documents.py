@@ -210,6 +210,21 @@ class Inspection(DataRecord):
     artifacts: list[str] = Field(default_factory=list)
 
 
+class TrainingHashes(Document):
+    """`data/training_hashes.json`: the exact and perceptual hashes of every training and
+    validation image, so a new image can be recognised as one the models learned from
+    (`visionbench predict`) without the training data."""
+
+    FILE: ClassVar[str] = "data/training_hashes.json"
+    LEVEL: ClassVar[Literal["run", "model"]] = "run"
+
+    ids: list[str]
+    exact: list[str]
+    phash: list[str] = Field(description="64-bit pHashes as 16 hex digits.")
+    near_threshold: int | None
+    near_similarity: float | None
+
+
 class EvaluationDocument(Document):
     """`<model>/evaluation.json`: every number of one model on the test split."""
 
