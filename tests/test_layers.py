@@ -19,7 +19,7 @@ LAYERS = [
     ("visionbench.models",),
     ("visionbench.runtime",),
     ("visionbench.train", "visionbench.evaluate"),
-    ("visionbench.report", "visionbench.predict"),
+    ("visionbench.report", "visionbench.predict", "visionbench.registries"),
     ("visionbench.config", "visionbench.provenance", "visionbench.orchestrate"),
     # The package itself is the public API (`visionbench.load`): it may reach everything.
     ("visionbench", "visionbench.cli", "visionbench.__main__"),

@@ -218,3 +218,21 @@ def test_a_training_id_cannot_point_outside_the_data_folder(tmp_path):
     (tmp_path / "secret.png").write_bytes(b"x")
     assert training_file(tmp_path / "data", "../secret.png") is None
     assert training_file(None, "a.png") is None
+
+
+def test_load_works_in_a_fresh_python_as_a_notebook_would(run, tmp_path):
+    import subprocess
+    import sys
+
+    image = tmp_path / "new.png"
+    pattern(2, 900).save(image)
+    program = ("import sys, visionbench\n"
+               "model = visionbench.load(sys.argv[1])\n"
+               "found = model.predict([sys.argv[2]])[0]\n"
+               "print(model.name, found.predicted, round(sum(found.probabilities.values()), 4))")
+    done = subprocess.run([sys.executable, "-c", program, str(run), str(image)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    name, predicted, total = done.stdout.split()
+    assert name == json.loads((run / "comparison.json").read_text())["recommended"]
+    assert predicted in ("cat", "dog", "fox") and total == "1.0"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import importlib
 import types
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
+from visionbench import registries  # noqa: F401 - fills every registry before validation
 from visionbench.data.sources import SOURCES
 from visionbench.errors import UserError
 from visionbench.models.presets import PRESETS
@@ -38,15 +38,6 @@ RECIPES_DIR = Path(__file__).parent / "recipes"
 # The modules that fill the registries the config's name fields are checked against
 # (metrics, corruptions, explanation methods, optimizers, schedules, balancing, outputs,
 # activations, layer types, model families): imported before anything is validated.
-REGISTRY_MODULES = (
-    "visionbench.evaluate.explain", "visionbench.evaluate.external",
-    "visionbench.evaluate.metrics", "visionbench.evaluate.robustness",
-    "visionbench.models.cnn", "visionbench.models.layers", "visionbench.models.outputs",
-    "visionbench.models.timm_backbone", "visionbench.train.balance", "visionbench.train.optim",
-)
-for _module in REGISTRY_MODULES:
-    importlib.import_module(_module)
-
 DataConfig = Annotated[
     Union[tuple(cls for _, cls in SOURCES.items())],  # noqa: UP007 - built from the registry
     Field(discriminator="source"),

@@ -17,6 +17,7 @@ import torch
 import yaml
 from PIL import Image
 
+from visionbench import registries  # noqa: F401 - a card's config names registered parts
 from visionbench.data.decode import ImageFacts, preprocess
 from visionbench.errors import UserError
 from visionbench.models.outputs import OUTPUTS
