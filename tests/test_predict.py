@@ -19,6 +19,7 @@ from visionbench.cli import main
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run of two small models on three synthetic classes."""
     root = tmp_path_factory.mktemp("predict")
     data = make_class_folders(root / "data", {"cat": 14, "dog": 14, "fox": 14})
     config = root / "animals.yaml"
@@ -33,6 +34,16 @@ output: {{dir: {root / 'runs'}}}
 """)
     assert main(["run", str(config)]) == 0
     return next((root / "runs" / "animals").iterdir())
+
+
+def test_a_run_ends_with_the_commands_that_put_its_model_to_work(run, capsys):
+    # The fixture's run printed them; rerun the end of it on the finished folder.
+    from visionbench.cli import _next_steps
+
+    _next_steps(run, "cnn")
+    err = capsys.readouterr().err
+    assert f"open the report:     {(run / 'report.html').resolve().as_uri()}" in err
+    assert f"predict new images:  visionbench predict {run} IMAGES_OR_FOLDER" in err
 
 
 def _new_images(folder: Path) -> Path:

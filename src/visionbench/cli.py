@@ -172,12 +172,23 @@ def _report(line: str) -> None:
 def _finish(result: RunResult) -> None:
     if result.board is not None:
         _print_board(result.board, result.folder)
+        _next_steps(result.folder, result.board.recommended)
     if result.exit_code:
         failed = result.failed
         stderr.print(Text("error: ", "red") + f"{len(failed)} model(s) failed: "
                      f"{display.names(failed)} (reasons in {result.folder}/run.json); the "
                      "others' results are kept", highlight=False, soft_wrap=True)
         raise typer.Exit(result.exit_code)
+
+
+def _next_steps(folder: Path, recommended: str | None) -> None:
+    """What to do with the run now, as commands to copy (the MRI study's lancez-moi.sh)."""
+    report = (folder / "report.html").resolve()
+    lines = ["next:", f"  open the report:     {report.as_uri()}"]
+    if recommended is not None:
+        lines.append(f"  predict new images:  visionbench predict {folder} IMAGES_OR_FOLDER "
+                     f"[--sort-into SORTED_DIR]   (model {recommended})")
+    stderr.print("\n".join(lines), highlight=False, soft_wrap=True, markup=False)
 
 
 SHORT = {"balanced_accuracy": "bal. acc", "roc_auc_macro": "AUC", "log_loss": "log loss",
