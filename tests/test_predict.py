@@ -247,3 +247,41 @@ def test_load_works_in_a_fresh_python_as_a_notebook_would(run, tmp_path):
     name, predicted, total = done.stdout.split()
     assert name == json.loads((run / "comparison.json").read_text())["recommended"]
     assert predicted in ("cat", "dog", "fox") and total == "1.0"
+
+
+def test_the_photo_filter_sorts_a_scanners_output(tmp_path, capsys):
+    """The scanning company's job end to end: the photo-filter recipe on its five kinds of
+    scans, then new scans sorted into photo / not_photo folders."""
+    import shutil
+
+    from visionbench.config import load_config
+    from visionbench.orchestrate import run_config
+
+    scans = make_class_folders(tmp_path / "scans", {
+        "Photo": 10, "Painting": 14, "Schematics": 14, "Sketch": 14, "Text": 14})
+    config = load_config("photo_filter", [
+        f"data.path={scans}", "data.preprocess.size=32", "train.epochs=1",
+        "train.progress=quiet", "evaluate.bootstrap=0", "evaluate.robustness={}",
+        "evaluate.explain.images=0", "evaluate.error_examples=0",
+        f"output.dir={tmp_path / 'runs'}"])
+    run = run_config(config, report=lambda _: None).folder
+    incoming = make_class_folders(tmp_path / "incoming", {"Photo": 3, "Text": 3}, offset=300)
+    learned = json.loads((run / "data" / "training_hashes.json").read_text())["ids"][0]
+    shutil.copy(scans / learned, incoming / "rescanned.png")
+    (incoming / "jammed.jpg").write_bytes(b"\xff\xd8\xff\xe0 torn")
+    before = sorted(p for p in incoming.rglob("*") if p.is_file())
+    out = tmp_path / "sorted"
+    assert main(["predict", str(run), str(incoming), "--sort-into", str(out)]) == 0
+    err = capsys.readouterr().err
+    manifest = _rows((out / "manifest.csv").read_text())
+    assert sorted(Path(r["source"]) for r in manifest) == before
+    landed = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.csv")
+    assert len(landed) == len(before) and len({p.name for p in landed}) >= 4
+    folders = {r["folder"] for r in manifest}
+    assert folders <= {"photo", "not_photo", "_uncertain", "_unreadable"}
+    assert [r["folder"] for r in manifest if r["source"].endswith("jammed.jpg")] == [
+        "_unreadable"]
+    rescanned = next(r for r in manifest if r["source"].endswith("rescanned.png"))
+    assert rescanned["duplicate_of_training"] == f"exact: {learned}"
+    for folder in folders:
+        assert f"to {out / folder}" in err

@@ -96,13 +96,13 @@ def _manifest(placements: list[Placement], classes: list[str]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["source", "destination", "folder", "predicted",
-                     *(f"prob_{c}" for c in classes), "error"])
+                     *(f"prob_{c}" for c in classes), "duplicate_of_training", "error"])
     for placement in placements:
         found = placement.prediction
         writer.writerow([found.source, str(placement.destination), placement.folder,
                          found.predicted or "",
                          *("" if found.probabilities is None else f"{found.probabilities[c]:.6f}"
-                           for c in classes), found.error or ""])
+                           for c in classes), found.duplicate or "", found.error or ""])
     return buffer.getvalue()
 
 
