@@ -285,3 +285,16 @@ def test_the_photo_filter_sorts_a_scanners_output(tmp_path, capsys):
     assert rescanned["duplicate_of_training"] == f"exact: {learned}"
     for folder in folders:
         assert f"to {out / folder}" in err
+
+
+def test_explain_gives_a_map_over_the_image_as_the_model_sees_it(run, tmp_path):
+    image = tmp_path / "new.png"
+    pattern(0, 800, size=40).save(image)
+    model = visionbench.load(run)
+    found = model.explain(image)
+    assert found.method == "gradcam" and found.faithful is None  # the run made no maps
+    assert found.target == model.predict([image])[0].predicted
+    assert found.map.shape == (16, 16) and found.image.shape == (16, 16, 3)
+    assert found.map.min() >= 0 and found.map.max() == pytest.approx(1.0)
+    other = model.explain(image, method="occlusion", target="fox")
+    assert other.method == "occlusion" and other.target == "fox"

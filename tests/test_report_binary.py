@@ -160,3 +160,15 @@ def test_references_are_rows_of_the_leaderboard_and_each_model_is_tested_against
                      r"significant difference|worse) \(one-sided exact binomial p = ", summary)
     board = (binary_run / "leaderboard.md").read_text()
     assert "| earlier | reference | 0.6000 |" in board
+
+
+def test_the_api_explains_with_the_runs_most_faithful_method(binary_run):
+    import visionbench
+    from visionbench.rundir import Explanations, RunFolder
+
+    deletion = RunFolder(binary_run).model("lite0").require(Explanations).deletion
+    best = min((m for m in deletion if m != "random"), key=deletion.__getitem__)
+    picture = np.random.default_rng(0).integers(0, 255, (28, 28), dtype=np.uint8)
+    found = visionbench.load(binary_run, "lite0").explain(picture)
+    assert found.method == best and found.faithful == (deletion[best] < deletion["random"])
+    assert found.map.shape == (96, 96) and found.image.shape == (96, 96, 3)

@@ -6,8 +6,9 @@
 """
 
 from visionbench.predict.inputs import expand_inputs
-from visionbench.predict.model import Predictor, load
+from visionbench.predict.model import Explanation, Predictor, load
 from visionbench.predict.sort import sort_files
 from visionbench.predict.stream import Prediction, predict_files
 
-__all__ = ["Prediction", "Predictor", "expand_inputs", "load", "predict_files", "sort_files"]
+__all__ = ["Explanation", "Prediction", "Predictor", "expand_inputs", "load", "predict_files",
+           "sort_files"]

@@ -26,6 +26,7 @@ from visionbench.rundir.documents import (
     Comparison,
     DataRecord,
     EvaluationDocument,
+    Explanations,
     ModelCard,
     ModelMetrics,
     TrainingHashes,
@@ -62,6 +63,19 @@ def choose_margin(val: Predictions, target: float = TARGET_ACCURACY) -> float | 
 
 
 @dataclass
+class Explanation:
+    """A heat map in [0, 1] over the image as the model sees it (uint8, its size and
+    channels), the method and class it explains, and whether that method beat a random
+    map's deletion score on the run's test images (None when unknown)."""
+
+    method: str
+    target: str
+    map: np.ndarray
+    image: np.ndarray
+    faithful: bool | None
+
+
+@dataclass
 class Predictor:
     """One model of a run (or an ensemble of its models), with its decode settings and the
     readings chosen on validation."""
@@ -76,6 +90,9 @@ class Predictor:
     margin: float | None = None
     margin_note: str = ""
     training: TrainingIndex | None = None
+    faithful_method: str | None = None
+    faithful: bool | None = None
+    gradcam_layer: str | None = None
     notes: list[str] = field(default_factory=list)
 
     def decode(self, image: Path | str | Image.Image | np.ndarray
@@ -118,6 +135,36 @@ class Predictor:
         from visionbench.predict.stream import predict_items
 
         return list(predict_items(self, list(images)))
+
+    def explain(self, image: Path | str | Image.Image | np.ndarray, method: str | None = None,
+                target: str | None = None) -> Explanation:
+        """A heat map of what the model used to call `image` `target` (default: its
+        prediction), by `method` (default: the run's most faithful one, the lowest deletion
+        score), over the image as the model sees it. An ensemble is explained through its
+        first member."""
+        from visionbench.evaluate.explain import ExplainSettings, explain, find_layer
+
+        model, _ = self.members[0]
+        pixels = np.array(self.decode(image)[0][None])  # a writable copy, for torch
+        batch = torch.from_numpy(pixels).permute(0, 3, 1, 2)
+        batch = batch.to(model.device)
+        inputs = model.pipeline(batch, torch.zeros(1, dtype=torch.long, device=model.device),
+                                train=False)
+        with torch.no_grad():
+            logits = model.module(inputs)
+        if target is None:
+            target = self.classes[int(self.probabilities(pixels)[0].argmax())]
+        # A one-logit (sigmoid) model has one output to explain, that of the positive class.
+        index = 0 if logits.shape[1] == 1 else self.classes.index(target)
+        method = method or self.faithful_method or "gradcam"
+        layer = find_layer(model.module, self.gradcam_layer)[1] if method == "gradcam" else None
+        found = explain(model.module, inputs, torch.tensor([index], device=model.device), method,
+                        ExplainSettings(), layer)
+        model.module.zero_grad(set_to_none=True)
+        seen = model.pipeline.at_model_size(batch).clamp(0, 1).mul(255).round().byte()
+        return Explanation(method=method, target=target, map=found[0].cpu().numpy(),
+                           image=seen[0].permute(1, 2, 0).cpu().numpy(),
+                           faithful=self.faithful)
 
     @property
     def positive_indices(self) -> list[int]:
@@ -203,8 +250,17 @@ def _training_pixels(predictor: Predictor, path: Path | None) -> np.ndarray | No
 
 
 def _readings(predictor: Predictor, folder: ModelFolder, data: DataRecord) -> None:
-    """The positive reading's threshold (from the evaluation) and the uncertainty margin
-    (from the validation predictions)."""
+    """The positive reading's threshold (from the evaluation), the uncertainty margin (from
+    the validation predictions) and the most faithful explanation method (from the
+    explanations' deletion scores)."""
+    explanations = folder.read(Explanations)
+    scores = {m: v for m, v in (explanations.deletion if explanations else {}).items()
+              if m != "random"}
+    if explanations and scores:
+        predictor.faithful_method = min(scores, key=scores.__getitem__)
+        random = explanations.deletion.get("random")
+        predictor.faithful = None if random is None else scores[predictor.faithful_method] < random
+        predictor.gradcam_layer = explanations.gradcam_layer
     evaluation = folder.read(EvaluationDocument)
     clinical = evaluation.clinical if evaluation else None
     if clinical:
