@@ -183,7 +183,9 @@ def _finish(result: RunResult) -> None:
 
 def _next_steps(folder: Path, recommended: str | None) -> None:
     """What to do with the run now, as commands to copy (the MRI study's lancez-moi.sh)."""
-    report = (folder / "report.html").resolve()
+    from visionbench.rundir import RunFolder
+
+    report = RunFolder(folder).report_file.resolve()
     lines = ["next:", f"  open the report:     {report.as_uri()}"]
     if recommended is not None:
         lines.append(f"  predict new images:  visionbench predict {folder} IMAGES_OR_FOLDER "

@@ -8,6 +8,7 @@ from visionbench.rundir.documents import (
     ErrorAnalysis,
     EvaluationDocument,
     Explanations,
+    ExportCard,
     History,
     Inspection,
     Interval,
@@ -23,12 +24,32 @@ from visionbench.rundir.documents import (
     Status,
     TrainingHashes,
 )
-from visionbench.rundir.layout import ModelFolder, RunFolder
+from visionbench.rundir.layout import ExportFolder, ModelFolder, RunFolder
 from visionbench.rundir.predictions import Predictions
 
 __all__ = [
-    "Comparison", "DataRecord", "ErrorAnalysis", "EvaluationDocument", "Explanations",
-    "History", "Inspection", "Interval", "Leaderboard", "LeaderboardRow", "ModelCard",
-    "ModelFolder", "ModelMetrics", "Notice", "Predictions", "Robustness", "RunDocument",
-    "RunEntry", "RunFolder", "SplitScore", "Status", "TrainingHashes",
+    "Comparison",
+    "DataRecord",
+    "ErrorAnalysis",
+    "EvaluationDocument",
+    "Explanations",
+    "ExportCard",
+    "ExportFolder",
+    "History",
+    "Inspection",
+    "Interval",
+    "Leaderboard",
+    "LeaderboardRow",
+    "ModelCard",
+    "ModelFolder",
+    "ModelMetrics",
+    "Notice",
+    "Predictions",
+    "Robustness",
+    "RunDocument",
+    "RunEntry",
+    "RunFolder",
+    "SplitScore",
+    "Status",
+    "TrainingHashes",
 ]

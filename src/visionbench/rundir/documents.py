@@ -61,7 +61,7 @@ class Document(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     FILE: ClassVar[str]
-    LEVEL: ClassVar[Literal["run", "model"]]
+    LEVEL: ClassVar[Literal["run", "model", "export"]]
 
     schema_version: int = SCHEMA_VERSION
     checksum: str | None = Field(None, description="SHA-256 of the rest of the document, "
@@ -371,3 +371,31 @@ class Explanations(Document):
     file: str | None = None
     note: str | None = None
     notes: list[str] = Field(default_factory=list)
+
+
+class ExportCard(Document):
+    """`model.json` of an export folder: everything needed to use `model.onnx` without
+    visionbench — how to decode an image into its uint8 input, what comes out, the readings
+    chosen on validation, the test metrics, and the parity check made at export."""
+
+    FILE: ClassVar[str] = "model.json"
+    LEVEL: ClassVar[Literal["run", "model", "export"]] = "export"
+
+    model: str
+    classes: list[str]
+    decode: dict[str, Any] = Field(description="How an image becomes the uint8 (H, W, C) "
+                                   "input: the run's data.preprocess, size included.")
+    input: dict[str, Any] = Field(description="The ONNX input: name, dtype, shape.")
+    output: dict[str, Any] = Field(description="The ONNX output: name, what it holds.")
+    members: list[dict[str, Any]] = Field(description="The model (or an ensemble's members): "
+                                          "family, input size, channels, normalisation, "
+                                          "resize, output kind; applied inside the graph.")
+    positive_classes: list[str] | None = None
+    threshold: float | None = None
+    margin: float | None = None
+    margin_note: str = ""
+    test_metrics: dict[str, Interval] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict)
+    software: dict[str, str] = Field(default_factory=dict)
+    parity: dict[str, Any] = Field(default_factory=dict)
+    source_run: str

@@ -147,6 +147,21 @@ class _Folder:
         _write(self.file(type(document)), document)
 
 
+class ExportFolder(_Folder):
+    """An exported model: `model.onnx` and its card `model.json`."""
+
+    level = "export"
+
+    @property
+    def onnx(self) -> Path:
+        """The ONNX graph."""
+        return self.path / "model.onnx"
+
+    def is_export(self) -> bool:
+        """Whether the folder holds an export (graph and card)."""
+        return self.onnx.is_file() and self.path.joinpath("model.json").is_file()
+
+
 class ModelFolder(_Folder):
     """`<run>/<model>/`: one model's documents, predictions, weights and pictures."""
 
