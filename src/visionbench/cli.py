@@ -369,6 +369,27 @@ def predict_command(
             _report(f"manifest: {manifest}")
 
 
+@app.command(name="export")
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `visionbench run`.")],
+    model: Annotated[str | None, typer.Option(
+        "--model", help="Which model of the run (default: the one the report recommends).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="The export folder (default: RUN_DIR/export/<model>).")] = None,
+) -> None:
+    """The model as ONNX (uint8 images in, probabilities out) with its card model.json,
+    checked against PyTorch on the run's test images."""
+    from visionbench.orchestrate.export import export_model
+    from visionbench.rundir import ExportCard, ExportFolder
+
+    folder = ExportFolder(export_model(run_dir, model, out))
+    parity = folder.require(ExportCard).parity
+    stdout.print(f"export: {folder.path} (parity on {parity['images']} test images: largest "
+                 f"probability difference {parity['max_abs_difference']:.1e}, top-1 agreement "
+                 f"{parity['top1_agreement']:.4f})", soft_wrap=True, highlight=False)
+
+
 @app.command(name="explain")
 def explain_command(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `visionbench run`.")],

@@ -102,14 +102,20 @@ def command_line(argv: list[str] | None = None) -> list[str]:
     return words
 
 
-def collect(command: list[str] | None = None) -> Provenance:
-    """Versions of Python, visionbench and its main dependencies, git state and command."""
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """The installed version of each package ("not installed" when absent)."""
     packages = {}
-    for name in PACKAGES:
+    for name in names:
         try:
             packages[name] = version(name)
         except PackageNotFoundError:
             packages[name] = "not installed"
+    return packages
+
+
+def collect(command: list[str] | None = None) -> Provenance:
+    """Versions of Python, visionbench and its main dependencies, git state and command."""
+    packages = package_versions()
     package_dir = Path(__file__).resolve().parent
     return Provenance(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),

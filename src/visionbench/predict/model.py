@@ -27,11 +27,12 @@ from visionbench.rundir.documents import (
     DataRecord,
     EvaluationDocument,
     Explanations,
+    ExportCard,
     ModelCard,
     ModelMetrics,
     TrainingHashes,
 )
-from visionbench.rundir.layout import ModelFolder, RunFolder
+from visionbench.rundir.layout import ExportFolder, ModelFolder, RunFolder
 from visionbench.rundir.predictions import Predictions
 from visionbench.runtime.trained import LoadedModel, load_trained
 from visionbench.schemas.data import PreprocessConfig
@@ -82,8 +83,9 @@ class Predictor:
 
     name: str
     classes: list[str]
-    card: ModelCard
+    card: ModelCard | ExportCard
     members: list[tuple[LoadedModel, str]]
+    members_names: list[str]
     decode_settings: PreprocessConfig
     positive: list[str] | None = None
     threshold: float | None = None
@@ -94,6 +96,8 @@ class Predictor:
     faithful: bool | None = None
     gradcam_layer: str | None = None
     notes: list[str] = field(default_factory=list)
+    # An exported model: the onnxruntime session that replaces `members`.
+    graph: Any = None
 
     def decode(self, image: Path | str | Image.Image | np.ndarray
                ) -> tuple[np.ndarray, ImageFacts]:
@@ -103,14 +107,19 @@ class Predictor:
             if isinstance(image, Path | str):
                 with Image.open(image) as opened:
                     opened.load()
-                    return preprocess(opened, self.decode_settings)
-            if isinstance(image, np.ndarray):
-                image = Image.fromarray(image)
-            return preprocess(image, self.decode_settings)
+                    pixels, facts = preprocess(opened, self.decode_settings)
+            else:
+                if isinstance(image, np.ndarray):
+                    image = Image.fromarray(image)
+                pixels, facts = preprocess(image, self.decode_settings)
         except Exception as exc:  # PIL raises many types for unusable images
             text = str(exc).splitlines()[0] if str(exc) else ""
             raise UserError(f"cannot read image: {type(exc).__name__}: {text}".rstrip(": ")
                             ) from None
+        if self.decode_settings.channels == 3 and pixels.shape[-1] == 1:
+            # `gray3` stores grey and repeats it, as the run's data loading did.
+            pixels = np.repeat(pixels, 3, axis=-1)
+        return pixels, facts
 
     def training_copy(self, pixels: np.ndarray, facts: ImageFacts) -> str | None:
         """Which training or validation image this one duplicates, if any."""
@@ -120,6 +129,8 @@ class Predictor:
     def probabilities(self, pictures: np.ndarray) -> np.ndarray:
         """(N, classes) probabilities of uint8 (N, H, W, C) decoded pictures; an ensemble
         averages its members' probabilities, as the run did."""
+        if self.graph is not None:
+            return self.graph.run(None, {"images": np.ascontiguousarray(pictures)})[0]
         found = []
         for model, output in self.members:
             images = torch.from_numpy(np.ascontiguousarray(pictures)).permute(0, 3, 1, 2)
@@ -144,6 +155,9 @@ class Predictor:
         first member."""
         from visionbench.evaluate.explain import ExplainSettings, explain, find_layer
 
+        if self.graph is not None:
+            raise UserError("an exported model is explained from its run folder: "
+                            f"visionbench.load('{self.card.source_run}').explain(...)")
         model, _ = self.members[0]
         pixels = np.array(self.decode(image)[0][None])  # a writable copy, for torch
         batch = torch.from_numpy(pixels).permute(0, 3, 1, 2)
@@ -173,7 +187,14 @@ class Predictor:
 
 
 def load(run_dir: Path | str, model: str | None = None) -> Predictor:
-    """Model `model` of the run in `run_dir` (default: the run's recommended model)."""
+    """Model `model` of the run in `run_dir` (default: the run's recommended model), or the
+    model of an export folder (`visionbench export`), which needs onnxruntime, not the run."""
+    exported = ExportFolder(Path(run_dir))
+    if exported.is_export():
+        if model is not None and model != exported.require(ExportCard).model:
+            raise UserError(f"{run_dir} is an export of one model only: "
+                            f"{exported.require(ExportCard).model}")
+        return _load_export(exported)
     run = RunFolder(Path(run_dir)).check()
     data = run.require(DataRecord)
     if model is None:
@@ -199,7 +220,8 @@ def load(run_dir: Path | str, model: str | None = None) -> Predictor:
         cards.append(card)
     saved = _saved_data(run)
     predictor = Predictor(name=model, classes=data.classes, card=cards[0], members=members,
-                          decode_settings=_decode_settings(run, saved, data))
+                          members_names=names, decode_settings=_decode_settings(run, saved,
+                                                                                data))
     _readings(predictor, folder, data)
     hashes = run.read(TrainingHashes)
     if hashes is None:
@@ -212,6 +234,24 @@ def load(run_dir: Path | str, model: str | None = None) -> Predictor:
         predictor.training = TrainingIndex(hashes, lambda image_id: _training_pixels(
             predictor, training_file(root, image_id)))
     return predictor
+
+
+def _load_export(folder: ExportFolder) -> Predictor:
+    """A Predictor over an export's ONNX graph and card."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError("predicting with an export needs onnxruntime: pip install "
+                        "'visionbench[onnx]'") from None
+    card = folder.require(ExportCard)
+    session = onnxruntime.InferenceSession(str(folder.onnx), providers=["CPUExecutionProvider"])
+    settings = PreprocessConfig.model_validate(card.decode)
+    return Predictor(name=card.model, classes=card.classes, card=card, members=[],
+                     members_names=[m["model"] for m in card.members], decode_settings=settings,
+                     positive=card.positive_classes, threshold=card.threshold,
+                     margin=card.margin, margin_note=card.margin_note, graph=session,
+                     notes=["an export holds no training hashes: duplicates of training "
+                            "images are not flagged"])
 
 
 # Sources whose image ids are file paths under `data.path`.

@@ -1,0 +1,163 @@
+"""`visionbench export`: a run's model as an ONNX graph with its card, checked against
+PyTorch on the run's test images.
+
+The graph takes what decoding gives — uint8 images (N, H, W, C) at the run's data size, as
+the card's `decode` settings produce them — and returns class probabilities: the input
+pipeline (channels, resize to the model's size, normalisation), the network and its output
+kind are all inside, so a deployment needs only Pillow, NumPy and onnxruntime. An ensemble
+is exported as one graph averaging its members, as the run scored it.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from visionbench.config import load_config
+from visionbench.data.dataset import load_images
+from visionbench.errors import UserError
+from visionbench.models.outputs import OUTPUTS
+from visionbench.predict.model import Predictor, load
+from visionbench.provenance import package_versions
+from visionbench.rundir.documents import DataRecord, EvaluationDocument, ExportCard
+from visionbench.rundir.layout import ExportFolder, RunFolder, file_checksum
+from visionbench.runtime.trained import LoadedModel
+from visionbench.version import __version__
+
+# What the export must reproduce of PyTorch on the test images, or it fails.
+MAX_DIFFERENCE = 1e-4
+MIN_AGREEMENT = 0.999
+OPSET = 18  # Resize with antialias, for the pipeline's bilinear resize
+
+
+class _Graph(nn.Module):
+    """uint8 (N, H, W, C) -> (N, classes) probabilities, averaged over the members."""
+
+    def __init__(self, members: list[tuple[LoadedModel, str]]) -> None:
+        super().__init__()
+        self.networks = nn.ModuleList(model.module.cpu().eval() for model, _ in members)
+        self.pipelines = [model.pipeline for model, _ in members]
+        for pipeline in self.pipelines:
+            pipeline.mean, pipeline.std = pipeline.mean.cpu(), pipeline.std.cpu()
+        self.outputs = [OUTPUTS.get(output) for _, output in members]
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        images = pixels.permute(0, 3, 1, 2)
+        found = [output.probabilities(network(pipeline(images, None, train=False)))
+                 for network, pipeline, output in zip(self.networks, self.pipelines,
+                                                      self.outputs, strict=True)]
+        return torch.stack(found).mean(dim=0)
+
+
+def export_model(run_dir: Path, model: str | None = None, out: Path | None = None) -> Path:
+    """Export `model` of the run (default the recommended one) into `out` (default
+    `<run>/export/<model>`); returns the export folder. Fails, writing nothing, when the
+    graph does not reproduce PyTorch on the test images."""
+    run = RunFolder(run_dir).check()
+    predictor = load(run_dir, model)
+    for member, _ in predictor.members:
+        member.device = torch.device("cpu")
+    target = out or run.path / "export" / predictor.name
+    if ExportFolder(target).is_export():
+        raise UserError(f"{target} already holds an export: choose another --out or delete it")
+    pictures = _test_images(run, predictor)
+    graph = _Graph(predictor.members).eval()
+    with tempfile.TemporaryDirectory(dir=target.parent if target.parent.exists() else None
+                                     ) as scratch:
+        staged = ExportFolder(Path(scratch) / "export")
+        staged.path.mkdir()
+        _onnx(graph, pictures, staged.onnx)
+        parity = _parity(graph, staged.onnx, pictures)
+        if parity["max_abs_difference"] > MAX_DIFFERENCE or parity["top1_agreement"] < \
+                MIN_AGREEMENT:
+            raise UserError(
+                f"the ONNX graph of {predictor.name} differs from PyTorch on the test images "
+                f"(largest probability difference {parity['max_abs_difference']:.2e}, top-1 "
+                f"agreement {parity['top1_agreement']:.4f}; limits {MAX_DIFFERENCE:g} and "
+                f"{MIN_AGREEMENT}): nothing was exported")
+        staged.write(_card(run, predictor, parity))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.move(str(staged.path), str(target))
+    return target
+
+
+def _test_images(run: RunFolder, predictor: Predictor) -> np.ndarray:
+    """The run's test images, decoded as the run decoded them (the parity check's input)."""
+    folder = run.model(predictor.members_names[0])
+    ids = folder.read_predictions("test", predictor.classes).ids
+    config = load_config(run.config_file)
+    size = tuple(run.require(DataRecord).image_shape)
+    try:
+        return load_images(config.data, ids, size)
+    except UserError as exc:
+        raise UserError(f"the parity check needs the run's test images, which cannot be read "
+                        f"({exc}): export where the run's data is") from None
+
+
+def _onnx(graph: _Graph, pictures: np.ndarray, path: Path) -> None:
+    example = torch.from_numpy(np.ascontiguousarray(pictures[:2]))
+    try:
+        program = torch.onnx.export(
+            graph, (example,), dynamo=True, opset_version=OPSET, input_names=["images"],
+            output_names=["probabilities"],
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), verbose=False)
+        program.save(str(path))
+    except Exception as exc:  # the exporter raises many kinds for unsupported operators
+        raise UserError(f"this model cannot be exported to ONNX: {type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:300]}") from None
+
+
+def _parity(graph: _Graph, path: Path, pictures: np.ndarray) -> dict[str, Any]:
+    """Largest probability difference and top-1 agreement, onnxruntime against PyTorch."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ours, theirs = [], []
+    with torch.no_grad():
+        for first in range(0, len(pictures), 64):
+            batch = np.ascontiguousarray(pictures[first:first + 64])
+            ours.append(graph(torch.from_numpy(batch)).numpy())
+            theirs.append(session.run(None, {"images": batch})[0])
+    a, b = np.concatenate(ours), np.concatenate(theirs)
+    return {"images": len(a), "max_abs_difference": float(np.abs(a - b).max()),
+            "top1_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
+            "limits": {"max_abs_difference": MAX_DIFFERENCE, "top1_agreement": MIN_AGREEMENT}}
+
+
+def _card(run: RunFolder, predictor: Predictor, parity: dict[str, Any]) -> ExportCard:
+    data = run.require(DataRecord)
+    evaluation = run.model(predictor.name).read(EvaluationDocument)
+    height, width = data.image_shape
+    channels = predictor.decode_settings.channels
+    members = []
+    for name in predictor.members_names:
+        card = run.model(name).require(type(predictor.card))
+        members.append({"model": name, "family": card.family, "output": card.output,
+                        "input": card.input.model_dump(mode="json")})
+    versions = package_versions(("torch", "onnx", "onnxruntime", "onnxscript", "timm"))
+    return ExportCard(
+        model=predictor.name, classes=predictor.classes,
+        decode=predictor.decode_settings.model_dump(mode="json"),
+        input={"name": "images", "dtype": "uint8", "shape": ["batch", height, width, channels],
+               "layout": "NHWC, the decoded image as it is (0-255)"},
+        output={"name": "probabilities", "dtype": "float32",
+                "shape": ["batch", len(predictor.classes)],
+                "holds": "class probabilities in the order of `classes`"},
+        members=members, positive_classes=predictor.positive, threshold=predictor.threshold,
+        margin=predictor.margin, margin_note=predictor.margin_note,
+        test_metrics=dict(evaluation.metrics) if evaluation else {},
+        # The SHA-256 of the run's data record: its classes, splits, counts and duplicates.
+        data={"source": data.source, "fingerprint": file_checksum(run.file(DataRecord)),
+              "test_images": parity["images"]},
+        software={"visionbench": __version__, "python": platform.python_version(),
+                  **versions},
+        parity=parity, source_run=str(run.path))
