@@ -105,3 +105,15 @@ def test_the_deploy_program_needs_neither_torch_nor_visionbench(run, tmp_path, c
         assert mine["predicted"] == theirs["predicted"]
         assert np.allclose([mine[f"prob_{c}"] for c in ("cat", "dog", "fox")],
                            [theirs[f"prob_{c}"] for c in ("cat", "dog", "fox")], atol=1e-5)
+
+
+def test_evaluating_the_export_reproduces_the_runs_test_metrics(run, tmp_path):
+    main(["export", str(run), "--model", "cnn", "--out", str(tmp_path / "cnn")])
+    assert main(["evaluate", "--model", str(tmp_path / "cnn" / "model.onnx"), "--data",
+                 str(run / "config.yaml"), "--name", "exported", "--set",
+                 f"output.dir={tmp_path / 'again'}"]) == 0
+    again = next((tmp_path / "again").rglob("exported/evaluation.json"))
+    before = json.loads((run / "cnn" / "evaluation.json").read_text())["metrics"]
+    after = json.loads(again.read_text())["metrics"]
+    for metric in ("accuracy", "balanced_accuracy", "log_loss", "roc_auc_macro"):
+        assert after[metric]["value"] == pytest.approx(before[metric]["value"], abs=1e-5)

@@ -277,7 +277,11 @@ def evaluate_command(
     if model is not None:
         if data is None or run_dir is not None:
             raise UserError("--model needs --data CONFIG (and no run folder)")
-        cfg = load_config(data, [*(set_ or []), f"models.{name}.external={model}"])
+        from visionbench.orchestrate.export import evaluation_overrides
+
+        # An export's own card says how its graph is fed; the user's --set still wins.
+        cfg = load_config(data, [f"models.{name}.external={model}",
+                                 *evaluation_overrides(model, name), *(set_ or [])])
         _finish(run_config(cfg, only=[name], report=_report))
         return
     if run_dir is None:

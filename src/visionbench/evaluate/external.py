@@ -37,8 +37,12 @@ def _onnx(path: Path) -> Callable[[np.ndarray], np.ndarray]:
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
         raise UserError(f"cannot load ONNX model {path}: {str(exc).splitlines()[0]}") from None
-    name = session.get_inputs()[0].name
-    return lambda batch: session.run(None, {name: batch})[0]
+    graph_input = session.get_inputs()[0]
+    if graph_input.type == "tensor(uint8)":
+        # A graph that takes the decoded image as it is (visionbench's own exports).
+        return lambda batch: session.run(None, {
+            graph_input.name: np.rint(batch).clip(0, 255).astype(np.uint8)})[0]
+    return lambda batch: session.run(None, {graph_input.name: batch})[0]
 
 
 @RUNNERS.register(".pt")

@@ -161,3 +161,21 @@ def _card(run: RunFolder, predictor: Predictor, parity: dict[str, Any]) -> Expor
         software={"visionbench": __version__, "python": platform.python_version(),
                   **versions},
         parity=parity, source_run=str(run.path))
+
+
+def evaluation_overrides(model_file: Path, name: str) -> list[str]:
+    """`--set` arguments that feed an export's graph what it takes (the decoded image as it
+    is: NHWC, 0-255, at the data size), when `model_file` is an export's `model.onnx`; none
+    for any other file."""
+    folder = ExportFolder(Path(model_file).parent)
+    if not folder.is_export() or Path(model_file).name != folder.onnx.name:
+        return []
+    card = folder.require(ExportCard)
+    channels = card.input["shape"][3]
+    zeros, ones = ",".join(["0"] * channels), ",".join(["1"] * channels)
+    entry = f"models.{name}"
+    # No size: the data config decodes at the data size, which is the graph's input size.
+    return [f"{entry}.input.channels={channels}",
+            f"{entry}.input.layout=nhwc", f"{entry}.input.scale=255",
+            f"{entry}.input.mean=[{zeros}]", f"{entry}.input.std=[{ones}]",
+            f"{entry}.external_outputs=probabilities"]
