@@ -64,7 +64,9 @@ def test_predict_on_an_export_gives_the_runs_numbers(run, tmp_path, capsys):
     assert main(["predict", str(run), str(image), "--model", "cnn", "--json"]) == 0
     from_run = json.loads(capsys.readouterr().out)[0]
     assert main(["predict", str(tmp_path / "cnn"), str(image), "--json"]) == 0
-    from_export = json.loads(capsys.readouterr().out)[0]
+    captured = capsys.readouterr()
+    from_export = json.loads(captured.out)[0]
+    assert "note: an export holds no training hashes" in captured.err
     assert from_export["predicted"] == from_run["predicted"]
     for name in ("cat", "dog", "fox"):
         assert from_export[f"prob_{name}"] == pytest.approx(from_run[f"prob_{name}"], abs=1e-5)

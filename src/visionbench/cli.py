@@ -348,6 +348,8 @@ def predict_command(
     files = expand_inputs(images)
     _report(f"predict: {len(files):,} file(s) with model {predictor.name}; "
             f"{predictor.margin_note}")
+    for note in predictor.notes:
+        _report(f"note: {note}")
     found = list(predict_files(predictor, files, batch=batch_size))
     text = write_rows(found, predictor, as_json)
     if out is None:
