@@ -119,3 +119,13 @@ def test_evaluating_the_export_reproduces_the_runs_test_metrics(run, tmp_path):
     after = json.loads(again.read_text())["metrics"]
     for metric in ("accuracy", "balanced_accuracy", "log_loss", "roc_auc_macro"):
         assert after[metric]["value"] == pytest.approx(before[metric]["value"], abs=1e-5)
+
+
+def test_export_without_the_onnx_extra_says_what_to_install(run, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxscript" else real(name, *a))
+    assert main(["export", str(run), "--model", "cnn", "--out", str(run / "nowhere")]) == 2
+    assert "export needs onnxscript: pip install 'visionbench[onnx]'" in capsys.readouterr().err

@@ -10,6 +10,7 @@ is exported as one graph averaging its members, as the run scored it.
 
 from __future__ import annotations
 
+import importlib.util
 import platform
 import shutil
 import tempfile
@@ -60,6 +61,9 @@ def export_model(run_dir: Path, model: str | None = None, out: Path | None = Non
     """Export `model` of the run (default the recommended one) into `out` (default
     `<run>/export/<model>`); returns the export folder. Fails, writing nothing, when the
     graph does not reproduce PyTorch on the test images."""
+    for needed in ("onnxscript", "onnxruntime"):
+        if importlib.util.find_spec(needed) is None:
+            raise UserError(f"export needs {needed}: pip install 'visionbench[onnx]'")
     run = RunFolder(run_dir).check()
     predictor = load(run_dir, model)
     for member, _ in predictor.members:
