@@ -57,16 +57,22 @@ def test_export_reproduces_pytorch_and_its_card_says_how_to_use_it(run, model, c
 
 
 def test_predict_on_an_export_gives_the_runs_numbers(run, tmp_path, capsys):
+    import shutil
+
     main(["export", str(run), "--model", "cnn", "--out", str(tmp_path / "cnn")])
     image = tmp_path / "new.png"
     pattern(1, 600, size=31).save(image)
+    learned = json.loads((run / "data" / "training_hashes.json").read_text())["ids"][0]
+    copy = tmp_path / "copy.png"
+    shutil.copy(run.parents[2] / "data" / learned, copy)
     capsys.readouterr()
     assert main(["predict", str(run), str(image), "--model", "cnn", "--json"]) == 0
     from_run = json.loads(capsys.readouterr().out)[0]
-    assert main(["predict", str(tmp_path / "cnn"), str(image), "--json"]) == 0
-    captured = capsys.readouterr()
-    from_export = json.loads(captured.out)[0]
-    assert "note: an export holds no training hashes" in captured.err
+    assert main(["predict", str(tmp_path / "cnn"), str(image), str(copy), "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    from_export = found[0]
+    # The export keeps the run's training hashes: a copy of a training image is flagged.
+    assert found[1]["duplicate_of_training"] == f"exact: {learned}"
     assert from_export["predicted"] == from_run["predicted"]
     for name in ("cat", "dog", "fox"):
         assert from_export[f"prob_{name}"] == pytest.approx(from_run[f"prob_{name}"], abs=1e-5)

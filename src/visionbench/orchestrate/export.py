@@ -27,7 +27,13 @@ from visionbench.errors import UserError
 from visionbench.models.outputs import OUTPUTS
 from visionbench.predict.model import Predictor, load
 from visionbench.provenance import package_versions
-from visionbench.rundir.documents import DataRecord, EvaluationDocument, ExportCard
+from visionbench.rundir.documents import (
+    DataRecord,
+    EvaluationDocument,
+    ExportCard,
+    ExportTrainingHashes,
+    TrainingHashes,
+)
 from visionbench.rundir.layout import ExportFolder, RunFolder, file_checksum
 from visionbench.runtime.trained import LoadedModel
 from visionbench.version import __version__
@@ -87,6 +93,10 @@ def export_model(run_dir: Path, model: str | None = None, out: Path | None = Non
                 f"agreement {parity['top1_agreement']:.4f}; limits {MAX_DIFFERENCE:g} and "
                 f"{MIN_AGREEMENT}): nothing was exported")
         staged.write(_card(run, predictor, parity))
+        hashes = run.read(TrainingHashes)
+        if hashes is not None:
+            staged.write(ExportTrainingHashes.model_validate(
+                hashes.model_dump(exclude={"schema_version", "checksum"})))
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             shutil.rmtree(target)

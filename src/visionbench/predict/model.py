@@ -28,6 +28,7 @@ from visionbench.rundir.documents import (
     EvaluationDocument,
     Explanations,
     ExportCard,
+    ExportTrainingHashes,
     ModelCard,
     ModelMetrics,
     TrainingHashes,
@@ -246,12 +247,19 @@ def _load_export(folder: ExportFolder) -> Predictor:
     card = folder.require(ExportCard)
     session = onnxruntime.InferenceSession(str(folder.onnx), providers=["CPUExecutionProvider"])
     settings = PreprocessConfig.model_validate(card.decode)
-    return Predictor(name=card.model, classes=card.classes, card=card, members=[],
-                     members_names=[m["model"] for m in card.members], decode_settings=settings,
-                     positive=card.positive_classes, threshold=card.threshold,
-                     margin=card.margin, margin_note=card.margin_note, graph=session,
-                     notes=["an export holds no training hashes: duplicates of training "
-                            "images are not flagged"])
+    predictor = Predictor(name=card.model, classes=card.classes, card=card, members=[],
+                          members_names=[m["model"] for m in card.members],
+                          decode_settings=settings, positive=card.positive_classes,
+                          threshold=card.threshold, margin=card.margin,
+                          margin_note=card.margin_note, graph=session)
+    hashes = folder.read(ExportTrainingHashes)
+    if hashes is None:
+        predictor.notes.append("this export holds no training hashes: duplicates of training "
+                               "images are not flagged")
+    else:
+        # The training images are not in an export: near copies are found by hash only.
+        predictor.training = TrainingIndex(hashes, lambda image_id: None)
+    return predictor
 
 
 # Sources whose image ids are file paths under `data.path`.

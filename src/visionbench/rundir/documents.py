@@ -225,6 +225,14 @@ class TrainingHashes(Document):
     near_similarity: float | None
 
 
+class ExportTrainingHashes(TrainingHashes):
+    """`training_hashes.json` of an export folder: the run's training hashes, so predict on
+    the export can flag copies of training images too."""
+
+    FILE: ClassVar[str] = "training_hashes.json"
+    LEVEL: ClassVar[Literal["run", "model", "export"]] = "export"
+
+
 class EvaluationDocument(Document):
     """`<model>/evaluation.json`: every number of one model on the test split."""
 
