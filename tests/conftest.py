@@ -50,6 +50,17 @@ def make_class_folders(
     return root
 
 
+def run_yaml(root: Path, name: str, text: str) -> Path:
+    """Write `root/<name>.yaml` (its runs go to `root/runs`), run it with the command line
+    and return the finished run folder."""
+    from visionbench.cli import main
+
+    config = root / f"{name}.yaml"
+    config.write_text(text + f"output: {{dir: {root / 'runs'}}}\n")
+    assert main(["run", str(config)]) == 0
+    return next((root / "runs" / name).iterdir())
+
+
 @pytest.fixture
 def class_folder(tmp_path: Path) -> Path:
     """Three classes, 12 images each, 24x24 RGB PNGs."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_class_folders, pattern
+from conftest import make_class_folders, pattern, run_yaml
 from visionbench.cli import main
 
 pytest.importorskip("onnxruntime")
@@ -24,18 +24,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A layer-spec CNN and a pretrained timm backbone (Lite0 at twice the data's size)."""
     root = tmp_path_factory.mktemp("export")
     data = make_class_folders(root / "data", {"cat": 10, "dog": 10, "fox": 10})
-    config = root / "animals.yaml"
-    config.write_text(f"""
+    return run_yaml(root, "animals", f"""
 data: {{source: folder, path: {data}, preprocess: {{size: 24, color: gray3}}}}
 models:
   cnn: {{layers: [{{type: conv, filters: 8}}, {{type: pool}}, {{type: flatten}}]}}
   lite0: {{backbone: efficientnet_lite0, pretrained: true, input: {{size: 48}}}}
 train: {{epochs: 2, progress: quiet}}
 evaluate: {{bootstrap: 0, robustness: {{}}, explain: {{images: 0}}, error_examples: 0}}
-output: {{dir: {root / 'runs'}}}
 """)
-    assert main(["run", str(config)]) == 0
-    return next((root / "runs" / "animals").iterdir())
 
 
 @pytest.mark.parametrize("model", ["cnn", "lite0"])
@@ -135,3 +131,16 @@ def test_export_without_the_onnx_extra_says_what_to_install(run, monkeypatch, ca
                         lambda name, *a: None if name == "onnxscript" else real(name, *a))
     assert main(["export", str(run), "--model", "cnn", "--out", str(run / "nowhere")]) == 2
     assert "export needs onnxscript: pip install 'visionbench[onnx]'" in capsys.readouterr().err
+
+
+def test_export_never_replaces_a_folder_that_holds_something(run, tmp_path, capsys):
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("do not delete")
+    assert main(["export", str(run), "--model", "cnn", "--out", str(keep)]) == 2
+    assert "exists and is not an empty folder" in capsys.readouterr().err
+    assert (keep / "notes.txt").read_text() == "do not delete"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["export", str(run), "--model", "cnn", "--out", str(empty)]) == 0
+    assert (empty / "model.onnx").is_file()

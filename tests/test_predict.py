@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import visionbench
-from conftest import make_class_folders, pattern
+from conftest import make_class_folders, pattern, run_yaml
 from visionbench.cli import main
 
 
@@ -22,18 +22,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished run of two small models on three synthetic classes."""
     root = tmp_path_factory.mktemp("predict")
     data = make_class_folders(root / "data", {"cat": 14, "dog": 14, "fox": 14})
-    config = root / "animals.yaml"
-    config.write_text(f"""
+    return run_yaml(root, "animals", f"""
 data: {{source: folder, path: {data}, preprocess: {{size: 16}}}}
 models:
   cnn: {{layers: [{{type: conv, filters: 8}}, {{type: pool}}, {{type: flatten}}]}}
   mlp: {{preset: mlp}}
 train: {{epochs: 8, progress: quiet}}
 evaluate: {{bootstrap: 0, robustness: {{}}, explain: {{images: 0}}, error_examples: 0}}
-output: {{dir: {root / 'runs'}}}
 """)
-    assert main(["run", str(config)]) == 0
-    return next((root / "runs" / "animals").iterdir())
 
 
 def test_a_run_ends_with_the_commands_that_put_its_model_to_work(run, capsys):

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import run_yaml
 from test_report import layout_problems
 from visionbench.cli import main
 
@@ -34,8 +35,7 @@ def _binary_npz(path: Path) -> Path:
 def binary_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("binary")
     data = _binary_npz(out / "xray.npz")
-    config = out / "xray.yaml"
-    config.write_text(f"""
+    return run_yaml(out, "xray", f"""
 data:
   source: npz
   path: {data}
@@ -55,10 +55,7 @@ evaluate:
   explain: {{images: 2, steps: 4, samples: 2}}
   error_examples: 4
   references: {{earlier: {{accuracy: 0.6, roc_auc_macro: 0.7, source: "an earlier run"}}}}
-output: {{dir: {out / 'runs'}}}
 """)
-    assert main(["run", str(config)]) == 0
-    return next((out / "runs" / "xray").iterdir())
 
 
 def _text(folder: Path) -> str:

@@ -5,12 +5,14 @@ Every user error ends with a one-line message on stderr and exit code 2, no trac
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 from rich.console import Console
@@ -338,7 +340,7 @@ def predict_command(
     validation threshold, an uncertainty flag; optionally sort the files by class."""
     from visionbench.predict import expand_inputs, load, predict_files
     from visionbench.predict.sort import counts, sort_files
-    from visionbench.predict.stream import write_rows
+    from visionbench.predict.stream import RowWriter
 
     if (move or dry_run) and sort_into is None:
         raise UserError("--move and --dry-run go with --sort-into DIR")
@@ -350,16 +352,18 @@ def predict_command(
             f"{predictor.margin_note}")
     for note in predictor.notes:
         _report(f"note: {note}")
-    found = list(predict_files(predictor, files, batch=batch_size))
-    text = write_rows(found, predictor, as_json)
-    if out is None:
-        sys.stdout.write(text)
-    else:
-        from visionbench.fileio import write_text
-
-        write_text(out, text)
+    # Rows are written as they come; only sorting needs them all (the plan and manifest).
+    found, unreadable = [], 0
+    with _text_output(out) as handle:
+        writer = RowWriter(handle, predictor, as_json)
+        for prediction in predict_files(predictor, files, batch=batch_size):
+            writer.write(prediction)
+            unreadable += prediction.error is not None
+            if sort_into is not None:
+                found.append(prediction)
+        writer.close()
+    if out is not None:
         _report(f"predictions: {out}")
-    unreadable = sum(p.error is not None for p in found)
     if unreadable:
         _report(f"{unreadable} file(s) could not be read; their reason is in the error column")
     if sort_into is not None:
@@ -373,6 +377,18 @@ def predict_command(
                 _report(f"  {placement.prediction.source} -> {placement.destination}")
         else:
             _report(f"manifest: {manifest}")
+
+
+@contextlib.contextmanager
+def _text_output(out: Path | None) -> Iterator[TextIO]:
+    """Standard output, or `out` written atomically (whole or not at all)."""
+    if out is None:
+        yield sys.stdout
+        return
+    from visionbench.fileio import atomic_path
+
+    with atomic_path(out) as tmp, tmp.open("w", encoding="utf-8", newline="") as handle:
+        yield handle
 
 
 @app.command(name="export")

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from visionbench.data.cache import Decoded, decode, decode_item
+from visionbench.data.decode import with_channels
 from visionbench.data.duplicates import (
     DuplicatePairs,
     connected_groups,
@@ -70,9 +71,7 @@ class PreparedData:
         """uint8 images (N, H, W, C as the model sees them) and integer targets of `split`."""
         positions = self.positions(split)
         images = np.asarray(self.images[self.index[positions]])
-        if self.channels == 3 and images.shape[-1] == 1:
-            images = np.repeat(images, 3, axis=-1)
-        return images, self.targets[positions]
+        return with_channels(images, self.channels), self.targets[positions]
 
     def normalization(self) -> Normalization:
         """The configured normalisation, with statistics from the training split only.
@@ -99,9 +98,7 @@ def load_images(config: DataCommon, ids: list[str], size: tuple[int, int]) -> np
     items = source.paths if source.paths is not None else source.arrays
     assert items is not None, "a source lists paths or arrays"
     pictures = np.stack([decode_item(items[where[i]], settings) for i in ids])
-    if config.preprocess.channels == 3 and pictures.shape[-1] == 1:
-        pictures = np.repeat(pictures, 3, axis=-1)
-    return pictures
+    return with_channels(pictures, config.preprocess.channels)
 
 
 def _limit_per_class(source: SourceData, targets: np.ndarray, limit: int, seed: int) -> np.ndarray:

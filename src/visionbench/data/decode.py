@@ -46,6 +46,19 @@ def to_mode(image: Image.Image, mode: str) -> Image.Image:
     return image.convert(mode) if image.mode != mode else image
 
 
+def with_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
+    """Decoded uint8 pixels (..., C) with the channels the models see: `gray3` is stored
+    grey and repeated here, everything else is stored as it is seen.
+
+    Example:
+        >>> with_channels(np.zeros((2, 4, 4, 1), np.uint8), 3).shape
+        (2, 4, 4, 3)
+    """
+    if channels == 3 and pixels.shape[-1] == 1:
+        return np.repeat(pixels, 3, axis=-1)
+    return pixels
+
+
 def exact_hash(pixels: np.ndarray) -> str:
     """Hash of the decoded pixels and their shape: equal only for identical images."""
     digest = hashlib.blake2b(digest_size=16)

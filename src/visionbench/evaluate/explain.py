@@ -282,3 +282,18 @@ def explain_model(
         note="deletion: mean probability of the explained class while the most-attributed "
              "pixels are removed (lower = more faithful); 'random' is a random map's.",
     )
+
+
+def unfaithful_methods(deletion: dict[str, float]) -> list[str]:
+    """Methods whose deletion score is no better (no lower) than the random map's: their
+    maps do not find what the model uses, and are not evidence for this model.
+
+    Example:
+        >>> unfaithful_methods({"random": 0.4, "gradcam": 0.45, "occlusion": 0.1})
+        ['gradcam']
+    """
+    random = deletion.get("random")
+    if random is None:
+        return []
+    return [method for method, score in deletion.items()
+            if method != "random" and score >= random]

@@ -11,6 +11,7 @@ import numpy as np
 from visionbench.config import Config, load_config
 from visionbench.data.cache import decode_item
 from visionbench.data.dataset import load_images
+from visionbench.data.decode import with_channels
 from visionbench.errors import UserError
 from visionbench.evaluate.model_explanations import explain_images, explain_test_set
 from visionbench.orchestrate.plan import explain_settings
@@ -60,9 +61,8 @@ def explain_run(path: Path, name: str, files: list[Path] | None = None,
         return folder.path
     out = folder.explained
     decode = config.data.preprocess.model_copy(update={"size": size})
-    pictures = np.stack([decode_item(file, decode) for file in files])
-    if config.data.preprocess.channels == 3 and pictures.shape[-1] == 1:
-        pictures = np.repeat(pictures, 3, axis=-1)
+    pictures = with_channels(np.stack([decode_item(file, decode) for file in files]),
+                             decode.channels)
     found = explain_images(model, pictures, [file.name for file in files],
                            [str(file) for file in files], None, settings, out)
     out.write(found)

@@ -77,6 +77,9 @@ def export_model(run_dir: Path, model: str | None = None, out: Path | None = Non
     target = out or run.path / "export" / predictor.name
     if ExportFolder(target).is_export():
         raise UserError(f"{target} already holds an export: choose another --out or delete it")
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise UserError(f"{target} exists and is not an empty folder: give --out a new or "
+                        "empty folder (nothing there is replaced)")
     pictures = _test_images(run, predictor)
     graph = _Graph(predictor.members).eval()
     with tempfile.TemporaryDirectory(dir=target.parent if target.parent.exists() else None
@@ -99,7 +102,7 @@ def export_model(run_dir: Path, model: str | None = None, out: Path | None = Non
                 hashes.model_dump(exclude={"schema_version", "checksum"})))
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
-            shutil.rmtree(target)
+            target.rmdir()  # empty, checked above
         shutil.move(str(staged.path), str(target))
     return target
 

@@ -18,8 +18,14 @@ import yaml
 from PIL import Image
 
 from visionbench import registries  # noqa: F401 - a card's config names registered parts
-from visionbench.data.decode import ImageFacts, preprocess
+from visionbench.data.decode import ImageFacts, preprocess, with_channels
 from visionbench.errors import UserError
+from visionbench.evaluate.explain import (
+    ExplainSettings,
+    explain,
+    find_layer,
+    unfaithful_methods,
+)
 from visionbench.models.outputs import OUTPUTS
 from visionbench.predict.training import TrainingIndex, training_file
 from visionbench.rundir.documents import (
@@ -117,10 +123,7 @@ class Predictor:
             text = str(exc).splitlines()[0] if str(exc) else ""
             raise UserError(f"cannot read image: {type(exc).__name__}: {text}".rstrip(": ")
                             ) from None
-        if self.decode_settings.channels == 3 and pixels.shape[-1] == 1:
-            # `gray3` stores grey and repeats it, as the run's data loading did.
-            pixels = np.repeat(pixels, 3, axis=-1)
-        return pixels, facts
+        return with_channels(pixels, self.decode_settings.channels), facts
 
     def training_copy(self, pixels: np.ndarray, facts: ImageFacts) -> str | None:
         """Which training or validation image this one duplicates, if any."""
@@ -154,23 +157,19 @@ class Predictor:
         prediction), by `method` (default: the run's most faithful one, the lowest deletion
         score), over the image as the model sees it. An ensemble is explained through its
         first member."""
-        from visionbench.evaluate.explain import ExplainSettings, explain, find_layer
-
         if self.graph is not None:
             raise UserError("an exported model is explained from its run folder: "
                             f"visionbench.load('{self.card.source_run}').explain(...)")
-        model, _ = self.members[0]
+        model, output = self.members[0]
         pixels = np.array(self.decode(image)[0][None])  # a writable copy, for torch
         batch = torch.from_numpy(pixels).permute(0, 3, 1, 2)
         batch = batch.to(model.device)
         inputs = model.pipeline(batch, torch.zeros(1, dtype=torch.long, device=model.device),
                                 train=False)
-        with torch.no_grad():
-            logits = model.module(inputs)
         if target is None:
             target = self.classes[int(self.probabilities(pixels)[0].argmax())]
         # A one-logit (sigmoid) model has one output to explain, that of the positive class.
-        index = 0 if logits.shape[1] == 1 else self.classes.index(target)
+        index = 0 if output == "sigmoid" else self.classes.index(target)
         method = method or self.faithful_method or "gradcam"
         layer = find_layer(model.module, self.gradcam_layer)[1] if method == "gradcam" else None
         found = explain(model.module, inputs, torch.tensor([index], device=model.device), method,
@@ -192,10 +191,10 @@ def load(run_dir: Path | str, model: str | None = None) -> Predictor:
     model of an export folder (`visionbench export`), which needs onnxruntime, not the run."""
     exported = ExportFolder(Path(run_dir))
     if exported.is_export():
-        if model is not None and model != exported.require(ExportCard).model:
-            raise UserError(f"{run_dir} is an export of one model only: "
-                            f"{exported.require(ExportCard).model}")
-        return _load_export(exported)
+        found = _load_export(exported)
+        if model is not None and model != found.name:
+            raise UserError(f"{run_dir} is an export of one model only: {found.name}")
+        return found
     run = RunFolder(Path(run_dir)).check()
     data = run.require(DataRecord)
     if model is None:
@@ -302,12 +301,12 @@ def _readings(predictor: Predictor, folder: ModelFolder, data: DataRecord) -> No
     the validation predictions) and the most faithful explanation method (from the
     explanations' deletion scores)."""
     explanations = folder.read(Explanations)
-    scores = {m: v for m, v in (explanations.deletion if explanations else {}).items()
-              if m != "random"}
+    deletion = explanations.deletion if explanations else {}
+    scores = {m: v for m, v in deletion.items() if m != "random"}
     if explanations and scores:
         predictor.faithful_method = min(scores, key=scores.__getitem__)
-        random = explanations.deletion.get("random")
-        predictor.faithful = None if random is None else scores[predictor.faithful_method] < random
+        predictor.faithful = (None if "random" not in deletion else
+                              predictor.faithful_method not in unfaithful_methods(deletion))
         predictor.gradcam_layer = explanations.gradcam_layer
     evaluation = folder.read(EvaluationDocument)
     clinical = evaluation.clinical if evaluation else None

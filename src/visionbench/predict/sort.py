@@ -38,8 +38,7 @@ def folder_name(label: str) -> str:
         >>> folder_name("../etc"), folder_name("Photo"), folder_name("_uncertain")
         ('etc', 'Photo', 'uncertain')
     """
-    safe = re.sub(r"[^\w\- ]+", "_", label).strip(" ._") or "class"
-    return safe
+    return re.sub(r"[^\w\- ]+", "_", label).strip(" ._") or "class"
 
 
 def plan_sort(predictions: list[Prediction], out: Path) -> list[Placement]:

@@ -4,13 +4,15 @@ goes on. Memory stays bounded by a few batches whatever the number of images."""
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -105,18 +107,31 @@ def _reading(predictor: Predictor, source: str, prob: np.ndarray) -> Prediction:
     return found
 
 
-def write_rows(predictions: list[Prediction], predictor: Predictor, as_json: bool) -> str:
-    """The predictions as CSV text (or a JSON list), one row per image."""
-    import csv
-    import io
-    import json
+class RowWriter:
+    """Writes predictions to an open text file as they come, one row per image: CSV with a
+    header, or a JSON list; nothing is held back, so memory stays flat however many images
+    stream through."""
 
-    rows = [p.row(predictor.classes, bool(predictor.positive)) for p in predictions]
-    if as_json:
-        return json.dumps(rows, indent=1) + "\n"
-    buffer = io.StringIO()
-    header = list(Prediction(source="").row(predictor.classes, bool(predictor.positive)))
-    writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+    def __init__(self, handle: TextIO, predictor: Predictor, as_json: bool) -> None:
+        self.handle, self.as_json, self.rows = handle, as_json, 0
+        self.classes, self.positive = predictor.classes, bool(predictor.positive)
+        if as_json:
+            handle.write("[")
+        else:
+            header = list(Prediction(source="").row(self.classes, self.positive))
+            self.csv = csv.DictWriter(handle, fieldnames=header, lineterminator="\n")
+            self.csv.writeheader()
+
+    def write(self, prediction: Prediction) -> None:
+        """One more row."""
+        row = prediction.row(self.classes, self.positive)
+        if self.as_json:
+            self.handle.write(("," if self.rows else "") + "\n " + json.dumps(row))
+        else:
+            self.csv.writerow(row)
+        self.rows += 1
+
+    def close(self) -> None:
+        """End the list (JSON)."""
+        if self.as_json:
+            self.handle.write("\n]\n")

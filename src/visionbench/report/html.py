@@ -27,6 +27,7 @@ from visionbench.data.describe import (
     describe_limit,
     describe_splits,
 )
+from visionbench.evaluate.explain import unfaithful_methods
 from visionbench.evaluate.leaderboard import recommendation_sentence
 from visionbench.evaluate.metrics import METRICS
 from visionbench.evaluate.robustness import SEVERITY
@@ -681,21 +682,6 @@ def _model_section(page: Page, folder: ModelFolder, row: LeaderboardRow,
         parts.append(f'<div class="warn">no explanations: {html.escape(explanations.error)}'
                      "</div>")
     return "".join(parts)
-
-
-def unfaithful_methods(deletion: dict[str, float]) -> list[str]:
-    """Methods whose deletion score is no better (no lower) than the random map's: their
-    maps do not find what the model uses, and are not evidence for this model.
-
-    Example:
-        >>> unfaithful_methods({"random": 0.4, "gradcam": 0.45, "occlusion": 0.1})
-        ['gradcam']
-    """
-    random = deletion.get("random")
-    if random is None:
-        return []
-    return [method for method, score in deletion.items()
-            if method != "random" and score >= random]
 
 
 def _explanations(explanations: Explanations, folder: ModelFolder) -> str:
