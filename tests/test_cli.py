@@ -154,7 +154,7 @@ def test_run_with_a_broken_model_keeps_the_others_and_exits_2(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["predikt"], "No such command 'predikt'. Did you mean 'predict'? Commands: continue,"),
+    (["predikt"], "No such command 'predikt'. Did you mean 'predict'? Commands: app, continue,"),
     (["evalute", "x"], "Did you mean 'evaluate'?"),
     (["run", "--epochs", "3"], "No such option: --epochs"),
     (["continue", "somewhere"], "Missing option '--epochs'"),

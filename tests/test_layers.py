@@ -22,7 +22,7 @@ LAYERS = [
     ("visionbench.report", "visionbench.predict", "visionbench.registries"),
     ("visionbench.config", "visionbench.provenance", "visionbench.orchestrate"),
     # The package itself is the public API (`visionbench.load`): it may reach everything.
-    ("visionbench", "visionbench.cli", "visionbench.__main__"),
+    ("visionbench", "visionbench.cli", "visionbench.__main__", "visionbench.app"),
 ]
 SIBLINGS_APART = {("visionbench.train", "visionbench.evaluate"),
                   ("visionbench.evaluate", "visionbench.train")}

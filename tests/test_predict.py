@@ -294,3 +294,11 @@ def test_explain_gives_a_map_over_the_image_as_the_model_sees_it(run, tmp_path):
     assert found.map.min() >= 0 and found.map.max() == pytest.approx(1.0)
     other = model.explain(image, method="occlusion", target="fox")
     assert other.method == "occlusion" and other.target == "fox"
+    # Drawn over the image: red where the map is 1, blue where it is 0, the image between.
+    drawn = found.overlay()
+    assert drawn.shape == (16, 16, 3) and drawn.dtype == np.uint8
+    heat = (drawn - 0.55 * found.image.astype(float)) / 0.45
+    hot = np.unravel_index(found.map.argmax(), (16, 16))
+    cold = np.unravel_index(found.map.argmin(), (16, 16))
+    assert heat[hot][0] > heat[hot][2] + 100 and heat[cold][2] > heat[cold][0] + 100
+    assert np.array_equal(found.overlay(opacity=0.0), found.image)

@@ -9,6 +9,7 @@ import contextlib
 import difflib
 import json
 import re
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,6 +191,7 @@ def _next_steps(folder: Path, recommended: str | None) -> None:
     report = RunFolder(folder).report_file.resolve()
     lines = ["next:", f"  open the report:     {report.as_uri()}"]
     if recommended is not None:
+        lines.append(f"  start the app:       visionbench app {folder}")
         lines.append(f"  predict new images:  visionbench predict {folder} IMAGES_OR_FOLDER "
                      f"[--sort-into SORTED_DIR]   (model {recommended})")
     stderr.print("\n".join(lines), highlight=False, soft_wrap=True, markup=False)
@@ -202,52 +204,27 @@ SHORT_MARKS = {"recommended": "recommended", "no significant difference": "n.s."
 
 
 def _print_board(board: Leaderboard, folder: Path) -> None:
-    from visionbench.evaluate.leaderboard import recommendation_sentence
+    from visionbench.evaluate.leaderboard import board_table, recommendation_sentence
 
     primary = board.primary_metric
-    others = board.shown[1:]
     level = display.level(board.confidence)
+    header, rows = board_table(board)
     table = Table(title=f"leaderboard: {folder}", caption=(
         f"test {primary} with its {level} bootstrap interval; "
         f"{recommendation_sentence(board)} vs rec.: paired bootstrap test of {primary} on "
         f"test against the recommended model (alpha {board.alpha})"))
-    table.add_column("model")
-    table.add_column("status")
-    table.add_column(f"{SHORT.get(primary, primary)} [{level} CI]", justify="right")
-    for metric in others:
-        table.add_column(SHORT.get(metric, metric), justify="right")
-    table.add_column(f"val {SHORT.get(primary, primary)}", justify="right")
-    repeated = any(row.repeats for row in board.rows)
-    if repeated:
-        table.add_column("seeds: mean ± sd", justify="right")
-    clinical = any(row.missed_positives is not None for row in board.rows)
-    if clinical:
-        table.add_column("missed +", justify="right")
-    for column in ("params", "train s", "vs rec."):
-        table.add_column(column, justify="right" if column != "vs rec." else "left")
-
-    for row in board.rows:
-        cells = [row.model, row.status.value, display.interval(row.metrics.get(primary))]
-        cells += [display.number(getattr(row.metrics.get(m), "value", None)) for m in others]
-        cells.append(display.number(row.validation))
-        if repeated:
-            spread = row.repeats
-            cells.append(f"{spread['mean']:.4f} ± {spread['std']:.4f} (n={spread['count']})"
-                         if spread else "–")
-        if clinical:
-            missed = row.missed_positives
-            cells.append("–" if missed is None else str(int(missed)))
-        cells += [
-            "–" if row.parameters is None else f"{row.parameters:,}",
-            "–" if row.train_seconds is None else f"{row.train_seconds:.1f}",
-            SHORT_MARKS.get(row.mark, row.mark) or row.error[:60],
-        ]
-        table.add_row(*cells)
-    for name, reference in board.references.items():
-        values = [display.number(reference["metrics"].get(m)) for m in [primary, *others]]
-        table.add_row(name, "reference", *values,
-                      *["–"] * (len(table.columns) - len(values) - 3), "(reference)",
-                      style="italic")
+    # A terminal is narrow: short column names and marks, the error cut.
+    short = {**SHORT, f"{primary} [{level} CI]": f"{SHORT.get(primary, primary)} [{level} CI]",
+             f"validation {primary}": f"val {SHORT.get(primary, primary)}",
+             "missed positives": "missed +", "parameters": "params", "vs recommended": "vs rec."}
+    for column in header:
+        table.add_column(short.get(column, column),
+                         justify="left" if column in ("model", "status", "vs recommended")
+                         else "right")
+    for cells in rows:
+        mark = cells[-1]
+        table.add_row(*cells[:-1], SHORT_MARKS.get(mark, mark[:60]),
+                      style="italic" if cells[1] == "reference" else None)
     # Piped output has no width to fit; rich would squeeze the table into 80 columns.
     (stdout if stdout.is_terminal else Console(width=140, markup=False)).print(table)
 
@@ -410,6 +387,27 @@ def export_command(
     stdout.print(f"export: {folder.path} (parity on {parity['images']} test images: largest "
                  f"probability difference {parity['max_abs_difference']:.1e}, top-1 agreement "
                  f"{parity['top1_agreement']:.4f})", soft_wrap=True, highlight=False)
+
+
+@app.command(name="app")
+def app_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `visionbench run`.")],
+    model: Annotated[str | None, typer.Option(
+        "--model", help="The model selected at first (default: the one the report "
+        "recommends); the others stay a click away.")] = None,
+    host: Annotated[str, typer.Option(
+        "--host", help="The address to listen on: 127.0.0.1 keeps the app on this machine; "
+        "0.0.0.0 opens it to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8501,
+) -> None:
+    """A web app on the run: drop images and read each one's class, probabilities, positive
+    reading, uncertainty, explanation and training-copy flag; the leaderboard and report.
+    Fully offline. Needs the app extra: pip install 'visionbench[app]'."""
+    from visionbench.app.launch import serve
+
+    code = serve(run_dir, model, host, port, announce=_report)
+    if code not in (0, -signal.SIGTERM, -signal.SIGINT):
+        raise typer.Exit(code)
 
 
 @app.command(name="explain")

@@ -257,6 +257,43 @@ def _markdown(board: Leaderboard) -> str:
     return "\n".join(lines) + "\n"
 
 
+def board_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
+    """The leaderboard as a table of text, for the terminal and the app: the column names
+    and one row per model, then one per reference (status `reference`). Columns: model,
+    status, the primary metric on test with its interval, the other headline metrics, the
+    primary metric on validation, the spread over seeds (when repeated), missed positives
+    (clinical tasks), parameters, training seconds, and the mark against the recommended
+    model (or the error)."""
+    primary, others = board.primary_metric, board.shown[1:]
+    header = ["model", "status", f"{primary} [{display.level(board.confidence)} CI]", *others,
+              f"validation {primary}"]
+    repeated = any(row.repeats for row in board.rows)
+    clinical = any(row.missed_positives is not None for row in board.rows)
+    header += ["seeds: mean ± sd"] * repeated + ["missed positives"] * clinical
+    header += ["parameters", "train s", "vs recommended"]
+    rows = []
+    for row in board.rows:
+        cells = [row.model, row.status.value, display.interval(row.metrics.get(primary))]
+        cells += [display.number(getattr(row.metrics.get(m), "value", None)) for m in others]
+        cells.append(display.number(row.validation))
+        if repeated:
+            spread = row.repeats
+            cells.append(f"{spread['mean']:.4f} ± {spread['std']:.4f} (n={spread['count']})"
+                         if spread else display.MISSING)
+        if clinical:
+            missed = row.missed_positives
+            cells.append(display.MISSING if missed is None else str(int(missed)))
+        cells += [display.MISSING if row.parameters is None else f"{row.parameters:,}",
+                  display.MISSING if row.train_seconds is None else f"{row.train_seconds:.1f}",
+                  row.mark or row.error]
+        rows.append(cells)
+    for name, reference in board.references.items():
+        values = [display.number(reference["metrics"].get(m)) for m in [primary, *others]]
+        rows.append([name, "reference", *values,
+                     *[display.MISSING] * (len(header) - len(values) - 3), "(reference)"])
+    return header, rows
+
+
 def recommendation_sentence(board: Leaderboard) -> str:
     """Which model is recommended and on what split it was chosen, in one sentence."""
     if board.recommended is None:

@@ -9,8 +9,9 @@ reading's threshold chosen on validation, and an uncertainty margin chosen on va
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from io import IOBase
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -43,6 +44,10 @@ from visionbench.rundir.layout import ExportFolder, ModelFolder, RunFolder
 from visionbench.rundir.predictions import Predictions
 from visionbench.runtime.trained import LoadedModel, load_trained
 from visionbench.schemas.data import PreprocessConfig
+
+# What a prediction can be asked of: a path, an open binary file (an upload), a PIL image
+# or a uint8 array.
+ImageInput = Path | str | BinaryIO | Image.Image | np.ndarray
 
 # Validation accuracy the images above the uncertainty margin must reach.
 TARGET_ACCURACY = 0.99
@@ -82,6 +87,17 @@ class Explanation:
     image: np.ndarray
     faithful: bool | None
 
+    def overlay(self, opacity: float = 0.45) -> np.ndarray:
+        """The map drawn over the image (uint8 RGB, the image's size), in the report's
+        colours: blue where the map is 0, red where it is 1."""
+        from matplotlib import colormaps
+
+        picture = self.image.astype(np.float32)
+        if picture.shape[-1] == 1:
+            picture = np.repeat(picture, 3, axis=-1)
+        heat = colormaps["jet"](np.clip(self.map, 0, 1))[..., :3] * 255
+        return np.round((1 - opacity) * picture + opacity * heat).astype(np.uint8)
+
 
 @dataclass
 class Predictor:
@@ -106,12 +122,12 @@ class Predictor:
     # An exported model: the onnxruntime session that replaces `members`.
     graph: Any = None
 
-    def decode(self, image: Path | str | Image.Image | np.ndarray
-               ) -> tuple[np.ndarray, ImageFacts]:
-        """One image as the run decoded its own: uint8 (H, W, C) at the data's size, and its
-        facts (hashes); an unusable image is a UserError with the reason."""
+    def decode(self, image: ImageInput) -> tuple[np.ndarray, ImageFacts]:
+        """One image (a path, an open binary file, a PIL image or a uint8 array) as the run
+        decoded its own: uint8 (H, W, C) at the data's size, and its facts (hashes); an
+        unusable image is a UserError with the reason."""
         try:
-            if isinstance(image, Path | str):
+            if isinstance(image, Path | str | IOBase):
                 with Image.open(image) as opened:
                     opened.load()
                     pixels, facts = preprocess(opened, self.decode_settings)
@@ -144,15 +160,16 @@ class Predictor:
             found.append(OUTPUTS.get(output).probabilities(model.module(inputs)).cpu().numpy())
         return np.mean(found, axis=0) if len(found) > 1 else found[0]
 
-    def predict(self, images: list[Path | str | Image.Image | np.ndarray]) -> list[Any]:
-        """Predictions for paths, PIL images or uint8 arrays, with the same numbers as
-        `visionbench predict` (one code path); an unusable image gets its reason."""
+    def predict(self, images: list[ImageInput]) -> list[Any]:
+        """Predictions for paths, open binary files, PIL images or uint8 arrays, with the
+        same numbers as `visionbench predict` (one code path); an unusable image gets its
+        reason."""
         from visionbench.predict.stream import predict_items
 
         return list(predict_items(self, list(images)))
 
-    def explain(self, image: Path | str | Image.Image | np.ndarray, method: str | None = None,
-                target: str | None = None) -> Explanation:
+    def explain(self, image: ImageInput, method: str | None = None, target: str | None = None
+                ) -> Explanation:
         """A heat map of what the model used to call `image` `target` (default: its
         prediction), by `method` (default: the run's most faithful one, the lowest deletion
         score), over the image as the model sees it. An ensemble is explained through its
