@@ -161,10 +161,12 @@ def _show(predictor: Predictor, prediction: Prediction, image: bytes, position: 
     if prediction.positive is not None:
         verdict = "POSITIVE" if prediction.positive else "negative"
         comparison = "≥" if prediction.positive else "<"
+        positive = predictor.positive or []
+        either = " or ".join([", ".join(positive[:-1]), positive[-1]] if len(positive) > 1
+                             else positive)
         middle.markdown(plain(
-            f"Reading: {verdict} ({display.names(predictor.positive or [])}): probability "
-            f"{prediction.positive_probability:.3f} {comparison} threshold "
-            f"{predictor.threshold:.3f}, chosen on validation."))
+            f"Reading: {verdict} — probability of {either} {prediction.positive_probability:.3f}"
+            f" {comparison} {predictor.threshold:.3f}, the threshold chosen on validation."))
     if prediction.uncertain:
         st.warning(plain(f"{prediction.source} is uncertain: its top probability {top:.3f} "
                          f"is below the margin "
