@@ -19,7 +19,8 @@ LAYERS = [
     ("visionbench.models",),
     ("visionbench.runtime",),
     ("visionbench.train", "visionbench.evaluate"),
-    ("visionbench.report", "visionbench.predict", "visionbench.registries"),
+    ("visionbench.report", "visionbench.predict", "visionbench.track",
+     "visionbench.registries"),
     ("visionbench.config", "visionbench.provenance", "visionbench.orchestrate"),
     # The package itself is the public API (`visionbench.load`): it may reach everything.
     ("visionbench", "visionbench.cli", "visionbench.__main__", "visionbench.app"),

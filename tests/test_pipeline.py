@@ -236,19 +236,6 @@ def test_a_grey_model_reads_an_rgb_cache_as_pil_greys_it(class_folder):
     assert built.input.mean[0] == pytest.approx(grey.normalization().mean[0], abs=2 / 255)
 
 
-def test_folds_say_fold_0_is_used_never_cross_validation(class_folder):
-    from visionbench.data.describe import describe_splits
-    from visionbench.rundir import DataRecord
-
-    data = prepare_data(data_config(source="folder", path=str(class_folder),
-                                    preprocess={"size": 8}, split={"folds": 3}))
-    record = DataRecord.model_validate(data.record)
-    sentence = describe_splits(record)
-    assert "validation is fold 0 of 3" in sentence and "cross-validation" not in sentence
-    [folds] = [w for w in record.warnings if w.code == "one_fold_only"]
-    assert folds.data == {"folds": 3} and "not cross-validated" in folds.message
-
-
 def test_every_skipped_file_is_listed_with_its_reason_in_the_report(class_folder, tmp_path):
     from visionbench.orchestrate import run_config
     from visionbench.rundir import DataRecord

@@ -30,7 +30,9 @@ from visionbench.rundir.layout import name_problem
 from visionbench.schemas.base import StrictModel
 from visionbench.schemas.data import DataCommon
 from visionbench.schemas.evaluate import EvaluateConfig
+from visionbench.schemas.execution import ExecutionConfig
 from visionbench.schemas.models import ModelConfig
+from visionbench.schemas.tracking import TrackingConfig
 from visionbench.schemas.train import TrainConfig
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -75,6 +77,8 @@ class Config(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     provenance: Provenance | None = None
 
 

@@ -5,7 +5,9 @@ module first, so every registered name is known. A new registering module is add
 
 from visionbench.evaluate import explain, external, metrics, robustness
 from visionbench.models import cnn, layers, outputs, timm_backbone
+from visionbench.runtime import executors
+from visionbench.track import mlflow_log, tensorboard_log
 from visionbench.train import balance, optim
 
-__all__ = ["balance", "cnn", "explain", "external", "layers", "metrics", "optim", "outputs",
-           "robustness", "timm_backbone"]
+__all__ = ["balance", "cnn", "executors", "explain", "external", "layers", "metrics",
+           "mlflow_log", "optim", "outputs", "robustness", "tensorboard_log", "timm_backbone"]

@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ from visionbench.data.duplicates import (
     pixel_similarity,
     summarize,
 )
+from visionbench.data.groups import group_names, group_pairs, group_summary
 from visionbench.data.labels import LabelMapping, map_labels
 from visionbench.data.normalize import Normalization, resolve_normalization
 from visionbench.data.sources import SourceData
@@ -84,6 +85,30 @@ class PreparedData:
                 self.config.preprocess, self.images, self.index[self.positions("train")]
             )
         return self._normalization
+
+
+    def fold_view(self, fold: int) -> PreparedData:
+        """The same images with fold `fold` as validation and the other folds as training
+        (k-fold cross-validation); test untouched."""
+        pool = self.fold >= 0
+        split = self.split.copy()
+        split[pool] = np.where(self.fold[pool] == fold, "val", "train")
+        return replace(self, split=split, _normalization=None)
+
+    def pool_view(self) -> PreparedData:
+        """The same images with every training and validation image as validation: what a
+        model that learnt none of them (an external one) is scored on in a cross-validated
+        run, beside the other models' out-of-fold predictions; test untouched."""
+        split = self.split.copy()
+        split[split == "train"] = "val"
+        return replace(self, split=split, _normalization=None)
+
+    def refit_view(self) -> PreparedData:
+        """The same images with every training and validation image as training (the model
+        refit after cross-validation); test untouched."""
+        split = self.split.copy()
+        split[split == "val"] = "train"
+        return replace(self, split=split, _normalization=None)
 
 
 def load_images(config: DataCommon, ids: list[str], size: tuple[int, int]) -> np.ndarray:
@@ -153,11 +178,17 @@ def prepare_data(config: DataCommon) -> PreparedData:
     if candidates:
         similarity = pixel_similarity(pairs.near, lambda found: decoded.images[index[found]])
         pairs = DuplicatePairs(pairs.exact, pairs.near[similarity >= dup.near_similarity])
-    groups = (
-        connected_groups(len(index), pairs.all_pairs())
-        if dup.keep_groups_together
-        else np.arange(len(index))
-    )
+    # Images stay together when they duplicate each other (unless told otherwise) and when
+    # they share a group (split.group_by: one patient, one session).
+    names = None
+    if config.split.group_by is not None:
+        every_name = group_names(config.split.group_by, source)
+        names = [every_name[i] for i in index.tolist()]
+    linked = [pairs.all_pairs()] if dup.keep_groups_together else []
+    if names is not None:
+        linked.append(group_pairs(names))
+    groups = (connected_groups(len(index), np.concatenate(linked)) if linked
+              else np.arange(len(index)))
     split, fold = assign_splits(
         targets,
         given,
@@ -196,6 +227,8 @@ def prepare_data(config: DataCommon) -> PreparedData:
                 fold[keep_mask],
             )
             ids = [i for i, k in zip(ids, keep_mask, strict=True) if k]
+            if names is not None:
+                names = [n for n, k in zip(names, keep_mask, strict=True) if k]
             warnings.append(Notice(code="test_duplicates", data=facts,
                                    message=f"{message}: dropped from the test split"))
         else:
@@ -207,7 +240,13 @@ def prepare_data(config: DataCommon) -> PreparedData:
     data = PreparedData(
         config, labels.classes, decoded.images, index, ids, targets, split, fold, labels, decoded
     )
+    grouped = (group_summary(config.split.group_by, names, split)
+               if names is not None and config.split.group_by is not None else None)
+    if grouped is not None:
+        warnings += _group_warnings(grouped)
     data.record = _record(data, source, findings, dropped, warnings)
+    if grouped is not None:
+        data.record["groups"] = grouped
     data.record["duplicates"]["near_candidates_rejected"] = candidates - len(pairs.near)
     if config.split.limit_per_class is not None:
         data.record["split_policy"].update(limit_per_class=config.split.limit_per_class,
@@ -220,6 +259,20 @@ def prepare_data(config: DataCommon) -> PreparedData:
         for name in dict.fromkeys(given_names.tolist())
     }
     return data
+
+
+def _group_warnings(summary: dict[str, Any]) -> list[Notice]:
+    """A warning when groups have images in more than one split (a source's given split)."""
+    straddling = summary["straddling"]
+    if not straddling["groups"]:
+        return []
+    where = "; ".join(f"{count} in {splits}" for splits, count in straddling["splits"].items())
+    return [Notice(
+        code="groups_straddle_splits", data=straddling,
+        message=f"{straddling['groups']} group(s) by {summary['by']} have images in more than "
+        f"one split ({where}; e.g. {', '.join(straddling['examples'][:3])}): the source's "
+        "given split mixes them, so metrics on the later split may be optimistic "
+        "(split.given: pool re-splits everything with groups kept whole)")]
 
 
 def _test_leaks(pairs: np.ndarray, split: np.ndarray) -> np.ndarray:
@@ -250,12 +303,6 @@ def _record(
                 code="small_test_class", data={"class": name, "images": counts},
                 message=f"test class {name} has only {counts} images: its metrics are very "
                 "uncertain"))
-    folds = data.config.split.folds
-    if folds is not None:
-        warnings.append(Notice(
-            code="one_fold_only", data={"folds": folds},
-            message=f"split.folds is {folds}, but only fold 0 of {folds} is used (as "
-            "validation): the models are not cross-validated"))
     if data.decoded.failures:
         count = len(data.decoded.failures)
         warnings.append(Notice(code="undecodable_images", data={"images": count},

@@ -14,7 +14,19 @@ from visionbench.rundir.documents import DataRecord
 
 
 def describe_splits(data: DataRecord) -> str:
-    """One sentence saying how the train/validation/test splits were made."""
+    """How the train/validation/test splits were made, and which images were kept
+    together (`split.group_by`)."""
+    sentence = _how_split(data)
+    groups = data.groups
+    if sentence and groups:
+        sentence += (f" Groups by {groups['by']}: {groups['groups']:,} ("
+                     f"{groups['groups_of_several']:,} of several images; "
+                     f"{groups['without_group']:,} image(s) in none) stay whole in every split "
+                     "made here.")
+    return sentence
+
+
+def _how_split(data: DataRecord) -> str:
     policy = data.split_policy
     if not policy:
         return ""
@@ -22,10 +34,14 @@ def describe_splits(data: DataRecord) -> str:
                       for name, counts in data.source_splits.items() if name)
     seed = policy["seed"]
     if policy.get("folds"):
-        # Only fold 0 is trained today: say so, never "K-fold cross-validation".
-        return (f"Splits: the training images were cut into {policy['folds']} folds "
-                f"(stratified, seed {seed}); validation is fold 0 of {policy['folds']} and the "
-                "other folds were not trained.")
+        test = ("the source's test split is kept as given and untouched" if policy.get("test")
+                == "given" else _carved("test", policy["test"], "of all images", seed))
+        return (f"Splits: {test}; the other images were cut into {policy['folds']} folds "
+                f"(stratified, seed {seed}, duplicates kept in one fold) for "
+                f"{policy['folds']}-fold cross-validation: each model is trained once per "
+                "fold with that fold as validation, its validation predictions are the "
+                "out-of-fold ones, and the test split is predicted by the model refit on "
+                "every non-test image.")
     kept = [name for name, key in (("test", "test"), ("validation", "val"))
             if policy.get(key) == "given"]
     if policy["given"] == "pool" and given:

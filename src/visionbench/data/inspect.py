@@ -227,6 +227,7 @@ def inspect_data(data: PreparedData, out_dir: Path) -> dict[str, Any]:
         "label_notes": record["label_notes"],
         "split_policy": record["split_policy"],
         **({"folds": record["folds"]} if "folds" in record else {}),
+        **({"groups": record["groups"]} if "groups" in record else {}),
         "image_stats": image_statistics(data),
         "failures": record["failures"],
         "ignored_files": record["ignored_files"],

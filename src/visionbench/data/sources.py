@@ -49,7 +49,8 @@ class SourceData:
     """What a source found, before decoding: one entry per image.
 
     `paths` is set for file sources, `arrays` (N, H, W[, C], uint8) for array sources.
-    `splits` holds the split each image came with (`train`, `val`, `test`) or None.
+    `splits` holds the split each image came with (`train`, `val`, `test`) or None;
+    `columns` any other column a manifest gives per image (by column name).
     """
 
     ids: list[str]
@@ -59,6 +60,7 @@ class SourceData:
     arrays: np.ndarray | None = None
     ignored: list[str] = field(default_factory=list)
     description: str = ""
+    columns: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.ids:
@@ -75,6 +77,7 @@ class SourceData:
             arrays=None if self.arrays is None else self.arrays[np.asarray(idx, dtype=np.int64)],
             ignored=self.ignored,
             description=self.description,
+            columns={name: [values[i] for i in idx] for name, values in self.columns.items()},
         )
 
 
@@ -449,6 +452,8 @@ class CsvSource(DataCommon):
                 f"{manifest}: header must have path,label[,split]; found {','.join(rows[0])}"
             )
         listing = _Listing(root)
+        extra = [name for name in rows[0] if name not in (None, "path", "label", "split")]
+        columns: dict[str, list[str]] = {name: [] for name in extra}
         missing = []
         inside = root.resolve()
         for line, row in enumerate(rows, start=2):
@@ -467,6 +472,8 @@ class CsvSource(DataCommon):
             listing.labels.append(row["label"].strip())
             listing.splits.append(split)
             listing.paths.append(file)
+            for name in extra:
+                columns[name].append((row.get(name) or "").strip())
         if missing:
             more = f" (and {len(missing) - 3} more)" if len(missing) > 3 else ""
             raise UserError(f"{manifest}: files not found: {'; '.join(missing[:3])}{more}")
@@ -476,6 +483,7 @@ class CsvSource(DataCommon):
             splits=listing.splits,
             paths=listing.paths,
             description=f"manifest {manifest.name}",
+            columns=columns,
         )
 
 

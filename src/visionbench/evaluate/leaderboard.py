@@ -23,7 +23,11 @@ from visionbench.evaluate.evaluation import (
 from visionbench.evaluate.metrics import METRICS, compute
 from visionbench.evaluate.references import against_references
 from visionbench.evaluate.selection import UNKNOWN, recommend
-from visionbench.evaluate.statistics import bootstrap_weights
+from visionbench.evaluate.statistics import (
+    bootstrap_weights,
+    corrected_interval,
+    corrected_resampled_t,
+)
 from visionbench.rundir.documents import (
     Comparison,
     DataRecord,
@@ -75,6 +79,10 @@ def evaluate_folder(run: RunFolder, settings: EvaluateConfig, models: list[str]
         if leaked:
             evaluations[name].summary["clean_test"] = clean_test(test, leaked, classes,
                                                                  settings)
+        folds = run.model(name).folds()
+        if folds:
+            evaluations[name].summary["folds"] = fold_statistics(
+                [fold.read_predictions("val", classes) for fold in folds], settings)
         repeats = run.model(name).repeats()
         if repeats:
             evaluations[name].summary["repeats"] = repeat_statistics(
@@ -87,6 +95,9 @@ def evaluate_folder(run: RunFolder, settings: EvaluateConfig, models: list[str]
     compared["references"] = against_references(
         {name: found.summary for name, found in evaluations.items()}, settings.references,
         settings.alpha)
+    compared["folds"] = fold_comparisons(
+        {name: found.summary["folds"] for name, found in evaluations.items()
+         if "folds" in found.summary}, selection.get("recommended"), settings)
     comparison = Comparison.model_validate(compared)
     run.write(comparison)
     board = _leaderboard(outcomes, evaluations, comparison, settings)
@@ -100,6 +111,9 @@ def _complete(folder: ModelFolder, split: str, classes: list[str], data: DataRec
     counts there (a file cut short would score the rows that are left)."""
     found = folder.read_predictions(split, classes, metrics)
     expected = data.totals.get(split)
+    if split == "val" and data.folds:
+        # Cross-validated: out-of-fold predictions of every training image.
+        expected = sum(sum(counts.values()) for counts in data.folds.values())
     if expected is not None and len(found.ids) != expected:
         raise UserError(f"{folder.predictions_file(split)} has {len(found.ids)} rows but the "
                         f"run's {split} split has {expected} images: the file is cut short or "
@@ -142,6 +156,46 @@ def repeat_statistics(runs: list[Predictions], settings: EvaluateConfig) -> dict
     }
 
 
+def fold_statistics(folds: list[Predictions], settings: EvaluateConfig) -> dict[str, Any]:
+    """Each applicable metric on each fold's validation predictions, with their mean and
+    a corrected t interval (the folds' training sets overlap: Nadeau & Bengio)."""
+    names = applicable_metrics(settings.metrics, folds[0].prob.shape[1])
+    values: dict[str, list[float]] = {n: [] for n in names}
+    for fold in folds:
+        for n, v in compute(names, fold.y_true, fold.prob).items():
+            values[n].append(float(v[0]))
+    test_size = float(np.mean([len(fold.ids) for fold in folds]))
+    train_size = sum(len(fold.ids) for fold in folds) - test_size
+    found = {}
+    for n, v in values.items():
+        mean, low, high = corrected_interval(np.asarray(v), train_size, test_size,
+                                             settings.confidence)
+        found[n] = {"mean": mean, "low": low, "high": high, "values": v}
+    return {"count": len(folds), "train_size": train_size, "test_size": test_size,
+            "metrics": found}
+
+
+def fold_comparisons(folds: dict[str, dict[str, Any]], recommended: str | None,
+                     settings: EvaluateConfig) -> list[dict[str, Any]]:
+    """Every cross-validated model against the recommended one on the primary metric, fold
+    by fold: the mean difference and the corrected resampled t-test (Nadeau & Bengio)."""
+    if recommended not in folds:
+        return []
+    primary = settings.primary_metric
+    base = folds[recommended]
+    found = []
+    for name, other in folds.items():
+        if name == recommended or other["count"] != base["count"]:
+            continue
+        differences = (np.asarray(other["metrics"][primary]["values"])
+                       - np.asarray(base["metrics"][primary]["values"]))
+        t, p = corrected_resampled_t(differences, base["train_size"], base["test_size"])
+        found.append({"model": name, "against": recommended, "metric": primary,
+                      "difference": float(differences.mean()), "t": t, "p_value": p,
+                      "folds": int(base["count"])})
+    return found
+
+
 def _leaderboard(outcomes: dict[str, ModelMetrics], evaluations: dict[str, ModelEvaluation],
                  comparison: Comparison, settings: EvaluateConfig) -> Leaderboard:
     primary = METRICS.get(settings.primary_metric)
@@ -158,6 +212,13 @@ def _leaderboard(outcomes: dict[str, ModelMetrics], evaluations: dict[str, Model
             if "clean_test" in summary:
                 row["clean_test"] = {"images": summary["clean_test"]["images"],
                                      **summary["clean_test"]["metrics"][primary.name]}
+            if "folds" in summary:
+                row["folds"] = {"count": summary["folds"]["count"],
+                                **{k: summary["folds"]["metrics"][primary.name][k]
+                                   for k in ("mean", "low", "high", "values")}}
+                tested = next((c for c in comparison.folds if c["model"] == name), None)
+                if tested is not None:
+                    row["folds"]["p_value"] = tested["p_value"]
             if "repeats" in summary:
                 row["repeats"] = {"count": summary["repeats"]["count"],
                                   **summary["repeats"]["metrics"][primary.name]}
@@ -268,8 +329,10 @@ def board_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
     header = ["model", "status", f"{primary} [{display.level(board.confidence)} CI]", *others,
               f"validation {primary}"]
     repeated = any(row.repeats for row in board.rows)
+    folded = any(row.folds for row in board.rows)
     clinical = any(row.missed_positives is not None for row in board.rows)
-    header += ["seeds: mean ± sd"] * repeated + ["missed positives"] * clinical
+    header += ["seeds: mean ± sd"] * repeated + [f"folds: {primary} [CI], p"] * folded
+    header += ["missed positives"] * clinical
     header += ["parameters", "train s", "vs recommended"]
     rows = []
     for row in board.rows:
@@ -280,6 +343,8 @@ def board_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
             spread = row.repeats
             cells.append(f"{spread['mean']:.4f} ± {spread['std']:.4f} (n={spread['count']})"
                          if spread else display.MISSING)
+        if folded:
+            cells.append(fold_cell(row.folds))
         if clinical:
             missed = row.missed_positives
             cells.append(display.MISSING if missed is None else str(int(missed)))
@@ -292,6 +357,21 @@ def board_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
         rows.append([name, "reference", *values,
                      *[display.MISSING] * (len(header) - len(values) - 3), "(reference)"])
     return header, rows
+
+
+def fold_cell(folds: dict[str, Any] | None) -> str:
+    """A model's cross-validated primary metric in one cell: mean [corrected interval], and
+    the corrected resampled t-test's p against the recommended model.
+
+    Example:
+        >>> fold_cell({"count": 3, "mean": 0.85, "low": 0.65, "high": 1.0, "p_value": 0.16})
+        '0.8500 [0.650, 1.000] (3 folds), p 0.160'
+    """
+    if not folds:
+        return display.MISSING
+    entry = {"value": folds["mean"], "low": folds["low"], "high": folds["high"]}
+    text = f"{display.interval(entry)} ({folds['count']} folds)"
+    return text + (f", p {display.p_value(folds['p_value'])}" if "p_value" in folds else "")
 
 
 def recommendation_sentence(board: Leaderboard) -> str:

@@ -113,3 +113,49 @@ def delong(scores_a: np.ndarray, scores_b: np.ndarray, positive: np.ndarray
         p_value = 2 * stats.norm.sf(abs(z))
     return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "z": float(z),
             "p_value": float(p_value)}
+
+
+def _corrected_error(values: np.ndarray, train_size: float, test_size: float) -> float:
+    """Standard error of a mean over resampled folds, widened for their overlap: the
+    training sets of k folds share most of their images, so the folds' scores are
+    correlated and the naive 1/J under-states the variance (Nadeau & Bengio, 2003)."""
+    return math.sqrt((1 / len(values) + test_size / train_size) * float(np.var(values, ddof=1)))
+
+
+def corrected_resampled_t(differences: np.ndarray, train_size: float, test_size: float
+                          ) -> tuple[float, float]:
+    """Nadeau and Bengio's corrected resampled t-test of per-fold score differences between
+    two models trained on the same folds: (t, two-sided p) with J - 1 degrees of freedom.
+    `train_size` and `test_size` are a fold's training and validation sizes.
+
+    Example:
+        >>> t, p = corrected_resampled_t(np.array([0.02, 0.03, 0.01]), 2.0, 1.0)
+        >>> round(t, 4), round(p, 4)
+        (2.1909, 0.1598)
+    """
+    differences = np.asarray(differences, dtype=float)
+    mean = float(differences.mean())
+    if len(differences) < 2:
+        return math.nan, math.nan
+    error = _corrected_error(differences, train_size, test_size)
+    if error == 0:
+        return (0.0, 1.0) if mean == 0 else (math.copysign(math.inf, mean), 0.0)
+    t = mean / error
+    return t, float(2 * stats.t.sf(abs(t), len(differences) - 1))
+
+
+def corrected_interval(values: np.ndarray, train_size: float, test_size: float,
+                       confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high) of per-fold scores: a t interval with the corrected variance.
+
+    Example:
+        >>> [round(v, 4) for v in corrected_interval(np.array([0.8, 0.85, 0.9]), 2.0, 1.0)]
+        [0.85, 0.6536, 1.0464]
+    """
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(values) - 1)) * _corrected_error(
+        values, train_size, test_size)
+    return mean, mean - half, mean + half

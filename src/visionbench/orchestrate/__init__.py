@@ -31,6 +31,7 @@ from visionbench.rundir.documents import (
     TrainingHashes,
 )
 from visionbench.rundir.layout import RunFolder
+from visionbench.track import check_trackers
 
 __all__ = ["RunResult", "continue_run", "run_config"]
 
@@ -66,6 +67,7 @@ def run_config(
     """Train every model (or `only` those) of `config`; resume into `resume` if given,
     training the `retrain` models of that folder again from scratch."""
     names = select_models(config, only)
+    check_trackers(config.tracking)
     if resume is not None:
         # Checked before anything is decoded or written: a refused resume changes nothing.
         run = RunFolder(resume).check()
@@ -95,7 +97,7 @@ def run_config(
         interrupted = True
     finally:
         # Also after a failure or Ctrl-C: the leaderboard lists whatever finished.
-        finish_run(result, config)
+        finish_run(result, config, report)
     if interrupted:
         stopped = [n for n, m in result.models.items() if m.status is Status.INTERRUPTED]
         command = command_line()
@@ -112,7 +114,12 @@ def continue_run(path: Path, epochs: int, only: list[str] | None = None,
     """Train finished models of a run folder `epochs` more epochs, in place."""
     run = RunFolder(path).check()
     config = load_config(run.config_file)
+    if config.data.split.folds is not None:
+        raise UserError(f"{path} is cross-validated (split.folds): continuing would train the "
+                        "refit model past its folds, so the two would no longer match; run the "
+                        "config again with more epochs instead")
     names = select_models(config, only)
+    check_trackers(config.tracking)
     if not only:
         # Without --model: the models this run trained; the others are named, not failed.
         skipped = [name for name in names if run.finished(name) is None]
@@ -133,5 +140,5 @@ def continue_run(path: Path, epochs: int, only: list[str] | None = None,
             if outcome.ok:
                 config = extended(config, name, epochs)
         save_config(config, run.path)
-        finish_run(result, config)
+        finish_run(result, config, report)
     return result

@@ -3,6 +3,7 @@ model from its predictions (leaderboard, comparison), and the report."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from visionbench.evaluate.leaderboard import evaluate_folder
 from visionbench.report.html import write_report
 from visionbench.rundir.documents import Leaderboard, ModelMetrics, RunDocument, RunEntry
 from visionbench.rundir.layout import RunFolder
+from visionbench.track import track_run
 
 
 @dataclass
@@ -38,8 +40,10 @@ class RunResult:
         return [name for name, metrics in self.models.items() if not metrics.ok]
 
 
-def finish_run(result: RunResult, config: Config) -> None:
-    """Record each model's status, evaluate the run from its predictions, write the report."""
+def finish_run(result: RunResult, config: Config, report: Callable[[str], None] = print
+               ) -> None:
+    """Record each model's status, evaluate the run from its predictions, write the report,
+    then log the run to the config's trackers."""
     result.run.write(RunDocument(
         name=config.output.name, folder=str(result.run.path),
         models={name: RunEntry(status=m.status, **({"error": m.error} if m.error else {}))
@@ -47,3 +51,5 @@ def finish_run(result: RunResult, config: Config) -> None:
     ))
     result.board = evaluate_folder(result.run, config.evaluate, list(result.models))
     write_report(result.run, config.train.progress)
+    # Last: the run folder is complete before anything is sent elsewhere.
+    track_run(result.run, config.tracking, report)

@@ -12,10 +12,12 @@ import pickle
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from visionbench.config import Config
@@ -40,12 +42,14 @@ from visionbench.rundir.documents import (
     ModelCard,
     ModelMetrics,
     Robustness,
+    SplitScore,
     Status,
 )
 from visionbench.rundir.layout import ModelFolder, RunFolder
 from visionbench.rundir.predictions import Predictions
 from visionbench.runtime.batches import Evaluation, SplitImages
 from visionbench.runtime.device import pick_device
+from visionbench.runtime.executors import EXECUTORS
 from visionbench.runtime.progress import Steps, ignore
 from visionbench.runtime.trained import LoadedModel, save_weights
 from visionbench.schemas.evaluate import ExplainConfig
@@ -198,18 +202,109 @@ def _train_repeats(config: Config, name: str, data: PreparedData, folder: ModelF
         if done is not None:
             found.append(done)
             continue
-        variant = config.model_copy(deep=True)
+        variant = _light(config, name)
         variant.models[name].train.seed = base.seed + repeat
-        variant.models[name].train.repeats = 1
-        variant.models[name].train.checkpoint = False
-        variant.evaluate.robustness = {}
-        variant.evaluate.error_examples = 0
         metrics = train_model(variant, name, data, sub, report=report)
         metrics.seed = base.seed + repeat
         sub.write(metrics)
         found.append(metrics)
     return [{"seed": m.seed, "test": None if m.test is None else m.test.model_dump()}
             for m in found]
+
+
+def _light(config: Config, name: str) -> Config:
+    """`config` for a supporting training of model `name` (a repeat, a fold): predictions,
+    history, weights and metrics only (no checkpoints, error pictures, robustness or
+    explanations), trained once."""
+    variant = config.model_copy(deep=True)
+    variant.models[name].train.repeats = 1
+    variant.models[name].train.checkpoint = False
+    variant.evaluate.robustness = {}
+    variant.evaluate.error_examples = 0
+    variant.evaluate.explain.images = 0
+    return variant
+
+
+def cross_validate(
+    config: Config,
+    name: str,
+    data: PreparedData,
+    folder: ModelFolder,
+    *,
+    mode: str = "new",
+    report: Report = print,
+) -> ModelMetrics:
+    """k-fold cross-validation of model `name`: one model per fold, that fold as validation,
+    into `<model>/folds/<k>/` (a finished fold is kept on resume); then the model refit on
+    every training and validation image into its own folder, where the test split is
+    predicted. Its validation predictions are the folds' out-of-fold ones: every training
+    image once, predicted by the fold model that did not learn it, so the recommendation
+    is made on all of them."""
+    folds = data.config.split.folds
+    assert folds is not None, "cross_validate needs split.folds"
+    if config.models[name].train.repeats > 1:
+        raise UserError("split.folds and train.repeats together are not supported yet: "
+                        "use one of them")
+    done: list[ModelMetrics] = []
+    for k in range(folds):
+        sub = folder.fold(k)
+        finished = sub.read(ModelMetrics)
+        if finished is None or not finished.ok:
+            finished = train_model(_light(config, name), name, data.fold_view(k), sub,
+                                   report=lambda line, k=k: report(f"fold {k + 1}/{folds} of "
+                                                                   f"{line}"))
+        done.append(finished)
+    refit, note = _refit(config, name, done)
+    outcome = train_model(refit, name, data.refit_view(), folder, mode=mode, report=report)
+    out_of_fold = _out_of_fold(data, [folder.fold(k) for k in range(folds)], done)
+    folder.write_predictions("val", out_of_fold, data.classes)
+    outcome.val = _score(out_of_fold)
+    outcome.notes.append(note)
+    outcome.folds = [{"fold": k, "epochs": m.epochs,
+                      "val": None if m.val is None else m.val.model_dump(),
+                      "test": None if m.test is None else m.test.model_dump()}
+                     for k, m in enumerate(done)]
+    outcome.files = folder.predictions_checksums()
+    folder.write(outcome)
+    report(f"{name}: out-of-fold validation accuracy {outcome.val.accuracy:.4f} on "
+           f"{outcome.val.images:,} images ({folds} folds)")
+    return outcome
+
+
+def _refit(config: Config, name: str, folds: list[ModelMetrics]) -> tuple[Config, str]:
+    """The config that refits model `name` on all training images, and a note saying how:
+    with no validation split left, early stopping and plateau scaling are off, and a model
+    that stopped early trains for its folds' mean number of epochs."""
+    refit = config.model_copy(deep=True)
+    train = refit.models[name].train
+    epochs = train.epochs
+    if train.early_stopping is not None and not refit.models[name].stages:
+        epochs = max(1, round(float(np.mean([m.epochs or train.epochs for m in folds]))))
+        train.epochs = epochs
+    train.early_stopping = None
+    train.plateau = None
+    return refit, (f"cross-validated on {len(folds)} folds; the test split is predicted by "
+                   f"the model refit on every training image ({epochs} epochs)")
+
+
+def _out_of_fold(data: PreparedData, folders: list[ModelFolder], metrics: list[ModelMetrics]
+                 ) -> Predictions:
+    """Every fold's validation predictions together, in the data's order."""
+    found = [f.read_predictions("val", data.classes, m) for f, m in
+             zip(folders, metrics, strict=True)]
+    by_id = {image_id: (target, prob) for fold in found
+             for image_id, target, prob in zip(fold.ids, fold.y_true, fold.prob, strict=True)}
+    ids = [data.ids[i] for i in np.flatnonzero(data.fold >= 0).tolist()]
+    return Predictions(ids, np.asarray([by_id[i][0] for i in ids]),
+                       np.stack([by_id[i][1] for i in ids]))
+
+
+def _score(predictions: Predictions) -> SplitScore:
+    """Cross-entropy and accuracy of saved predictions (how training scores a split)."""
+    chosen = predictions.prob[np.arange(len(predictions.y_true)), predictions.y_true]
+    return SplitScore(loss=float(-np.log(np.clip(chosen, 1e-12, 1)).mean()),
+                      accuracy=float((predictions.y_pred == predictions.y_true).mean()),
+                      images=len(predictions.y_true))
 
 
 class Evaluator(Protocol):
@@ -342,37 +437,74 @@ def _failure(name: str, exc: BaseException, config: Config) -> tuple[str, int]:
     return f"{type(exc).__name__}: {exc}", 1
 
 
+@dataclass
+class Job:
+    """What every model of a run shares: sent once to an executor's workers."""
+
+    config: Config
+    data: PreparedData
+    run: RunFolder
+    mode: str
+    extra_epochs: int
+    report: Report
+
+
+def train_one(job: Job, name: str) -> ModelMetrics:
+    """Model `name` of the job's run, trained (cross-validated, or evaluated when external)
+    into its folder. A failure is recorded in the folder and returned, not raised, so the
+    other models go on; Ctrl-C is recorded and raised."""
+    config, data, report = job.config, job.data, job.report
+    folder = job.run.model(name)
+    if job.mode == "resume":
+        previous = folder.read(ModelMetrics)
+        if previous is not None and previous.ok:
+            report(f"{name}: already trained, kept")
+            return previous
+    try:
+        if not family_of(config.models[name]).trainable:
+            # In a cross-validated run every model is scored on all training images.
+            scored = data.pool_view() if config.data.split.folds is not None else data
+            return evaluate_external(config, name, scored, folder, report)
+        if config.data.split.folds is not None and job.mode != "continue":
+            return cross_validate(config, name, data, folder, mode=job.mode, report=report)
+        return train_model(config, name, data, folder, mode=job.mode,
+                           extra_epochs=job.extra_epochs, report=report)
+    except KeyboardInterrupt:
+        # The model stays in the run's records as interrupted; the run stops here.
+        folder.write(_interrupted(name))
+        raise
+    except Exception as exc:  # one model's failure must not end the run
+        reason, code = _failure(name, exc, config)
+        if not isinstance(exc, UserError | TrainingDivergedError):
+            folder.write_error_log(traceback.format_exc())
+        outcome = ModelMetrics(model=name, status=Status.FAILED, error=reason, exit_code=code)
+        folder.write(outcome)
+        report(f"{name}: FAILED: {reason}")
+        return outcome
+
+
+def _interrupted(name: str) -> ModelMetrics:
+    return ModelMetrics(model=name, status=Status.INTERRUPTED, error="interrupted (Ctrl-C); "
+                        "resume continues it from its last finished epoch", exit_code=130)
+
+
 def run_models(
     config: Config, data: PreparedData, run: RunFolder, names: list[str], mode: str,
     extra_epochs: int, report: Report, outcomes: dict[str, ModelMetrics],
 ) -> None:
-    """Train `names` one after the other, filling `outcomes` as each finishes or fails."""
-    for name in names:
-        folder = run.model(name)
-        if mode == "resume":
-            previous = folder.read(ModelMetrics)
-            if previous is not None and previous.ok:
-                report(f"{name}: already trained, kept")
-                outcomes[name] = previous
-                continue
-        try:
-            if not family_of(config.models[name]).trainable:
-                outcomes[name] = evaluate_external(config, name, data, folder, report)
-                continue
-            outcomes[name] = train_model(config, name, data, folder, mode=mode,
-                                         extra_epochs=extra_epochs, report=report)
-        except KeyboardInterrupt:
-            # The model stays in the run's records as interrupted; the run stops here.
-            outcomes[name] = ModelMetrics(model=name, status=Status.INTERRUPTED,
-                                          error="interrupted (Ctrl-C); resume continues it "
-                                          "from its last finished epoch", exit_code=130)
-            folder.write(outcomes[name])
-            raise
-        except Exception as exc:  # one model's failure must not end the run
-            reason, code = _failure(name, exc, config)
-            if not isinstance(exc, UserError | TrainingDivergedError):
-                folder.write_error_log(traceback.format_exc())
-            outcomes[name] = ModelMetrics(model=name, status=Status.FAILED, error=reason,
-                                          exit_code=code)
-            folder.write(outcomes[name])
-            report(f"{name}: FAILED: {reason}")
+    """Train `names` with the config's executor (one after the other, or as parallel Ray
+    tasks), filling `outcomes` as each finishes or fails. On Ctrl-C the models that had
+    started and not finished are recorded as interrupted."""
+    settings = config.execution
+    local = settings.executor == "local"
+    # Workers print for themselves (Ray forwards their lines): a terminal callback stays here.
+    job = Job(config, data, run, mode, extra_epochs, report if local else print)
+    try:
+        EXECUTORS.get(settings.executor)(train_one, job, names, settings,
+                                         outcomes.__setitem__)
+    except KeyboardInterrupt:
+        for name in names:
+            if name not in outcomes and run.model(name).path.is_dir():
+                outcomes[name] = _interrupted(name)
+                run.model(name).write(outcomes[name])
+        raise

@@ -74,7 +74,7 @@ def export_model(run_dir: Path, model: str | None = None, out: Path | None = Non
     predictor = load(run_dir, model)
     for member, _ in predictor.members:
         member.device = torch.device("cpu")
-    target = out or run.path / "export" / predictor.name
+    target = out or run.export_folder(predictor.name).path
     if ExportFolder(target).is_export():
         raise UserError(f"{target} already holds an export: choose another --out or delete it")
     if target.exists() and (not target.is_dir() or any(target.iterdir())):

@@ -68,6 +68,25 @@ def accuracy_vs_time(rows: list[dict[str, Any]], metric: str, colour: dict[str, 
                                             yaxis={"title": {"text": metric}})}
 
 
+def fold_spread(rows: list[dict[str, Any]], metric: str, colour: dict[str, str]) -> Figure:
+    """The primary metric on each fold's validation images, one column of points per
+    cross-validated model, with its mean as a bar behind them."""
+    folded = [row for row in rows if row.get("folds")]
+    data: list[dict[str, Any]] = [{
+        "type": "bar", "x": [row["model"] for row in folded],
+        "y": [row["folds"]["mean"] for row in folded], "name": "mean over folds",
+        "marker": {"color": [colour[row["model"]] for row in folded]}, "opacity": 0.35,
+    }]
+    data += [{
+        "type": "scatter", "mode": "markers", "name": row["model"], "showlegend": False,
+        "x": [row["model"]] * len(row["folds"]["values"]), "y": row["folds"]["values"],
+        "text": [f"fold {k + 1}" for k in range(len(row["folds"]["values"]))],
+        "marker": {"size": 10, "color": colour[row["model"]], "line": {"width": 1}},
+    } for row in folded]
+    return {"data": data, "layout": _layout(f"Validation {metric} on each fold",
+                                            yaxis={"title": {"text": metric}})}
+
+
 def significance_matrix(comparison: dict[str, Any], models: list[str]) -> Figure:
     """Pairwise p-values of the primary metric's paired bootstrap (McNemar without it);
     a p-value at the bootstrap's resolution reads `< 1/B`."""

@@ -450,6 +450,7 @@ def _leaderboard(page: Page, run: Run) -> None:
              + page.plot(charts.accuracy_vs_time(rows, primary, colour))
              + (page.plot(charts.significance_matrix(comparison, list(run.evaluations)))
                 if len(run.evaluations) > 1 else "") + "</div>")
+    _folds(page, run)
 
 
 def _references(run: Run) -> str:
@@ -484,6 +485,46 @@ def _references(run: Run) -> str:
             "accuracy is tested with a one-sided exact binomial test on this test split's "
             "size; for the other metrics the reference is placed against the model's "
             "bootstrap interval.</p>" + "".join(parts))
+
+
+def _folds(page: Page, run: Run) -> None:
+    """Cross-validation, part of the leaderboard section: each model's primary metric fold
+    by fold, its mean with the corrected interval, and the corrected resampled t-test
+    against the recommended one (nothing without folds)."""
+    board = run.board
+    rows = [row for row in board.rows if row.folds]
+    if not rows:
+        return
+    primary = board.primary_metric
+    tests = {found["model"]: found for found in run.comparison.folds}
+    body = []
+    for row in rows:
+        folds = row.folds or {}
+        mean = {"value": folds.get("mean"), "low": folds.get("low"), "high": folds.get("high")}
+        tested = tests.get(row.model)
+        versus = ("recommended" if row.model == board.recommended else
+                  f"{tested['difference']:+.4f}, p {display.p_value(tested['p_value'])}"
+                  if tested else "–")
+        body.append(f"<tr><td>{html.escape(row.model)}</td>"
+                    f"<td>{html.escape(display.interval(mean))}</td>"
+                    f"<td>{', '.join(_fmt(v) for v in folds.get('values', []))}</td>"
+                    f"<td>{html.escape(versus)}</td></tr>")
+    count = rows[0].folds["count"] if rows[0].folds else 0
+    page.add('<h3 id="folds">Cross-validation</h3>'
+             f'<p class="muted">{count}-fold cross-validation: each model was trained once '
+             f"per fold with that fold as validation; {html.escape(primary)} on each fold's "
+             "validation images, their mean with a "
+             f"{display.level(board.confidence)} t interval whose variance is corrected for "
+             "the folds' overlapping training sets, and the corrected resampled t-test "
+             "(Nadeau &amp; Bengio) of each model against the recommended one, fold by fold. "
+             "The recommendation is made on the out-of-fold predictions (every training "
+             "image once); the test split is predicted by each model refit on every "
+             "training image, and the leaderboard above scores that model.</p>"
+             f"<table><thead><tr><th>model</th><th>{html.escape(primary)} mean [CI]</th>"
+             "<th>per fold</th><th>vs recommended (difference, p)</th></tr></thead>"
+             f"<tbody>{''.join(body)}</tbody></table>"
+             + page.plot(charts.fold_spread([r.model_dump() for r in rows], primary,
+                                            run.colour)))
 
 
 @SECTIONS.register("03-data")

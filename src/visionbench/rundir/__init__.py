@@ -23,6 +23,7 @@ from visionbench.rundir.documents import (
     RunEntry,
     SplitScore,
     Status,
+    Tracking,
     TrainingHashes,
 )
 from visionbench.rundir.layout import ExportFolder, ModelFolder, RunFolder
@@ -52,5 +53,5 @@ __all__ = [
     "RunFolder",
     "SplitScore",
     "Status",
-    "TrainingHashes",
+    "Tracking", "TrainingHashes",
 ]

@@ -110,6 +110,8 @@ class ModelMetrics(Document):
     val: SplitScore | None = None
     test: SplitScore | None = None
     repeats: list[dict[str, Any]] | None = None
+    folds: list[dict[str, Any]] | None = Field(None, description="k-fold: each fold model's "
+                                               "epochs and validation and test scores.")
     seed: int | None = None
     external: str | None = None
     ensemble: list[str] | None = None
@@ -193,6 +195,8 @@ class DataRecord(Document):
     warnings: list[Notice] = Field(default_factory=list)
     source_splits: dict[str, dict[str, int]] = Field(default_factory=dict)
     folds: dict[str, dict[str, int]] | None = None
+    groups: dict[str, Any] | None = Field(None, description="split.group_by: how many groups "
+                                          "were found and which straddle the splits.")
 
     @property
     def test_duplicates_of_training(self) -> set[str]:
@@ -233,6 +237,16 @@ class ExportTrainingHashes(TrainingHashes):
     LEVEL: ClassVar[Literal["run", "model", "export"]] = "export"
 
 
+class Tracking(Document):
+    """`tracking.json`: where the run was logged besides its folder, by tracker (MLflow's
+    URI, experiment and run ids; TensorBoard's folders), or why a tracker failed."""
+
+    FILE: ClassVar[str] = "tracking.json"
+    LEVEL: ClassVar[Literal["run", "model"]] = "run"
+
+    trackers: dict[str, dict[str, Any]]
+
+
 class EvaluationDocument(Document):
     """`<model>/evaluation.json`: every number of one model on the test split."""
 
@@ -252,6 +266,8 @@ class EvaluationDocument(Document):
     clinical: dict[str, Any] | None = None
     clean_test: dict[str, Any] | None = None
     repeats: dict[str, Any] | None = None
+    folds: dict[str, Any] | None = Field(None, description="k-fold: every metric on each "
+                                         "fold's validation images, mean and corrected interval.")
 
 
 def _test_chosen_best(value: Any) -> Any:
@@ -278,6 +294,9 @@ class Comparison(Document):
     alpha: float
     marks: dict[str, str]
     pairs: list[dict[str, Any]]
+    folds: list[dict[str, Any]] = Field(default_factory=list, description="k-fold: each "
+                                        "model against the recommended one, fold by fold "
+                                        "(corrected resampled t-test).")
     references: dict[str, Any] = Field(default_factory=dict, description="Each reference's "
                                        "numbers and source, and every model tested against it.")
 
@@ -299,6 +318,10 @@ class LeaderboardRow(BaseModel):
     notes: list[Notice] = Field(default_factory=list)
     clean_test: dict[str, Any] | None = None
     repeats: dict[str, Any] | None = None
+    folds: dict[str, Any] | None = Field(None, description="k-fold: the primary metric on "
+                                         "each fold's validation images, its mean and "
+                                         "corrected interval, and the corrected resampled "
+                                         "t-test against the recommended model.")
     validation: float | None = Field(None, description="The primary metric on the "
                                      "validation split, on which the recommendation is made.")
     parameters: int | None = None

@@ -50,6 +50,9 @@ REPORT = "report.html"
 LEADERBOARD_CSV = "leaderboard.csv"
 LEADERBOARD_MD = "leaderboard.md"
 DATA_DIR = "data"
+EXPORTS = "export"
+MLFLOW_STORE = "mlflow.db"
+TENSORBOARD = "tensorboard"
 CLASS_CHART = "class_distribution.png"
 DUPLICATE_PAIRS = "duplicate_pairs.png"
 SAMPLES = "samples_{label}.png"
@@ -60,6 +63,7 @@ LAST_CHECKPOINT = "last.pt"
 BEST_WEIGHTS = "best.safetensors"
 ERROR_LOG = "error.txt"
 REPEATS = "repeats"
+FOLDS = "folds"
 EXPLAINED = "explained"
 EARLIER = "earlier"
 # The pictures of a model folder, by what they show.
@@ -241,6 +245,16 @@ class ModelFolder(_Folder):
                                                                           PREDICTIONS["test"])]
         return sorted(found, key=lambda folder: folder.path.as_posix())
 
+    def fold(self, index: int) -> ModelFolder:
+        """The folder of the model trained with fold `index` as validation (k-fold)."""
+        return ModelFolder(self.path / FOLDS / str(index))
+
+    def folds(self) -> list[ModelFolder]:
+        """The folds that wrote validation predictions, in fold order."""
+        found = [ModelFolder(p.parent) for p in (self.path / FOLDS).glob(
+            "*/" + PREDICTIONS["val"])]
+        return sorted(found, key=lambda folder: int(folder.path.name))
+
     def keep_final_state(self, epochs: int) -> ModelFolder:
         """Copy the model's final state (card, weights, metrics, history, predictions,
         evaluation) to `earlier/epoch-<epochs>/` before training continues in place; returns
@@ -302,6 +316,24 @@ class RunFolder(_Folder):
     def data_dir(self) -> Path:
         """Inspection document and charts of the data."""
         return self.path / DATA_DIR
+
+    @property
+    def leaderboard_csv(self) -> Path:
+        """The leaderboard as CSV (a rendering of `leaderboard.json`)."""
+        return self.path / LEADERBOARD_CSV
+
+    def export_folder(self, model: str) -> ExportFolder:
+        """Where `visionbench export` puts `model` unless told otherwise."""
+        return ExportFolder(self.path / EXPORTS / self.model(model).path.name)
+
+    @property
+    def mlflow_store(self) -> Path:
+        """The SQLite file MLflow logs to unless `tracking.uri` says otherwise."""
+        return self.path / MLFLOW_STORE
+
+    def tensorboard_dir(self, model: str) -> Path:
+        """TensorBoard's event files of `model`."""
+        return self.path / TENSORBOARD / self.model(model).path.name
 
     def check(self) -> RunFolder:
         """This folder, if it is a run folder; else a one-line error."""

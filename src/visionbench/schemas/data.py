@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -71,6 +72,40 @@ class PreprocessConfig(StrictModel):
         return 1 if self.color == "grayscale" else 3
 
 
+class GroupBy(StrictModel):
+    r"""Images that belong together (one patient, one session), kept in one split and one
+    fold: a regular expression searched in each image's id (its path under the data
+    folder; the first capture group, or else the whole match, names the group), or a column
+    of a CSV manifest. A pattern can be written alone: `group_by: 'person\d+'`. An image
+    the pattern does not match, or with an empty column, is a group of its own."""
+
+    pattern: str | None = None
+    column: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"pattern": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_way(self) -> GroupBy:
+        if (self.pattern is None) == (self.column is None):
+            raise ValueError("give one of pattern (a regular expression) or column")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {self.pattern!r} is not a regular expression: "
+                                 f"{exc}") from None
+        return self
+
+    def describe(self) -> str:
+        """How the groups are found, in a few words."""
+        # Quoted as written: repr() would double every backslash of the pattern.
+        return (f"pattern '{self.pattern}' in the image ids" if self.pattern is not None
+                else f"CSV column '{self.column}'")
+
+
 class SplitConfig(StrictModel):
     """How train/validation(/test) splits are made from the data the source gives.
 
@@ -86,6 +121,7 @@ class SplitConfig(StrictModel):
     folds: int | None = Field(None, ge=2)
     given: Literal["keep", "pool"] = "keep"
     limit_per_class: int | None = Field(None, ge=1)
+    group_by: GroupBy | None = None
 
 
 class PositiveGroup(StrictModel):

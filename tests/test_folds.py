@@ -1,0 +1,143 @@
+"""k-fold cross-validation: every fold trained with that fold as validation, out-of-fold
+validation predictions that cover every training image once, the model refit on all of
+them predicting test, per-fold statistics with the corrected resampled t-test."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_class_folders, run_yaml
+from visionbench.config import config_from_dict
+from visionbench.data.dataset import prepare_data
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("folds")
+    data = make_class_folders(root / "data", {"cat": 15, "dog": 15, "fox": 15})
+    return run_yaml(root, "cv", f"""
+data: {{source: folder, path: {data}, preprocess: {{size: 12}}, split: {{folds: 3, test: 0.2}}}}
+models:
+  cnn: {{layers: [{{type: conv, filters: 4}}, {{type: pool}}, {{type: flatten}}]}}
+  mlp:
+    preset: mlp
+    train: {{early_stopping: {{patience: 1}}}}
+train: {{epochs: 4, progress: quiet}}
+evaluate: {{bootstrap: 50, robustness: {{}}, explain: {{images: 0}}, error_examples: 0}}
+""")
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_views_of_the_data_move_only_training_images(class_folder):
+    data = prepare_data(config_from_dict({"data": {
+        "source": "folder", "path": str(class_folder), "preprocess": {"size": 8},
+        "split": {"folds": 3, "test": 0.25}}}).data)
+    pool = data.fold >= 0
+    for k in range(3):
+        view = data.fold_view(k)
+        assert (view.split[pool] == np.where(data.fold[pool] == k, "val", "train")).all()
+        assert (view.split[~pool] == "test").all()
+    refit = data.refit_view()
+    assert set(refit.split[pool]) == {"train"} and (refit.split[~pool] == "test").all()
+    assert data.split is not refit.split and "val" in set(data.split)
+
+
+def test_every_fold_is_trained_and_validation_is_out_of_fold(run):
+    data = json.loads((run / "data.json").read_text())
+    pool = data["totals"]["train"] + data["totals"]["val"]
+    for model in ("cnn", "mlp"):
+        oof = _rows(run / model / "predictions_val.csv")
+        seen = []
+        for k in range(3):
+            fold = _rows(run / model / "folds" / str(k) / "predictions_val.csv")
+            assert len(fold) == sum(data["folds"][str(k)].values())
+            by_id = {r["id"]: r for r in oof}
+            assert all(by_id[r["id"]] == r for r in fold)
+            seen += [r["id"] for r in fold]
+        assert len(oof) == len(seen) == len(set(seen)) == pool
+        metrics = json.loads((run / model / "metrics.json").read_text())
+        assert [f["fold"] for f in metrics["folds"]] == [0, 1, 2]
+        assert metrics["val"]["images"] == pool
+        assert "refit on every training image" in " ".join(metrics["notes"])
+        # The refit model learnt from every non-test image and predicts test.
+        history = json.loads((run / model / "history.json").read_text())
+        assert history["epochs"][0]["images"] == pool
+        assert len(_rows(run / model / "predictions.csv")) == data["totals"]["test"]
+
+
+def test_the_refit_of_an_early_stopped_model_trains_its_folds_mean_epochs(run):
+    metrics = json.loads((run / "mlp" / "metrics.json").read_text())
+    mean = round(float(np.mean([f["epochs"] for f in metrics["folds"]])))
+    assert metrics["epochs"] == max(1, mean)
+    assert f"({metrics['epochs']} epochs)" in " ".join(metrics["notes"])
+
+
+def test_the_leaderboard_report_and_comparison_carry_the_folds(run):
+    board = json.loads((run / "leaderboard.json").read_text())
+    comparison = json.loads((run / "comparison.json").read_text())
+    recommended = comparison["recommended"]
+    assert comparison["selection"]["values"]  # chosen on the out-of-fold predictions
+    for row in board["rows"]:
+        folds = row["folds"]
+        assert folds["count"] == 3 and len(folds["values"]) == 3
+        assert folds["mean"] == pytest.approx(np.mean(folds["values"]))
+        assert folds["low"] <= folds["mean"] <= folds["high"]
+    other = next(r["model"] for r in board["rows"] if r["model"] != recommended)
+    [tested] = comparison["folds"]
+    assert tested["model"] == other and tested["against"] == recommended
+    values = {r["model"]: np.asarray(r["folds"]["values"]) for r in board["rows"]}
+    assert tested["difference"] == pytest.approx(float(np.mean(values[other]
+                                                               - values[recommended])))
+    assert 0 <= tested["p_value"] <= 1
+    report = (run / "report.html").read_text()
+    assert "Cross-validation" in report and "Nadeau &amp; Bengio" in report
+    assert "3-fold cross-validation" in report
+
+
+def test_the_leaderboard_table_shows_the_folds(run):
+    from visionbench.evaluate.leaderboard import board_table
+    from visionbench.rundir import Leaderboard, RunFolder
+
+    header, rows = board_table(RunFolder(run).require(Leaderboard))
+    column = header.index("folds: accuracy [CI], p")
+    cells = {row[0]: row[column] for row in rows}
+    assert all("(3 folds)" in cell for cell in cells.values())
+    recommended = json.loads((run / "comparison.json").read_text())["recommended"]
+    assert ", p " not in cells[recommended]
+    assert all(", p " in cell for model, cell in cells.items() if model != recommended)
+
+
+def test_continue_refuses_a_cross_validated_run(run, capsys):
+    from visionbench.cli import main
+
+    before = (run / "cnn" / "metrics.json").read_bytes()
+    assert main(["continue", str(run), "--epochs", "2"]) == 2
+    assert "is cross-validated (split.folds)" in capsys.readouterr().err
+    assert (run / "cnn" / "metrics.json").read_bytes() == before
+
+
+def test_resume_keeps_finished_folds_and_trains_the_rest(run, capsys):
+    import shutil
+
+    from visionbench.cli import main
+
+    kept = (run / "cnn" / "folds" / "0" / "predictions_val.csv").read_bytes()
+    shutil.rmtree(run / "cnn" / "folds" / "2")
+    (run / "cnn" / "metrics.json").unlink()
+    capsys.readouterr()
+    assert main(["run", str(run.parents[2] / "cv.yaml"), "--resume", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert "fold 3/3 of cnn" in err and "fold 1/3 of cnn" not in err
+    assert "mlp: already trained, kept" in err
+    assert (run / "cnn" / "folds" / "0" / "predictions_val.csv").read_bytes() == kept
+    assert len(_rows(run / "cnn" / "predictions_val.csv")) == json.loads(
+        (run / "cnn" / "metrics.json").read_text())["val"]["images"]

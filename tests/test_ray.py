@@ -1,0 +1,60 @@
+"""`execution: {executor: ray}`: the models of a run as parallel tasks on a local Ray of 2
+CPUs give the run folder the sequential executor gives (same seeds, same numbers)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from visionbench.cli import main
+
+CONFIG = """
+data: {{source: digits, split: {{seed: 1}}}}
+models:
+  small: {{layers: [{{type: conv, filters: 4}}, {{type: pool}}, {{type: flatten}}]}}
+  wide: {{layers: [{{type: conv, filters: 8}}, {{type: pool}}, {{type: flatten}}]}}
+  mlp: {{preset: mlp}}
+  dense: {{layers: [{{type: flatten}}, {{type: dense, units: 16}}]}}
+train: {{epochs: 2, progress: quiet}}
+evaluate: {{bootstrap: 50, robustness: {{}}, explain: {{images: 0}}, error_examples: 0}}
+execution: {execution}
+output: {{dir: {out}}}
+"""
+
+
+def _run(tmp_path: Path, name: str, execution: str) -> Path:
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(CONFIG.format(execution=execution, out=tmp_path / name))
+    assert main(["run", str(config)]) == 0
+    return next((tmp_path / name / name).iterdir())
+
+
+def _probabilities(path: Path) -> np.ndarray:
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return np.asarray([[float(v) for k, v in r.items() if k.startswith("prob_")] for r in rows])
+
+
+def test_a_local_ray_gives_the_sequential_run_folder(tmp_path):
+    pytest.importorskip("ray")
+    sequential = _run(tmp_path, "sequential", "{executor: local}")
+    parallel = _run(tmp_path, "parallel", "{executor: ray, local_cpus: 2, cpus: 1}")
+    boards = [json.loads((folder / "leaderboard.json").read_text())
+              for folder in (sequential, parallel)]
+    rows = [{r["model"]: r for r in board["rows"]} for board in boards]
+    assert set(rows[0]) == set(rows[1]) == {"small", "wide", "mlp", "dense"}
+    for model in rows[0]:
+        assert rows[1][model]["status"] == "ok"
+        for split in ("predictions.csv", "predictions_val.csv"):
+            assert np.allclose(_probabilities(sequential / model / split),
+                               _probabilities(parallel / model / split), atol=1e-5)
+        assert rows[1][model]["metrics"]["accuracy"]["value"] == pytest.approx(
+            rows[0][model]["metrics"]["accuracy"]["value"], abs=1e-9)
+        files = [sorted(p.relative_to(f / model).as_posix() for p in (f / model).rglob("*"))
+                 for f in (sequential, parallel)]
+        assert files[0] == files[1]
+    assert boards[0]["recommended"] == boards[1]["recommended"]
