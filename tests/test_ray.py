@@ -40,7 +40,6 @@ def _probabilities(path: Path) -> np.ndarray:
 
 
 def test_a_local_ray_gives_the_sequential_run_folder(tmp_path):
-    pytest.importorskip("ray")
     sequential = _run(tmp_path, "sequential", "{executor: local}")
     parallel = _run(tmp_path, "parallel", "{executor: ray, local_cpus: 2, cpus: 1}")
     boards = [json.loads((folder / "leaderboard.json").read_text())

@@ -32,6 +32,7 @@ from visionbench.schemas.data import DataCommon
 from visionbench.schemas.evaluate import EvaluateConfig
 from visionbench.schemas.execution import ExecutionConfig
 from visionbench.schemas.models import ModelConfig
+from visionbench.schemas.sweep import SweepConfig, with_setting
 from visionbench.schemas.tracking import TrackingConfig
 from visionbench.schemas.train import TrainConfig
 
@@ -79,6 +80,7 @@ class Config(StrictModel):
     output: OutputConfig = Field(default_factory=OutputConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    sweep: SweepConfig | None = None
     provenance: Provenance | None = None
 
 
@@ -185,6 +187,7 @@ def config_from_dict(
         raise UserError(_describe(exc, raw, source, lines or {}, overridden)) from None
     _check_names(config)
     _check_ensembles(config)
+    _check_sweep(config)
     if config.output.name is None:
         config.output.name = stem
     return config
@@ -212,6 +215,32 @@ def _check_ensembles(config: Config) -> None:
                             f"(models: {', '.join(config.models)})")
         if len(set(members)) < 2:
             raise UserError(f"{where}: an ensemble needs two or more different models")
+
+
+def _check_sweep(config: Config) -> None:
+    """A sweep searches a model of the config, under a new name, over settings that exist
+    and accept every end of their range (checked now, before any image is decoded)."""
+    sweep = config.sweep
+    if sweep is None:
+        return
+    if sweep.model not in config.models:
+        raise UserError(f"sweep.model: {sweep.model} is not a model of this config (models: "
+                        f"{', '.join(config.models)})")
+    problem = name_problem(sweep.tuned)
+    if problem is not None or sweep.tuned in config.models:
+        raise UserError(f"sweep.name: {sweep.tuned} " + (problem or "is already a model of "
+                                                         "this config; name the tuned one"))
+    base = config.models[sweep.model].model_dump(mode="json")
+    for path, dimension in sweep.space.items():
+        ends = dimension.choices or [dimension.low, dimension.high]
+        for value in ends:
+            value = int(value) if dimension.choices is None and dimension.whole else value
+            try:
+                ModelConfig.model_validate(with_setting(base, path, value))
+            except ValueError as exc:
+                reason = str(exc).splitlines()[-1] if "validation error" in str(exc) else exc
+                raise UserError(f"sweep.space.{path}: {value!r} does not fit model "
+                                f"{sweep.model}: {reason}") from None
 
 
 def dump_config(config: Config) -> str:

@@ -103,6 +103,12 @@ class PreparedData:
         split[split == "train"] = "val"
         return replace(self, split=split, _normalization=None)
 
+    def without_test(self) -> PreparedData:
+        """The same images with the test split taken away (a sweep's trials never see it)."""
+        split = self.split.copy()
+        split[split == "test"] = "withheld"
+        return replace(self, split=split, _normalization=None)
+
     def refit_view(self) -> PreparedData:
         """The same images with every training and validation image as training (the model
         refit after cross-validation); test untouched."""

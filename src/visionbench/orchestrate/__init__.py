@@ -22,6 +22,7 @@ from visionbench.orchestrate.plan import (
     new_run_folder,
     select_models,
 )
+from visionbench.orchestrate.sweep import run_sweep
 from visionbench.provenance import command_line, save_config
 from visionbench.rundir.documents import (
     DataRecord,
@@ -87,6 +88,12 @@ def run_config(
     if not run.has(Inspection):
         run.write(Inspection.model_validate(inspect_data(data, run.data_dir)))
     report(f"run folder: {run.path}")
+    if config.sweep is not None:
+        # The search reads training and validation images only; its best trial joins the
+        # run as one more model, evaluated on test once like the others.
+        config = run_sweep(config, data, run, report)
+        save_config(config, run.path)
+        names = [*names, config.sweep.tuned] if config.sweep.tuned not in names else names
     # A resumed run may add models to a folder: those trained before stay on its leaderboard.
     result = RunResult(run, run.outcomes(list(config.models)) if resume is not None else {})
     interrupted = False

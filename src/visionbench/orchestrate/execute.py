@@ -11,7 +11,7 @@ from __future__ import annotations
 import pickle
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -53,7 +53,7 @@ from visionbench.runtime.executors import EXECUTORS
 from visionbench.runtime.progress import Steps, ignore
 from visionbench.runtime.trained import LoadedModel, save_weights
 from visionbench.schemas.evaluate import ExplainConfig
-from visionbench.train.callbacks import Checkpoint, Progress
+from visionbench.train.callbacks import Callback, Checkpoint, Progress
 from visionbench.train.loop import Trainer, TrainingDivergedError, plan_stages
 
 Report = Callable[[str], None]
@@ -96,8 +96,10 @@ def train_model(
     mode: str = "new",
     extra_epochs: int = 0,
     report: Report = print,
+    callbacks: Sequence[Callback] = (),
 ) -> ModelMetrics:
     """Train (or resume, or continue) one model; write its folder; return its metrics.
+    `callbacks` join the trainer's own (a sweep's pruning).
 
     `mode`: `new` trains from scratch, `resume` continues an interrupted checkpoint,
     `continue` adds `extra_epochs` to a finished model.
@@ -133,9 +135,8 @@ def train_model(
     trainer = Trainer(
         built, train_cfg, plan_stages(model_cfg), splits["train"], splits.get("val"),
         data.classes, device,
-        callbacks=[Checkpoint(folder.last_checkpoint, folder.best_weights), progress]
-        if train_cfg.checkpoint
-        else [progress],
+        callbacks=[*([Checkpoint(folder.last_checkpoint, folder.best_weights)]
+                     if train_cfg.checkpoint else []), progress, *callbacks],
         meta={"fingerprint": saved},
     )
     if state is not None:
@@ -202,7 +203,7 @@ def _train_repeats(config: Config, name: str, data: PreparedData, folder: ModelF
         if done is not None:
             found.append(done)
             continue
-        variant = _light(config, name)
+        variant = light_config(config, name)
         variant.models[name].train.seed = base.seed + repeat
         metrics = train_model(variant, name, data, sub, report=report)
         metrics.seed = base.seed + repeat
@@ -212,7 +213,7 @@ def _train_repeats(config: Config, name: str, data: PreparedData, folder: ModelF
             for m in found]
 
 
-def _light(config: Config, name: str) -> Config:
+def light_config(config: Config, name: str) -> Config:
     """`config` for a supporting training of model `name` (a repeat, a fold): predictions,
     history, weights and metrics only (no checkpoints, error pictures, robustness or
     explanations), trained once."""
@@ -250,7 +251,7 @@ def cross_validate(
         sub = folder.fold(k)
         finished = sub.read(ModelMetrics)
         if finished is None or not finished.ok:
-            finished = train_model(_light(config, name), name, data.fold_view(k), sub,
+            finished = train_model(light_config(config, name), name, data.fold_view(k), sub,
                                    report=lambda line, k=k: report(f"fold {k + 1}/{folds} of "
                                                                    f"{line}"))
         done.append(finished)

@@ -87,6 +87,51 @@ def fold_spread(rows: list[dict[str, Any]], metric: str, colour: dict[str, str])
                                             yaxis={"title": {"text": metric}})}
 
 
+def sweep_progress(trials: list[dict[str, Any]], metric: str) -> Figure:
+    """Each trial's validation score in order, and the best so far as a step line."""
+    numbers = [t["number"] + 1 for t in trials]
+    return {"data": [
+        {"type": "scatter", "mode": "markers", "name": "trial", "x": numbers,
+         "y": [t["value"] for t in trials],
+         "text": [t["state"] for t in trials], "marker": {"size": 9, "color": PALETTE[0]}},
+        {"type": "scatter", "mode": "lines", "name": "best so far", "x": numbers,
+         "y": [t["best_so_far"] for t in trials], "line": {"shape": "hv",
+                                                          "color": PALETTE[1]}},
+    ], "layout": _layout(f"Sweep: validation {metric} by trial",
+                         xaxis={"title": {"text": "trial"}},
+                         yaxis={"title": {"text": metric}})}
+
+
+def sweep_importance(importance: dict[str, float]) -> Figure:
+    """Each searched setting's share of the score's variance (fANOVA)."""
+    names = sorted(importance, key=importance.__getitem__)
+    return {"data": [{"type": "bar", "orientation": "h", "y": names,
+                      "x": [importance[n] for n in names],
+                      "marker": {"color": PALETTE[2]}}],
+            "layout": _layout("Sweep: importance of each setting",
+                              xaxis={"title": {"text": "share of variance"}})}
+
+
+def sweep_coordinates(trials: list[dict[str, Any]], metric: str) -> Figure:
+    """Parallel coordinates: one line per finished trial across its settings and score."""
+    finished = [t for t in trials if t["value"] is not None and t["params"]]
+    dimensions = []
+    for name in finished[0]["params"] if finished else []:
+        values = [t["params"].get(name) for t in finished]
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            dimensions.append({"label": name, "values": values})
+        else:
+            labels = sorted({str(v) for v in values})
+            dimensions.append({"label": name, "values": [labels.index(str(v)) for v in values],
+                               "tickvals": list(range(len(labels))), "ticktext": labels})
+    scores = [t["value"] for t in finished]
+    dimensions.append({"label": metric, "values": scores})
+    return {"data": [{"type": "parcoords", "dimensions": dimensions,
+                      "line": {"color": scores, "colorscale": "Viridis", "showscale": True}}],
+            "layout": _layout("Sweep: settings and score of each finished trial",
+                              margin={"l": 60, "r": 60, "t": 60, "b": 30})}
+
+
 def significance_matrix(comparison: dict[str, Any], models: list[str]) -> Figure:
     """Pairwise p-values of the primary metric's paired bootstrap (McNemar without it);
     a p-value at the bootstrap's resolution reads `< 1/B`."""

@@ -13,6 +13,7 @@ import gzip
 import html
 import io
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ from visionbench.rundir.documents import (
     ModelMetrics,
     Robustness,
     Status,
+    Sweep,
     notices_with,
 )
 from visionbench.rundir.layout import (
@@ -451,6 +453,38 @@ def _leaderboard(page: Page, run: Run) -> None:
              + (page.plot(charts.significance_matrix(comparison, list(run.evaluations)))
                 if len(run.evaluations) > 1 else "") + "</div>")
     _folds(page, run)
+    _sweep(page, run)
+
+
+def _sweep(page: Page, run: Run) -> None:
+    """The sweep, part of the leaderboard section: how many trials, the best one (now a
+    model of the run), the search's progress, the settings' importance and every trial's
+    settings against its score (nothing without a sweep)."""
+    found = run.folder.read(Sweep)
+    if found is None:
+        return
+    states = Counter(t["state"] for t in found.trials)
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+    best = ", ".join(f"{html.escape(k)} {html.escape(_setting(v))}"
+                     for k, v in found.best["params"].items())
+    page.add('<h3 id="sweep">Sweep</h3>'
+             f'<p class="muted">{len(found.trials)} trials searched the settings of '
+             f"{html.escape(found.model)} ({html.escape(counts)}; pruner "
+             f"{html.escape(found.pruner)}), each trained on the training split and scored by "
+             f"{html.escape(found.metric)} on the validation split; the trials were not given "
+             f"the test split. The best, trial {found.best['number'] + 1} "
+             f"({html.escape(_fmt(found.best['value']))}: {best}), became model "
+             f"{html.escape(found.tuned)}, trained again and evaluated on test once. Its "
+             f"validation score is the best of {len(found.trials)} tries, so it is "
+             "optimistic; its test score is not.</p>"
+             '<div class="grid">' + page.plot(charts.sweep_progress(found.trials, found.metric))
+             + (page.plot(charts.sweep_importance(found.importance)) if found.importance
+                else "")
+             + page.plot(charts.sweep_coordinates(found.trials, found.metric)) + "</div>")
+
+
+def _setting(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _references(run: Run) -> str:

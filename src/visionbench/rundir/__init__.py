@@ -23,6 +23,7 @@ from visionbench.rundir.documents import (
     RunEntry,
     SplitScore,
     Status,
+    Sweep,
     Tracking,
     TrainingHashes,
 )
@@ -53,5 +54,5 @@ __all__ = [
     "RunFolder",
     "SplitScore",
     "Status",
-    "Tracking", "TrainingHashes",
+    "Sweep", "Tracking", "TrainingHashes",
 ]

@@ -247,6 +247,24 @@ class Tracking(Document):
     trackers: dict[str, dict[str, Any]]
 
 
+class Sweep(Document):
+    """`sweep.json`: a search over one model's settings on validation: every trial (its
+    settings, state, validation score, the best score so far), the best one, which became
+    model `tuned`, and each setting's importance."""
+
+    FILE: ClassVar[str] = "sweep.json"
+    LEVEL: ClassVar[Literal["run", "model"]] = "run"
+
+    model: str
+    tuned: str
+    metric: str
+    direction: Literal["maximize", "minimize"]
+    pruner: str
+    trials: list[dict[str, Any]]
+    best: dict[str, Any]
+    importance: dict[str, float] = Field(default_factory=dict)
+
+
 class EvaluationDocument(Document):
     """`<model>/evaluation.json`: every number of one model on the test split."""
 

@@ -64,6 +64,7 @@ BEST_WEIGHTS = "best.safetensors"
 ERROR_LOG = "error.txt"
 REPEATS = "repeats"
 FOLDS = "folds"
+SWEEP = "sweep"
 EXPLAINED = "explained"
 EARLIER = "earlier"
 # The pictures of a model folder, by what they show.
@@ -325,6 +326,10 @@ class RunFolder(_Folder):
     def export_folder(self, model: str) -> ExportFolder:
         """Where `visionbench export` puts `model` unless told otherwise."""
         return ExportFolder(self.path / EXPORTS / self.model(model).path.name)
+
+    def sweep_trial(self, number: int) -> ModelFolder:
+        """The folder of a sweep's trial `number`."""
+        return ModelFolder(self.path / SWEEP / f"trial-{number}")
 
     @property
     def mlflow_store(self) -> Path:
