@@ -88,6 +88,11 @@ def test_a_sweep_over_a_setting_that_does_not_exist_is_refused_at_load(tmp_path,
                       "sweep: {model: cnn, space: {train.epochs: {low: 1, high: 3}}}\n")
     assert main(["inspect", str(config)]) == 2
     assert "sweep.model: cnn is not a model" in capsys.readouterr().err
+    config.write_text("data: {source: digits}\nmodels: {mlp: {preset: mlp}, mlp_tuned: "
+                      "{preset: mlp}}\nsweep: {model: mlp, space: {train.epochs: {low: 1, "
+                      "high: 3}}}\n")
+    assert main(["inspect", str(config)]) == 2
+    assert "sweep.name: mlp_tuned is already a model" in capsys.readouterr().err
 
 
 def test_a_range_needs_two_ends_in_order():

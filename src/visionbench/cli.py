@@ -143,6 +143,12 @@ def run_command(
         typer.Option("--retrain", help="With --resume: train this model again from scratch "
                      "(its config changed), keeping the others (repeatable)."),
     ] = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option("--nproc", min=2, help="Train each model with N processes "
+                     "(DistributedDataParallel: one GPU each, or CPU processes); the same as "
+                     "--set train.distributed.processes=N."),
+    ] = None,
 ) -> None:
     """Train every model of a config and write the run folder."""
     from visionbench.config import load_config
@@ -150,7 +156,8 @@ def run_command(
 
     if retrain and resume is None:
         raise UserError("--retrain needs --resume RUN_DIR")
-    cfg = load_config(config, set_ or [])
+    extra = [f"train.distributed={{processes: {nproc}}}"] if nproc else []
+    cfg = load_config(config, [*(set_ or []), *extra])
     _finish(run_config(cfg, resume=resume, only=model, retrain=retrain, report=_report))
 
 

@@ -227,7 +227,9 @@ def _check_sweep(config: Config) -> None:
         raise UserError(f"sweep.model: {sweep.model} is not a model of this config (models: "
                         f"{', '.join(config.models)})")
     problem = name_problem(sweep.tuned)
-    if problem is not None or sweep.tuned in config.models:
+    # A run folder's saved config (it has provenance) holds the tuned model already.
+    taken = sweep.tuned in config.models and config.provenance is None
+    if problem is not None or taken:
         raise UserError(f"sweep.name: {sweep.tuned} " + (problem or "is already a model of "
                                                          "this config; name the tuned one"))
     base = config.models[sweep.model].model_dump(mode="json")

@@ -54,6 +54,7 @@ from visionbench.runtime.progress import Steps, ignore
 from visionbench.runtime.trained import LoadedModel, save_weights
 from visionbench.schemas.evaluate import ExplainConfig
 from visionbench.train.callbacks import Callback, Checkpoint, Progress
+from visionbench.train.distributed import FitSpec, fit_distributed
 from visionbench.train.loop import Trainer, TrainingDivergedError, plan_stages
 
 Report = Callable[[str], None]
@@ -145,7 +146,22 @@ def train_model(
         if mode == "continue":
             trainer.extend(extra_epochs)
     started = time.perf_counter()
-    trainer.fit()
+    if train_cfg.distributed is not None:
+        if callbacks:
+            raise UserError("train.distributed does not combine with a sweep's trials yet: "
+                            "sweep without it, then train the tuned model distributed")
+        checkpoints = ((folder.last_checkpoint, folder.best_weights) if train_cfg.checkpoint
+                       else None)
+        found = fit_distributed(FitSpec(
+            built, train_cfg, trainer.stages, splits["train"], splits.get("val"),
+            data.classes, device, trainer.meta, state, checkpoints,
+            (name, train_cfg.progress), continued=mode == "continue"), train_cfg.distributed)
+        trainer.load_state_dict(found)
+        built.notes.append(f"trained by {train_cfg.distributed.processes} processes "
+                           "(DistributedDataParallel); their weights differed by at most "
+                           f"{found['meta']['process_spread']:.1e} at the end")
+    else:
+        trainer.fit()
     wall = time.perf_counter() - started
     if train_cfg.checkpoint:
         trainer.save_checkpoint(folder.last_checkpoint)

@@ -49,6 +49,13 @@ class SplitImages:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def move_to(self, device: torch.device) -> None:
+        """Serve batches on `device` (another process's GPU, when several train one model)."""
+        if self.images is not None:
+            self.images = self.images.to(device)
+        self.device_targets = self.device_targets.to(device)
+        self.device = device
+
     def batches(self, order: torch.Tensor, batch_size: int
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(uint8 NCHW images, targets) on the device, batch by batch in `order`."""

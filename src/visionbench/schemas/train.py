@@ -116,6 +116,16 @@ class AugmentConfig(StrictModel):
         )
 
 
+class DistributedConfig(StrictModel):
+    """One model trained by several processes with PyTorch's DistributedDataParallel: each
+    process takes its share of every batch (the same batches as one process would make),
+    gradients are averaged, and the first process alone writes. `backend`: `auto` is NCCL
+    on GPUs (one device per process) and gloo on CPUs."""
+
+    processes: int = Field(2, ge=2)
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+
+
 class TrainConfig(StrictModel):
     """How one model is trained (the `train:` section, merged with the model's own)."""
 
@@ -138,6 +148,7 @@ class TrainConfig(StrictModel):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = True
     compile: bool = False
+    distributed: DistributedConfig | None = None
     memory_budget_mb: int = Field(4096, ge=0)
     checkpoint: bool = True
     progress: Literal["auto", "bar", "lines", "quiet"] = "auto"

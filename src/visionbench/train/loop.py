@@ -76,14 +76,24 @@ class Trainer:
         device: torch.device,
         callbacks: list[Callback] | None = None,
         meta: dict[str, Any] | None = None,
+        rank: tuple[int, int] | None = None,
     ) -> None:
         self.built, self.cfg, self.stages = built, cfg, stages
+        # (this process, processes) when several train one model (DDP); None alone.
+        self.rank = rank
         self.train_images, self.val_images = train, val
         self.classes, self.device = classes, device
         self.model = built.module.to(device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
+        if rank is not None:
+            # Built before any stage freezes a layer, so every parameter is synchronised;
+            # a frozen one simply has no gradient to average in its stage (DDP must then
+            # look for the parameters a step leaves out).
+            self.forward = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=any(stage.freeze != "none" for stage in stages))
         chosen = None
         if cfg.augment.classes is not None:
             unknown = sorted(set(cfg.augment.classes) - set(classes))
@@ -240,13 +250,22 @@ class Trainer:
             lr = self._lr(batches)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
+            share = 1.0
+            if self.rank is not None:
+                # Every process makes the same batches and trains on its share of each; the
+                # shares' losses are weighted so that averaging their gradients gives the
+                # whole batch's.
+                this, processes = self.rank
+                size = len(targets)
+                images, targets = images[this::processes], targets[this::processes]
+                share = len(targets) * processes / size
             inputs = self.pipeline(images, targets, train=True, gen=device_gen)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 logits = self.forward(inputs)
             loss = self.output.loss(logits, targets, self.class_weights,
                                     self.cfg.loss.label_smoothing)
             penalty = self._penalty()
-            total = loss if penalty is None else loss + penalty
+            total = loss * share if penalty is None else loss * share + penalty
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             if self.cfg.grad_clip is not None:
@@ -259,6 +278,13 @@ class Trainer:
             self._count += len(targets)
             self.step_in_stage += 1
             self._emit("on_batch_end", batch, batches)
+        if self.rank is not None:
+            # The epoch's numbers of the whole batch, identical in every process.
+            counted = torch.cat([self._sums, torch.tensor([float(self._count)],
+                                                          device=self.device)])
+            torch.distributed.all_reduce(counted)
+            self._sums.copy_(counted[:2])
+            self._count = int(counted[2])
         train_loss, train_accuracy = self.running_metrics()
         seconds = time.perf_counter() - started
         self.train_seconds += seconds
