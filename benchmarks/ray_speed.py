@@ -63,9 +63,10 @@ def main() -> None:
     print(f"sequential: {local:.1f} s; Ray: {parallel:.1f} s (+ {overhead:.1f} s to start and "
           f"stop Ray); speedup {local / parallel:.2f}x, {local / (parallel + overhead):.2f}x "
           "with the start")
-    same = all(abs(local_acc[m] - ray_acc[m]) < 1e-9 for m in MODELS)
-    print(f"same test accuracy per model: {same} "
-          f"({', '.join(f'{m} {local_acc[m]:.4f}' for m in MODELS)})")
+    # Ray gives each task one thread where the sequential run uses every core: float sums
+    # are grouped differently, so the weights drift apart by rounding over the epochs.
+    print("test accuracy, sequential / Ray: " + ", ".join(
+        f"{m} {local_acc[m]:.4f} / {ray_acc[m]:.4f}" for m in MODELS))
 
 
 if __name__ == "__main__":
