@@ -141,3 +141,54 @@ def test_resume_keeps_finished_folds_and_trains_the_rest(run, capsys):
     assert (run / "cnn" / "folds" / "0" / "predictions_val.csv").read_bytes() == kept
     assert len(_rows(run / "cnn" / "predictions_val.csv")) == json.loads(
         (run / "cnn" / "metrics.json").read_text())["val"]["images"]
+
+
+@pytest.fixture(scope="module")
+def ensembled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("fold_ensemble")
+    data = make_class_folders(root / "data", {"cat": 12, "dog": 12, "fox": 12})
+    return run_yaml(root, "cve", f"""
+data:
+  source: folder
+  path: {data}
+  preprocess: {{size: 12}}
+  split: {{folds: 3, test: 0.25, test_with: fold_ensemble}}
+models:
+  cnn: {{layers: [{{type: conv, filters: 4}}, {{type: pool}}, {{type: flatten}}]}}
+train: {{epochs: 3, progress: quiet}}
+evaluate: {{bootstrap: 0, robustness: {{}}, explain: {{images: 0}}, error_examples: 2}}
+""")
+
+
+def test_a_fold_ensemble_predicts_test_with_the_mean_of_its_folds(ensembled):
+    import visionbench
+
+    ids = [r["id"] for r in _rows(ensembled / "cnn" / "predictions.csv")]
+    root = np.asarray([[float(v) for k, v in r.items() if k.startswith("prob_")]
+                       for r in _rows(ensembled / "cnn" / "predictions.csv")])
+    folds = [np.asarray([[float(v) for k, v in r.items() if k.startswith("prob_")]
+                         for r in _rows(ensembled / "cnn" / "folds" / str(k) / "predictions.csv")])
+             for k in range(3)]
+    assert np.allclose(root, np.mean(folds, axis=0), atol=2e-7)
+    metrics = json.loads((ensembled / "cnn" / "metrics.json").read_text())
+    assert metrics["fold_ensemble"] is True
+    assert not (ensembled / "cnn" / "model.safetensors").exists()
+    assert "mean of the fold models" in " ".join(metrics["notes"])
+    # predict loads the three fold models and averages them as the run did.
+    model = visionbench.load(ensembled, "cnn")
+    assert model.members_names == ["cnn fold 1", "cnn fold 2", "cnn fold 3"]
+    data_root = ensembled.parents[2] / "data"
+    found = model.predict([data_root / image_id for image_id in ids])
+    assert np.allclose([[p.probabilities[c] for c in model.classes] for p in found], root,
+                       atol=1e-5)
+    report = (ensembled / "report.html").read_text()
+    assert "the mean of the fold models&#x27; probabilities" in report
+
+
+def test_a_fold_ensemble_exports_as_one_graph_of_its_folds(ensembled):
+    from visionbench.cli import main
+
+    assert main(["export", str(ensembled), "--model", "cnn"]) == 0
+    card = json.loads((ensembled / "export" / "cnn" / "model.json").read_text())
+    assert [m["model"] for m in card["members"]] == ["cnn fold 1", "cnn fold 2", "cnn fold 3"]
+    assert card["parity"]["top1_agreement"] == 1.0

@@ -343,6 +343,7 @@ def _record(
             "test": "given" if "test" in given_splits else config.split.test,
             "seed": config.split.seed,
             "folds": config.split.folds,
+            **({"test_with": config.split.test_with} if config.split.folds else {}),
         },
         "failures": data.decoded.failures,
         "ignored_files": {"count": len(source.ignored), "examples": source.ignored[:10],

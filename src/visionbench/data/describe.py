@@ -12,6 +12,10 @@ from typing import Any
 from visionbench import display
 from visionbench.rundir.documents import DataRecord
 
+# What predicts the test split of a cross-validated run, in words (the report says it too).
+TESTED_BY_REFIT = "the model refit on every non-test image"
+TESTED_BY_ENSEMBLE = "the mean of the fold models' probabilities"
+
 
 def describe_splits(data: DataRecord) -> str:
     """How the train/validation/test splits were made, and which images were kept
@@ -40,8 +44,9 @@ def _how_split(data: DataRecord) -> str:
                 f"(stratified, seed {seed}, duplicates kept in one fold) for "
                 f"{policy['folds']}-fold cross-validation: each model is trained once per "
                 "fold with that fold as validation, its validation predictions are the "
-                "out-of-fold ones, and the test split is predicted by the model refit on "
-                "every non-test image.")
+                "out-of-fold ones, and the test split is predicted by "
+                + (TESTED_BY_ENSEMBLE if policy.get("test_with") == "fold_ensemble"
+                   else TESTED_BY_REFIT) + ".")
     kept = [name for name, key in (("test", "test"), ("validation", "val"))
             if policy.get(key) == "given"]
     if policy["given"] == "pool" and given:

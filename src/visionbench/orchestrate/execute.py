@@ -271,8 +271,14 @@ def cross_validate(
                                    report=lambda line, k=k: report(f"fold {k + 1}/{folds} of "
                                                                    f"{line}"))
         done.append(finished)
-    refit, note = _refit(config, name, done)
-    outcome = train_model(refit, name, data.refit_view(), folder, mode=mode, report=report)
+    if data.config.split.test_with == "fold_ensemble":
+        outcome, note = _fold_ensemble(config, name, data, folder, done), (
+            f"cross-validated on {folds} folds; the test split is predicted by the mean of "
+            "the fold models' probabilities")
+    else:
+        refit, note = _refit(config, name, done)
+        outcome = train_model(refit, name, data.refit_view(), folder, mode=mode,
+                              report=report)
     out_of_fold = _out_of_fold(data, [folder.fold(k) for k in range(folds)], done)
     folder.write_predictions("val", out_of_fold, data.classes)
     outcome.val = _score(out_of_fold)
@@ -286,6 +292,31 @@ def cross_validate(
     report(f"{name}: out-of-fold validation accuracy {outcome.val.accuracy:.4f} on "
            f"{outcome.val.images:,} images ({folds} folds)")
     return outcome
+
+
+def _fold_ensemble(config: Config, name: str, data: PreparedData, folder: ModelFolder,
+                   done: list[ModelMetrics]) -> ModelMetrics:
+    """The model as the mean of its fold models: test predictions averaged from theirs (as
+    predict averages them), error pictures on test; robustness and explanations are each
+    fold model's to make (they run on one network)."""
+    folds = [folder.fold(k) for k in range(len(done))]
+    found = [f.read_predictions("test", data.classes, m) for f, m in
+             zip(folds, done, strict=True)]
+    test = Predictions(found[0].ids, found[0].y_true,
+                       np.mean([p.prob for p in found], axis=0))
+    folder.write_predictions("test", test, data.classes)
+    folder.write(error_analysis(data.arrays("test")[0], test, data.classes, folder,
+                                config.evaluate.error_examples))
+    first = done[0]
+    return ModelMetrics(
+        model=name, status=Status.OK, description=config.models[name].description,
+        parameters=first.parameters, stages=first.stages, epochs=first.epochs,
+        device=first.device, hardware=first.hardware, command=command_line(),
+        code=code_version(), input=first.input, fold_ensemble=True,
+        notes=[f"{len(done)} fold models; parameters and epochs are the first fold's"],
+        timing={"train_seconds": round(sum(m.timing.get("train_seconds", 0.0)
+                                           for m in done), 3)},
+        test=_score(test))
 
 
 def _refit(config: Config, name: str, folds: list[ModelMetrics]) -> tuple[Config, str]:

@@ -109,8 +109,7 @@ def export_model(run_dir: Path, model: str | None = None, out: Path | None = Non
 
 def _test_images(run: RunFolder, predictor: Predictor) -> np.ndarray:
     """The run's test images, decoded as the run decoded them (the parity check's input)."""
-    folder = run.model(predictor.members_names[0])
-    ids = folder.read_predictions("test", predictor.classes).ids
+    ids = run.model(predictor.name).read_predictions("test", predictor.classes).ids
     config = load_config(run.config_file)
     size = tuple(run.require(DataRecord).image_shape)
     try:
@@ -156,8 +155,7 @@ def _card(run: RunFolder, predictor: Predictor, parity: dict[str, Any]) -> Expor
     height, width = data.image_shape
     channels = predictor.decode_settings.channels
     members = []
-    for name in predictor.members_names:
-        card = run.model(name).require(type(predictor.card))
+    for name, card in zip(predictor.members_names, predictor.member_cards, strict=True):
         members.append({"model": name, "family": card.family, "output": card.output,
                         "input": card.input.model_dump(mode="json")})
     versions = package_versions(("torch", "onnx", "onnxruntime", "onnxscript", "timm"))

@@ -110,6 +110,7 @@ class Predictor:
     members: list[tuple[LoadedModel, str]]
     members_names: list[str]
     decode_settings: PreprocessConfig
+    member_cards: list[ModelCard] = field(default_factory=list)
     positive: list[str] | None = None
     threshold: float | None = None
     margin: float | None = None
@@ -225,10 +226,15 @@ def load(run_dir: Path | str, model: str | None = None) -> Predictor:
     if metrics is None or not metrics.ok:
         raise UserError(f"model {model} of {run_dir} did not finish training: nothing to "
                         "predict with")
-    names = metrics.ensemble or [model]
+    # An ensemble averages models of the run; a fold ensemble its fold models.
+    if metrics.fold_ensemble:
+        folders = folder.folds()
+        names = [f"{model} fold {k + 1}" for k in range(len(folders))]
+    else:
+        names = metrics.ensemble or [model]
+        folders = [run.model(name) for name in names]
     members, cards = [], []
-    for name in names:
-        member = run.model(name)
+    for member in folders:
         card = member.read(ModelCard)
         if card is None:
             raise UserError(f"{member.path} has no model card (written by visionbench before "
@@ -237,8 +243,8 @@ def load(run_dir: Path | str, model: str | None = None) -> Predictor:
         cards.append(card)
     saved = _saved_data(run)
     predictor = Predictor(name=model, classes=data.classes, card=cards[0], members=members,
-                          members_names=names, decode_settings=_decode_settings(run, saved,
-                                                                                data))
+                          members_names=names, member_cards=cards,
+                          decode_settings=_decode_settings(run, saved, data))
     _readings(predictor, folder, data)
     hashes = run.read(TrainingHashes)
     if hashes is None:

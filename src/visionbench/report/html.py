@@ -23,6 +23,8 @@ from PIL import Image
 
 from visionbench import display
 from visionbench.data.describe import (
+    TESTED_BY_ENSEMBLE,
+    TESTED_BY_REFIT,
     describe_class_separation,
     describe_duplicate_search,
     describe_limit,
@@ -552,8 +554,11 @@ def _folds(page: Page, run: Run) -> None:
              "the folds' overlapping training sets, and the corrected resampled t-test "
              "(Nadeau &amp; Bengio) of each model against the recommended one, fold by fold. "
              "The recommendation is made on the out-of-fold predictions (every training "
-             "image once); the test split is predicted by each model refit on every "
-             "training image, and the leaderboard above scores that model.</p>"
+             "image once); the test split is predicted by "
+             + html.escape(TESTED_BY_ENSEMBLE if run.data.split_policy
+                           and run.data.split_policy.get("test_with") == "fold_ensemble"
+                           else TESTED_BY_REFIT)
+             + ", and the leaderboard above scores that.</p>"
              f"<table><thead><tr><th>model</th><th>{html.escape(primary)} mean [CI]</th>"
              "<th>per fold</th><th>vs recommended (difference, p)</th></tr></thead>"
              f"<tbody>{''.join(body)}</tbody></table>"

@@ -112,6 +112,8 @@ class ModelMetrics(Document):
     repeats: list[dict[str, Any]] | None = None
     folds: list[dict[str, Any]] | None = Field(None, description="k-fold: each fold model's "
                                                "epochs and validation and test scores.")
+    fold_ensemble: bool = Field(False, description="k-fold: the test split is predicted by "
+                                "the mean of the fold models (in folds/<k>/), not a refit.")
     seed: int | None = None
     external: str | None = None
     ensemble: list[str] | None = None

@@ -119,6 +119,9 @@ class SplitConfig(StrictModel):
     test: float = Field(0.2, ge=0.0, lt=1.0)
     seed: int = 42
     folds: int | None = Field(None, ge=2)
+    test_with: Literal["refit", "fold_ensemble"] = Field(
+        "refit", description="With folds: what predicts the test split — the model refit "
+        "on every non-test image, or the mean of the fold models' probabilities.")
     given: Literal["keep", "pool"] = "keep"
     limit_per_class: int | None = Field(None, ge=1)
     group_by: GroupBy | None = None
