@@ -192,3 +192,32 @@ def test_a_fold_ensemble_exports_as_one_graph_of_its_folds(ensembled):
     card = json.loads((ensembled / "export" / "cnn" / "model.json").read_text())
     assert [m["model"] for m in card["members"]] == ["cnn fold 1", "cnn fold 2", "cnn fold 3"]
     assert card["parity"]["top1_agreement"] == 1.0
+
+
+def test_repeated_cross_validation_cuts_the_folds_anew_and_counts_every_fold(tmp_path):
+    data = make_class_folders(tmp_path / "data", {"cat": 12, "dog": 12, "fox": 12})
+    run = run_yaml(tmp_path, "rcv", f"""
+data: {{source: folder, path: {data}, preprocess: {{size: 12}}, split: {{folds: 3, test: 0.25}}}}
+models:
+  cnn: {{layers: [{{type: conv, filters: 4}}, {{type: pool}}, {{type: flatten}}]}}
+  mlp: {{preset: mlp}}
+train: {{epochs: 2, progress: quiet, repeats: 2}}
+evaluate: {{bootstrap: 0, robustness: {{}}, explain: {{images: 0}}, error_examples: 0}}
+""")
+    first = {r["id"] for r in _rows(run / "cnn" / "folds" / "0" / "predictions_val.csv")}
+    again = [{r["id"] for r in _rows(run / "cnn" / "repeats" / "1" / "folds" / str(k)
+                                     / "predictions_val.csv")} for k in range(3)]
+    assert first not in again  # the folds were cut anew
+    assert len(set().union(*again)) == sum(len(f) for f in again)  # still a partition
+    metrics = json.loads((run / "cnn" / "repeats" / "1" / "folds" / "0" / "metrics.json")
+                         .read_text())
+    assert metrics["status"] == "ok"
+    board = json.loads((run / "leaderboard.json").read_text())
+    for row in board["rows"]:
+        assert row["folds"]["count"] == 6 and row["folds"]["repeats"] == 2
+        assert row.get("repeats") is None  # the repeats are the cross-validation's
+    [tested] = json.loads((run / "comparison.json").read_text())["folds"]
+    assert tested["folds"] == 6
+    # The recommendation and the test model come from the first repeat.
+    assert len(_rows(run / "cnn" / "predictions_val.csv")) == 27
+    assert "repeated 2 times" in (run / "report.html").read_text()

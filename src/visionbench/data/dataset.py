@@ -33,7 +33,7 @@ from visionbench.data.groups import group_names, group_pairs, group_summary
 from visionbench.data.labels import LabelMapping, map_labels
 from visionbench.data.normalize import Normalization, resolve_normalization
 from visionbench.data.sources import SourceData
-from visionbench.data.splits import assign_splits, check_classes
+from visionbench.data.splits import assign_splits, check_classes, stratified_group_folds
 from visionbench.errors import UserError
 from visionbench.rundir.documents import Notice
 from visionbench.schemas.data import DataCommon
@@ -56,6 +56,8 @@ class PreparedData:
     fold: np.ndarray
     labels: LabelMapping
     decoded: Decoded
+    # Which images must stay together (duplicates, split.group_by): what folds keep whole.
+    groups: np.ndarray | None = None
     record: dict[str, Any] = field(default_factory=dict)
     _normalization: Normalization | None = field(default=None, repr=False)
 
@@ -108,6 +110,18 @@ class PreparedData:
         split = self.split.copy()
         split[split == "test"] = "withheld"
         return replace(self, split=split, _normalization=None)
+
+    def refold(self, seed: int) -> PreparedData:
+        """The same images with the non-test ones cut into folds anew by `seed` (repeated
+        cross-validation): stratified, groups kept whole; test untouched."""
+        folds = self.config.split.folds
+        assert folds is not None, "refold needs split.folds"
+        pool = self.fold >= 0
+        groups = self.groups if self.groups is not None else np.arange(len(self.ids))
+        fold = self.fold.copy()
+        fold[pool] = stratified_group_folds(self.targets[pool], groups[pool], folds,
+                                            np.random.default_rng(seed))
+        return replace(self, fold=fold, _normalization=None)
 
     def refit_view(self) -> PreparedData:
         """The same images with every training and validation image as training (the model
@@ -226,11 +240,12 @@ def prepare_data(config: DataCommon) -> PreparedData:
             dropped = [ids[i] for i in leaked.tolist()]
             keep_mask = np.ones(len(index), bool)
             keep_mask[leaked] = False
-            index, targets, split, fold = (
+            index, targets, split, fold, groups = (
                 index[keep_mask],
                 targets[keep_mask],
                 split[keep_mask],
                 fold[keep_mask],
+                groups[keep_mask],
             )
             ids = [i for i, k in zip(ids, keep_mask, strict=True) if k]
             if names is not None:
@@ -244,7 +259,8 @@ def prepare_data(config: DataCommon) -> PreparedData:
                 "(duplicates.policy: drop_from_test removes them)"))
 
     data = PreparedData(
-        config, labels.classes, decoded.images, index, ids, targets, split, fold, labels, decoded
+        config, labels.classes, decoded.images, index, ids, targets, split, fold, labels, decoded,
+        groups,
     )
     grouped = (group_summary(config.split.group_by, names, split)
                if names is not None and config.split.group_by is not None else None)

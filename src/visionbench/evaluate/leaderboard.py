@@ -79,10 +79,11 @@ def evaluate_folder(run: RunFolder, settings: EvaluateConfig, models: list[str]
         if leaked:
             evaluations[name].summary["clean_test"] = clean_test(test, leaked, classes,
                                                                  settings)
-        folds = run.model(name).folds()
+        folds = run.model(name).repeated_folds()
         if folds:
             evaluations[name].summary["folds"] = fold_statistics(
-                [fold.read_predictions("val", classes) for fold in folds], settings)
+                [fold.read_predictions("val", classes) for fold in folds], settings,
+                len(run.model(name).folds()))
         repeats = run.model(name).repeats()
         if repeats:
             evaluations[name].summary["repeats"] = repeat_statistics(
@@ -156,23 +157,26 @@ def repeat_statistics(runs: list[Predictions], settings: EvaluateConfig) -> dict
     }
 
 
-def fold_statistics(folds: list[Predictions], settings: EvaluateConfig) -> dict[str, Any]:
-    """Each applicable metric on each fold's validation predictions, with their mean and
-    a corrected t interval (the folds' training sets overlap: Nadeau & Bengio)."""
+def fold_statistics(folds: list[Predictions], settings: EvaluateConfig, per_repeat: int
+                    ) -> dict[str, Any]:
+    """Each applicable metric on each fold's validation predictions (every repeat's folds,
+    `per_repeat` at a time), with their mean and a corrected t interval (the folds'
+    training sets overlap: Nadeau & Bengio; Bouckaert & Frank for repeats)."""
     names = applicable_metrics(settings.metrics, folds[0].prob.shape[1])
     values: dict[str, list[float]] = {n: [] for n in names}
     for fold in folds:
         for n, v in compute(names, fold.y_true, fold.prob).items():
             values[n].append(float(v[0]))
     test_size = float(np.mean([len(fold.ids) for fold in folds]))
-    train_size = sum(len(fold.ids) for fold in folds) - test_size
+    # A fold trains on the repeat's other folds: every non-test image but its own.
+    train_size = sum(len(fold.ids) for fold in folds[:per_repeat]) - test_size
     found = {}
     for n, v in values.items():
         mean, low, high = corrected_interval(np.asarray(v), train_size, test_size,
                                              settings.confidence)
         found[n] = {"mean": mean, "low": low, "high": high, "values": v}
-    return {"count": len(folds), "train_size": train_size, "test_size": test_size,
-            "metrics": found}
+    return {"count": len(folds), "repeats": len(folds) // max(per_repeat, 1),
+            "train_size": train_size, "test_size": test_size, "metrics": found}
 
 
 def fold_comparisons(folds: dict[str, dict[str, Any]], recommended: str | None,
@@ -214,6 +218,7 @@ def _leaderboard(outcomes: dict[str, ModelMetrics], evaluations: dict[str, Model
                                      **summary["clean_test"]["metrics"][primary.name]}
             if "folds" in summary:
                 row["folds"] = {"count": summary["folds"]["count"],
+                                "repeats": summary["folds"].get("repeats", 1),
                                 **{k: summary["folds"]["metrics"][primary.name][k]
                                    for k in ("mean", "low", "high", "values")}}
                 tested = next((c for c in comparison.folds if c["model"] == name), None)
@@ -370,7 +375,10 @@ def fold_cell(folds: dict[str, Any] | None) -> str:
     if not folds:
         return display.MISSING
     entry = {"value": folds["mean"], "low": folds["low"], "high": folds["high"]}
-    text = f"{display.interval(entry)} ({folds['count']} folds)"
+    repeats = folds.get("repeats", 1)
+    shape = (f"{folds['count'] // repeats} folds × {repeats}" if repeats > 1
+             else f"{folds['count']} folds")
+    text = f"{display.interval(entry)} ({shape})"
     return text + (f", p {display.p_value(folds['p_value'])}" if "p_value" in folds else "")
 
 

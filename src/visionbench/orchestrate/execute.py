@@ -259,18 +259,15 @@ def cross_validate(
     is made on all of them."""
     folds = data.config.split.folds
     assert folds is not None, "cross_validate needs split.folds"
-    if config.models[name].train.repeats > 1:
-        raise UserError("split.folds and train.repeats together are not supported yet: "
-                        "use one of them")
-    done: list[ModelMetrics] = []
-    for k in range(folds):
-        sub = folder.fold(k)
-        finished = sub.read(ModelMetrics)
-        if finished is None or not finished.ok:
-            finished = train_model(light_config(config, name), name, data.fold_view(k), sub,
-                                   report=lambda line, k=k: report(f"fold {k + 1}/{folds} of "
-                                                                   f"{line}"))
-        done.append(finished)
+    train = config.models[name].train
+    done = _train_folds(light_config(config, name), name, data, folder, report)
+    # Repeated cross-validation: the folds cut anew and the model reseeded each time; the
+    # recommendation and the test model come from the first repeat, the statistics from all.
+    for repeat in range(1, train.repeats):
+        variant = light_config(config, name)
+        variant.models[name].train.seed = train.seed + repeat
+        _train_folds(variant, name, data.refold(data.config.split.seed + repeat),
+                     folder.repeat(repeat), report, f" (repeat {repeat + 1}/{train.repeats})")
     if data.config.split.test_with == "fold_ensemble":
         outcome, note = _fold_ensemble(config, name, data, folder, done), (
             f"cross-validated on {folds} folds; the test split is predicted by the mean of "
@@ -292,6 +289,22 @@ def cross_validate(
     report(f"{name}: out-of-fold validation accuracy {outcome.val.accuracy:.4f} on "
            f"{outcome.val.images:,} images ({folds} folds)")
     return outcome
+
+
+def _train_folds(config: Config, name: str, data: PreparedData, folder: ModelFolder,
+                 report: Report, repeat: str = "") -> list[ModelMetrics]:
+    """One model per fold of `data`, into `folder/folds/<k>/`; a finished fold is kept."""
+    folds = data.config.split.folds or 0
+    done = []
+    for k in range(folds):
+        sub = folder.fold(k)
+        finished = sub.read(ModelMetrics)
+        if finished is None or not finished.ok:
+            finished = train_model(config, name, data.fold_view(k), sub,
+                                   report=lambda line, k=k: report(
+                                       f"fold {k + 1}/{folds}{repeat} of {line}"))
+        done.append(finished)
+    return done
 
 
 def _fold_ensemble(config: Config, name: str, data: PreparedData, folder: ModelFolder,
@@ -331,6 +344,8 @@ def _refit(config: Config, name: str, folds: list[ModelMetrics]) -> tuple[Config
         train.epochs = epochs
     train.early_stopping = None
     train.plateau = None
+    # Repeats belong to the cross-validation, not to the refit.
+    train.repeats = 1
     return refit, (f"cross-validated on {len(folds)} folds; the test split is predicted by "
                    f"the model refit on every training image ({epochs} epochs)")
 

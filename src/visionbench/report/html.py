@@ -545,10 +545,15 @@ def _folds(page: Page, run: Run) -> None:
                     f"<td>{html.escape(display.interval(mean))}</td>"
                     f"<td>{', '.join(_fmt(v) for v in folds.get('values', []))}</td>"
                     f"<td>{html.escape(versus)}</td></tr>")
-    count = rows[0].folds["count"] if rows[0].folds else 0
+    first = rows[0].folds or {}
+    repeats = first.get("repeats", 1)
+    count = first.get("count", 0) // max(repeats, 1)
+    again = (f", repeated {repeats} times with the folds cut anew and another seed"
+             if repeats > 1 else "")
     page.add('<h3 id="folds">Cross-validation</h3>'
-             f'<p class="muted">{count}-fold cross-validation: each model was trained once '
-             f"per fold with that fold as validation; {html.escape(primary)} on each fold's "
+             f'<p class="muted">{count}-fold cross-validation{again}: each model was trained '
+             f"once per fold with that fold as validation; {html.escape(primary)} on each "
+             "fold's "
              "validation images, their mean with a "
              f"{display.level(board.confidence)} t interval whose variance is corrected for "
              "the folds' overlapping training sets, and the corrected resampled t-test "

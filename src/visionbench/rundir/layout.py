@@ -256,6 +256,16 @@ class ModelFolder(_Folder):
             "*/" + PREDICTIONS["val"])]
         return sorted(found, key=lambda folder: int(folder.path.name))
 
+    def repeated_folds(self) -> list[ModelFolder]:
+        """The folds of every repeat of the cross-validation (repeat 0's first), in (repeat,
+        fold) order: what the per-fold statistics are computed on."""
+        found = self.folds()
+        repeats = sorted((p for p in (self.path / REPEATS).glob("*") if (p / FOLDS).is_dir()),
+                         key=lambda path: int(path.name))
+        for repeat in repeats:
+            found += ModelFolder(repeat).folds()
+        return found
+
     def keep_final_state(self, epochs: int) -> ModelFolder:
         """Copy the model's final state (card, weights, metrics, history, predictions,
         evaluation) to `earlier/epoch-<epochs>/` before training continues in place; returns
