@@ -57,3 +57,21 @@ def test_a_local_ray_gives_the_sequential_run_folder(tmp_path):
                  for f in (sequential, parallel)]
         assert files[0] == files[1]
     assert boards[0]["recommended"] == boards[1]["recommended"]
+
+
+def test_on_ray_every_fold_is_a_task_and_the_run_folder_is_the_sequential_one(tmp_path):
+    config = CONFIG.replace("split: {{seed: 1}}", "split: {{seed: 1, folds: 2}}")
+    # One model is enough here: its two folds are two tasks, its refit a third.
+    config = "\n".join(line for line in config.splitlines()
+                        if not line.startswith(("  wide:", "  mlp:", "  dense:")))
+    runs = []
+    for name, execution in (("sequential", "{executor: local}"),
+                            ("parallel", "{executor: ray, local_cpus: 2}")):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(config.format(execution=execution, out=tmp_path / name))
+        assert main(["run", str(path)]) == 0
+        runs.append(next((tmp_path / name / name).iterdir()))
+    for fold in ("folds/0/", "folds/1/", ""):
+        for split in ("predictions.csv", "predictions_val.csv"):
+            assert np.allclose(_probabilities(runs[0] / "small" / (fold + split)),
+                               _probabilities(runs[1] / "small" / (fold + split)), atol=1e-5)

@@ -294,17 +294,47 @@ def cross_validate(
 def _train_folds(config: Config, name: str, data: PreparedData, folder: ModelFolder,
                  report: Report, repeat: str = "") -> list[ModelMetrics]:
     """One model per fold of `data`, into `folder/folds/<k>/`; a finished fold is kept."""
-    folds = data.config.split.folds or 0
-    done = []
-    for k in range(folds):
-        sub = folder.fold(k)
-        finished = sub.read(ModelMetrics)
-        if finished is None or not finished.ok:
-            finished = train_model(config, name, data.fold_view(k), sub,
-                                   report=lambda line, k=k: report(
-                                       f"fold {k + 1}/{folds}{repeat} of {line}"))
-        done.append(finished)
-    return done
+    return [_train_fold(config, name, data, folder, k, report, repeat)
+            for k in range(data.config.split.folds or 0)]
+
+
+def _train_fold(config: Config, name: str, data: PreparedData, folder: ModelFolder, k: int,
+                report: Report, repeat: str = "") -> ModelMetrics:
+    sub = folder.fold(k)
+    finished = sub.read(ModelMetrics)
+    if finished is not None and finished.ok:
+        return finished
+    folds = data.config.split.folds
+    return train_model(config, name, data.fold_view(k), sub,
+                       report=lambda line: report(f"fold {k + 1}/{folds}{repeat} of {line}"))
+
+
+def fold_items(config: Config, names: list[str]) -> list[str]:
+    """`model|repeat|fold` for every fold of every cross-validated model: the tasks a
+    parallel executor runs before each model's own (which then finds its folds done)."""
+    folds = config.data.split.folds or 0
+    return [f"{name}|{repeat}|{k}" for name in names
+            if family_of(config.models[name]).trainable
+            for repeat in range(config.models[name].train.repeats) for k in range(folds)]
+
+
+def train_fold(job: Job, item: str) -> ModelMetrics | None:
+    """One fold of one repeat of a model (`model|repeat|fold`), as a task of its own. A
+    failure is left for the model's own task, which trains the fold again and records
+    why it failed."""
+    name, repeat, k = item.split("|")
+    config, data, folder = job.config, job.data, job.run.model(name)
+    variant = light_config(config, name)
+    label = ""
+    if int(repeat):
+        variant.models[name].train.seed = config.models[name].train.seed + int(repeat)
+        data = data.refold(data.config.split.seed + int(repeat))
+        folder = folder.repeat(int(repeat))
+        label = f" (repeat {int(repeat) + 1}/{config.models[name].train.repeats})"
+    try:
+        return _train_fold(variant, name, data, folder, int(k), job.report, label)
+    except Exception:  # the model's own task retrains and records the failure
+        return None
 
 
 def _fold_ensemble(config: Config, name: str, data: PreparedData, folder: ModelFolder,
@@ -562,9 +592,14 @@ def run_models(
     local = settings.executor == "local"
     # Workers print for themselves (Ray forwards their lines): a terminal callback stays here.
     job = Job(config, data, run, mode, extra_epochs, report if local else print)
+    execute = EXECUTORS.get(settings.executor)
     try:
-        EXECUTORS.get(settings.executor)(train_one, job, names, settings,
-                                         outcomes.__setitem__)
+        if config.data.split.folds is not None and mode != "continue" and not local:
+            # In parallel, every fold is a task of its own first; each model's task then
+            # refits (or averages) from its finished folds.
+            execute(train_fold, job, fold_items(config, names), settings,
+                    lambda item, found: None)
+        execute(train_one, job, names, settings, outcomes.__setitem__)
     except KeyboardInterrupt:
         for name in names:
             if name not in outcomes and run.model(name).path.is_dir():
