@@ -75,3 +75,29 @@ def test_on_ray_every_fold_is_a_task_and_the_run_folder_is_the_sequential_one(tm
         for split in ("predictions.csv", "predictions_val.csv"):
             assert np.allclose(_probabilities(runs[0] / "small" / (fold + split)),
                                _probabilities(runs[1] / "small" / (fold + split)), atol=1e-5)
+
+
+def test_a_sweep_runs_its_trials_as_ray_tasks(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(f"""
+data: {{source: digits, split: {{seed: 1}}}}
+models:
+  small: {{layers: [{{type: conv, filters: 4}}, {{type: pool}}, {{type: flatten}}]}}
+train: {{epochs: 2, progress: quiet}}
+evaluate: {{bootstrap: 0, robustness: {{}}, explain: {{images: 0}}, error_examples: 0}}
+execution: {{executor: ray, local_cpus: 2}}
+sweep:
+  model: small
+  trials: 3
+  parallel: 2
+  space: {{train.optimizer.lr: {{low: 1.0e-3, high: 1.0e-1, log: true}}}}
+output: {{dir: {tmp_path / 'runs'}}}
+""")
+    assert main(["run", str(path)]) == 0
+    run = next((tmp_path / "runs" / "sweep").iterdir())
+    found = json.loads((run / "sweep.json").read_text())
+    assert [t["state"] for t in found["trials"]] == ["complete"] * 3
+    assert all((run / "sweep" / f"trial-{n}" / "predictions_val.csv").is_file()
+               for n in range(3))
+    board = json.loads((run / "leaderboard.json").read_text())
+    assert {r["model"] for r in board["rows"]} == {"small", "small_tuned"}

@@ -50,7 +50,7 @@ def test_no_trial_is_given_the_test_split(swept):
     assert all("test" not in set(data.split.tolist()) for data in given)
     test_ids = {row.split(",")[0] for row in
                 (run / "cnn" / "predictions.csv").read_text().splitlines()[1:]}
-    for trial in sorted((run / "sweep").iterdir()):
+    for trial in sorted(p for p in (run / "sweep").iterdir() if p.is_dir()):
         assert not (trial / "predictions.csv").exists()
         seen = {row.split(",")[0] for row in
                 (trial / "predictions_val.csv").read_text().splitlines()[1:]}

@@ -32,6 +32,7 @@ from visionbench.rundir.documents import (
     TrainingHashes,
 )
 from visionbench.rundir.layout import RunFolder
+from visionbench.runtime.executors import executor_session
 from visionbench.track import check_trackers
 
 __all__ = ["RunResult", "continue_run", "run_config"]
@@ -88,23 +89,27 @@ def run_config(
     if not run.has(Inspection):
         run.write(Inspection.model_validate(inspect_data(data, run.data_dir)))
     report(f"run folder: {run.path}")
-    if config.sweep is not None:
-        # The search reads training and validation images only; its best trial joins the
-        # run as one more model, evaluated on test once like the others.
-        config = run_sweep(config, data, run, report)
-        save_config(config, run.path)
-        names = [*names, config.sweep.tuned] if config.sweep.tuned not in names else names
-    # A resumed run may add models to a folder: those trained before stay on its leaderboard.
-    result = RunResult(run, run.outcomes(list(config.models)) if resume is not None else {})
-    interrupted = False
-    try:
-        run_models(config, data, run, names, "resume" if resume else "new", 0, report,
-                   result.models)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        # Also after a failure or Ctrl-C: the leaderboard lists whatever finished.
-        finish_run(result, config, report)
+    # One executor session for the whole run (a Ray started once, not per batch of tasks).
+    with executor_session(config.execution):
+        if config.sweep is not None:
+            # The search reads training and validation images only; its best trial joins
+            # the run as one more model, evaluated on test once like the others.
+            config = run_sweep(config, data, run, report)
+            save_config(config, run.path)
+            names = [*names, config.sweep.tuned] if config.sweep.tuned not in names else names
+        # A resumed run may add models to a folder: those trained before stay on its
+        # leaderboard.
+        result = RunResult(run, run.outcomes(list(config.models)) if resume is not None
+                           else {})
+        interrupted = False
+        try:
+            run_models(config, data, run, names, "resume" if resume else "new", 0, report,
+                       result.models)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            # Also after a failure or Ctrl-C: the leaderboard lists whatever finished.
+            finish_run(result, config, report)
     if interrupted:
         stopped = [n for n, m in result.models.items() if m.status is Status.INTERRUPTED]
         command = command_line()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from visionbench.evaluate.metrics import METRICS, compute
 from visionbench.orchestrate.execute import Report, light_config, train_model
 from visionbench.rundir.documents import Sweep
 from visionbench.rundir.layout import RunFolder
+from visionbench.runtime.executors import EXECUTORS
 from visionbench.schemas.models import ModelConfig
 from visionbench.schemas.sweep import Dimension, with_setting
 from visionbench.train.callbacks import Callback, TrainerView
@@ -86,42 +88,117 @@ def run_sweep(config: Config, data: PreparedData, run: RunFolder, report: Report
     return updated
 
 
+@dataclass
+class TrialJob:
+    """What every trial shares (sent once to an executor's workers): the config, the data
+    without its test split, the run folder, the validation curve pruning reads, and the
+    study's storage when trials run elsewhere (None: the trial handle is passed along)."""
+
+    config: Config
+    blind: PreparedData
+    run: RunFolder
+    curve: str
+    storage: str | None
+    values: dict[int, dict[str, Any]]
+    trial_ids: dict[int, int]
+
+
+def run_trial(job: TrialJob, item: str) -> dict[str, Any]:
+    """Trial `item` (its number) trained with its settings on the training split, scored
+    on validation; its epochs are reported to the study for pruning. Returns its state and
+    value; a trial the pruner stops or that fails says so instead of raising."""
+    import optuna
+
+    number = int(item)
+    config, settings = job.config, job.config.sweep
+    assert settings is not None
+    study = optuna.load_study(study_name=STUDY, storage=_storage(optuna, job.storage))
+    trial = optuna.trial.Trial(study, job.trial_ids[number])
+    values = job.values[number]
+    variant = config.model_copy(deep=True)
+    metric = METRICS.get(config.evaluate.primary_metric)
+    try:
+        variant.models[settings.model] = tuned_model(config, values)
+        folder = job.run.sweep_trial(number)
+        metrics = train_model(light_config(variant, settings.model), settings.model,
+                              job.blind, folder, report=lambda line: None,
+                              callbacks=[Pruning(trial, job.curve)])
+        val = folder.read_predictions("val", job.blind.classes, metrics)
+    except optuna.TrialPruned as exc:
+        return {"state": "pruned", "reason": str(exc)}
+    except (UserError, TrainingDivergedError, ValueError) as exc:
+        return {"state": "fail", "reason": str(exc).splitlines()[0] if str(exc) else ""}
+    value = float(compute([metric.name], val.y_true, val.prob)[metric.name][0])
+    return {"state": "complete", "value": value, "epochs": metrics.epochs}
+
+
+STUDY = "sweep"
+
+
+def _storage(optuna: Any, path: str | None) -> Any:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    assert path is not None, "a study run elsewhere needs its storage"
+    return JournalStorage(JournalFileBackend(path))
+
+
 def _search(optuna: Any, config: Config, data: PreparedData, run: RunFolder,
             report: Report) -> Sweep:
     settings = config.sweep
     assert settings is not None
     metric = METRICS.get(config.evaluate.primary_metric)
     direction = "maximize" if metric.higher_is_better else "minimize"
-    # Pruning reads the epoch's validation curve that moves the same way as the metric.
-    curve = "val_accuracy" if metric.higher_is_better else "val_loss"
     pruners = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
                "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(),
                "none": lambda: optuna.pruners.NopPruner()}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction=direction,
+    # The study lives in a journal file in the run folder, where every trial (here or on a
+    # Ray worker) reports its epochs and reads the others' for pruning.
+    journal = run.sweep_journal
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    journal.unlink(missing_ok=True)
+    study = optuna.create_study(study_name=STUDY, direction=direction,
+                                storage=_storage(optuna, str(journal)),
                                 sampler=optuna.samplers.TPESampler(seed=settings.seed),
                                 pruner=pruners[settings.pruner]())
     # The trials never get the test split: it is not in the data they are given.
-    blind = data.without_test()
+    job = TrialJob(config, data.without_test(), run,
+                   # Pruning reads the validation curve that moves the way the metric does.
+                   "val_accuracy" if metric.higher_is_better else "val_loss",
+                   str(journal), {}, {})
+    execute = EXECUTORS.get(config.execution.executor)
+    # Trials run `parallel` at a time (one at a time here): the sampler learns from every
+    # finished batch before it proposes the next.
+    parallel = 1 if config.execution.executor == "local" else settings.parallel
+    asked: dict[int, Any] = {}
 
-    def objective(trial: Any) -> float:
-        values = {path: _suggest(trial, path, dimension)
-                  for path, dimension in settings.space.items()}
-        variant = config.model_copy(deep=True)
-        variant.models[settings.model] = tuned_model(config, values)
-        folder = run.sweep_trial(trial.number)
-        metrics = train_model(light_config(variant, settings.model), settings.model, blind,
-                              folder, report=lambda line: None,
-                              callbacks=[Pruning(trial, curve)])
-        val = folder.read_predictions("val", data.classes, metrics)
-        value = float(compute([metric.name], val.y_true, val.prob)[metric.name][0])
-        trial.set_user_attr("epochs", metrics.epochs)
-        report(f"sweep trial {trial.number + 1}/{settings.trials}: validation {metric.name} "
-               f"{value:.4f} ({_describe(values)})")
-        return value
+    def told(item: str, found: dict[str, Any]) -> None:
+        trial = asked.pop(int(item))
+        if found["state"] == "complete":
+            trial.set_user_attr("epochs", found["epochs"])
+            study.tell(trial, found["value"])
+            report(f"sweep trial {trial.number + 1}/{settings.trials}: validation "
+                   f"{metric.name} {found['value']:.4f} ({_describe(job.values[trial.number])})")
+        else:
+            state = optuna.trial.TrialState.PRUNED if found["state"] == "pruned" else \
+                optuna.trial.TrialState.FAIL
+            study.tell(trial, state=state)
+            report(f"sweep trial {trial.number + 1}/{settings.trials}: {found['state']} "
+                   f"({found.get('reason', '')})")
 
-    study.optimize(objective, n_trials=settings.trials,
-                   catch=(UserError, TrainingDivergedError, ValueError))
+    while len(study.trials) < settings.trials:
+        batch = []
+        for _ in range(min(parallel, settings.trials - len(study.trials))):
+            trial = study.ask()
+            job.values[trial.number] = {path: _suggest(trial, path, dimension)
+                                        for path, dimension in settings.space.items()}
+            # A worker reattaches to this trial by its storage id (Optuna's Trial takes it;
+            # no public accessor gives it).
+            job.trial_ids[trial.number] = trial._trial_id
+            asked[trial.number] = trial
+            batch.append(str(trial.number))
+        execute(run_trial, job, batch, config.execution, told)
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not finished:
         raise UserError(f"sweep: none of the {settings.trials} trials finished (see "

@@ -65,6 +65,7 @@ ERROR_LOG = "error.txt"
 REPEATS = "repeats"
 FOLDS = "folds"
 SWEEP = "sweep"
+SWEEP_JOURNAL = "journal.log"
 EXPLAINED = "explained"
 EARLIER = "earlier"
 # The pictures of a model folder, by what they show.
@@ -340,6 +341,11 @@ class RunFolder(_Folder):
     def sweep_trial(self, number: int) -> ModelFolder:
         """The folder of a sweep's trial `number`."""
         return ModelFolder(self.path / SWEEP / f"trial-{number}")
+
+    @property
+    def sweep_journal(self) -> Path:
+        """The sweep's Optuna study (a journal file every trial reports to)."""
+        return self.path / SWEEP / SWEEP_JOURNAL
 
     @property
     def mlflow_store(self) -> Path:

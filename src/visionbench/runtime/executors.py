@@ -7,7 +7,8 @@ each result as it arrives; it never loses a result that arrived before a failure
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from visionbench.errors import UserError
@@ -35,18 +36,8 @@ def run_on_ray(task: Task, shared: Any, items: list[str], settings: ExecutionCon
     shared object goes to Ray's object store once (its arrays are read there without a copy
     per task on one machine). A local Ray started here listens on 127.0.0.1 only and stops
     when the items are done; Ctrl-C cancels the tasks still running."""
-    try:
-        import ray
-    except ImportError:
-        raise UserError("execution.executor: ray needs Ray: pip install 'visionbench[ray]'"
-                        ) from None
-    started_here = not ray.is_initialized()
-    if started_here:
-        if settings.address:
-            ray.init(address=settings.address, log_to_driver=True)
-        else:
-            ray.init(num_cpus=settings.local_cpus, num_gpus=None, include_dashboard=False,
-                     log_to_driver=True, _node_ip_address="127.0.0.1")
+    ray = _ray()
+    started_here = _start_ray(ray, settings)
     try:
         shared_ref = ray.put(shared)
         remote = ray.remote(task).options(num_cpus=settings.cpus, num_gpus=settings.gpus,
@@ -61,6 +52,43 @@ def run_on_ray(task: Task, shared: Any, items: list[str], settings: ExecutionCon
             for ref in pending:
                 ray.cancel(ref, force=True)
             raise
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise UserError("execution.executor: ray needs Ray: pip install 'visionbench[ray]'"
+                        ) from None
+    return ray
+
+
+def _start_ray(ray: Any, settings: ExecutionConfig) -> bool:
+    """Start (or join) Ray unless it runs already; whether it was started here."""
+    if ray.is_initialized():
+        return False
+    if settings.address:
+        ray.init(address=settings.address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=settings.local_cpus, include_dashboard=False, log_to_driver=True,
+                 _node_ip_address="127.0.0.1")
+    return True
+
+
+@contextmanager
+def executor_session(settings: ExecutionConfig) -> Iterator[None]:
+    """Keep the executor's machinery up for a whole run: Ray is started (or joined) once,
+    not for every batch of tasks, and stopped at the end if it was started here."""
+    if settings.executor != "ray":
+        yield
+        return
+    ray = _ray()
+    started_here = _start_ray(ray, settings)
+    try:
+        yield
     finally:
         if started_here:
             ray.shutdown()

@@ -53,6 +53,8 @@ class SweepConfig(StrictModel):
     trials: int = Field(20, ge=1)
     pruner: Literal["median", "asha", "none"] = "median"
     seed: int = 0
+    parallel: int = Field(4, ge=1, description="Trials at a time with a parallel executor "
+                          "(execution.executor: ray); one at a time locally.")
     name: str | None = None
 
     @property
