@@ -101,18 +101,19 @@ def predict_page(settings: AppSettings) -> None:
     for message in refused:
         st.error(plain(message))
     chosen = [uploads[i] for i in accepted]
+    images = tuple(upload.getvalue() for upload in chosen)
     with st.spinner("Predicting…"):
-        predictions = _predictions(run_dir, model, tuple(u.getvalue() for u in chosen))
+        predictions = _predictions(run_dir, model, images)
     for upload, prediction in zip(chosen, predictions, strict=True):
         prediction.source = upload.name
     st.session_state[SHOWN] = predictions
     if predictions:
         st.download_button("Download these predictions (CSV)", _csv(predictor, predictions),
                            file_name="visionbench-predictions.csv", mime="text/csv")
-    for position, (upload, prediction) in enumerate(zip(chosen, predictions, strict=True)):
+    for position, (image, prediction) in enumerate(zip(images, predictions, strict=True)):
         with st.container(border=True):
-            _show(predictor, prediction, upload.getvalue(), position,
-                  _explanation(run_dir, model, upload.getvalue()) if explain else None)
+            _show(predictor, prediction, image, position,
+                  _explanation(run_dir, model, image) if explain else None)
 
 
 def _about(predictor: Predictor) -> list[str]:

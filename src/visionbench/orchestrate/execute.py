@@ -252,22 +252,19 @@ def cross_validate(
     report: Report = print,
 ) -> ModelMetrics:
     """k-fold cross-validation of model `name`: one model per fold, that fold as validation,
-    into `<model>/folds/<k>/` (a finished fold is kept on resume); then the model refit on
-    every training and validation image into its own folder, where the test split is
-    predicted. Its validation predictions are the folds' out-of-fold ones: every training
-    image once, predicted by the fold model that did not learn it, so the recommendation
-    is made on all of them."""
+    into `<model>/folds/<k>/` (a finished fold is kept on resume), again per extra repeat
+    with the folds cut anew (`<model>/repeats/<r>/folds/<k>/`); then the test split is
+    predicted by the model refit on every non-test image (into its own folder) or by the
+    mean of the fold models (`split.test_with`). Its validation predictions are the first
+    repeat's out-of-fold ones: every training image once, predicted by the fold model that
+    did not learn it, so the recommendation is made on all of them."""
     folds = data.config.split.folds
     assert folds is not None, "cross_validate needs split.folds"
-    train = config.models[name].train
-    done = _train_folds(light_config(config, name), name, data, folder, report)
-    # Repeated cross-validation: the folds cut anew and the model reseeded each time; the
-    # recommendation and the test model come from the first repeat, the statistics from all.
-    for repeat in range(1, train.repeats):
-        variant = light_config(config, name)
-        variant.models[name].train.seed = train.seed + repeat
-        _train_folds(variant, name, data.refold(data.config.split.seed + repeat),
-                     folder.repeat(repeat), report, f" (repeat {repeat + 1}/{train.repeats})")
+    # Repeated cross-validation: the recommendation and the test model come from the first
+    # repeat, the statistics from all.
+    done = _train_folds(*_repeat(config, name, data, folder, 0), report)
+    for repeat in range(1, config.models[name].train.repeats):
+        _train_folds(*_repeat(config, name, data, folder, repeat), report)
     if data.config.split.test_with == "fold_ensemble":
         outcome, note = _fold_ensemble(config, name, data, folder, done), (
             f"cross-validated on {folds} folds; the test split is predicted by the mean of "
@@ -291,15 +288,29 @@ def cross_validate(
     return outcome
 
 
+def _repeat(config: Config, name: str, data: PreparedData, folder: ModelFolder, repeat: int
+            ) -> tuple[Config, str, PreparedData, ModelFolder, str]:
+    """What repeat `repeat` of a cross-validation trains with: the light config (reseeded
+    after the first repeat), the data (its folds cut anew after the first), the folder its
+    folds go into, and the label its lines carry."""
+    variant = light_config(config, name)
+    if not repeat:
+        return variant, name, data, folder, ""
+    variant.models[name].train.seed = config.models[name].train.seed + repeat
+    return (variant, name, data.refold(data.config.split.seed + repeat),
+            folder.repeat(repeat),
+            f" (repeat {repeat + 1}/{config.models[name].train.repeats})")
+
+
 def _train_folds(config: Config, name: str, data: PreparedData, folder: ModelFolder,
-                 report: Report, repeat: str = "") -> list[ModelMetrics]:
+                 repeat: str, report: Report) -> list[ModelMetrics]:
     """One model per fold of `data`, into `folder/folds/<k>/`; a finished fold is kept."""
-    return [_train_fold(config, name, data, folder, k, report, repeat)
+    return [_train_fold(config, name, data, folder, repeat, k, report)
             for k in range(data.config.split.folds or 0)]
 
 
-def _train_fold(config: Config, name: str, data: PreparedData, folder: ModelFolder, k: int,
-                report: Report, repeat: str = "") -> ModelMetrics:
+def _train_fold(config: Config, name: str, data: PreparedData, folder: ModelFolder,
+                repeat: str, k: int, report: Report) -> ModelMetrics:
     sub = folder.fold(k)
     finished = sub.read(ModelMetrics)
     if finished is not None and finished.ok:
@@ -323,16 +334,9 @@ def train_fold(job: Job, item: str) -> ModelMetrics | None:
     failure is left for the model's own task, which trains the fold again and records
     why it failed."""
     name, repeat, k = item.split("|")
-    config, data, folder = job.config, job.data, job.run.model(name)
-    variant = light_config(config, name)
-    label = ""
-    if int(repeat):
-        variant.models[name].train.seed = config.models[name].train.seed + int(repeat)
-        data = data.refold(data.config.split.seed + int(repeat))
-        folder = folder.repeat(int(repeat))
-        label = f" (repeat {int(repeat) + 1}/{config.models[name].train.repeats})"
+    setup = _repeat(job.config, name, job.data, job.run.model(name), int(repeat))
     try:
-        return _train_fold(variant, name, data, folder, int(k), job.report, label)
+        return _train_fold(*setup, int(k), job.report)
     except Exception:  # the model's own task retrains and records the failure
         return None
 

@@ -91,14 +91,15 @@ def run_sweep(config: Config, data: PreparedData, run: RunFolder, report: Report
 @dataclass
 class TrialJob:
     """What every trial shares (sent once to an executor's workers): the config, the data
-    without its test split, the run folder, the validation curve pruning reads, and the
-    study's storage when trials run elsewhere (None: the trial handle is passed along)."""
+    without its test split, the run folder, the validation curve pruning reads, the
+    study's journal file (every trial, here or on a worker, reports to it), and each
+    trial's settings and storage id."""
 
     config: Config
     blind: PreparedData
     run: RunFolder
     curve: str
-    storage: str | None
+    storage: str
     values: dict[int, dict[str, Any]]
     trial_ids: dict[int, int]
 
@@ -112,7 +113,7 @@ def run_trial(job: TrialJob, item: str) -> dict[str, Any]:
     number = int(item)
     config, settings = job.config, job.config.sweep
     assert settings is not None
-    study = optuna.load_study(study_name=STUDY, storage=_storage(optuna, job.storage))
+    study = optuna.load_study(study_name=STUDY, storage=_storage(job.storage))
     trial = optuna.trial.Trial(study, job.trial_ids[number])
     values = job.values[number]
     variant = config.model_copy(deep=True)
@@ -135,11 +136,11 @@ def run_trial(job: TrialJob, item: str) -> dict[str, Any]:
 STUDY = "sweep"
 
 
-def _storage(optuna: Any, path: str | None) -> Any:
+def _storage(path: str) -> Any:
+    """The study's journal file as Optuna storage."""
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    assert path is not None, "a study run elsewhere needs its storage"
     return JournalStorage(JournalFileBackend(path))
 
 
@@ -159,7 +160,7 @@ def _search(optuna: Any, config: Config, data: PreparedData, run: RunFolder,
     journal.parent.mkdir(parents=True, exist_ok=True)
     journal.unlink(missing_ok=True)
     study = optuna.create_study(study_name=STUDY, direction=direction,
-                                storage=_storage(optuna, str(journal)),
+                                storage=_storage(str(journal)),
                                 sampler=optuna.samplers.TPESampler(seed=settings.seed),
                                 pruner=pruners[settings.pruner]())
     # The trials never get the test split: it is not in the data they are given.

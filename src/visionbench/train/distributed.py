@@ -7,7 +7,7 @@ so only the calling process writes the model folder.
 
 from __future__ import annotations
 
-import io
+import copy
 import os
 import socket
 import sys
@@ -61,20 +61,14 @@ def fit_distributed(spec: FitSpec, settings: DistributedConfig) -> dict[str, Any
     if spec.device.type == "cuda" and torch.cuda.device_count() < settings.processes:
         raise UserError(f"train.distributed.processes is {settings.processes} but "
                         f"{torch.cuda.device_count()} GPU(s) are visible: one per process")
-    # Each process gets its own copy of the model and the images, as plain bytes: tensors
-    # passed as they are would arrive in memory shared by every process (each step would
-    # then be applied once per process), through a sharing mechanism that aborts now and
-    # then on the receiving side.
-    buffer = io.BytesIO()
-    torch.save(spec, buffer)
     # The processes meet through a key-value store this process holds on 127.0.0.1: it
     # exists before any of them starts, so none races another to create it.
     store = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True,
                                        wait_for_workers=False)
     with tempfile.TemporaryDirectory(prefix="visionbench-ddp-") as folder:
         torch.multiprocessing.spawn(
-            _process, args=(settings.processes, backend_for(settings, spec.device),
-                            buffer.getvalue(), store.port, folder),
+            _process, args=(settings.processes, backend_for(settings, spec.device), spec,
+                            store.port, folder),
             nprocs=settings.processes, join=True)
         return torch.load(Path(folder) / STATE, map_location="cpu", weights_only=True)
 
@@ -84,14 +78,13 @@ def _loopback() -> str | None:
     return next((name for _, name in socket.if_nameindex() if name.startswith("lo")), None)
 
 
-def _process(index: int, processes: int, backend: str, payload: bytes, port: int,
+def _process(index: int, processes: int, backend: str, spec: FitSpec, port: int,
              folder: str) -> None:
-    # Our own bytes, made by the calling process a moment ago (never a file from elsewhere).
-    spec: FitSpec = torch.load(io.BytesIO(payload), weights_only=False)
-    if backend == "gloo" and "GLOO_SOCKET_IFNAME" not in os.environ and _loopback():
+    loopback = _loopback()
+    if backend == "gloo" and "GLOO_SOCKET_IFNAME" not in os.environ and loopback:
         # The processes are on this machine: gloo talks over loopback, not whatever
         # interface the host name resolves to.
-        os.environ["GLOO_SOCKET_IFNAME"] = _loopback() or ""
+        os.environ["GLOO_SOCKET_IFNAME"] = loopback
     store = torch.distributed.TCPStore("127.0.0.1", port, is_master=False,
                                        wait_for_workers=False)
     torch.distributed.init_process_group(backend, store=store, rank=index,
@@ -106,7 +99,11 @@ def _process(index: int, processes: int, backend: str, payload: bytes, port: int
                      else []) + [Progress(*spec.progress) if index == 0
                                  else Progress(spec.progress[0], "quiet")]
         torch.manual_seed(spec.cfg.seed)
-        trainer = Trainer(spec.built, spec.cfg, spec.stages, spec.train, spec.val,
+        # The spec arrives from the calling process through multiprocessing, its tensors in
+        # memory shared by every process: each trains its own copy of the model
+        # (DistributedDataParallel keeps the copies equal), or every step would be applied
+        # once per process.
+        trainer = Trainer(copy.deepcopy(spec.built), spec.cfg, spec.stages, spec.train, spec.val,
                           spec.classes, device, callbacks=callbacks, meta=dict(spec.meta),
                           rank=(index, processes))
         if spec.state is not None:
