@@ -18,8 +18,9 @@ class Output(Protocol):
     """Loss and probabilities of one output kind."""
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None,
-             smoothing: float) -> torch.Tensor:
-        """Mean (class-weighted) loss of a batch."""
+             smoothing: float, focal_gamma: float = 0.0) -> torch.Tensor:
+        """Mean (class-weighted) loss of a batch. `targets` are class indices (N,) or, for a
+        mixed batch, class probabilities (N, classes); `focal_gamma` > 0 is the focal loss."""
         ...
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
@@ -30,10 +31,29 @@ class Output(Protocol):
 OUTPUTS: Registry[Output] = Registry("output")
 
 
+def _weighted_mean(each: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None
+                   ) -> torch.Tensor:
+    """The batch mean of per-image losses; with class weights, the convention of weighted
+    cross-entropy (weighted sum over the sum of the weights) for hard targets."""
+    if weights is None:
+        return each.mean()
+    per_sample = weights[targets] if targets.dim() == 1 else targets @ weights
+    return (each * per_sample).sum() / per_sample.sum()
+
+
 class _Softmax:
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None,
-             smoothing: float) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), targets, weight=weights, label_smoothing=smoothing)
+             smoothing: float, focal_gamma: float = 0.0) -> torch.Tensor:
+        if not focal_gamma:
+            return F.cross_entropy(logits.float(), targets, weight=weights,
+                                   label_smoothing=smoothing)
+        log_p = F.log_softmax(logits.float(), dim=1)
+        classes = log_p.shape[1]
+        goal = F.one_hot(targets, classes).float() if targets.dim() == 1 else targets.float()
+        goal = goal * (1 - smoothing) + smoothing / classes
+        # (1 - p)^gamma scales each class's term down as the model grows sure of it.
+        each = -(goal * (1 - log_p.exp()).pow(focal_gamma) * log_p).sum(dim=1)
+        return _weighted_mean(each, targets, weights)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.float().softmax(dim=1)
@@ -41,15 +61,18 @@ class _Softmax:
 
 class _Sigmoid:
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None,
-             smoothing: float) -> torch.Tensor:
-        goal = targets.float() * (1 - smoothing) + 0.5 * smoothing
-        each = F.binary_cross_entropy_with_logits(logits.float().squeeze(1), goal,
-                                                  reduction="none")
-        if weights is None:
-            return each.mean()
+             smoothing: float, focal_gamma: float = 0.0) -> torch.Tensor:
+        positive = targets.float() if targets.dim() == 1 else targets[:, 1].float()
+        goal = positive * (1 - smoothing) + 0.5 * smoothing
+        logit = logits.float().squeeze(1)
+        if focal_gamma:
+            p = torch.sigmoid(logit)
+            each = -(goal * (1 - p).pow(focal_gamma) * F.logsigmoid(logit)
+                     + (1 - goal) * p.pow(focal_gamma) * F.logsigmoid(-logit))
+        else:
+            each = F.binary_cross_entropy_with_logits(logit, goal, reduction="none")
         # Same convention as weighted cross-entropy: a weighted mean.
-        per_sample = weights[targets]
-        return (each * per_sample).sum() / per_sample.sum()
+        return _weighted_mean(each, targets, weights)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         positive = torch.sigmoid(logits.float().squeeze(1))

@@ -165,7 +165,7 @@ def train_model(
     wall = time.perf_counter() - started
     if train_cfg.checkpoint:
         trainer.save_checkpoint(folder.last_checkpoint)
-    save_weights(trainer.model, folder.weights)
+    save_weights(trainer.evaluated_model, folder.weights)
     folder.write(ModelCard(model=name, family=model_cfg.family_name, classes=data.classes,
                            input=built.input, output=built.output,
                            config=model_cfg.model_dump(mode="json")))
@@ -444,7 +444,8 @@ def _record_evaluations(
                 folder.write(robustness(evaluator, splits["test"], settings.robustness,
                                         result.accuracy, seed, steps.step))
             if isinstance(evaluator, Trainer) and explain is not None and explain.images:
-                loaded = LoadedModel(evaluator.model, evaluator.pipeline, evaluator.device)
+                loaded = LoadedModel(evaluator.evaluated_model, evaluator.pipeline,
+                                     evaluator.device)
                 try:
                     with Steps(f"{name} explanations", len(explain.methods) + 1,
                                progress) as steps:

@@ -66,10 +66,14 @@ class PlateauConfig(StrictModel):
 
 
 class LossConfig(StrictModel):
-    """Cross-entropy with optional label smoothing and class weights (`balanced` or a list)."""
+    """Cross-entropy with optional label smoothing and class weights (`balanced` or a list);
+    `focal_gamma` > 0 makes it the focal loss (Lin et al. 2017), which down-weights the
+    images a model already classifies confidently: an aid on imbalanced sets, beside or
+    instead of class weights."""
 
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     class_weights: Literal["none", "balanced"] | list[float] = "none"
+    focal_gamma: float = Field(0.0, ge=0, le=10)
 
 
 class PenaltyConfig(StrictModel):
@@ -84,6 +88,16 @@ class CropConfig(StrictModel):
 
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
+
+
+class AutoAugmentConfig(StrictModel):
+    """A policy of random operations on every training image, batched on the device:
+    `trivial` (TrivialAugment: one operation, a random magnitude) or `rand` (RandAugment:
+    `ops` operations at `magnitude` out of 30)."""
+
+    policy: Literal["trivial", "rand"] = "trivial"
+    ops: int = Field(2, ge=1, le=5)
+    magnitude: int = Field(9, ge=0, le=30)
 
 
 class AugmentConfig(StrictModel):
@@ -105,6 +119,7 @@ class AugmentConfig(StrictModel):
     contrast: float = Field(0.0, ge=0, le=1)
     noise: float = Field(0.0, ge=0)
     fill: Literal["border", "zeros", "reflection"] = "border"
+    auto: AutoAugmentConfig | None = None
     classes: list[str] | None = None
 
     @property
@@ -112,8 +127,29 @@ class AugmentConfig(StrictModel):
         """Whether any augmentation is switched on."""
         return bool(
             self.hflip or self.vflip or self.rotation or self.zoom or self.shift or self.crop
-            or self.brightness or self.contrast or self.noise
+            or self.brightness or self.contrast or self.noise or self.auto
         )
+
+
+class EmaConfig(StrictModel):
+    """An exponential moving average of the weights (timm's `ModelEmaV3`): evaluated after
+    every epoch, and saved as the model. With `warmup`, the decay grows as
+    1 - (1 + step / warmup_gamma) ** -warmup_power up to `decay`, so a short run still
+    averages its late weights rather than its random start."""
+
+    decay: float = Field(0.999, gt=0, lt=1)
+    warmup: bool = True
+    warmup_gamma: float = Field(1.0, gt=0)
+    warmup_power: float = Field(3 / 4, gt=0)
+
+
+class MixConfig(StrictModel):
+    """Mixup or CutMix (timm's batch mode): with probability `prob` a batch is mixed with
+    itself reversed, by a share drawn from Beta(`alpha`, `alpha`); the loss reads the
+    mixed labels (label smoothing applies to them)."""
+
+    alpha: float = Field(..., gt=0)
+    prob: float = Field(1.0, gt=0, le=1)
 
 
 class DistributedConfig(StrictModel):
@@ -143,6 +179,9 @@ class TrainConfig(StrictModel):
     penalty: PenaltyConfig = Field(default_factory=PenaltyConfig)
     grad_clip: float | None = Field(None, gt=0)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    mixup: MixConfig | None = None
+    cutmix: MixConfig | None = None
+    ema: EmaConfig | None = None
     balance: Annotated[str, Registered("balance method")] = "none"
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"

@@ -3,8 +3,9 @@ then pixel-value changes, all drawn per image from a seeded generator.
 
 Geometric augmentations each contribute a per-image 3x3 matrix (in pixel-centred
 coordinates, so rotations stay rotations on non-square images); the product is applied
-with a single `grid_sample`, which also produces the model's input size. Each
-augmentation is one registered function.
+with a single `grid_sample`, which also produces the model's input size. An automatic
+policy (TrivialAugment, RandAugment; `autoaugment`) comes next, then pixel-value changes.
+Each augmentation is one registered function.
 
 Example:
     >>> import torch
@@ -27,6 +28,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual name
 from visionbench.registry import Registry
 from visionbench.runtime.pipeline import resize
 from visionbench.schemas.train import AugmentConfig
+from visionbench.train.autoaugment import auto_augment
 
 Matrix = Callable[[AugmentConfig, int, torch.Generator, torch.device], torch.Tensor | None]
 Pixels = Callable[[torch.Tensor, AugmentConfig, torch.Generator], torch.Tensor]
@@ -174,7 +176,7 @@ def augment(
                             align_corners=False)
     else:
         out = resize(images, size, "stretch")
-    changed = out
+    changed = out if cfg.auto is None else auto_augment(out, cfg.auto, gen, cfg.fill)
     for _, change in PHOTOMETRIC.items():
         changed = change(changed, cfg, gen)
     if mask is not None:

@@ -25,11 +25,15 @@ from visionbench.schemas.train import EarlyStoppingConfig, PlateauConfig
 class TrainerView(Protocol):
     """What a callback may see of the trainer, and change (`stop_training`, `lr_scale`)."""
 
-    model: nn.Module
     epoch: int
     events: list[dict[str, Any]]
     stop_training: bool
     lr_scale: float
+
+    @property
+    def evaluated_model(self) -> nn.Module:
+        """The model that is validated, kept as the best and saved."""
+        ...
 
     @property
     def stage_name(self) -> str:
@@ -130,7 +134,7 @@ class EarlyStopping(Callback):
         if self.tracker.improved(logs):
             self.best_epoch = logs["epoch"]
             if self.cfg.restore_best:
-                state = trainer.model.state_dict()
+                state = trainer.evaluated_model.state_dict()
                 self.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
         elif self.tracker.wait >= self.cfg.patience:
             trainer.stop_training = True
@@ -138,7 +142,7 @@ class EarlyStopping(Callback):
 
     def on_stage_end(self, trainer: TrainerView) -> None:
         if self.cfg.restore_best and self.best_weights is not None:
-            trainer.model.load_state_dict(self.best_weights)
+            trainer.evaluated_model.load_state_dict(self.best_weights)
         trainer.events.append({
             "event": "early_stopping", "stage": trainer.stage_name,
             "best_epoch": self.best_epoch, "stopped_epoch": self.stopped_epoch,
@@ -211,7 +215,7 @@ class Checkpoint(Callback):
     def on_epoch_end(self, trainer: TrainerView, logs: dict[str, Any]) -> None:
         assert self.tracker is not None, "on_stage_start comes first"
         if self.tracker.improved(logs):
-            save_weights(trainer.model, self.best)
+            save_weights(trainer.evaluated_model, self.best)
         trainer.save_checkpoint(self.last)
 
     def state_dict(self) -> dict[str, Any]:

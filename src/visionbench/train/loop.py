@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from timm.utils import ModelEmaV3
 
 from visionbench.errors import UserError
 from visionbench.fileio import atomic_path
@@ -30,6 +31,7 @@ from visionbench.schemas.train import OptimizerConfig, TrainConfig
 from visionbench.train.augment import BatchAugmenter
 from visionbench.train.balance import class_weights, epoch_order
 from visionbench.train.callbacks import Callback, EarlyStopping, ReduceLROnPlateau
+from visionbench.train.mix import BatchMixer
 from visionbench.train.optim import lr_factor, make_optimizer
 
 
@@ -103,6 +105,13 @@ class Trainer:
         augmenter = (BatchAugmenter(cfg.augment, built.input.size, chosen)
                      if cfg.augment.active else None)
         self.pipeline = InputPipeline(built.input, device, cfg.channels_last, augmenter)
+        self.mixer = (BatchMixer(cfg.mixup, cfg.cutmix, len(classes))
+                      if cfg.mixup or cfg.cutmix else None)
+        # The average of the weights is what is evaluated and saved when enabled.
+        self.ema = None if cfg.ema is None else ModelEmaV3(
+            self.model, decay=cfg.ema.decay, use_warmup=cfg.ema.warmup,
+            warmup_gamma=cfg.ema.warmup_gamma, warmup_power=cfg.ema.warmup_power)
+        self.ema_updates = 0
         self.output = OUTPUTS.get(built.output)
         weights = class_weights(cfg.loss.class_weights, train.targets, len(classes))
         self.class_weights = None if weights is None else weights.to(device)
@@ -126,6 +135,12 @@ class Trainer:
         self._sums = torch.zeros(2, device=device)
         self._count = 0
         self._check_monitors()
+
+    @property
+    def evaluated_model(self) -> torch.nn.Module:
+        """The model that is validated, kept as the best and saved: the moving average of
+        the weights with `train.ema`, else the trained model itself."""
+        return self.model if self.ema is None else self.ema.module
 
     @property
     def stage(self) -> Stage:
@@ -240,6 +255,8 @@ class Trainer:
         order = epoch_order(self.cfg.balance, self.train_images.targets, len(self.classes), gen)
         device_gen = torch.Generator(device=self.device).manual_seed(
             _seed(self.cfg.seed, self.stage_index, self.epoch_in_stage, 1))
+        mix_gen = torch.Generator().manual_seed(
+            _seed(self.cfg.seed, self.stage_index, self.epoch_in_stage, 2))
         batches = len(chunks(order, self.cfg.batch_size))
         self._sums.zero_()
         self._count = 0
@@ -260,10 +277,13 @@ class Trainer:
                 images, targets = images[this::processes], targets[this::processes]
                 share = len(targets) * processes / size
             inputs = self.pipeline(images, targets, train=True, gen=device_gen)
+            goal = targets
+            if self.mixer is not None:
+                inputs, goal = self.mixer(inputs, targets, mix_gen)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
                 logits = self.forward(inputs)
-            loss = self.output.loss(logits, targets, self.class_weights,
-                                    self.cfg.loss.label_smoothing)
+            loss = self.output.loss(logits, goal, self.class_weights,
+                                    self.cfg.loss.label_smoothing, self.cfg.loss.focal_gamma)
             penalty = self._penalty()
             total = loss * share if penalty is None else loss * share + penalty
             self.optimizer.zero_grad(set_to_none=True)
@@ -271,6 +291,9 @@ class Trainer:
             if self.cfg.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema_updates += 1
+                self.ema.update(self.model, step=self.ema_updates)
             with torch.no_grad():
                 correct = (self.output.probabilities(logits).argmax(1) == targets).sum()
                 self._sums[0] += loss.detach().float() * len(targets)
@@ -320,13 +343,14 @@ class Trainer:
         """Loss, accuracy and per-image probabilities of the current model on `split`
         (with `transform` applied to every image before normalisation, if given)."""
         self.model.eval()
+        model = self.forward if self.ema is None else self.ema.module
         order = torch.arange(len(split))
         batch_size = self.cfg.eval_batch_size or self.cfg.batch_size * 2
         probabilities, losses = [], torch.zeros((), device=self.device)
         for images, targets in split.batches(order, batch_size):
             inputs = self.pipeline(images, targets, train=False, transform=transform)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                logits = self.forward(inputs)
+                logits = model(inputs)
             losses += self.output.loss(logits, targets, None, 0.0) * len(targets)
             probabilities.append(self.output.probabilities(logits))
         probs = torch.cat(probabilities).cpu()
@@ -350,6 +374,8 @@ class Trainer:
             "freeze_reports": self.freeze_reports,
             "timing": {"train_seconds": self.train_seconds, "images_seen": self.images_seen},
             "model": self.model.state_dict(),
+            "ema": None if self.ema is None else {"weights": self.ema.module.state_dict(),
+                                                  "updates": self.ema_updates},
             # A state loaded after the last epoch never starts a stage again: what it
             # loaded is still the optimizer's and the callbacks' state.
             "optimizer": self._pending["optimizer"] if self._pending is not None
@@ -381,6 +407,12 @@ class Trainer:
         self.train_seconds = state["timing"]["train_seconds"]
         self.images_seen = state["timing"]["images_seen"]
         self.model.load_state_dict(state["model"])
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise UserError("the checkpoint was trained without train.ema: train this "
+                                "model from scratch to average its weights")
+            self.ema.module.load_state_dict(state["ema"]["weights"])
+            self.ema_updates = state["ema"]["updates"]
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
