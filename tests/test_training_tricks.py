@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -17,6 +18,7 @@ from visionbench.schemas.train import AutoAugmentConfig, MixConfig
 from visionbench.train.autoaugment import OPERATIONS, auto_augment
 from visionbench.train.callbacks import Callback
 from visionbench.train.loop import Trainer
+from visionbench.train.lr_find import steepest, sweep_rates
 from visionbench.train.mix import BatchMixer
 
 
@@ -243,3 +245,45 @@ def test_policies_give_each_image_its_own_operations(policy):
         assert not changed.all()
     again = auto_augment(images, cfg, torch.Generator().manual_seed(2), "border")
     assert torch.equal(out, again)
+
+
+def test_lr_finder_suggests_a_rate_inside_the_sweep_on_a_toy_problem(tmp_path, capsys):
+    from visionbench.cli import main
+
+    config = tmp_path / "toy.yaml"
+    config.write_text(f"""
+data: {{source: digits, split: {{val: 0.2, test: 0.2}}}}
+models:
+  mlp: {{preset: mlp}}
+  staged:
+    preset: mlp
+    stages: [{{name: warm, epochs: 1, freeze: none}}]
+train: {{epochs: 1, progress: quiet}}
+output: {{dir: {tmp_path / 'out'}}}
+""")
+    assert main(["lr-find", str(config), "--model", "mlp", "--steps", "120",
+                 "--start", "1e-5", "--end", "10"]) == 0
+    out = capsys.readouterr().out
+    record = json.loads((tmp_path / "out" / "toy" / "lr-find" / "mlp.json").read_text())
+    suggestion = record["suggestion"]
+    assert 1e-5 < suggestion < 10
+    # The loss falls around the suggestion and is lower after it than at the start.
+    rates, smoothed = record["rates"], record["smoothed"]
+    at = rates.index(suggestion)
+    assert smoothed[at + 1] < smoothed[at] < smoothed[0]
+    assert min(smoothed) < 0.7 * smoothed[0]
+    assert record["stopped_early"], "Adam at a rate of 10 should have diverged"
+    assert f"--set models.mlp.train.optimizer.lr={suggestion:.2g}" in out
+    assert (tmp_path / "out" / "toy" / "lr-find" / "mlp.png").stat().st_size > 10_000
+    assert main(["lr-find", str(config), "--model", "staged", "--steps", "20"]) == 0
+    assert "models.staged.stages[0].optimizer.lr" in capsys.readouterr().out
+    assert main(["lr-find", str(config), "--model", "nope"]) == 2
+    assert "not a model of this config" in capsys.readouterr().err
+
+
+def test_steepest_descent_of_a_known_curve():
+    rates = sweep_rates(1e-4, 1.0, 9)
+    # Falls fastest between 1e-2 and 1e-1.5, bottoms at 1e-0.5, then rises.
+    smoothed = [2.0, 2.0, 1.9, 1.8, 1.0, 0.8, 0.7, 0.9, 3.0]
+    assert steepest(rates, smoothed) == pytest.approx(rates[4])
+    assert steepest(rates, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]) is None

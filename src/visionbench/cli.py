@@ -68,8 +68,15 @@ def _root(
 
 @app.command()
 def inspect(
-    config: ConfigArg = "quickstart",
+    config: Annotated[
+        str, typer.Argument(help="A YAML config, a built-in recipe name such as 'quickstart', "
+                            "or a finished run folder (its label issues).")
+    ] = "quickstart",
     set_: SetOption = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="With a run folder: whose out-of-sample "
+                                 "predictions score the labels (default: the recommended).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     out: Annotated[
         Path | None,
@@ -78,7 +85,11 @@ def inspect(
         ),
     ] = None,
 ) -> None:
-    """Counts, image statistics, corrupt files, duplicates and class variance of a dataset."""
+    """Counts, image statistics, corrupt files, duplicates and class variance of a dataset;
+    for a finished run folder, the images whose label its model disputes (cleanlab)."""
+    if Path(config).is_dir():
+        _inspect_run(Path(config), model, as_json)
+        return
     from visionbench.config import load_config
     from visionbench.data.cache import cache_usage
     from visionbench.data.dataset import prepare_data
@@ -417,6 +428,36 @@ def app_command(
         raise typer.Exit(code)
 
 
+@app.command(name="lr-find")
+def lr_find_command(
+    config: ConfigArg,
+    model: Annotated[str, typer.Option("--model", help="Which model of the config.")],
+    set_: SetOption = None,
+    steps: Annotated[int, typer.Option(min=10, help="Training steps of the sweep.")] = 200,
+    start: Annotated[float, typer.Option(help="The first learning rate.")] = 1e-7,
+    end: Annotated[float, typer.Option(help="The last learning rate.")] = 10.0,
+) -> None:
+    """Sweep the learning rate over a few hundred steps and draw the loss against it, with
+    the rate where it falls fastest marked: a hint to read off the picture."""
+    from visionbench.config import load_config
+    from visionbench.orchestrate.lr_find import lr_find
+
+    found = lr_find(load_config(config, set_ or []), model, steps, start, end)
+    curve = found.curve
+    ended = " (stopped early: the loss diverged)" if curve.stopped_early else ""
+    stdout.print(f"lr-find: {len(curve.rates)} steps from {curve.rates[0]:.2g} to "
+                 f"{curve.rates[-1]:.2g}{ended}")
+    stdout.print(f"picture: {found.picture}")
+    stdout.print(f"numbers: {found.record}")
+    if found.setting is None:
+        stdout.print("no suggestion: the loss never fell; try a wider range (--start, --end) "
+                     "or more --steps")
+    else:
+        stdout.print(f"suggested rate: {curve.suggestion:.2g} (the steepest fall of the "
+                     "smoothed loss; check it on the picture)", soft_wrap=True)
+        stdout.print(f"apply it:       {found.setting}")
+
+
 @app.command(name="explain")
 def explain_command(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `visionbench run`.")],
@@ -440,6 +481,29 @@ def explain_command(
         METHODS.get(name)
     out = explain_run(run_dir, model, images, method)
     stdout.print(f"explanations: {out}")
+
+
+def _inspect_run(run_dir: Path, model: str | None, as_json: bool) -> None:
+    """The label issues of a finished run, found, saved and printed."""
+    from visionbench.orchestrate.label_issues import label_issues_of_run
+    from visionbench.rundir import RunFolder
+
+    found = label_issues_of_run(run_dir, model)
+    if as_json:
+        sys.stdout.write(found.model_dump_json(indent=2) + "\n")
+        return
+    stdout.print(f"label issues: {found.found} of {found.images_scored} images "
+                 f"({found.source} predictions of {found.model}) have a label the model "
+                 "disputes", soft_wrap=True)
+    for pair in found.pairs:
+        stdout.print(f"  given {pair['given']}, model says {pair['suggested']}: "
+                     f"{pair['count']}", soft_wrap=True)
+    for row in found.issues[:10]:
+        stdout.print(f"  {row['id']}: given {row['given']} ({row['given_probability']:.2f}), "
+                     f"model says {row['suggested']} ({row['suggested_probability']:.2f})",
+                     soft_wrap=True)
+    stdout.print(f"all of them: {RunFolder(run_dir).file(type(found))}; the report shows them",
+                 soft_wrap=True)
 
 
 def _print_inspection(report: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field, ValidationError
 from visionbench import registries  # noqa: F401 - fills every registry before validation
 from visionbench.data.sources import SOURCES
 from visionbench.errors import UserError
+from visionbench.evaluate.tta import TTA_SUFFIX
 from visionbench.models.presets import PRESETS
 from visionbench.rundir.layout import name_problem
 from visionbench.schemas.base import StrictModel
@@ -194,11 +195,15 @@ def config_from_dict(
 
 
 def _check_names(config: Config) -> None:
-    """Model and ensemble names become folder names: they cannot leave the run folder."""
+    """Model and ensemble names become folder names: they cannot leave the run folder, nor
+    take the name of a test-time augmentation row."""
     for section, names in (("models", config.models), ("evaluate.ensembles",
                                                        config.evaluate.ensembles)):
         for name in names:
             problem = name_problem(name)
+            if problem is None and name.endswith(TTA_SUFFIX):
+                problem = (f"names ending in {TTA_SUFFIX} are kept for test-time "
+                           "augmentation rows")
             if problem is not None:
                 raise UserError(f"{section}.{name}: {problem}")
 

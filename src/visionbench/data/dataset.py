@@ -76,6 +76,12 @@ class PreparedData:
         images = np.asarray(self.images[self.index[positions]])
         return with_channels(images, self.channels), self.targets[positions]
 
+    def pictures(self, ids: list[str]) -> np.ndarray:
+        """uint8 images (N, H, W, C as the model sees them) of the images named `ids`."""
+        where = {image_id: position for position, image_id in enumerate(self.ids)}
+        positions = np.asarray([where[image_id] for image_id in ids], dtype=int)
+        return with_channels(np.asarray(self.images[self.index[positions]]), self.channels)
+
     def normalization(self) -> Normalization:
         """The configured normalisation, with statistics from the training split only.
 

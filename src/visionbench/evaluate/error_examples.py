@@ -29,7 +29,9 @@ def pyplot() -> Any:
     return plt
 
 
-def _grid(images: np.ndarray, titles: list[str], path: Path, heading: str) -> None:
+def draw_grid(images: np.ndarray, titles: list[str], path: Path, heading: str) -> None:
+    """uint8 (N, H, W, C) images in a grid of five columns, each with its title, under
+    `heading`, written atomically to `path` (PNG)."""
     plt = pyplot()
     count = len(images)
     columns = min(5, max(count, 1))
@@ -67,13 +69,13 @@ def error_analysis(images: np.ndarray, test: Predictions, classes: list[str],
 
     written = []
     if examples and len(wrong):
-        _grid(images[wrong], [title(i) for i in wrong], folder.picture("misclassified"),
+        draw_grid(images[wrong], [title(i) for i in wrong], folder.picture("misclassified"),
               f"{len(np.flatnonzero(y_pred != test.y_true))} misclassified test images "
               f"(most confident first)")
         written.append(folder.picture("misclassified").name)
     top = np.argsort(-losses)[: max(examples, 0)]
     if examples and len(top):
-        _grid(images[top], [f"{title(i)}\nloss {losses[i]:.2f}" for i in top],
+        draw_grid(images[top], [f"{title(i)}\nloss {losses[i]:.2f}" for i in top],
               folder.picture("top_losses"), "highest-loss test images")
         written.append(folder.picture("top_losses").name)
     errors = [float(np.mean(y_pred[test.y_true == k] != k)) if (test.y_true == k).any()

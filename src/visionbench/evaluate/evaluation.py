@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
 
+from visionbench.evaluate.calibration import fit_temperature, negative_log_likelihood, scaled
+from visionbench.evaluate.conformal import calibrate, summarise
 from visionbench.evaluate.metrics import (
     METRICS,
     Metric,
@@ -198,12 +200,66 @@ def evaluate_model(
         "bootstrap": {"resamples": 0 if weights is None else len(weights),
                       "confidence": settings.confidence, "stratified": True},
     }
+    wanted = settings.calibration != "none" or settings.conformal is not None
+    temperature = None
+    if wanted and val is None:
+        notes.append(Notice(code="no_validation", message="calibration and conformal sets "
+                            "are fitted on validation, and this model has no validation "
+                            "predictions: neither is made"))
+    elif settings.calibration == "temperature" and val is not None:
+        temperature = fit_temperature(val.prob, val.y_true)
     positive = positive_classes(classes, group)
     if positive is not None:
-        summary["clinical"] = clinical_reading(test, val, positive, classes, weights, settings)
+        # The reading is of the probabilities predict returns: calibrated when scaling is on.
+        summary["clinical"] = clinical_reading(
+            with_temperature(test, temperature),
+            None if val is None else with_temperature(val, temperature),
+            positive, classes, weights, settings)
         if group:
             summary["clinical"]["group"] = group["name"]
+    if wanted and val is not None:
+        summary.update(acting_on_probabilities(test, val, classes, settings, temperature))
     return ModelEvaluation(summary, {k: v for k, v in resampled.items()})
+
+
+def with_temperature(predictions: Predictions, temperature: float | None) -> Predictions:
+    """`predictions` with their probabilities scaled by `temperature` (None: as they are)."""
+    if temperature is None:
+        return predictions
+    return Predictions(predictions.ids, predictions.y_true, scaled(predictions.prob, temperature))
+
+
+CALIBRATION_METRICS = ["log_loss", "expected_calibration_error", "brier_score"]
+
+
+def acting_on_probabilities(test: Predictions, val: Predictions, classes: list[str],
+                            settings: EvaluateConfig, temperature: float | None
+                            ) -> dict[str, Any]:
+    """What temperature scaling (`temperature`, fitted on `val`) and conformal sets
+    (calibrated on `val`) do: the calibration metrics of test before and after scaling, and
+    the sets' coverage and sizes on test (made from the calibrated probabilities when
+    scaling is on, as predict returns them)."""
+    found: dict[str, Any] = {}
+    test_prob, val_prob = test.prob, val.prob
+    if temperature is not None:
+        test_prob, val_prob = scaled(test.prob, temperature), scaled(val.prob, temperature)
+        before = compute(CALIBRATION_METRICS, test.y_true, test.prob)
+        after = compute(CALIBRATION_METRICS, test.y_true, test_prob)
+        found["temperature"] = {
+            "value": temperature, "fitted_on": "validation", "validation_images": len(val.y_true),
+            "validation_nll": {"before": negative_log_likelihood(val.prob, val.y_true),
+                               "after": negative_log_likelihood(val_prob, val.y_true)},
+            "test": {name: {"before": float(before[name][0]), "after": float(after[name][0])}
+                     for name in CALIBRATION_METRICS},
+            "reliability": reliability(Predictions(test.ids, test.y_true, test_prob)),
+        }
+    if settings.conformal is not None:
+        wanted = settings.conformal
+        cutoff = calibrate(val_prob, val.y_true, wanted.score, wanted.coverage)
+        found["conformal"] = summarise(test_prob, test.y_true, classes, wanted.score,
+                                       wanted.coverage, cutoff, len(val.y_true),
+                                       settings.confidence)
+    return found
 
 
 def reliability(test: Predictions, bins: int = 10) -> dict[str, Any]:
@@ -275,6 +331,25 @@ def compare_models(
     return {"primary_metric": metric.name, "recommended": recommended,
             "test_best": test_best, "selection": selection, "alpha": settings.alpha,
             "marks": marks, "pairs": pairs}
+
+
+def paired_gain(pairs: list[dict[str, Any]], model: str, against: str, metric: str
+                ) -> dict[str, Any] | None:
+    """`model` minus `against` on `metric` from the comparison's paired tests: the
+    difference, its paired bootstrap interval and p-value, and McNemar's p-value (None when
+    the two were not compared)."""
+    pair = next((p for p in pairs if {p["a"], p["b"]} == {model, against}), None)
+    if pair is None:
+        return None
+    tested = pair["bootstrap"].get(metric)
+    sign = 1 if pair["a"] == model else -1
+    found: dict[str, Any] = {"model": model, "against": against, "metric": metric,
+                             "mcnemar_p": pair["mcnemar"]["p_value"]}
+    if tested:
+        bounds = sorted((sign * tested["low"], sign * tested["high"]))
+        found.update(difference=sign * tested["difference"], low=bounds[0], high=bounds[1],
+                     p_value=tested["p_value"])
+    return found
 
 
 def _test_mark(name: str, recommended: str, pairs: list[dict[str, Any]], metric: Metric,

@@ -19,6 +19,7 @@ from visionbench.evaluate.evaluation import (
     applicable_metrics,
     compare_models,
     evaluate_model,
+    paired_gain,
 )
 from visionbench.evaluate.metrics import METRICS, compute
 from visionbench.evaluate.references import against_references
@@ -28,6 +29,7 @@ from visionbench.evaluate.statistics import (
     corrected_interval,
     corrected_resampled_t,
 )
+from visionbench.evaluate.tta import tta_name
 from visionbench.rundir.documents import (
     Comparison,
     DataRecord,
@@ -46,13 +48,16 @@ COLUMNS_AFTER = ("parameters", "epochs", "train_seconds", "mark", "error")
 
 def evaluate_folder(run: RunFolder, settings: EvaluateConfig, models: list[str]
                     ) -> Leaderboard:
-    """Evaluate `models` of `run`, and the ensembles `settings` names whose members are all
-    among them and finished; returns the leaderboard."""
+    """Evaluate `models` of `run`, their test-time augmentation rows (with `settings.tta`),
+    and the ensembles `settings` names whose members are all among them and finished;
+    returns the leaderboard."""
     data = run.require(DataRecord)
     classes, group = data.classes, data.positive_group
     wanted = {name: members for name, members in settings.ensembles.items()
               if set(members) <= set(models)}
-    models = [*models, *write_ensembles(run, wanted, classes)]
+    augmented = ([tta_name(name) for name in models if run.model(tta_name(name)).has(ModelMetrics)]
+                 if settings.tta is not None else [])
+    models = [*models, *augmented, *write_ensembles(run, wanted, classes)]
     outcomes = {name: run.model(name).read(ModelMetrics)
                 or ModelMetrics(model=name, status=Status.NOT_RUN) for name in models}
     predictions: dict[str, Predictions] = {}
@@ -96,6 +101,11 @@ def evaluate_folder(run: RunFolder, settings: EvaluateConfig, models: list[str]
     compared["references"] = against_references(
         {name: found.summary for name, found in evaluations.items()}, settings.references,
         settings.alpha)
+    compared["tta"] = [{**gain, "views": outcomes[name].tta["views"]}
+                       for name in augmented if name in evaluations
+                       and (gain := paired_gain(compared["pairs"], name,
+                                                outcomes[name].tta["model"],
+                                                settings.primary_metric)) is not None]
     compared["folds"] = fold_comparisons(
         {name: found.summary["folds"] for name, found in evaluations.items()
          if "folds" in found.summary}, selection.get("recommended"), settings)

@@ -95,6 +95,10 @@ class ModelFamily:
         """The layer Grad-CAM reads (None: the last convolution)."""
         return None
 
+    def tta_crops(self, config: ModelConfig) -> tuple[float, ...]:
+        """Centre-crop fractions test-time augmentation adds as views (none by default)."""
+        return ()
+
 
 FAMILIES: Registry[ModelFamily] = Registry("model family")
 

@@ -44,6 +44,10 @@ class TimmFamily(ModelFamily):
                              False)
         return Base(module, (module.num_features,), spec, [], _timm_blocks(module), notes)
 
+    def tta_crops(self, config: ModelConfig) -> tuple[float, ...]:
+        """ImageNet backbones were evaluated on the centre 87.5 % of each side."""
+        return (0.875,)
+
 
 def _timm_blocks(base: nn.Module) -> list[list[nn.Module]]:
     """The backbone's coarse stages as timm groups them (stem, stages...), in order."""

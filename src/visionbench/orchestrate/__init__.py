@@ -14,6 +14,7 @@ from visionbench.config import Config, load_config
 from visionbench.data.dataset import prepare_data, training_hashes
 from visionbench.data.inspect import inspect_data
 from visionbench.errors import InterruptedRunError, UserError
+from visionbench.evaluate.label_issues import check_available
 from visionbench.orchestrate.collect import RunResult, finish_run
 from visionbench.orchestrate.execute import Report, run_models
 from visionbench.orchestrate.plan import (
@@ -70,6 +71,7 @@ def run_config(
     training the `retrain` models of that folder again from scratch."""
     names = select_models(config, only)
     check_trackers(config.tracking)
+    check_available(config.evaluate.label_issues is not None)
     if resume is not None:
         # Checked before anything is decoded or written: a refused resume changes nothing.
         run = RunFolder(resume).check()
@@ -109,7 +111,7 @@ def run_config(
             interrupted = True
         finally:
             # Also after a failure or Ctrl-C: the leaderboard lists whatever finished.
-            finish_run(result, config, report)
+            finish_run(result, config, data, report)
     if interrupted:
         stopped = [n for n, m in result.models.items() if m.status is Status.INTERRUPTED]
         command = command_line()
@@ -152,5 +154,5 @@ def continue_run(path: Path, epochs: int, only: list[str] | None = None,
             if outcome.ok:
                 config = extended(config, name, epochs)
         save_config(config, run.path)
-        finish_run(result, config, report)
+        finish_run(result, config, data, report)
     return result

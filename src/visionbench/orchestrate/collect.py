@@ -8,7 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from visionbench.config import Config
+from visionbench.data.dataset import PreparedData
+from visionbench.errors import UserError
 from visionbench.evaluate.leaderboard import evaluate_folder
+from visionbench.orchestrate.label_issues import write_label_issues
 from visionbench.report.html import write_report
 from visionbench.rundir.documents import Leaderboard, ModelMetrics, RunDocument, RunEntry
 from visionbench.rundir.layout import RunFolder
@@ -40,16 +43,26 @@ class RunResult:
         return [name for name, metrics in self.models.items() if not metrics.ok]
 
 
-def finish_run(result: RunResult, config: Config, report: Callable[[str], None] = print
-               ) -> None:
-    """Record each model's status, evaluate the run from its predictions, write the report,
-    then log the run to the config's trackers."""
+def finish_run(result: RunResult, config: Config, data: PreparedData,
+               report: Callable[[str], None] = print) -> None:
+    """Record each model's status, evaluate the run from its predictions, find label issues
+    (with `evaluate.label_issues`), write the report, then log the run to the config's
+    trackers."""
     result.run.write(RunDocument(
         name=config.output.name, folder=str(result.run.path),
         models={name: RunEntry(status=m.status, **({"error": m.error} if m.error else {}))
                 for name, m in result.models.items()},
     ))
     result.board = evaluate_folder(result.run, config.evaluate, list(result.models))
+    if config.evaluate.label_issues is not None:
+        try:
+            found = write_label_issues(result.run, config.evaluate.label_issues, data)
+            report(f"label issues: {found.found} of {found.images_scored} images "
+                   f"({found.source} predictions of {found.model}) have a label the model "
+                   "disputes; listed in the report")
+        except UserError as exc:
+            # The models' results stand; this one finding is missing, and says why.
+            report(str(exc))
     write_report(result.run, config.train.progress)
     # Last: the run folder is complete before anything is sent elsewhere.
     track_run(result.run, config.tracking, report)

@@ -27,6 +27,7 @@ from visionbench.evaluate.error_examples import error_analysis
 from visionbench.evaluate.external import ExternalFamily, ExternalModel
 from visionbench.evaluate.model_explanations import explain_test_set
 from visionbench.evaluate.robustness import CORRUPTIONS
+from visionbench.evaluate.tta import averaged, tta_name, view_names
 from visionbench.models.build import build_model
 from visionbench.models.family import DataFacts, family_of
 from visionbench.orchestrate.plan import (
@@ -98,9 +99,11 @@ def train_model(
     extra_epochs: int = 0,
     report: Report = print,
     callbacks: Sequence[Callback] = (),
+    tta: ModelFolder | None = None,
 ) -> ModelMetrics:
     """Train (or resume, or continue) one model; write its folder; return its metrics.
-    `callbacks` join the trainer's own (a sweep's pruning).
+    `callbacks` join the trainer's own (a sweep's pruning); with `tta` (and
+    `evaluate.tta` set), the model's test-time augmentation row is written there.
 
     `mode`: `new` trains from scratch, `resume` continues an interrupted checkpoint,
     `continue` adds `extra_epochs` to a finished model.
@@ -198,6 +201,9 @@ def train_model(
     outcome = ModelMetrics.model_validate(metrics)
     folder.write(outcome)
     report(_summary_line(outcome))
+    if tta is not None and config.evaluate.tta is not None:
+        views = view_names(config.evaluate.tta, family_of(model_cfg).tta_crops(model_cfg))
+        report(_summary_line(_record_tta(trainer, splits, data.classes, tta, outcome, views)))
     if train_cfg.repeats > 1 and mode != "continue":
         outcome.repeats = _train_repeats(config, name, data, folder, report)
         folder.write(outcome)
@@ -231,14 +237,15 @@ def _train_repeats(config: Config, name: str, data: PreparedData, folder: ModelF
 
 def light_config(config: Config, name: str) -> Config:
     """`config` for a supporting training of model `name` (a repeat, a fold): predictions,
-    history, weights and metrics only (no checkpoints, error pictures, robustness or
-    explanations), trained once."""
+    history, weights and metrics only (no checkpoints, error pictures, robustness,
+    explanations or test-time augmentation), trained once."""
     variant = config.model_copy(deep=True)
     variant.models[name].train.repeats = 1
     variant.models[name].train.checkpoint = False
     variant.evaluate.robustness = {}
     variant.evaluate.error_examples = 0
     variant.evaluate.explain.images = 0
+    variant.evaluate.tta = None
     return variant
 
 
@@ -394,6 +401,35 @@ def _out_of_fold(data: PreparedData, folders: list[ModelFolder], metrics: list[M
     ids = [data.ids[i] for i in np.flatnonzero(data.fold >= 0).tolist()]
     return Predictions(ids, np.asarray([by_id[i][0] for i in ids]),
                        np.stack([by_id[i][1] for i in ids]))
+
+
+def _record_tta(evaluator: Evaluator, splits: dict[str, SplitImages], classes: list[str],
+                folder: ModelFolder, plain: ModelMetrics, views: list[str]) -> ModelMetrics:
+    """The test-time augmentation row of a trained model: its probabilities on val and test
+    averaged over `views`, written into `folder` with metrics that name the model and views."""
+    started = time.perf_counter()
+    scores: dict[str, SplitScore] = {}
+    for split in ("val", "test"):
+        if split not in splits:
+            continue
+        images = splits[split]
+        probabilities = averaged(
+            lambda transform, images=images: evaluator.evaluate(images, transform).probabilities,
+            views)
+        predictions = Predictions(images.ids, images.targets.numpy(), probabilities.numpy())
+        folder.write_predictions(split, predictions, classes)
+        scores[split] = _score(predictions)
+    outcome = ModelMetrics(
+        model=folder.path.name, status=Status.OK, parameters=plain.parameters,
+        description=f"{plain.model} with test-time augmentation: its probabilities averaged "
+        f"over {len(views)} views ({', '.join(views)}).",
+        epochs=plain.epochs, device=plain.device, hardware=plain.hardware, input=plain.input,
+        tta={"model": plain.model, "views": views}, val=scores.get("val"),
+        test=scores.get("test"),
+        timing={**plain.timing, "tta_seconds": round(time.perf_counter() - started, 3)},
+        files=folder.predictions_checksums())
+    folder.write(outcome)
+    return outcome
 
 
 def _score(predictions: Predictions) -> SplitScore:
@@ -566,7 +602,8 @@ def train_one(job: Job, name: str) -> ModelMetrics:
         if config.data.split.folds is not None and job.mode != "continue":
             return cross_validate(config, name, data, folder, mode=job.mode, report=report)
         return train_model(config, name, data, folder, mode=job.mode,
-                           extra_epochs=job.extra_epochs, report=report)
+                           extra_epochs=job.extra_epochs, report=report,
+                           tta=job.run.model(tta_name(name)))
     except KeyboardInterrupt:
         # The model stays in the run's records as interrupted; the run stops here.
         folder.write(_interrupted(name))

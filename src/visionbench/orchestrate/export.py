@@ -24,6 +24,7 @@ from torch import nn
 from visionbench.config import load_config
 from visionbench.data.dataset import load_images
 from visionbench.errors import UserError
+from visionbench.evaluate.tta import view_transform
 from visionbench.models.outputs import OUTPUTS
 from visionbench.predict.model import Predictor, load
 from visionbench.provenance import package_versions
@@ -45,10 +46,14 @@ OPSET = 18  # Resize with antialias, for the pipeline's bilinear resize
 
 
 class _Graph(nn.Module):
-    """uint8 (N, H, W, C) -> (N, classes) probabilities, averaged over the members."""
+    """uint8 (N, H, W, C) -> (N, classes) probabilities, averaged over the members and the
+    test-time augmentation views, then scaled by the run's temperature (if fitted)."""
 
-    def __init__(self, members: list[tuple[LoadedModel, str]]) -> None:
+    def __init__(self, members: list[tuple[LoadedModel, str]], views: list[str],
+                 temperature: float | None) -> None:
         super().__init__()
+        self.views = [view_transform(name) for name in views]
+        self.temperature = temperature
         self.networks = nn.ModuleList(model.module.cpu().eval() for model, _ in members)
         self.pipelines = [model.pipeline for model, _ in members]
         for pipeline in self.pipelines:
@@ -57,10 +62,16 @@ class _Graph(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         images = pixels.permute(0, 3, 1, 2)
-        found = [output.probabilities(network(pipeline(images, None, train=False)))
-                 for network, pipeline, output in zip(self.networks, self.pipelines,
-                                                      self.outputs, strict=True)]
-        return torch.stack(found).mean(dim=0)
+        found = [torch.stack([
+            output.probabilities(network(pipeline(images, None, train=False, transform=view)))
+            for view in self.views]).mean(dim=0)
+            for network, pipeline, output in zip(self.networks, self.pipelines, self.outputs,
+                                                 strict=True)]
+        mean = torch.stack(found).mean(dim=0)
+        if self.temperature is None:
+            return mean
+        # As `evaluate.calibration.scaled`: log-probabilities over the temperature.
+        return (mean.clamp_min(1e-12).log() / self.temperature).softmax(dim=1)
 
 
 def export_model(run_dir: Path, model: str | None = None, out: Path | None = None) -> Path:
@@ -81,7 +92,7 @@ def export_model(run_dir: Path, model: str | None = None, out: Path | None = Non
         raise UserError(f"{target} exists and is not an empty folder: give --out a new or "
                         "empty folder (nothing there is replaced)")
     pictures = _test_images(run, predictor)
-    graph = _Graph(predictor.members).eval()
+    graph = _Graph(predictor.members, predictor.views, predictor.temperature).eval()
     with tempfile.TemporaryDirectory(dir=target.parent if target.parent.exists() else None
                                      ) as scratch:
         staged = ExportFolder(Path(scratch) / "export")
@@ -169,6 +180,7 @@ def _card(run: RunFolder, predictor: Predictor, parity: dict[str, Any]) -> Expor
                 "holds": "class probabilities in the order of `classes`"},
         members=members, positive_classes=predictor.positive, threshold=predictor.threshold,
         margin=predictor.margin, margin_note=predictor.margin_note,
+        temperature=predictor.temperature, conformal=predictor.conformal,
         test_metrics=dict(evaluation.metrics) if evaluation else {},
         # The SHA-256 of the run's data record: its classes, splits, counts and duplicates.
         data={"source": data.source, "fingerprint": file_checksum(run.file(DataRecord)),

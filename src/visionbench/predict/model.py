@@ -21,12 +21,16 @@ from PIL import Image
 from visionbench import registries  # noqa: F401 - a card's config names registered parts
 from visionbench.data.decode import ImageFacts, preprocess, with_channels
 from visionbench.errors import UserError
+from visionbench.evaluate.calibration import scaled
+from visionbench.evaluate.conformal import prediction_sets
+from visionbench.evaluate.evaluation import with_temperature
 from visionbench.evaluate.explain import (
     ExplainSettings,
     explain,
     find_layer,
     unfaithful_methods,
 )
+from visionbench.evaluate.tta import Transform, averaged
 from visionbench.models.outputs import OUTPUTS
 from visionbench.predict.training import TrainingIndex, training_file
 from visionbench.rundir.documents import (
@@ -120,6 +124,12 @@ class Predictor:
     faithful: bool | None = None
     gradcam_layer: str | None = None
     notes: list[str] = field(default_factory=list)
+    # Test-time augmentation: the views each member's probabilities are averaged over.
+    views: list[str] = field(default_factory=lambda: ["identity"])
+    # Temperature scaling fitted on validation (None: the probabilities as trained).
+    temperature: float | None = None
+    # Conformal sets: the score, its validation threshold and the coverage it gives.
+    conformal: dict[str, Any] | None = None
     # An exported model: the onnxruntime session that replaces `members`.
     graph: Any = None
 
@@ -149,17 +159,34 @@ class Predictor:
     @torch.no_grad()
     def probabilities(self, pictures: np.ndarray) -> np.ndarray:
         """(N, classes) probabilities of uint8 (N, H, W, C) decoded pictures; an ensemble
-        averages its members' probabilities, as the run did."""
+        averages its members' probabilities, and test-time augmentation its views', as the
+        run did."""
         if self.graph is not None:
             return self.graph.run(None, {"images": np.ascontiguousarray(pictures)})[0]
         found = []
         for model, output in self.members:
             images = torch.from_numpy(np.ascontiguousarray(pictures)).permute(0, 3, 1, 2)
             images = images.to(model.device)
-            inputs = model.pipeline(images, torch.zeros(len(images), dtype=torch.long,
-                                                        device=model.device), train=False)
-            found.append(OUTPUTS.get(output).probabilities(model.module(inputs)).cpu().numpy())
-        return np.mean(found, axis=0) if len(found) > 1 else found[0]
+            targets = torch.zeros(len(images), dtype=torch.long, device=model.device)
+
+            def seen(transform: Transform | None, model: LoadedModel = model,
+                     output: str = output, images: torch.Tensor = images,
+                     targets: torch.Tensor = targets) -> torch.Tensor:
+                inputs = model.pipeline(images, targets, train=False, transform=transform)
+                return OUTPUTS.get(output).probabilities(model.module(inputs))
+
+            found.append(averaged(seen, self.views).cpu().numpy())
+        mean = np.mean(found, axis=0) if len(found) > 1 else found[0]
+        return mean if self.temperature is None else scaled(mean, self.temperature)
+
+    def prediction_set(self, prob: np.ndarray) -> list[str] | None:
+        """The classes of one image's conformal set (None without `evaluate.conformal`)."""
+        if self.conformal is None:
+            return None
+        members = prediction_sets(prob[None], self.conformal["score"],
+                                  self.conformal["threshold"])[0]
+        order = np.argsort(-prob, kind="stable")
+        return [self.classes[k] for k in order if members[k]]
 
     def predict(self, images: list[ImageInput]) -> list[Any]:
         """Predictions for paths, open binary files, PIL images or uint8 arrays, with the
@@ -226,12 +253,13 @@ def load(run_dir: Path | str, model: str | None = None) -> Predictor:
     if metrics is None or not metrics.ok:
         raise UserError(f"model {model} of {run_dir} did not finish training: nothing to "
                         "predict with")
-    # An ensemble averages models of the run; a fold ensemble its fold models.
+    # An ensemble averages models of the run; a fold ensemble its fold models; a test-time
+    # augmentation row its model's views.
     if metrics.fold_ensemble:
         folders = folder.folds()
         names = [f"{model} fold {k + 1}" for k in range(len(folders))]
     else:
-        names = metrics.ensemble or [model]
+        names = metrics.ensemble or ([metrics.tta["model"]] if metrics.tta else [model])
         folders = [run.model(name) for name in names]
     members, cards = [], []
     for member in folders:
@@ -245,6 +273,8 @@ def load(run_dir: Path | str, model: str | None = None) -> Predictor:
     predictor = Predictor(name=model, classes=data.classes, card=cards[0], members=members,
                           members_names=names, member_cards=cards,
                           decode_settings=_decode_settings(run, saved, data))
+    if metrics.tta:
+        predictor.views = list(metrics.tta["views"])
     _readings(predictor, folder, data)
     hashes = run.read(TrainingHashes)
     if hashes is None:
@@ -273,7 +303,8 @@ def _load_export(folder: ExportFolder) -> Predictor:
                           members_names=[m["model"] for m in card.members],
                           decode_settings=settings, positive=card.positive_classes,
                           threshold=card.threshold, margin=card.margin,
-                          margin_note=card.margin_note, graph=session)
+                          margin_note=card.margin_note, graph=session,
+                          conformal=card.conformal)
     hashes = folder.read(ExportTrainingHashes)
     if hashes is None:
         predictor.notes.append("this export holds no training hashes: duplicates of training "
@@ -332,13 +363,21 @@ def _readings(predictor: Predictor, folder: ModelFolder, data: DataRecord) -> No
                               predictor.faithful_method not in unfaithful_methods(deletion))
         predictor.gradcam_layer = explanations.gradcam_layer
     evaluation = folder.read(EvaluationDocument)
+    if evaluation is not None and evaluation.temperature:
+        predictor.temperature = evaluation.temperature["value"]
+    if evaluation is not None and evaluation.conformal:
+        found = evaluation.conformal
+        predictor.conformal = {"score": found["score"], "threshold": found["threshold"],
+                               "coverage": found["coverage_target"]}
     clinical = evaluation.clinical if evaluation else None
     if clinical:
         predictor.positive = clinical["positive_classes"]
         chosen = clinical.get("chosen_threshold")
         predictor.threshold = chosen["threshold"] if chosen else 0.5
     if folder.has_predictions("val"):
-        val = folder.read_predictions("val", data.classes, folder.read(ModelMetrics))
+        val = with_temperature(folder.read_predictions("val", data.classes,
+                                                       folder.read(ModelMetrics)),
+                               predictor.temperature)
         predictor.margin = choose_margin(val)
         predictor.margin_note = (
             f"uncertain below {predictor.margin:.3f}: above it, validation images were right "

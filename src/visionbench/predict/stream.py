@@ -32,12 +32,14 @@ class Prediction:
     positive: bool | None = None
     positive_probability: float | None = None
     uncertain: bool | None = None
+    prediction_set: list[str] | None = None
     duplicate: str | None = None
     error: str | None = None
 
-    def row(self, classes: list[str], positive: bool) -> dict[str, Any]:
+    def row(self, classes: list[str], positive: bool, sets: bool = False) -> dict[str, Any]:
         """The CSV/JSON row: source, predicted class, probability per class, the positive
-        reading (binary or grouped tasks), the uncertainty flag and any error."""
+        reading (binary or grouped tasks), the uncertainty flag, the conformal set (with
+        `sets`; its classes joined by `|`, most probable first) and any error."""
         found: dict[str, Any] = {"path": self.source, "predicted": self.predicted or ""}
         for name in classes:
             value = (self.probabilities or {}).get(name)
@@ -47,6 +49,8 @@ class Prediction:
             found["positive_probability"] = ("" if self.positive_probability is None
                                              else round(self.positive_probability, 6))
         found["uncertain"] = "" if self.uncertain is None else self.uncertain
+        if sets:
+            found["prediction_set"] = "|".join(self.prediction_set or [])
         found["duplicate_of_training"] = self.duplicate or ""
         found["error"] = self.error or ""
         return found
@@ -104,6 +108,7 @@ def _reading(predictor: Predictor, source: str, prob: np.ndarray) -> Prediction:
         found.positive_probability = score
         found.positive = score >= (predictor.threshold or 0.5)
     found.uncertain = (predictor.margin is not None and float(prob[top]) < predictor.margin)
+    found.prediction_set = predictor.prediction_set(prob)
     return found
 
 
@@ -115,16 +120,17 @@ class RowWriter:
     def __init__(self, handle: TextIO, predictor: Predictor, as_json: bool) -> None:
         self.handle, self.as_json, self.rows = handle, as_json, 0
         self.classes, self.positive = predictor.classes, bool(predictor.positive)
+        self.sets = predictor.conformal is not None
         if as_json:
             handle.write("[")
         else:
-            header = list(Prediction(source="").row(self.classes, self.positive))
+            header = list(Prediction(source="").row(self.classes, self.positive, self.sets))
             self.csv = csv.DictWriter(handle, fieldnames=header, lineterminator="\n")
             self.csv.writeheader()
 
     def write(self, prediction: Prediction) -> None:
         """One more row."""
-        row = prediction.row(self.classes, self.positive)
+        row = prediction.row(self.classes, self.positive, self.sets)
         if self.as_json:
             self.handle.write(("," if self.rows else "") + "\n " + json.dumps(row))
         else:

@@ -265,16 +265,23 @@ def curves(evaluation: dict[str, Any], kind: str, classes: list[str]) -> Figure:
 
 
 def reliability(evaluation: dict[str, Any], colour: str) -> Figure:
-    """Accuracy against confidence per bin; the diagonal is perfect calibration."""
-    bins = evaluation["calibration"]["bins"]
-    return {"data": [
-        {"type": "scatter", "mode": "lines+markers", "name": "model",
-         "x": [b["confidence"] for b in bins], "y": [b["accuracy"] for b in bins],
-         "text": [f"{b['count']} images" for b in bins], "line": {"color": colour}},
-        {"type": "scatter", "mode": "lines", "name": "perfect", "x": [0, 1], "y": [0, 1],
-         "line": {"dash": "dot", "color": "#999"}},
-    ], "layout": _layout("Reliability diagram", xaxis={"title": {"text": "confidence"}},
-                         yaxis={"title": {"text": "accuracy"}})}
+    """Accuracy against confidence per bin; the diagonal is perfect calibration. With
+    temperature scaling, the calibrated probabilities are drawn too (dashed)."""
+    curves = [("model", evaluation["calibration"]["bins"], "solid")]
+    temperature = evaluation.get("temperature")
+    if temperature:
+        curves = [("as trained", curves[0][1], "solid"),
+                  (f"temperature {temperature['value']:.2f}",
+                   temperature["reliability"]["bins"], "dash")]
+    data = [{"type": "scatter", "mode": "lines+markers", "name": name,
+             "x": [b["confidence"] for b in bins], "y": [b["accuracy"] for b in bins],
+             "text": [f"{b['count']} images" for b in bins],
+             "line": {"color": colour, "dash": dash}} for name, bins, dash in curves]
+    data.append({"type": "scatter", "mode": "lines", "name": "perfect", "x": [0, 1],
+                 "y": [0, 1], "line": {"dash": "dot", "color": "#999"}})
+    return {"data": data, "layout": _layout(
+        "Reliability diagram", xaxis={"title": {"text": "confidence"}},
+        yaxis={"title": {"text": "accuracy"}})}
 
 
 def robustness(found: dict[str, Any], colour: str, severity: dict[str, str]) -> Figure:

@@ -44,6 +44,7 @@ from visionbench.rundir.documents import (
     History,
     Inspection,
     Interval,
+    LabelIssues,
     Leaderboard,
     LeaderboardRow,
     ModelCard,
@@ -57,6 +58,7 @@ from visionbench.rundir.layout import (
     ModelFolder,
     RunFolder,
     duplicate_pairs_chart,
+    label_issues_chart,
     sample_chart,
 )
 from visionbench.runtime.progress import Steps, ignore
@@ -454,8 +456,40 @@ def _leaderboard(page: Page, run: Run) -> None:
              + page.plot(charts.accuracy_vs_time(rows, primary, colour))
              + (page.plot(charts.significance_matrix(comparison, list(run.evaluations)))
                 if len(run.evaluations) > 1 else "") + "</div>")
+    _tta(page, run)
     _folds(page, run)
     _sweep(page, run)
+
+
+def _tta(page: Page, run: Run) -> None:
+    """Test-time augmentation, part of the leaderboard section: each `<model>+tta` row
+    against its plain model on the same test images (nothing without such rows)."""
+    gains = run.comparison.tta
+    if not gains:
+        return
+    body = []
+    for gain in gains:
+        difference = ("–" if gain.get("difference") is None else
+                      f"{gain['difference']:+.4f} [{gain['low']:+.4f}, {gain['high']:+.4f}]")
+        p_value = gain.get("p_value")
+        body.append(f"<tr><td>{html.escape(gain['model'])}</td>"
+                    f"<td>{html.escape(gain['against'])}</td>"
+                    f"<td>{html.escape(', '.join(gain.get('views', [])))}</td>"
+                    f"<td>{html.escape(difference)}</td>"
+                    f"<td>{'–' if p_value is None else display.p_value(p_value)}</td>"
+                    f"<td>{display.p_value(gain['mcnemar_p'])}</td></tr>")
+    metric = html.escape(gains[0]["metric"])
+    page.add('<h3 id="tta">Test-time augmentation</h3>'
+             '<p class="muted">Each model\'s probabilities averaged over views of every '
+             "image, against the plain model on the same test images: the "
+             f"paired difference in {metric} with its "
+             f"{display.level(run.board.confidence)} paired bootstrap interval and p-value, "
+             "and McNemar's test on the images each gets right. Whether it is used is decided "
+             "like any choice, on validation (the recommendation).</p>"
+             "<table><thead><tr><th>with TTA</th><th>plain</th><th>views</th>"
+             f"<th>{metric} difference "
+             "[CI]</th><th>p (bootstrap)</th><th>p (McNemar)</th></tr></thead>"
+             f"<tbody>{''.join(body)}</tbody></table>")
 
 
 def _sweep(page: Page, run: Run) -> None:
@@ -575,6 +609,38 @@ def _folds(page: Page, run: Run) -> None:
 def _data(page: Page, run: Run) -> None:
     page.section("data", "Data")
     page.add(_data_section(run))
+
+
+@SECTIONS.register("03-label-issues")
+def _label_issues(page: Page, run: Run) -> None:
+    """Suspected label errors (only with `evaluate.label_issues`)."""
+    found = run.folder.read(LabelIssues)
+    if found is None:
+        return
+    page.section("label-issues", "Label issues")
+    pairs = "".join(f"<tr><td>{html.escape(p['given'])}</td><td>{html.escape(p['suggested'])}"
+                    f"</td><td>{p['count']}</td></tr>" for p in found.pairs)
+    classes = ", ".join(f"{html.escape(name)} {row['issues']} of {row['images']}"
+                        for name, row in found.by_class.items())
+    shown = found.issues[:found.shown]
+    rows = "".join(
+        f"<tr><td>{html.escape(row['id'])}</td><td>{html.escape(row['given'])}</td>"
+        f"<td>{_fmt(row['given_probability'], 3)}</td><td>{html.escape(row['suggested'])}</td>"
+        f"<td>{_fmt(row['suggested_probability'], 3)}</td></tr>" for row in shown)
+    page.add(f"<p><b>{found.found}</b> of the {found.images_scored} images scored out of "
+             f"sample ({html.escape(found.source)} predictions of "
+             f"{html.escape(found.model)}) have a given label the model disputes, by "
+             f"confident learning ({html.escape(found.method)}). Per given class: {classes}. "
+             "They are candidates for a second look, not verdicts: a model's blind spot "
+             "looks the same.</p>"
+             + (f"<table><thead><tr><th>given</th><th>model says</th><th>images</th></tr>"
+                f"</thead><tbody>{pairs}</tbody></table>" if pairs else "")
+             + _image(label_issues_chart(run.folder.data_dir), "suspected label errors")
+             + (f"<h3>The {len(shown)} most severe</h3><table class=\"sortable\"><thead><tr>"
+                "<th>image</th><th>given</th><th>p(given)</th><th>model says</th>"
+                f"<th>p</th></tr></thead><tbody>{rows}</tbody></table>"
+                "<p class=\"muted\">Every issue is in data/label_issues.json.</p>"
+                if shown else ""))
 
 
 @SECTIONS.register("04-models")
@@ -753,6 +819,10 @@ def _model_section(page: Page, folder: ModelFolder, row: LeaderboardRow,
     clinical = evaluation.get("clinical")
     if clinical:
         parts.append(_clinical(clinical))
+    if evaluation.get("temperature"):
+        parts.append(_temperature(evaluation["temperature"]))
+    if evaluation.get("conformal"):
+        parts.append(_conformal(evaluation["conformal"]))
     for note in document.notes:
         parts.append(f'<div class="warn">{html.escape(note.message)}</div>')
     for name, caption in (("misclassified", "Misclassified"),
@@ -796,6 +866,46 @@ def _explanations(explanations: Explanations, folder: ModelFolder) -> str:
             "channels).</p><table><thead><tr><th>method</th><th>deletion</th>"
             f"<th>against random</th></tr></thead><tbody>{cells}</tbody></table>{warning}"
             + _image(folder.picture("explanations"), "explanation maps"))
+
+
+def _temperature(found: dict[str, Any]) -> str:
+    """Temperature scaling: the fitted temperature and calibration before and after."""
+    rows = "".join(
+        f"<tr><td>{html.escape(name.replace('_', ' '))}</td><td>{_fmt(values['before'])}</td>"
+        f"<td>{_fmt(values['after'])}</td></tr>" for name, values in found["test"].items())
+    nll = found["validation_nll"]
+    return ("<h3>Calibration</h3>"
+            f"<p>Temperature scaling: every logit divided by <b>{found['value']:.3f}</b>, "
+            f"fitted on the {found['validation_images']} validation images (their negative "
+            f"log-likelihood {nll['before']:.4f} → {nll['after']:.4f}). It never changes the "
+            "predicted class; predict returns the calibrated probabilities. On test:</p>"
+            "<table><thead><tr><th>metric</th><th>as trained</th><th>calibrated</th></tr>"
+            f"</thead><tbody>{rows}</tbody></table>")
+
+
+def _conformal(found: dict[str, Any]) -> str:
+    """Conformal prediction sets: coverage on test against the target, sizes, per class."""
+    target = found["coverage_target"]
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{_fmt(row['coverage'], 3)} "
+        f"[{_fmt(row['low'], 3)}, {_fmt(row['high'], 3)}]</td><td>{row['images']}</td>"
+        f"<td>{'below target' if row['below_target'] else ''}</td></tr>"
+        for name, row in found["per_class"].items())
+    sizes = ", ".join(f"{count} of size {size}" for size, count in found["set_sizes"].items()
+                      if count)
+    flagged = found["flagged"]
+    warning = (f'<div class="warn">coverage of {html.escape(", ".join(flagged))} is below '
+               f"the {target:.0%} target even at the top of its interval: the sets are "
+               "reliable on average, not for this class</div>" if flagged else "")
+    return ("<h3>Prediction sets</h3>"
+            f"<p>Split conformal sets ({html.escape(found['score'].upper())} score) for "
+            f"{target:.0%} coverage, calibrated on {found['calibration_images']} validation "
+            f"images: on test they held the true class for <b>{_fmt(found['coverage'], 3)}</b> "
+            f"of images [{_fmt(found['low'], 3)}, {_fmt(found['high'], 3)}], with "
+            f"{_fmt(found['mean_set_size'], 2)} classes on average ({html.escape(sizes)}). "
+            "The guarantee holds on average over images, not for each class:</p>"
+            "<table><thead><tr><th>class</th><th>coverage [CI]</th><th>images</th><th></th>"
+            f"</tr></thead><tbody>{rows}</tbody></table>{warning}")
 
 
 def _clinical(clinical: dict[str, Any]) -> str:

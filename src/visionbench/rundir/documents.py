@@ -117,6 +117,8 @@ class ModelMetrics(Document):
     seed: int | None = None
     external: str | None = None
     ensemble: list[str] | None = None
+    tta: dict[str, Any] | None = Field(None, description="Test-time augmentation: `model` "
+                                       "(whose weights predict) and its `views`.")
     error: str | None = None
     exit_code: int | None = None
     files: dict[str, str] = Field(default_factory=dict, description="SHA-256 of the "
@@ -206,6 +208,27 @@ class DataRecord(Document):
         return set(self.duplicates.get("test_duplicates_of_training", []))
 
 
+class LabelIssues(Document):
+    """`data/label_issues.json`: images whose given label a model disputes (confident
+    learning on out-of-sample probabilities), most severe first."""
+
+    FILE: ClassVar[str] = "data/label_issues.json"
+    LEVEL: ClassVar[Literal["run", "model"]] = "run"
+
+    model: str
+    source: Literal["validation", "out-of-fold"]
+    method: str
+    images_scored: int
+    found: int
+    shown: int = Field(24, description="How many of the worst the report lists and draws.")
+    by_class: dict[str, dict[str, int]] = Field(description="Given class -> images scored "
+                                                "and issues found.")
+    pairs: list[dict[str, Any]] = Field(default_factory=list, description="(given, "
+                                        "suggested) -> count, most frequent first.")
+    issues: list[dict[str, Any]] = Field(default_factory=list, description="Every issue: "
+                                         "id, given, suggested, probability of each.")
+
+
 class Inspection(DataRecord):
     """`data/inspect.json`: the data record with image statistics and class variance."""
 
@@ -288,6 +311,11 @@ class EvaluationDocument(Document):
     repeats: dict[str, Any] | None = None
     folds: dict[str, Any] | None = Field(None, description="k-fold: every metric on each "
                                          "fold's validation images, mean and corrected interval.")
+    temperature: dict[str, Any] | None = Field(None, description="Temperature scaling: the "
+                                               "temperature fitted on validation, calibration "
+                                               "before and after.")
+    conformal: dict[str, Any] | None = Field(None, description="Conformal sets: the threshold "
+                                             "from validation; coverage and sizes on test.")
 
 
 def _test_chosen_best(value: Any) -> Any:
@@ -319,6 +347,9 @@ class Comparison(Document):
                                         "(corrected resampled t-test).")
     references: dict[str, Any] = Field(default_factory=dict, description="Each reference's "
                                        "numbers and source, and every model tested against it.")
+    tta: list[dict[str, Any]] = Field(default_factory=list, description="Each test-time "
+                                      "augmentation row against its plain model on test: "
+                                      "paired difference, interval, p-values.")
 
     @model_validator(mode="before")
     @classmethod
@@ -445,6 +476,10 @@ class ExportCard(Document):
     threshold: float | None = None
     margin: float | None = None
     margin_note: str = ""
+    temperature: float | None = Field(None, description="Temperature scaling fitted on "
+                                      "validation, already inside the graph.")
+    conformal: dict[str, Any] | None = Field(None, description="Conformal sets: `score`, "
+                                             "its validation `threshold`, the `coverage`.")
     test_metrics: dict[str, Interval] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict)
     software: dict[str, str] = Field(default_factory=dict)

@@ -55,6 +55,7 @@ MLFLOW_STORE = "mlflow.db"
 TENSORBOARD = "tensorboard"
 CLASS_CHART = "class_distribution.png"
 DUPLICATE_PAIRS = "duplicate_pairs.png"
+LABEL_ISSUES_CHART = "label_issues.png"
 SAMPLES = "samples_{label}.png"
 PREDICTIONS = {"test": "predictions.csv", "val": "predictions_val.csv"}
 WEIGHTS = "model.safetensors"
@@ -67,6 +68,7 @@ FOLDS = "folds"
 SWEEP = "sweep"
 SWEEP_JOURNAL = "journal.log"
 EXPLAINED = "explained"
+LR_FIND = "lr-find"
 EARLIER = "earlier"
 # The pictures of a model folder, by what they show.
 PICTURES = {"misclassified": "misclassified.png", "top_losses": "top_losses.png",
@@ -405,6 +407,11 @@ def class_chart(folder: Path) -> Path:
     return folder / CLASS_CHART
 
 
+def label_issues_chart(folder: Path) -> Path:
+    """The thumbnails of suspected label errors in a data folder."""
+    return folder / LABEL_ISSUES_CHART
+
+
 def duplicate_pairs_chart(folder: Path) -> Path:
     """The example duplicate pairs, side by side, in an inspection folder."""
     return folder / DUPLICATE_PAIRS
@@ -419,3 +426,13 @@ def sample_chart(folder: Path, label: str) -> Path:
 def sample_charts(folder: Path) -> list[Path]:
     """Every sample grid in an inspection folder, sorted."""
     return sorted(folder.glob(SAMPLES.format(label="*")))
+
+
+def lr_find_files(output_dir: Path, config_name: str, model: str) -> tuple[Path, Path]:
+    """Where `visionbench lr-find` draws model `model`'s curve and writes its numbers:
+    `<output.dir>/<config name>/lr-find/<model>.png` and `.json`, beside the config's runs."""
+    problem = name_problem(model)
+    if problem is not None:
+        raise UserError(f"model name {model!r} cannot name a file: {problem}")
+    folder = output_dir / config_name / LR_FIND
+    return folder / f"{model}.png", folder / f"{model}.json"

@@ -30,6 +30,35 @@ class ThresholdConfig(StrictModel):
     target_sensitivity: float = Field(0.95, gt=0, le=1)
 
 
+class TtaConfig(StrictModel):
+    """Test-time augmentation: each image's probabilities averaged over views of it - as
+    given, flipped, and the centre crops its model family declares (ImageNet-pretrained
+    backbones: 0.875) - scored as one more row, `<model>+tta`."""
+
+    hflip: bool = True
+    vflip: bool = False
+    crops: bool = True
+
+
+class ConformalConfig(StrictModel):
+    """Split conformal prediction sets calibrated on the validation split: each image gets
+    the classes whose score (`lac`: 1 - p; `aps`: the mass ranked at or above the class) is
+    within the validation quantile, so the set holds the true class with probability at
+    least `coverage`."""
+
+    coverage: float = Field(0.9, gt=0, lt=1)
+    score: Annotated[str, Registered("conformal score")] = "lac"
+
+
+class LabelIssuesConfig(StrictModel):
+    """Confident learning (cleanlab) on out-of-sample probabilities - validation
+    predictions, or out-of-fold ones with `split.folds` - of `model` (default: the
+    recommended one): the images whose given label the model disputes."""
+
+    model: str | None = None
+    shown: int = Field(24, ge=1, le=200, description="Issues listed and drawn in the report.")
+
+
 def _default_robustness() -> dict[str, list[float]]:
     return {"noise": [0.05, 0.1, 0.2], "rotation": [5, 15, 30], "blur": [0.5, 1.0, 2.0],
             "contrast": [0.7, 0.4], "brightness": [0.6, 1.4], "jpeg": [50, 20]}
@@ -93,6 +122,20 @@ class EvaluateConfig(StrictModel):
         description="Name -> models whose probabilities are averaged (on validation and test) "
         "and evaluated like one more model, once every member has predictions.",
     )
+    tta: TtaConfig | None = Field(
+        None, description="Test-time augmentation of every trained model, scored as one "
+        "more row `<model>+tta` with paired tests against the plain model; the "
+        "recommendation (on validation) decides between them.")
+    calibration: Literal["none", "temperature"] = Field(
+        "none", description="`temperature`: temperature scaling fitted on validation; the "
+        "report shows calibration before and after, and predict returns the calibrated "
+        "probabilities.")
+    conformal: ConformalConfig | None = Field(
+        None, description="Prediction sets with a guaranteed coverage, calibrated on "
+        "validation; their coverage and size on test are reported, and predict returns them.")
+    label_issues: LabelIssuesConfig | None = Field(
+        None, description="Suspected label errors among the images scored out of sample "
+        "(needs cleanlab: the `labels` extra).")
     references: dict[str, Reference] = Field(
         default_factory=dict,
         description="Name -> published or earlier numbers on the same test split, shown as "

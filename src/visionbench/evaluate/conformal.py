@@ -1,0 +1,113 @@
+"""Split conformal prediction sets: a set of classes per image that holds the true class
+with probability at least `coverage` (over exchangeable draws of the calibration and new
+images), calibrated on the validation split.
+
+Scores (larger = less conforming):
+- `lac` (least ambiguous set-valued classifier, Sadinle et al. 2019): 1 - p(y). The sets
+  are the smallest on average.
+- `aps` (adaptive prediction sets, Romano et al. 2020): the probability mass of the classes
+  ranked at or above y. The sets grow with the model's uncertainty. This is the
+  non-randomised form (the same image always gets the same set), whose coverage is at or
+  somewhat above the target.
+
+The threshold is the ceil((n + 1) * coverage)-th smallest validation score; a class is in
+an image's set when its score is at most the threshold. An empty set (possible with LAC)
+gets the top class: adding classes never lowers coverage.
+
+Example:
+    >>> import numpy as np
+    >>> threshold(np.array([0.1, 0.2, 0.3, 0.4]), coverage=0.5)
+    0.3
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from visionbench.registry import Registry
+
+# (N, classes) probabilities -> (N, classes) score of each class as the label.
+Score = Callable[[np.ndarray], np.ndarray]
+SCORES: Registry[Score] = Registry("conformal score")
+
+
+@SCORES.register("lac")
+def _lac(prob: np.ndarray) -> np.ndarray:
+    return 1.0 - prob
+
+
+@SCORES.register("aps")
+def _aps(prob: np.ndarray) -> np.ndarray:
+    order = np.argsort(-prob, axis=1, kind="stable")
+    mass = np.take_along_axis(prob, order, axis=1).cumsum(axis=1)
+    scores = np.empty_like(prob)
+    np.put_along_axis(scores, order, mass, axis=1)
+    return scores
+
+
+def threshold(calibration_scores: np.ndarray, coverage: float) -> float:
+    """The split-conformal quantile of the true classes' scores on the calibration images
+    (infinite when there are too few of them for `coverage`: every set is every class)."""
+    n = len(calibration_scores)
+    rank = math.ceil((n + 1) * coverage)
+    if rank > n:
+        return math.inf
+    return float(np.sort(calibration_scores)[rank - 1])
+
+
+def prediction_sets(prob: np.ndarray, score: str, cutoff: float) -> np.ndarray:
+    """(N, classes) boolean membership of each class in each image's set."""
+    members = SCORES.get(score)(prob) <= cutoff + 1e-12
+    empty = ~members.any(axis=1)
+    members[empty, prob[empty].argmax(axis=1)] = True
+    return members
+
+
+def calibrate(val_prob: np.ndarray, val_true: np.ndarray, score: str, coverage: float
+              ) -> float:
+    """The threshold of `score` for `coverage`, from validation predictions."""
+    scores = SCORES.get(score)(val_prob)[np.arange(len(val_true)), val_true]
+    return threshold(scores, coverage)
+
+
+def binomial_interval(hits: int, total: int, level: float = 0.95) -> tuple[float, float]:
+    """Clopper-Pearson interval of a proportion."""
+    if total == 0:
+        return 0.0, 1.0
+    tail = (1 - level) / 2
+    low = stats.beta.ppf(tail, hits, total - hits + 1) if hits else 0.0
+    high = stats.beta.ppf(1 - tail, hits + 1, total - hits) if hits < total else 1.0
+    return float(low), float(high)
+
+
+def summarise(test_prob: np.ndarray, test_true: np.ndarray, classes: list[str], score: str,
+              coverage: float, cutoff: float, calibration_images: int, level: float = 0.95
+              ) -> dict[str, Any]:
+    """Empirical coverage of the test sets with its interval, set sizes, and coverage per
+    class; a class whose interval lies wholly below `coverage` is flagged."""
+    members = prediction_sets(test_prob, score, cutoff)
+    covered = members[np.arange(len(test_true)), test_true]
+    sizes = members.sum(axis=1)
+    low, high = binomial_interval(int(covered.sum()), len(covered), level)
+    per_class = {}
+    for k, name in enumerate(classes):
+        mine = test_true == k
+        hits, total = int(covered[mine].sum()), int(mine.sum())
+        c_low, c_high = binomial_interval(hits, total, level)
+        per_class[name] = {"coverage": hits / total if total else None, "low": c_low,
+                           "high": c_high, "images": total, "below_target": c_high < coverage}
+    return {
+        "score": score, "coverage_target": coverage, "threshold": cutoff,
+        "calibration_images": calibration_images,
+        "coverage": float(covered.mean()) if len(covered) else None, "low": low, "high": high,
+        "mean_set_size": float(sizes.mean()) if len(sizes) else None,
+        "set_sizes": {str(size): int((sizes == size).sum())
+                      for size in range(1, len(classes) + 1)},
+        "per_class": per_class,
+        "flagged": [name for name, row in per_class.items() if row["below_target"]],
+    }

@@ -1,0 +1,69 @@
+"""Suspected label errors by confident learning (Northcutt et al. 2021), through cleanlab's
+`find_label_issues`: from out-of-sample probabilities, the images whose given label the
+model disputes, ranked by the model's confidence in the given label (lowest first).
+
+Out of sample is what makes it sound: validation predictions, or out-of-fold predictions
+of every training image with `split.folds`. The model is never asked about images it was
+trained on.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from visionbench.errors import UserError
+from visionbench.rundir.predictions import Predictions
+
+METHOD = "cleanlab find_label_issues (prune_by_noise_rate), ranked by self-confidence"
+
+
+def check_available(wanted: bool) -> None:
+    """Refuse, before anything is trained, a config that asks for label issues when cleanlab
+    is not installed."""
+    if wanted:
+        _cleanlab()
+
+
+def _cleanlab() -> Any:
+    try:
+        from cleanlab.filter import find_label_issues
+    except ImportError:
+        raise UserError("evaluate.label_issues needs cleanlab: pip install "
+                        "'visionbench[labels]'") from None
+    return find_label_issues
+
+
+def label_issues(predictions: Predictions, classes: list[str]) -> dict[str, Any]:
+    """Every suspected label error of `predictions` (out of sample), most severe first,
+    with counts per given class and per (given, suggested) pair."""
+    find = _cleanlab()
+    labels, prob = predictions.y_true, predictions.prob
+    present = np.bincount(labels, minlength=len(classes))
+    # cleanlab needs each class among the labels; with one missing it cannot estimate
+    # that class's noise rates.
+    if (present == 0).any() or len(labels) < 2 * len(classes):
+        missing = [c for c, n in zip(classes, present, strict=True) if n == 0]
+        raise UserError("label issues need out-of-sample predictions of every class "
+                        f"(missing: {', '.join(missing) or 'too few images'})")
+    ranked = find(labels, prob, return_indices_ranked_by="self_confidence",
+                  n_jobs=1) if len(labels) else np.zeros(0, int)
+    issues = []
+    for index in ranked.tolist():
+        given, suggested = int(labels[index]), int(prob[index].argmax())
+        issues.append({"id": predictions.ids[index], "given": classes[given],
+                       "suggested": classes[suggested],
+                       "given_probability": float(prob[index, given]),
+                       "suggested_probability": float(prob[index, suggested])})
+    found = Counter(row["given"] for row in issues)
+    pairs = Counter((row["given"], row["suggested"]) for row in issues)
+    return {
+        "method": METHOD, "images_scored": len(labels), "found": len(issues),
+        "by_class": {name: {"images": int(present[k]), "issues": found.get(name, 0)}
+                     for k, name in enumerate(classes)},
+        "pairs": [{"given": given, "suggested": suggested, "count": count}
+                  for (given, suggested), count in pairs.most_common()],
+        "issues": issues,
+    }

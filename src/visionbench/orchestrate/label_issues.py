@@ -1,0 +1,64 @@
+"""Suspected label errors of a finished run: found from a model's out-of-sample
+predictions, written to `data/label_issues.json` with a thumbnail grid of the worst."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from visionbench.config import load_config
+from visionbench.data.dataset import PreparedData, prepare_data
+from visionbench.errors import UserError
+from visionbench.evaluate.error_examples import draw_grid
+from visionbench.evaluate.label_issues import check_available, label_issues
+from visionbench.report.html import write_report
+from visionbench.rundir.documents import Comparison, DataRecord, LabelIssues
+from visionbench.rundir.layout import RunFolder, label_issues_chart
+from visionbench.schemas.evaluate import LabelIssuesConfig
+
+
+def write_label_issues(run: RunFolder, settings: LabelIssuesConfig, data: PreparedData
+                       ) -> LabelIssues:
+    """Find the label issues of `settings.model` (default: the run's recommended model) on
+    its validation or out-of-fold predictions; write the document and the thumbnails."""
+    comparison = run.read(Comparison)
+    model = settings.model or (comparison.recommended if comparison else None)
+    if model is None:
+        raise UserError("label issues: the run recommends no model; name one with "
+                        "evaluate.label_issues.model")
+    metrics = run.finished(model)
+    folder = run.model(model)
+    if metrics is None or not folder.has_predictions("val"):
+        raise UserError(f"label issues: model {model} has no validation predictions to "
+                        "score the labels with")
+    record = run.require(DataRecord)
+    predictions = folder.read_predictions("val", record.classes, metrics)
+    found = LabelIssues(model=model,
+                        source="out-of-fold" if record.folds else "validation",
+                        shown=settings.shown,
+                        **label_issues(predictions, record.classes))
+    run.write(found)
+    shown = found.issues[:settings.shown]
+    if shown:
+        draw_grid(data.pictures([row["id"] for row in shown]),
+                  [f"{row['id'][-24:]}\ngiven {row['given']} "
+                   f"({row['given_probability']:.2f})\nmodel: {row['suggested']} "
+                   f"({row['suggested_probability']:.2f})" for row in shown],
+                  label_issues_chart(run.data_dir),
+                  f"Suspected label errors: {found.found} of {found.images_scored} images "
+                  f"({found.source} predictions of {model})")
+    return found
+
+
+def label_issues_of_run(path: Path, model: str | None = None) -> LabelIssues:
+    """`visionbench inspect RUN_DIR`: the label issues of a finished run (of `model`, else
+    the config's choice, else the recommended model), written into the run folder, whose
+    report is rewritten to show them."""
+    run = RunFolder(path).check()
+    config = load_config(run.config_file)
+    check_available(True)
+    settings = (config.evaluate.label_issues or LabelIssuesConfig()).model_copy()
+    if model is not None:
+        settings.model = model
+    found = write_label_issues(run, settings, prepare_data(config.data))
+    write_report(run, "quiet")
+    return found
