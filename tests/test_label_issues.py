@@ -15,8 +15,6 @@ from visionbench.cli import main
 from visionbench.evaluate.label_issues import label_issues
 from visionbench.rundir.predictions import Predictions
 
-pytest.importorskip("cleanlab")
-
 
 def test_flipped_labels_are_found_and_ranked_first():
     rng = np.random.default_rng(0)

@@ -111,12 +111,12 @@ def test_brain_tumor_recipe_smoke(tmp_path):
     result = _run("brain_tumor", [
         f"data.path={SHARED_DATA / 'brain_tumor_mri'}", "data.split.limit_per_class=10",
         "data.preprocess.size=64", "models.transfer.input.size=64",
-        "models.best.input.size=64"], tmp_path)
-    assert len(result.models) == 6
+        "models.best.input.size=64", "models.large.input.size=64"], tmp_path)
+    assert len(result.models) == 7
     # One RGB cache: the study's CNNs read it grey, cnn_rgb and the backbones in colour.
     channels = {name: metrics.input["channels"] for name, metrics in result.models.items()}
     assert channels == {"cnn_relu": 1, "cnn_rgb": 3, "cnn_relu_augmented": 1,
-                        "cnn_sigmoid": 1, "transfer": 3, "best": 3}
+                        "cnn_sigmoid": 1, "transfer": 3, "best": 3, "large": 3}
     board = (result.folder / "leaderboard.md").read_text()
     assert "missed positives" in board
 
@@ -127,5 +127,5 @@ def test_chest_xray_recipe_smoke(tmp_path):
         f"data.path={SHARED_DATA / 'chest_xray_224'}", "data.split.limit_per_class=10",
         "data.preprocess.size=72", "models.transfer.input.size=64",
         "models.cnn.input.size=64", "models.best.input.size=64",
-        "models.robust.input.size=64"], tmp_path)
-    assert len(result.models) == 4
+        "models.robust.input.size=64", "models.large.input.size=64"], tmp_path)
+    assert len(result.models) == 5

@@ -118,3 +118,9 @@ def test_views_and_the_crops_a_family_declares():
 def test_a_model_name_cannot_take_a_tta_rows_name():
     with pytest.raises(UserError, match=r"kept for test-time augmentation"):
         config_from_dict({"data": {"source": "digits"}, "models": {"a+tta": {"preset": "mlp"}}})
+
+
+def test_tta_models_must_be_models_of_the_config():
+    with pytest.raises(UserError, match=r"evaluate.tta.models: ghost is not a model"):
+        config_from_dict({"data": {"source": "digits"}, "models": {"a": {"preset": "mlp"}},
+                          "evaluate": {"tta": {"models": ["ghost"]}}})

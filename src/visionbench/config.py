@@ -188,6 +188,7 @@ def config_from_dict(
         raise UserError(_describe(exc, raw, source, lines or {}, overridden)) from None
     _check_names(config)
     _check_ensembles(config)
+    _check_tta(config)
     _check_sweep(config)
     if config.output.name is None:
         config.output.name = stem
@@ -206,6 +207,15 @@ def _check_names(config: Config) -> None:
                            "augmentation rows")
             if problem is not None:
                 raise UserError(f"{section}.{name}: {problem}")
+
+
+def _check_tta(config: Config) -> None:
+    """Test-time augmentation names models of the config."""
+    tta = config.evaluate.tta
+    unknown = [m for m in (tta.models or []) if m not in config.models] if tta else []
+    if unknown:
+        raise UserError(f"evaluate.tta.models: {', '.join(unknown)} is not a model of this "
+                        f"config (models: {', '.join(config.models)})")
 
 
 def _check_ensembles(config: Config) -> None:

@@ -20,26 +20,12 @@ from visionbench.rundir.predictions import Predictions
 METHOD = "cleanlab find_label_issues (prune_by_noise_rate), ranked by self-confidence"
 
 
-def check_available(wanted: bool) -> None:
-    """Refuse, before anything is trained, a config that asks for label issues when cleanlab
-    is not installed."""
-    if wanted:
-        _cleanlab()
-
-
-def _cleanlab() -> Any:
-    try:
-        from cleanlab.filter import find_label_issues
-    except ImportError:
-        raise UserError("evaluate.label_issues needs cleanlab: pip install "
-                        "'visionbench[labels]'") from None
-    return find_label_issues
-
-
 def label_issues(predictions: Predictions, classes: list[str]) -> dict[str, Any]:
     """Every suspected label error of `predictions` (out of sample), most severe first,
     with counts per given class and per (given, suggested) pair."""
-    find = _cleanlab()
+    # Imported here: cleanlab takes a while to load and most runs do not need it.
+    from cleanlab.filter import find_label_issues
+
     labels, prob = predictions.y_true, predictions.prob
     present = np.bincount(labels, minlength=len(classes))
     # cleanlab needs each class among the labels; with one missing it cannot estimate
@@ -48,8 +34,8 @@ def label_issues(predictions: Predictions, classes: list[str]) -> dict[str, Any]
         missing = [c for c, n in zip(classes, present, strict=True) if n == 0]
         raise UserError("label issues need out-of-sample predictions of every class "
                         f"(missing: {', '.join(missing) or 'too few images'})")
-    ranked = find(labels, prob, return_indices_ranked_by="self_confidence",
-                  n_jobs=1) if len(labels) else np.zeros(0, int)
+    ranked = find_label_issues(labels, prob, return_indices_ranked_by="self_confidence",
+                               n_jobs=1)
     issues = []
     for index in ranked.tolist():
         given, suggested = int(labels[index]), int(prob[index].argmax())

@@ -55,7 +55,9 @@ def evaluate_folder(run: RunFolder, settings: EvaluateConfig, models: list[str]
     classes, group = data.classes, data.positive_group
     wanted = {name: members for name, members in settings.ensembles.items()
               if set(members) <= set(models)}
-    augmented = ([tta_name(name) for name in models if run.model(tta_name(name)).has(ModelMetrics)]
+    augmented = ([tta_name(name) for name in models
+                  if (settings.tta.models is None or name in settings.tta.models)
+                  and run.model(tta_name(name)).has(ModelMetrics)]
                  if settings.tta is not None else [])
     models = [*models, *augmented, *write_ensembles(run, wanted, classes)]
     outcomes = {name: run.model(name).read(ModelMetrics)

@@ -14,7 +14,6 @@ from visionbench.config import Config, load_config
 from visionbench.data.dataset import prepare_data, training_hashes
 from visionbench.data.inspect import inspect_data
 from visionbench.errors import InterruptedRunError, UserError
-from visionbench.evaluate.label_issues import check_available
 from visionbench.orchestrate.collect import RunResult, finish_run
 from visionbench.orchestrate.execute import Report, run_models
 from visionbench.orchestrate.plan import (
@@ -71,7 +70,6 @@ def run_config(
     training the `retrain` models of that folder again from scratch."""
     names = select_models(config, only)
     check_trackers(config.tracking)
-    check_available(config.evaluate.label_issues is not None)
     if resume is not None:
         # Checked before anything is decoded or written: a refused resume changes nothing.
         run = RunFolder(resume).check()

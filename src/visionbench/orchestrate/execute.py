@@ -601,9 +601,11 @@ def train_one(job: Job, name: str) -> ModelMetrics:
             return evaluate_external(config, name, scored, folder, report)
         if config.data.split.folds is not None and job.mode != "continue":
             return cross_validate(config, name, data, folder, mode=job.mode, report=report)
+        tta = config.evaluate.tta
+        wanted = tta is not None and (tta.models is None or name in tta.models)
         return train_model(config, name, data, folder, mode=job.mode,
                            extra_epochs=job.extra_epochs, report=report,
-                           tta=job.run.model(tta_name(name)))
+                           tta=job.run.model(tta_name(name)) if wanted else None)
     except KeyboardInterrupt:
         # The model stays in the run's records as interrupted; the run stops here.
         folder.write(_interrupted(name))

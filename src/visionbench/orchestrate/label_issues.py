@@ -9,7 +9,7 @@ from visionbench.config import load_config
 from visionbench.data.dataset import PreparedData, prepare_data
 from visionbench.errors import UserError
 from visionbench.evaluate.error_examples import draw_grid
-from visionbench.evaluate.label_issues import check_available, label_issues
+from visionbench.evaluate.label_issues import label_issues
 from visionbench.report.html import write_report
 from visionbench.rundir.documents import Comparison, DataRecord, LabelIssues
 from visionbench.rundir.layout import RunFolder, label_issues_chart
@@ -55,7 +55,6 @@ def label_issues_of_run(path: Path, model: str | None = None) -> LabelIssues:
     report is rewritten to show them."""
     run = RunFolder(path).check()
     config = load_config(run.config_file)
-    check_available(True)
     settings = (config.evaluate.label_issues or LabelIssuesConfig()).model_copy()
     if model is not None:
         settings.model = model

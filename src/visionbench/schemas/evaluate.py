@@ -38,6 +38,8 @@ class TtaConfig(StrictModel):
     hflip: bool = True
     vflip: bool = False
     crops: bool = True
+    models: list[str] | None = Field(None, description="The models that get a row (default: "
+                                     "every trained model).")
 
 
 class ConformalConfig(StrictModel):
@@ -135,7 +137,7 @@ class EvaluateConfig(StrictModel):
         "validation; their coverage and size on test are reported, and predict returns them.")
     label_issues: LabelIssuesConfig | None = Field(
         None, description="Suspected label errors among the images scored out of sample "
-        "(needs cleanlab: the `labels` extra).")
+        "(cleanlab).")
     references: dict[str, Reference] = Field(
         default_factory=dict,
         description="Name -> published or earlier numbers on the same test split, shown as "
