@@ -4,6 +4,7 @@ Run from the repository root, naming the run folder of each study that was run:
     python benchmarks/results.py --brain runs/brain_tumor/<stamp> \
         [--chest runs/chest_xray/<stamp>] [--mnist runs/mnist/<stamp>] \
         [--seeds brain=runs/brain_tumor/<other seed> ...] [--variants chest=RUN ...] \
+        [--ablation brain=RUN ...] \
         [--notes benchmarks/results_notes.yaml] [--out RESULTS.md]
 Every visionbench number is read from the run folder (leaderboard.json, evaluation.json,
 metrics.json, config.yaml); the studies' numbers are quoted from their documents in
@@ -13,7 +14,9 @@ study's reported best accuracy
 (the studies' per-image predictions are not available), and, where the recipe reruns the
 study's best configuration ("reference" below), paired tests on the same test images from
 the run's comparison.json (McNemar, paired bootstrap of the accuracy difference). Runs of
-the same recipe under other training seeds (--seeds) add a seed-spread table; the notes file
+the same recipe under other training seeds (--seeds) add a seed-spread table; an ablation
+run (--ablation: models that each add one thing to the one before) adds a table of each
+step's paired gain; the notes file
 says where and how the runs were made, in words (numbers come from the folders). The
 summaries RESULTS.md is built from live in benchmarks/result_runs/; `--check` compares
 instead of writing (tests/test_results_page.py runs it).
@@ -507,8 +510,47 @@ def variant_table(folder: Path, variants: list[Path]) -> list[str]:
                      "AUC (weighted)"], rows)]
 
 
+def ablation_table(folder: Path) -> list[str]:
+    """A chain of models, each the previous one plus one addition (the config's model order,
+    a test-time augmentation row right after its model): each step's test accuracy and its
+    paired difference to the step before on the same test images."""
+    board = _board(folder)
+    rows = _finished(board)
+    config = _config(folder)
+    chain = []
+    for name in config["models"]:
+        chain += [found for found in (name, f"{name}+tta") if found in rows]
+    comparison = _read(folder, Comparison) or {"pairs": []}
+    evaluations = _evaluations(folder, board)
+    lines = []
+    for previous, name in zip([None, *chain[:-1]], chain, strict=True):
+        metrics = _read(folder, ModelMetrics, name) or {}
+        evaluation = evaluations.get(name, {})
+        step = ["–", "–", "–"]
+        if previous is not None:
+            pair = next((p for p in comparison["pairs"] if {p["a"], p["b"]} == {name, previous}),
+                        None)
+            if pair is not None:
+                found = _against(pair, previous, evaluation.get("bootstrap", {}).get("resamples"))
+                step = [f"{found['difference']:+.4f} [{found['low']:+.3f}, {found['high']:+.3f}]",
+                        f"{found['mcnemar']['p_value']:.2g}", found["bootstrap_p"]]
+        validation = rows[name].get("validation")
+        lines.append([name, metrics.get("description") or "", _cell(
+            evaluation.get("metrics", {}).get("accuracy")), *step,
+            "–" if validation is None else f"{validation:.4f}"])
+    if not lines:
+        return []
+    return [f"Ablation (run folder `{folder}`): each model is the one above plus one addition; "
+            "accuracy on the same test images, the paired difference to the model above with "
+            "its bootstrap interval, McNemar and bootstrap p-values, and validation accuracy "
+            "(what the recommendation reads).", "",
+            *_table(["model", "adds", "test accuracy", "gain over the row above",
+                     "McNemar p", "bootstrap p", "validation accuracy"], lines)]
+
+
 def study_section(key: str, folder: Path, seeds: list[Path] | None = None,
-                  notes: list[str] | None = None, variants: list[Path] | None = None) -> str:
+                  notes: list[str] | None = None, variants: list[Path] | None = None,
+                  ablations: list[Path] | None = None) -> str:
     """Markdown for one study: its numbers beside ours, recall, tests, seed spread, other
     runs, hardware, commands; `notes` are printed under the title (how and where the runs
     were made)."""
@@ -541,6 +583,7 @@ def study_section(key: str, folder: Path, seeds: list[Path] | None = None,
     for block in (paired_table(folder, study["reference"], list(evaluations)),
                   clinical_table(evaluations), clean_table(evaluations),
                   seed_table(folder, seeds or []), variant_table(folder, variants or []),
+                  *(ablation_table(run) for run in ablations or []),
                   how_table(folder, board, config.get("provenance", {}))):
         if block:
             lines += ["", *block]
@@ -557,6 +600,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a run folder of the same recipe under another train.seed")
     parser.add_argument("--variants", action="append", default=[], metavar="STUDY=FOLDER",
                         help="a run folder of the same recipe with other settings or hardware")
+    parser.add_argument("--ablation", action="append", default=[], metavar="STUDY=FOLDER",
+                        help="a run folder whose models form a chain of additions")
     parser.add_argument("--notes", type=Path, metavar="YAML",
                         help="{study: [paragraph, ...]} printed under each study's title")
     parser.add_argument("--out", type=Path, default=Path("RESULTS.md"))
@@ -566,16 +611,17 @@ def main(argv: list[str] | None = None) -> int:
     if all(getattr(args, key) is None for key in STUDIES):
         parser.error("name at least one run folder")
     extra: dict[str, dict[str, list[Any]]] = {
-        key: {"seeds": [], "notes": [], "variants": []} for key in STUDIES}
-    for kind in ("seeds", "variants"):
-        for value in getattr(args, kind):
+        key: {"seeds": [], "notes": [], "variants": [], "ablations": []} for key in STUDIES}
+    for kind, option in (("seeds", "seeds"), ("variants", "variants"),
+                         ("ablations", "ablation")):
+        for value in getattr(args, option):
             key, _, folder = value.partition("=")
             if key not in STUDIES or not folder:
-                parser.error(f"--{kind} {value!r}: write STUDY=FOLDER, STUDY one of "
+                parser.error(f"--{option} {value!r}: write STUDY=FOLDER, STUDY one of "
                              f"{list(STUDIES)}")
             extra[key][kind].append(Path(folder))
     named = [getattr(args, key) for key in STUDIES if getattr(args, key) is not None]
-    for folder in [*named, *(f for key in STUDIES for kind in ("seeds", "variants")
+    for folder in [*named, *(f for key in STUDIES for kind in ("seeds", "variants", "ablations")
                              for f in extra[key][kind])]:
         if not RunFolder(folder).has(Leaderboard):
             parser.error(f"{folder} is not a finished run folder (no leaderboard.json): "

@@ -52,7 +52,7 @@ models:
   mlp: {{preset: mlp}}
 train: {{epochs: 8, progress: quiet}}
 evaluate: {{bootstrap: 0, robustness: {{}}, explain: {{images: 2, methods: [gradcam, occlusion]}},
-           error_examples: 0}}
+           error_examples: 0, calibration: temperature, conformal: {{coverage: 0.8}}}}
 """)
 
 
@@ -134,6 +134,10 @@ def test_the_app_shows_predicts_numbers_and_says_why_a_file_is_refused(run, tmp_
     readings = [_text(m) for m in at.markdown if _text(m).startswith("Reading")]
     assert len(readings) == 4
     assert all(("POSITIVE" in r) == p.positive for r, p in zip(readings, readable, strict=True))
+    # Calibrated probabilities and the conformal set, as predict gives them.
+    sets = [_text(m) for m in at.markdown if _text(m).startswith("80% prediction set: ")]
+    given = [printed[p.source]["prediction_set"].split("|") for p in readable]
+    assert sets == [f"80% prediction set: {', '.join(classes)}" for classes in given]
 
 
 def test_choosing_another_model_in_the_sidebar_predicts_with_it(run, tmp_path, capsys):

@@ -189,3 +189,25 @@ def test_predict_returns_calibrated_probabilities_and_the_set(calibrated, capsys
         named = row["prediction_set"].split("|")
         assert set(named) == {c for c, keep in zip(classes, member, strict=True) if keep}
         assert named[0] == classes[int(prob.argmax())]
+
+
+def test_the_export_carries_the_temperature_and_the_sets(calibrated, tmp_path, capsys):
+    from visionbench.orchestrate.export import export_model
+
+    folder = export_model(calibrated, "cnn", tmp_path / "export")
+    card = json.loads((folder / "model.json").read_text())
+    evaluation = json.loads((calibrated / "cnn" / "evaluation.json").read_text())
+    assert card["temperature"] == evaluation["temperature"]["value"]
+    assert card["conformal"]["threshold"] == evaluation["conformal"]["threshold"]
+    written = list(csv.DictReader(io.StringIO((calibrated / "cnn" / "predictions.csv")
+                                              .read_text())))
+    files = [str(calibrated.parents[2] / "data" / r["id"]) for r in written]
+    assert main(["predict", str(calibrated), *files]) == 0
+    from_run = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert main(["predict", str(folder), *files]) == 0
+    from_export = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    for mine, theirs in zip(from_export, from_run, strict=True):
+        assert mine["prediction_set"] == theirs["prediction_set"]
+        for name in ("cat", "dog", "fox"):
+            assert float(mine[f"prob_{name}"]) == pytest.approx(float(theirs[f"prob_{name}"]),
+                                                                abs=1e-4)

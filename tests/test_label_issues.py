@@ -101,3 +101,18 @@ def test_inspect_finds_them_again_from_the_finished_run(planted, capsys):
 def _training_ids(run: Path) -> list[str]:
     rows = (run / "cnn" / "predictions_val.csv").read_text().splitlines()[1:]
     return [row.split(",")[0] for row in rows]
+
+
+def test_inspect_can_diagnose_the_test_labels_too(planted, capsys):
+    run, _ = planted
+    assert main(["inspect", str(run), "--model", "cnn", "--split", "test"]) == 0
+    assert "test predictions of cnn" in capsys.readouterr().out
+    found = json.loads((run / "data" / "label_issues_test.json").read_text())
+    assert found["source"] == "test"
+    test_ids = [row.split(",")[0] for row in
+                (run / "cnn" / "predictions.csv").read_text().splitlines()[1:]]
+    assert found["images_scored"] == len(test_ids)
+    assert {row["id"] for row in found["issues"]} <= set(test_ids)
+    report = (run / "report.html").read_text()
+    assert "A diagnosis of the test labels" in report
+    assert main(["inspect", str(run), "--split", "train"]) == 2

@@ -77,6 +77,11 @@ def inspect(
         str | None, typer.Option("--model", help="With a run folder: whose out-of-sample "
                                  "predictions score the labels (default: the recommended).")
     ] = None,
+    split: Annotated[
+        str, typer.Option("--split", help="With a run folder: `val` (the images scored on "
+                          "validation or out of fold) or `test` (a diagnosis of the test "
+                          "labels).")
+    ] = "val",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     out: Annotated[
         Path | None,
@@ -88,7 +93,9 @@ def inspect(
     """Counts, image statistics, corrupt files, duplicates and class variance of a dataset;
     for a finished run folder, the images whose label its model disputes (cleanlab)."""
     if Path(config).is_dir():
-        _inspect_run(Path(config), model, as_json)
+        if split not in ("val", "test"):
+            raise UserError(f"--split {split}: write val or test")
+        _inspect_run(Path(config), model, split, as_json)
         return
     from visionbench.config import load_config
     from visionbench.data.cache import cache_usage
@@ -483,12 +490,12 @@ def explain_command(
     stdout.print(f"explanations: {out}")
 
 
-def _inspect_run(run_dir: Path, model: str | None, as_json: bool) -> None:
+def _inspect_run(run_dir: Path, model: str | None, split: str, as_json: bool) -> None:
     """The label issues of a finished run, found, saved and printed."""
     from visionbench.orchestrate.label_issues import label_issues_of_run
     from visionbench.rundir import RunFolder
 
-    found = label_issues_of_run(run_dir, model)
+    found = label_issues_of_run(run_dir, model, split)
     if as_json:
         sys.stdout.write(found.model_dump_json(indent=2) + "\n")
         return

@@ -125,6 +125,13 @@ def _about(predictor: Predictor) -> list[str]:
         lines.append(f"Positive reading: {display.names(predictor.positive)}, at the "
                      f"threshold {predictor.threshold:.3f} chosen on validation.")
     lines.append(predictor.margin_note[:1].upper() + predictor.margin_note[1:] + ".")
+    if predictor.temperature is not None:
+        lines.append(f"Probabilities are calibrated on validation (temperature "
+                     f"{predictor.temperature:.2f}).")
+    if predictor.conformal is not None:
+        lines.append(f"Each image gets the set of classes that holds the true one "
+                     f"{predictor.conformal['coverage']:.0%} of the time (on average over "
+                     "images; calibrated on validation).")
     lines += [note[:1].upper() + note[1:] + "." for note in predictor.notes]
     return lines
 
@@ -168,6 +175,10 @@ def _show(predictor: Predictor, prediction: Prediction, image: bytes, position: 
         middle.markdown(plain(
             f"Reading: {verdict} — probability of {either} {prediction.positive_probability:.3f}"
             f" {comparison} {predictor.threshold:.3f}, the threshold chosen on validation."))
+    if prediction.prediction_set is not None and predictor.conformal is not None:
+        middle.markdown(plain(
+            f"{predictor.conformal['coverage']:.0%} prediction set: "
+            f"{', '.join(prediction.prediction_set)}"))
     if prediction.uncertain:
         st.warning(plain(f"{prediction.source} is uncertain: its top probability {top:.3f} "
                          f"is below the margin "

@@ -11,15 +11,21 @@ from visionbench.errors import UserError
 from visionbench.evaluate.error_examples import draw_grid
 from visionbench.evaluate.label_issues import label_issues
 from visionbench.report.html import write_report
-from visionbench.rundir.documents import Comparison, DataRecord, LabelIssues
+from visionbench.rundir.documents import (
+    Comparison,
+    DataRecord,
+    LabelIssues,
+    LabelIssuesOfTest,
+)
 from visionbench.rundir.layout import RunFolder, label_issues_chart
 from visionbench.schemas.evaluate import LabelIssuesConfig
 
 
-def write_label_issues(run: RunFolder, settings: LabelIssuesConfig, data: PreparedData
-                       ) -> LabelIssues:
+def write_label_issues(run: RunFolder, settings: LabelIssuesConfig, data: PreparedData,
+                       split: str = "val") -> LabelIssues:
     """Find the label issues of `settings.model` (default: the run's recommended model) on
-    its validation or out-of-fold predictions; write the document and the thumbnails."""
+    its validation or out-of-fold predictions (or, with `split="test"`, on its test
+    predictions: a diagnosis of the test labels); write the document and the thumbnails."""
     comparison = run.read(Comparison)
     model = settings.model or (comparison.recommended if comparison else None)
     if model is None:
@@ -27,37 +33,39 @@ def write_label_issues(run: RunFolder, settings: LabelIssuesConfig, data: Prepar
                         "evaluate.label_issues.model")
     metrics = run.finished(model)
     folder = run.model(model)
-    if metrics is None or not folder.has_predictions("val"):
-        raise UserError(f"label issues: model {model} has no validation predictions to "
+    if metrics is None or not folder.has_predictions(split):
+        raise UserError(f"label issues: model {model} has no {split} predictions to "
                         "score the labels with")
     record = run.require(DataRecord)
-    predictions = folder.read_predictions("val", record.classes, metrics)
-    found = LabelIssues(model=model,
-                        source="out-of-fold" if record.folds else "validation",
-                        shown=settings.shown,
-                        **label_issues(predictions, record.classes))
+    predictions = folder.read_predictions(split, record.classes, metrics)
+    kind = LabelIssuesOfTest if split == "test" else LabelIssues
+    source = "test" if split == "test" else "out-of-fold" if record.folds else "validation"
+    found = kind(model=model, source=source, shown=settings.shown,
+                 **label_issues(predictions, record.classes))
     run.write(found)
     shown = found.issues[:settings.shown]
     if shown:
         draw_grid(data.pictures([row["id"] for row in shown]),
-                  [f"{row['id'][-24:]}\ngiven {row['given']} "
+                  [f"{row['id'].rsplit('/', 1)[-1][-24:]}\ngiven {row['given']} "
                    f"({row['given_probability']:.2f})\nmodel: {row['suggested']} "
                    f"({row['suggested_probability']:.2f})" for row in shown],
-                  label_issues_chart(run.data_dir),
+                  label_issues_chart(run.data_dir, split),
                   f"Suspected label errors: {found.found} of {found.images_scored} images "
                   f"({found.source} predictions of {model})")
     return found
 
 
-def label_issues_of_run(path: Path, model: str | None = None) -> LabelIssues:
+def label_issues_of_run(path: Path, model: str | None = None, split: str = "val"
+                        ) -> LabelIssues:
     """`visionbench inspect RUN_DIR`: the label issues of a finished run (of `model`, else
-    the config's choice, else the recommended model), written into the run folder, whose
-    report is rewritten to show them."""
+    the config's choice, else the recommended model; of the images scored on validation or
+    out of fold, or of `split` test), written into the run folder, whose report is
+    rewritten to show them."""
     run = RunFolder(path).check()
     config = load_config(run.config_file)
     settings = (config.evaluate.label_issues or LabelIssuesConfig()).model_copy()
     if model is not None:
         settings.model = model
-    found = write_label_issues(run, settings, prepare_data(config.data))
+    found = write_label_issues(run, settings, prepare_data(config.data), split)
     write_report(run, "quiet")
     return found

@@ -45,6 +45,7 @@ from visionbench.rundir.documents import (
     Inspection,
     Interval,
     LabelIssues,
+    LabelIssuesOfTest,
     Leaderboard,
     LeaderboardRow,
     ModelCard,
@@ -613,11 +614,23 @@ def _data(page: Page, run: Run) -> None:
 
 @SECTIONS.register("03-label-issues")
 def _label_issues(page: Page, run: Run) -> None:
-    """Suspected label errors (only with `evaluate.label_issues`)."""
-    found = run.folder.read(LabelIssues)
-    if found is None:
+    """Suspected label errors (with `evaluate.label_issues`, or after `visionbench inspect
+    RUN_DIR`): of the training images, and of the test split when it was asked for."""
+    found = [(kind, split, document) for kind, split in ((LabelIssues, "val"),
+                                                         (LabelIssuesOfTest, "test"))
+             if (document := run.folder.read(kind)) is not None]
+    if not found:
         return
     page.section("label-issues", "Label issues")
+    for _, split, document in found:
+        if split == "test":
+            page.add("<h3>Test split</h3><p class=\"muted\">A diagnosis of the test labels "
+                     "(asked for with <code>visionbench inspect RUN_DIR --split test</code>); "
+                     "nothing in the run is chosen on it.</p>")
+        _label_issue_list(page, run, document, split)
+
+
+def _label_issue_list(page: Page, run: Run, found: LabelIssues, split: str) -> None:
     pairs = "".join(f"<tr><td>{html.escape(p['given'])}</td><td>{html.escape(p['suggested'])}"
                     f"</td><td>{p['count']}</td></tr>" for p in found.pairs)
     classes = ", ".join(f"{html.escape(name)} {row['issues']} of {row['images']}"
@@ -635,7 +648,7 @@ def _label_issues(page: Page, run: Run) -> None:
              "looks the same.</p>"
              + (f"<table><thead><tr><th>given</th><th>model says</th><th>images</th></tr>"
                 f"</thead><tbody>{pairs}</tbody></table>" if pairs else "")
-             + _image(label_issues_chart(run.folder.data_dir), "suspected label errors")
+             + _image(label_issues_chart(run.folder.data_dir, split), "suspected label errors")
              + (f"<h3>The {len(shown)} most severe</h3><table class=\"sortable\"><thead><tr>"
                 "<th>image</th><th>given</th><th>p(given)</th><th>model says</th>"
                 f"<th>p</th></tr></thead><tbody>{rows}</tbody></table>"

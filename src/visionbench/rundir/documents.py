@@ -216,7 +216,7 @@ class LabelIssues(Document):
     LEVEL: ClassVar[Literal["run", "model"]] = "run"
 
     model: str
-    source: Literal["validation", "out-of-fold"]
+    source: Literal["validation", "out-of-fold", "test"]
     method: str
     images_scored: int
     found: int
@@ -227,6 +227,13 @@ class LabelIssues(Document):
                                         "suggested) -> count, most frequent first.")
     issues: list[dict[str, Any]] = Field(default_factory=list, description="Every issue: "
                                          "id, given, suggested, probability of each.")
+
+
+class LabelIssuesOfTest(LabelIssues):
+    """`data/label_issues_test.json`: the same for the test split's labels (a diagnosis
+    asked for with `visionbench inspect RUN_DIR --split test`; nothing is chosen on it)."""
+
+    FILE: ClassVar[str] = "data/label_issues_test.json"
 
 
 class Inspection(DataRecord):

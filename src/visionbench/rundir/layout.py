@@ -407,9 +407,11 @@ def class_chart(folder: Path) -> Path:
     return folder / CLASS_CHART
 
 
-def label_issues_chart(folder: Path) -> Path:
-    """The thumbnails of suspected label errors in a data folder."""
-    return folder / LABEL_ISSUES_CHART
+def label_issues_chart(folder: Path, split: str = "val") -> Path:
+    """The thumbnails of suspected label errors in a data folder (of the training images
+    scored on validation or out of fold; or, for `test`, of the test split)."""
+    return folder / (LABEL_ISSUES_CHART if split == "val" else
+                     LABEL_ISSUES_CHART.replace(".png", f"_{split}.png"))
 
 
 def duplicate_pairs_chart(folder: Path) -> Path:
