@@ -4,7 +4,7 @@ Run from the repository root, naming the run folder of each study that was run:
     python benchmarks/results.py --brain runs/brain_tumor/<stamp> \
         [--chest runs/chest_xray/<stamp>] [--mnist runs/mnist/<stamp>] \
         [--seeds brain=runs/brain_tumor/<other seed> ...] [--variants chest=RUN ...] \
-        [--ablation brain=RUN ...] \
+        [--ablation brain=RUN ...] [--label-issues brain=RUN ...] \
         [--notes benchmarks/results_notes.yaml] [--out RESULTS.md]
 Every visionbench number is read from the run folder (leaderboard.json, evaluation.json,
 metrics.json, config.yaml); the studies' numbers are quoted from their documents in
@@ -16,7 +16,8 @@ study's best configuration ("reference" below), paired tests on the same test im
 the run's comparison.json (McNemar, paired bootstrap of the accuracy difference). Runs of
 the same recipe under other training seeds (--seeds) add a seed-spread table; an ablation
 run (--ablation: models that each add one thing to the one before) adds a table of each
-step's paired gain; the notes file
+step's paired gain; a run with label issues (--label-issues) a table of disputed labels per
+class; the notes file
 says where and how the runs were made, in words (numbers come from the folders). The
 summaries RESULTS.md is built from live in benchmarks/result_runs/; `--check` compares
 instead of writing (tests/test_results_page.py runs it).
@@ -46,7 +47,7 @@ from visionbench.rundir import (
     ModelMetrics,
     RunFolder,
 )
-from visionbench.rundir.documents import Document
+from visionbench.rundir.documents import Document, LabelIssues, LabelIssuesOfTest
 
 # The studies' own numbers, as printed in their documents. `recall` is per class, from the
 # confusion matrices the documents print.
@@ -548,9 +549,37 @@ def ablation_table(folder: Path) -> list[str]:
                      "McNemar p", "bootstrap p", "validation accuracy"], lines)]
 
 
+def label_issue_table(folder: Path) -> list[str]:
+    """Per class, how many images confident learning disputes: of the training images
+    (out-of-fold or validation predictions) and, where it was run, of the test split."""
+    found = {"training": _read(folder, LabelIssues), "test": _read(folder, LabelIssuesOfTest)}
+    found = {split: document for split, document in found.items() if document is not None}
+    if not found:
+        return []
+    classes = list(next(iter(found.values()))["by_class"])
+    rows = []
+    for name in classes:
+        row = [name]
+        for document in found.values():
+            counts = document["by_class"][name]
+            share = counts["issues"] / counts["images"] if counts["images"] else 0.0
+            row.append(f"{counts['issues']} of {counts['images']} ({share:.1%})")
+        rows.append(row)
+    described = "; ".join(
+        f"{split}: {document['found']} of {document['images_scored']} images "
+        f"({document['source']} predictions of {document['model']}), most often "
+        + ", ".join(f"{p['given']} called {p['suggested']} ({p['count']})"
+                    for p in document["pairs"][:3])
+        for split, document in found.items())
+    return [f"Label issues (run folder `{folder}`; cleanlab's confident learning on "
+            f"out-of-sample predictions). {described}.", "",
+            *_table(["class", *(f"disputed, {split}" for split in found)], rows)]
+
+
 def study_section(key: str, folder: Path, seeds: list[Path] | None = None,
                   notes: list[str] | None = None, variants: list[Path] | None = None,
-                  ablations: list[Path] | None = None) -> str:
+                  ablations: list[Path] | None = None,
+                  label_issues: list[Path] | None = None) -> str:
     """Markdown for one study: its numbers beside ours, recall, tests, seed spread, other
     runs, hardware, commands; `notes` are printed under the title (how and where the runs
     were made)."""
@@ -584,6 +613,7 @@ def study_section(key: str, folder: Path, seeds: list[Path] | None = None,
                   clinical_table(evaluations), clean_table(evaluations),
                   seed_table(folder, seeds or []), variant_table(folder, variants or []),
                   *(ablation_table(run) for run in ablations or []),
+                  *(label_issue_table(run) for run in label_issues or []),
                   how_table(folder, board, config.get("provenance", {}))):
         if block:
             lines += ["", *block]
@@ -602,6 +632,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a run folder of the same recipe with other settings or hardware")
     parser.add_argument("--ablation", action="append", default=[], metavar="STUDY=FOLDER",
                         help="a run folder whose models form a chain of additions")
+    parser.add_argument("--label-issues", action="append", default=[], metavar="STUDY=FOLDER",
+                        help="a run folder with label issues (data/label_issues*.json)")
     parser.add_argument("--notes", type=Path, metavar="YAML",
                         help="{study: [paragraph, ...]} printed under each study's title")
     parser.add_argument("--out", type=Path, default=Path("RESULTS.md"))
@@ -611,17 +643,20 @@ def main(argv: list[str] | None = None) -> int:
     if all(getattr(args, key) is None for key in STUDIES):
         parser.error("name at least one run folder")
     extra: dict[str, dict[str, list[Any]]] = {
-        key: {"seeds": [], "notes": [], "variants": [], "ablations": []} for key in STUDIES}
+        key: {"seeds": [], "notes": [], "variants": [], "ablations": [], "label_issues": []}
+        for key in STUDIES}
     for kind, option in (("seeds", "seeds"), ("variants", "variants"),
-                         ("ablations", "ablation")):
+                         ("ablations", "ablation"), ("label_issues", "label_issues")):
         for value in getattr(args, option):
             key, _, folder = value.partition("=")
             if key not in STUDIES or not folder:
-                parser.error(f"--{option} {value!r}: write STUDY=FOLDER, STUDY one of "
+                parser.error(f"--{option.replace('_', '-')} {value!r}: write STUDY=FOLDER, "
+                             "STUDY one of "
                              f"{list(STUDIES)}")
             extra[key][kind].append(Path(folder))
     named = [getattr(args, key) for key in STUDIES if getattr(args, key) is not None]
-    for folder in [*named, *(f for key in STUDIES for kind in ("seeds", "variants", "ablations")
+    for folder in [*named, *(f for key in STUDIES
+                             for kind in ("seeds", "variants", "ablations", "label_issues")
                              for f in extra[key][kind])]:
         if not RunFolder(folder).has(Leaderboard):
             parser.error(f"{folder} is not a finished run folder (no leaderboard.json): "

@@ -31,6 +31,7 @@ from scipy import stats
 
 from visionbench.registry import Registry
 
+ROUNDING = 1e-5
 # (N, classes) probabilities -> (N, classes) score of each class as the label.
 Score = Callable[[np.ndarray], np.ndarray]
 SCORES: Registry[Score] = Registry("conformal score")
@@ -62,7 +63,9 @@ def threshold(calibration_scores: np.ndarray, coverage: float) -> float:
 
 def prediction_sets(prob: np.ndarray, score: str, cutoff: float) -> np.ndarray:
     """(N, classes) boolean membership of each class in each image's set."""
-    members = SCORES.get(score)(prob) <= cutoff + 1e-12
+    # Probabilities pass through float32 and six-decimal files: a score within that
+    # rounding of the threshold counts as at it (an APS score of 1.0 is every class).
+    members = SCORES.get(score)(prob) <= cutoff + ROUNDING
     empty = ~members.any(axis=1)
     members[empty, prob[empty].argmax(axis=1)] = True
     return members
