@@ -114,10 +114,16 @@ class CrashError(Exception):
     pass
 
 
-def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, monkeypatch):
-    train = {"epochs": 4, "schedule": {"name": "cosine", "warmup_epochs": 1},
-             "augment": {"rotation": 10, "noise": 0.05},
-             "plateau": {"patience": 1, "factor": 0.5}}
+@pytest.mark.parametrize("train", [
+    {"epochs": 4, "schedule": {"name": "cosine", "warmup_epochs": 1},
+     "augment": {"rotation": 10, "noise": 0.05}, "plateau": {"patience": 1, "factor": 0.5}},
+    # The training tricks draw from seeded generators too, and the weight average is in the
+    # checkpoint.
+    {"epochs": 3, "ema": {"decay": 0.9}, "mixup": {"alpha": 0.4}, "cutmix": {"alpha": 1.0},
+     "loss": {"focal_gamma": 2.0, "label_smoothing": 0.1},
+     "augment": {"auto": {"policy": "rand", "ops": 2, "magnitude": 9}}},
+], ids=["schedule-augment-plateau", "ema-mix-focal-randaugment"])
+def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, monkeypatch, train):
     models = {"m": {**MLP, "train": {"balance": "oversample"}}}
     straight = run_config(tiny_config(tmp_path / "a", models, **train), report=lambda _: None)
 
