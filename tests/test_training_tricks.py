@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
+import torchvision.transforms.v2.functional as TF  # noqa: N812 - the usual name
 
 from test_train import MLP, _same, _trainer, _weights, tiny_config
 from visionbench.models.outputs import OUTPUTS
 from visionbench.orchestrate import run_config
-from visionbench.schemas.train import MixConfig
+from visionbench.schemas.train import AutoAugmentConfig, MixConfig
+from visionbench.train.autoaugment import OPERATIONS, auto_augment
 from visionbench.train.callbacks import Callback
 from visionbench.train.loop import Trainer
 from visionbench.train.lr_find import steepest, sweep_rates
@@ -149,6 +152,70 @@ def test_soft_targets_give_the_expected_cross_entropy():
     torch.testing.assert_close(softmax.loss(logits, soft, None, 0.0), expected)
     torch.testing.assert_close(softmax.loss(logits, soft, None, 0.0, 1e-9), expected,
                                rtol=1e-5, atol=1e-6)
+
+
+def _uint8_batch() -> torch.Tensor:
+    gen = torch.Generator().manual_seed(5)
+    images = torch.randint(40, 200, (4, 3, 12, 10), generator=gen, dtype=torch.uint8)
+    images[0] = 90  # a flat image: equalize and autocontrast leave it alone
+    return images
+
+
+@pytest.mark.parametrize(("name", "strength", "reference"), [
+    ("posterize", 1.0, lambda x: TF.posterize(x, 4)),
+    ("posterize", 0.5, lambda x: TF.posterize(x, 6)),
+    ("solarize", 0.25, lambda x: TF.solarize(x, 191.25)),
+    ("autocontrast", 0.0, TF.autocontrast),
+    ("equalize", 0.0, TF.equalize),
+])
+def test_pixel_operations_match_torchvision(name, strength, reference):
+    images = _uint8_batch()
+    ours = OPERATIONS.get(name)(images.float() / 255, torch.full((4,), strength), "border")
+    expected = reference(images).float() / 255
+    torch.testing.assert_close(ours, expected, atol=1 / 255 + 1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["brightness", "color", "contrast", "sharpness", "shear_x",
+                                  "shear_y", "translate_x", "translate_y", "rotate"])
+def test_operations_at_zero_magnitude_change_nothing(name):
+    images = torch.rand(3, 3, 9, 13, generator=torch.Generator().manual_seed(0))
+    out = OPERATIONS.get(name)(images, torch.zeros(3), "border")
+    torch.testing.assert_close(out, images, atol=1e-5, rtol=0)
+
+
+def test_enhancements_match_torchvision():
+    images = _uint8_batch().float() / 255
+    half = torch.full((4,), 0.5)
+    factor = 1 + 0.5 * 0.9
+    torch.testing.assert_close(OPERATIONS.get("brightness")(images, half, "border").clamp(0, 1),
+                               TF.adjust_brightness(images, factor))
+    torch.testing.assert_close(OPERATIONS.get("color")(images, half, "border").clamp(0, 1),
+                               TF.adjust_saturation(images, factor), atol=2e-3, rtol=0)
+
+
+def test_rotation_turns_a_square_image_by_the_angle():
+    image = torch.zeros(1, 1, 21, 21)
+    image[..., 10, 14:20] = 1.0  # a bar pointing right of the centre
+    turned = OPERATIONS.get("rotate")(image, torch.tensor([1.0]), "zeros")
+    rows, cols = torch.nonzero(turned[0, 0] > 0.5, as_tuple=True)
+    angle = math.degrees(math.atan2(float((rows - 10).float().mean()),
+                                    float((cols - 10).float().mean())))
+    assert abs(abs(angle) - 30) < 4
+
+
+@pytest.mark.parametrize("policy", ["trivial", "rand"])
+def test_policies_give_each_image_its_own_operations(policy):
+    images = torch.rand(64, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    cfg = AutoAugmentConfig(policy=policy, ops=2, magnitude=15)
+    out = auto_augment(images, cfg, torch.Generator().manual_seed(2), "border")
+    assert out.shape == images.shape and out.min() >= 0 and out.max() <= 1
+    changed = (out - images).abs().flatten(1).amax(1) > 1e-4
+    # Most images changed; with one operation of 14, a few drew the identity.
+    assert changed.float().mean() > 0.6
+    if policy == "trivial":
+        assert not changed.all()
+    again = auto_augment(images, cfg, torch.Generator().manual_seed(2), "border")
+    assert torch.equal(out, again)
 
 
 def test_lr_finder_suggests_a_rate_inside_the_sweep_on_a_toy_problem(tmp_path, capsys):
