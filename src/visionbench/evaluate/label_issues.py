@@ -33,7 +33,8 @@ def label_issues(predictions: Predictions, classes: list[str]) -> dict[str, Any]
     if (present == 0).any() or len(labels) < 2 * len(classes):
         missing = [c for c, n in zip(classes, present, strict=True) if n == 0]
         raise UserError("label issues need out-of-sample predictions of every class "
-                        f"(missing: {', '.join(missing) or 'too few images'})")
+                        f"(missing: {', '.join(missing) or 'too few images'}): give the run "
+                        "a larger validation split (data.split.val) or use data.split.folds")
     ranked = find_label_issues(labels, prob, return_indices_ranked_by="self_confidence",
                                n_jobs=1)
     issues = []
