@@ -247,6 +247,43 @@ class Trainer:
             total = term if total is None else total + term
         return total
 
+    def train_step(self, images: torch.Tensor, targets: torch.Tensor, lr: float,
+                   device_gen: torch.Generator, mix_gen: torch.Generator,
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimisation step on a batch at rate `lr` (augmentation, mixing, loss,
+        penalties, clipping, the optimizer and the weight average); returns the batch's loss
+        before penalties, the logits, and the targets this process trained on."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        share = 1.0
+        if self.rank is not None:
+            # Every process makes the same batches and trains on its share of each; the
+            # shares' losses are weighted so that averaging their gradients gives the
+            # whole batch's.
+            this, processes = self.rank
+            size = len(targets)
+            images, targets = images[this::processes], targets[this::processes]
+            share = len(targets) * processes / size
+        inputs = self.pipeline(images, targets, train=True, gen=device_gen)
+        goal = targets
+        if self.mixer is not None:
+            inputs, goal = self.mixer(inputs, targets, mix_gen)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            logits = self.forward(inputs)
+        loss = self.output.loss(logits, goal, self.class_weights,
+                                self.cfg.loss.label_smoothing, self.cfg.loss.focal_gamma)
+        penalty = self._penalty()
+        total = loss * share if penalty is None else loss * share + penalty
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema_updates += 1
+            self.ema.update(self.model, step=self.ema_updates)
+        return loss, logits, targets
+
     def _train_epoch(self) -> dict[str, Any]:
         started = time.perf_counter()
         set_train_mode(self.model)
@@ -265,35 +302,7 @@ class Trainer:
             self.train_images.batches(order, self.cfg.batch_size), start=1
         ):
             lr = self._lr(batches)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            share = 1.0
-            if self.rank is not None:
-                # Every process makes the same batches and trains on its share of each; the
-                # shares' losses are weighted so that averaging their gradients gives the
-                # whole batch's.
-                this, processes = self.rank
-                size = len(targets)
-                images, targets = images[this::processes], targets[this::processes]
-                share = len(targets) * processes / size
-            inputs = self.pipeline(images, targets, train=True, gen=device_gen)
-            goal = targets
-            if self.mixer is not None:
-                inputs, goal = self.mixer(inputs, targets, mix_gen)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                logits = self.forward(inputs)
-            loss = self.output.loss(logits, goal, self.class_weights,
-                                    self.cfg.loss.label_smoothing, self.cfg.loss.focal_gamma)
-            penalty = self._penalty()
-            total = loss * share if penalty is None else loss * share + penalty
-            self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if self.cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-            self.optimizer.step()
-            if self.ema is not None:
-                self.ema_updates += 1
-                self.ema.update(self.model, step=self.ema_updates)
+            loss, logits, targets = self.train_step(images, targets, lr, device_gen, mix_gen)
             with torch.no_grad():
                 correct = (self.output.probabilities(logits).argmax(1) == targets).sum()
                 self._sums[0] += loss.detach().float() * len(targets)

@@ -58,11 +58,12 @@ def steepest(rates: list[float], smoothed: list[float]) -> float | None:
 
 def find_lr(trainer: Trainer, start: float, end: float, steps: int) -> LrCurve:
     """Sweep the rate over `steps` training steps of `trainer`'s first stage (its freeze
-    rule and optimizer), cycling through the training split; the model's weights change."""
+    rule, optimizer and the very step training takes: augmentation, mixing, loss,
+    penalties), cycling through the training split; the model's weights change."""
     stage = trainer.stages[0]
     apply_freeze(trainer.built, stage.freeze)
-    optimizer = make_optimizer([p for p in trainer.model.parameters() if p.requires_grad],
-                               stage.optimizer)
+    trainer.optimizer = make_optimizer(
+        [p for p in trainer.model.parameters() if p.requires_grad], stage.optimizer)
     cfg = trainer.cfg
     smoothing = max(0.5, 1 - 1 / (SMOOTHED_SHARE * steps))
     curve = LrCurve()
@@ -74,23 +75,14 @@ def find_lr(trainer: Trainer, start: float, end: float, steps: int) -> LrCurve:
         order = epoch_order(cfg.balance, trainer.train_images.targets, len(trainer.classes), gen)
         device_gen = torch.Generator(device=trainer.device).manual_seed(_seed(cfg.seed, 0,
                                                                                epoch, 1))
+        mix_gen = torch.Generator().manual_seed(_seed(cfg.seed, 0, epoch, 2))
         if not chunks(order, cfg.batch_size):
             break
         for images, targets in trainer.train_images.batches(order, cfg.batch_size):
             rate = next(rates, None)
             if rate is None:
                 break
-            for group in optimizer.param_groups:
-                group["lr"] = rate
-            inputs = trainer.pipeline(images, targets, train=True, gen=device_gen)
-            with torch.autocast(trainer.device.type, dtype=torch.bfloat16,
-                                enabled=trainer.autocast):
-                logits = trainer.forward(inputs)
-            loss = trainer.output.loss(logits, targets, trainer.class_weights,
-                                       cfg.loss.label_smoothing, cfg.loss.focal_gamma)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss, _, _ = trainer.train_step(images, targets, rate, device_gen, mix_gen)
             value = float(loss.detach())
             if not math.isfinite(value):
                 curve.stopped_early = True
