@@ -511,10 +511,35 @@ def variant_table(folder: Path, variants: list[Path]) -> list[str]:
                      "AUC (weighted)"], rows)]
 
 
+def _plain_model(name: str) -> str:
+    """The model a test-time augmentation row averages the views of (itself otherwise)."""
+    return name.removesuffix("+tta")
+
+
+def ablation_steps(chain: list[str]) -> list[tuple[str | None, str]]:
+    """(model it adds to, model) along a chain in the config's order: a test-time
+    augmentation row adds to its own model, a model to the plain model before it.
+
+    Example:
+        >>> ablation_steps(["a", "a+tta", "b", "b+tta"])
+        [(None, 'a'), ('a', 'a+tta'), ('a', 'b'), ('b', 'b+tta')]
+    """
+    steps: list[tuple[str | None, str]] = []
+    previous: str | None = None
+    for name in chain:
+        if name.endswith("+tta"):
+            steps.append((_plain_model(name), name))
+        else:
+            steps.append((previous, name))
+            previous = name
+    return steps
+
+
 def ablation_table(folder: Path) -> list[str]:
     """A chain of models, each the previous one plus one addition (the config's model order,
     a test-time augmentation row right after its model): each step's test accuracy and its
-    paired difference to the step before on the same test images."""
+    paired difference, on the same test images, to the model it adds to (the plain model
+    before it; for a test-time augmentation row, its own model)."""
     board = _board(folder)
     rows = _finished(board)
     config = _config(folder)
@@ -524,16 +549,18 @@ def ablation_table(folder: Path) -> list[str]:
     comparison = _read(folder, Comparison) or {"pairs": []}
     evaluations = _evaluations(folder, board)
     lines = []
-    for previous, name in zip([None, *chain[:-1]], chain, strict=True):
+    for previous, name in ablation_steps(chain):
         metrics = _read(folder, ModelMetrics, name) or {}
         evaluation = evaluations.get(name, {})
-        step = ["–", "–", "–"]
+        step = ["–", "–", "–", "–"]
         if previous is not None:
             pair = next((p for p in comparison["pairs"] if {p["a"], p["b"]} == {name, previous}),
                         None)
             if pair is not None:
                 found = _against(pair, previous, evaluation.get("bootstrap", {}).get("resamples"))
-                step = [f"{found['difference']:+.4f} [{found['low']:+.3f}, {found['high']:+.3f}]",
+                # Rounded before the sign is printed: a float's -1e-17 is no loss.
+                gain = round(found["difference"], 4) + 0.0
+                step = [previous, f"{gain:+.4f} [{found['low']:+.3f}, {found['high']:+.3f}]",
                         f"{found['mcnemar']['p_value']:.2g}", found["bootstrap_p"]]
         validation = rows[name].get("validation")
         lines.append([name, metrics.get("description") or "", _cell(
@@ -541,12 +568,13 @@ def ablation_table(folder: Path) -> list[str]:
             "–" if validation is None else f"{validation:.4f}"])
     if not lines:
         return []
-    return [f"Ablation (run folder `{folder}`): each model is the one above plus one addition; "
-            "accuracy on the same test images, the paired difference to the model above with "
-            "its bootstrap interval, McNemar and bootstrap p-values, and validation accuracy "
-            "(what the recommendation reads).", "",
-            *_table(["model", "adds", "test accuracy", "gain over the row above",
-                     "McNemar p", "bootstrap p", "validation accuracy"], lines)]
+    return [f"Ablation (run folder `{folder}`): each model is the model named in `over` plus "
+            "what its `adds` says (a `+tta` row: its own model with test-time augmentation); "
+            "accuracy on the same test images, the paired difference to that model with its "
+            "bootstrap interval, McNemar and bootstrap p-values, and validation accuracy (what "
+            "the recommendation reads).", "",
+            *_table(["model", "adds", "test accuracy", "over", "gain", "McNemar p",
+                     "bootstrap p", "validation accuracy"], lines)]
 
 
 def label_issue_table(folder: Path) -> list[str]:

@@ -54,3 +54,32 @@ def test_a_folder_that_is_not_a_run_is_one_line_naming_it(tmp_path, capsys):
         assert stop.value.code == 2
         message = capsys.readouterr().err.strip().splitlines()[-1]
         assert f"{tmp_path} is not a finished run folder (no leaderboard.json)" in message
+
+
+def test_an_ablation_step_is_paired_with_the_model_it_adds_to(tmp_path):
+    """A `+tta` row is compared with its own model, and the next model with the plain model
+    before it, not with that test-time augmentation row (it adds nothing to it)."""
+    import shutil
+
+    import yaml
+
+    kept = ROOT / "benchmarks" / "result_runs" / "ablation_brain" / "20261202-185614"
+    folder = tmp_path / "run"
+    shutil.copytree(kept, folder)
+    config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    # lite2_all (with its +tta row) moved to the front: lite0 now comes after that row.
+    config["models"] = {"lite2_all": config["models"]["lite2_all"],
+                        **{k: v for k, v in config["models"].items() if k != "lite2_all"}}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False),
+                                        encoding="utf-8")
+    lines = _results_module().ablation_table(folder)
+    rows = {cells[0]: cells for cells in
+            ([c.strip() for c in line.strip("|").split("|")] for line in lines
+             if line.startswith("| lite"))}
+    assert list(rows)[:3] == ["lite2_all", "lite2_all+tta", "lite0"]
+    assert rows["lite2_all"][3] == "–"
+    assert rows["lite2_all+tta"][3] == "lite2_all"
+    assert rows["lite0"][3] == "lite2_all"
+    assert rows["lite0_ema"][3] == "lite0"
+    # lite0 (0.7970) against lite2_all (0.8020) on the same 394 images: two fewer right.
+    assert rows["lite0"][4].startswith("-0.0051 [")
