@@ -9,7 +9,8 @@ It runs the config exactly as `visionbench run` does, under cProfile, and prints
 - the cumulative seconds of each phase of the run (data preparation, inspection, building
   models, training epochs, validation, test evaluation, robustness, explanations, TTA, label
   issues, the report);
-- the functions that cost most outside training (own time), where overhead hides.
+- the functions that cost most among those no training step reaches (own time): overhead
+  that is not shared with training, where it hides.
 Use the same config on the GPU (`--set train.device=cuda`) to see what is not training
 there; `--stats FILE` keeps the raw profile for `python -m pstats FILE` or snakeviz.
 """
@@ -47,7 +48,7 @@ PHASES = [
     ("leaderboard, comparison and report", "orchestrate/collect.py", "finish_run"),
     ("whole run", "orchestrate/__init__.py", "run_config"),
 ]
-# Functions under these are training itself, left out of the "outside training" list.
+# Functions these reach are training's, left out of the overhead list.
 TRAINING = ("train_step",)
 
 
@@ -77,39 +78,27 @@ def _cumulative(stats: pstats.Stats, ending: str, name: str) -> tuple[float, int
 
 
 def _outside_training(stats: pstats.Stats, top: int) -> list[tuple[float, str]]:
-    """Own time of every function, less its estimated share under training steps."""
-    training = _training_own_time(stats)
-    rows = []
-    for key, (_, _, own, _, _) in stats.stats.items():  # type: ignore[attr-defined]
-        rest = own - training.get(key, 0.0)
-        if rest > 0.05:
-            file, line, function = key
-            rows.append((rest, f"{function} ({Path(file).name}:{line})"))
-    return sorted(rows, reverse=True)[:top]
-
-
-def _training_own_time(stats: pstats.Stats) -> dict[tuple[str, int, str], float]:
-    """Approximate own time spent under training steps: cProfile keeps caller edges one
-    level deep only, so a function's own time is attributed to training in the share of its
-    calls that came from a function reachable from a training step."""
+    """Own time of the functions a training step never reaches (by cProfile's call edges):
+    overhead that is not shared with training. Functions both use (a convolution called by
+    training and by evaluation) are left out, so this is a lower bound of what is not
+    training."""
     callees: dict[tuple[str, int, str], list[tuple[str, int, str]]] = {}
     for key, (_, _, _, _, callers) in stats.stats.items():  # type: ignore[attr-defined]
         for caller in callers:
             callees.setdefault(caller, []).append(key)
-    roots = [key for key in stats.stats if key[2] in TRAINING]  # type: ignore[attr-defined]
-    reachable, todo = set(roots), list(roots)
+    todo = [key for key in stats.stats if key[2] in TRAINING]  # type: ignore[attr-defined]
+    reached = set(todo)
     while todo:
         for callee in callees.get(todo.pop(), []):
-            if callee not in reachable:
-                reachable.add(callee)
+            if callee not in reached:
+                reached.add(callee)
                 todo.append(callee)
-    shares = {}
-    for key in reachable:
-        calls, _, own, _, callers = stats.stats[key]  # type: ignore[attr-defined]
-        from_training = sum(found[0] for caller, found in callers.items()
-                            if caller in reachable)
-        shares[key] = own * (1.0 if key in roots else min(1.0, from_training / max(calls, 1)))
-    return shares
+    rows = []
+    for key, (_, _, own, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        if key not in reached and own > 0.05:
+            file, line, function = key
+            rows.append((own, f"{function} ({Path(file).name}:{line})"))
+    return sorted(rows, reverse=True)[:top]
 
 
 def main() -> int:
@@ -146,7 +135,7 @@ def main() -> int:
     for label, ending, name in PHASES:
         seconds, calls = _cumulative(stats, ending, name)
         print(f"  {label:<52} {seconds:8.1f} s  ({calls} call{'s' * (calls != 1)})")
-    print(f"\ncostliest outside training steps (own seconds, top {args.top}):")
+    print(f"\ncostliest functions no training step reaches (own seconds, top {args.top}):")
     for seconds, where in _outside_training(stats, args.top):
         print(f"  {seconds:8.2f}  {where}")
     return 0
