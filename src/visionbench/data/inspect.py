@@ -19,17 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from visionbench.data.dataset import SPLITS, PreparedData
 from visionbench.fileio import write_json
+from visionbench.pictures import PNG_OPTIONS, contact_sheet, save_png, tile
 from visionbench.rundir.layout import class_chart, duplicate_pairs_chart, sample_chart
 
 CHUNK = 256
 SAMPLES_PER_CLASS = 8
 THUMBNAIL = 128
-# Fast PNG compression: inspect charts are rewritten on every call.
-PNG_OPTIONS = {"compress_level": 1}
 
 
 def image_statistics(data: PreparedData) -> dict[str, Any]:
@@ -147,6 +145,8 @@ def plot_class_distribution(data: PreparedData, path: Path) -> Path:
 
 
 PAIRS_SHOWN = 8
+# Pixels on the longer side of each image of a duplicate pair.
+PAIR_TILE = 120
 
 
 def duplicate_pairs(data: PreparedData, path: Path) -> Path | None:
@@ -159,32 +159,18 @@ def duplicate_pairs(data: PreparedData, path: Path) -> Path | None:
     examples = examples[:PAIRS_SHOWN]
     if not examples:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     position = {image_id: i for i, image_id in enumerate(data.ids)}
     # Four pairs to a row: each pair is two small images side by side, its kind and place
     # above the first, each image's id above it.
-    rows = -(-len(examples) // 4)
-    fig, axes = plt.subplots(rows, 8, figsize=(8 * 1.15, 1.45 * rows), squeeze=False,
-                             layout="constrained")
-    for axis in axes.flat:
-        axis.axis("off")
-    for number, (kind, where, pair) in enumerate(examples):
+    pictures, captions = [], []
+    for kind, where, pair in examples:
         for side, image_id in enumerate(pair):
-            tile = np.asarray(data.images[data.index[position[image_id]]])
-            axis = axes[number // 4, 2 * (number % 4) + side]
-            axis.imshow(tile[..., 0] if tile.shape[-1] == 1 else tile,
-                        cmap="gray" if tile.shape[-1] == 1 else None, vmin=0, vmax=255)
+            pictures.append(tile(np.asarray(data.images[data.index[position[image_id]]]),
+                                 PAIR_TILE))
             # The end of a long path names the file; the full ids are in data.json.
             shown = image_id if len(image_id) <= 22 else "…" + image_id[-21:]
-            axis.set_title(f"{kind}, {where}\n{shown}" if side == 0 else f"\n{shown}",
-                           fontsize=6)
-    fig.savefig(path, dpi=90, pil_kwargs=PNG_OPTIONS)
-    plt.close(fig)
-    return path
+            captions.append(f"{kind}, {where}\n{shown}" if side == 0 else f"\n{shown}")
+    return save_png(contact_sheet(pictures, captions, columns=8, caption_size=9), path)
 
 
 def sample_grid(data: PreparedData, label: int, path: Path, seed: int = 0) -> Path:
@@ -192,19 +178,10 @@ def sample_grid(data: PreparedData, label: int, path: Path, seed: int = 0) -> Pa
     rng = np.random.default_rng(seed)
     pool = np.flatnonzero((data.targets == label) & (data.split == "train"))
     chosen = np.sort(data.index[rng.permutation(pool)[:SAMPLES_PER_CLASS]])
-    height, width = data.images.shape[1:3]
-    # Small images are enlarged by whole pixels (crisp), large ones reduced to thumbnails.
-    scale = THUMBNAIL / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    gap = 4
-    canvas = Image.new("RGB", (len(chosen) * (size[0] + gap) - gap, size[1]), "white")
-    for i, position in enumerate(chosen.tolist()):
-        tile = np.asarray(data.images[position])
-        image = Image.fromarray(tile[..., 0] if tile.shape[-1] == 1 else tile)
-        resample = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.BILINEAR
-        canvas.paste(image.resize(size, resample), (i * (size[0] + gap), 0))
-    canvas.save(path, **PNG_OPTIONS)
-    return path
+    pictures = [tile(np.asarray(data.images[position]), THUMBNAIL)
+                for position in chosen.tolist()]
+    return save_png(contact_sheet(pictures, [""] * len(pictures), columns=len(pictures)),
+                    path)
 
 
 def inspect_data(data: PreparedData, out_dir: Path) -> dict[str, Any]:

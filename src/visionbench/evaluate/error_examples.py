@@ -7,16 +7,19 @@ evaluated on its data.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from visionbench.fileio import atomic_path
+from visionbench.pictures import contact_sheet, save_png, tile
 from visionbench.rundir.documents import ErrorAnalysis
 from visionbench.rundir.layout import ModelFolder
 from visionbench.rundir.predictions import Predictions
+
+# Pixels on the longer side of each image of a grid.
+GRID_TILE = 160
 
 
 def pyplot() -> Any:
@@ -30,26 +33,10 @@ def pyplot() -> Any:
 
 
 def draw_grid(images: np.ndarray, titles: list[str], path: Path, heading: str) -> None:
-    """uint8 (N, H, W, C) images in a grid of five columns, each with its title, under
+    """uint8 (N, H, W, C) images in a grid of five columns, each under its title, under
     `heading`, written atomically to `path` (PNG)."""
-    plt = pyplot()
-    count = len(images)
-    columns = min(5, max(count, 1))
-    rows = max(1, math.ceil(count / columns))
-    # Constrained layout leaves room for the heading above the images' own titles (tight
-    # layout ignores a suptitle and lets it overlap them).
-    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.5 * rows + 0.4),
-                                squeeze=False, layout="constrained")
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, image, title in zip(axes.flat, images, titles, strict=False):
-        shown = image.squeeze(-1) if image.shape[-1] == 1 else image
-        axis.imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0, vmax=255)
-        axis.set_title(title, fontsize=7)
-    figure.suptitle(heading, fontsize=10)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=90)
-    plt.close(figure)
+    save_png(contact_sheet([tile(image, GRID_TILE) for image in images], titles,
+                           columns=min(5, max(len(images), 1)), heading=heading), path)
 
 
 def error_analysis(images: np.ndarray, test: Predictions, classes: list[str],

@@ -26,7 +26,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual name
 from torch import nn
 
 from visionbench.errors import UserError
-from visionbench.fileio import atomic_path
+from visionbench.pictures import contact_sheet, heat_overlay, save_png, tile
 from visionbench.registry import Registry
 from visionbench.rundir.documents import Explanations
 from visionbench.runtime.progress import ignore
@@ -42,6 +42,9 @@ class ExplainSettings:
     noise: float = 0.15  # smoothgrad noise, as a fraction of the input's range
     batch_size: int = 16  # images (and IG steps) per forward pass: bounds memory
 
+
+# Pixels on the longer side of each picture of the explanation figure.
+EXPLANATION_TILE = 144
 
 Method = Callable[[nn.Module, torch.Tensor, torch.Tensor, nn.Module | None, ExplainSettings],
                   torch.Tensor]
@@ -204,34 +207,21 @@ def explanation_figure(pictures: np.ndarray, maps: dict[str, np.ndarray], titles
                        path: Path) -> None:
     """One row per image: the image, then each method's heat map over it; the images must
     be at the maps' size (the model's input), or a map would cover the wrong pixels."""
-    from visionbench.evaluate.error_examples import pyplot
-
     for method, found in maps.items():
         if found.shape[1:] != pictures.shape[1:3]:
             raise ValueError(f"{method} maps are {found.shape[1:]} but the images "
                              f"{pictures.shape[1:3]}: draw the images at the model's size")
 
-    plt = pyplot()
     methods = list(maps)
-    rows, columns = len(pictures), len(methods) + 1
-    figure, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.0 * rows + 0.3),
-                                squeeze=False)
+    pictures_drawn, captions = [], []
     for row, picture in enumerate(pictures):
-        shown = picture.squeeze(-1) if picture.shape[-1] == 1 else picture
-        cmap = "gray" if shown.ndim == 2 else None
-        axes[row, 0].imshow(shown, cmap=cmap, vmin=0, vmax=255)
-        axes[row, 0].set_title(titles[row], fontsize=7)
-        for column, method in enumerate(methods, start=1):
-            axes[row, column].imshow(shown, cmap=cmap, vmin=0, vmax=255)
-            axes[row, column].imshow(maps[method][row], cmap="jet", alpha=0.5, vmin=0, vmax=1)
-            if row == 0:
-                axes[row, column].set_title(method.replace("_", " "), fontsize=8)
-    for axis in axes.flat:
-        axis.axis("off")
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=80)
-    plt.close(figure)
+        pictures_drawn.append(tile(picture, EXPLANATION_TILE))
+        captions.append(titles[row])
+        for method in methods:
+            pictures_drawn.append(tile(heat_overlay(picture, maps[method][row]),
+                                       EXPLANATION_TILE))
+            captions.append(method.replace("_", " "))
+    save_png(contact_sheet(pictures_drawn, captions, columns=len(methods) + 1), path)
 
 
 def explain_model(
