@@ -52,8 +52,9 @@ def tile(image: np.ndarray, side: int) -> Image.Image:
 
 
 def jet(values: np.ndarray) -> np.ndarray:
-    """The jet colour map of values in [0, 1] as float RGB in [0, 1] (blue, cyan, yellow,
-    red), as matplotlib draws heat maps."""
+    """The jet colour map of values in [0, 1] as float RGB in [0, 1]: dark blue, blue,
+    cyan, yellow, red, dark red, in straight segments (matplotlib's jet bends at nearly the
+    same points)."""
     scaled = 4.0 * np.clip(values, 0.0, 1.0)[..., None]
     centres = np.array([3.0, 2.0, 1.0])
     return np.clip(1.5 - np.abs(scaled - centres), 0.0, 1.0)

@@ -32,6 +32,7 @@ from visionbench.evaluate.explain import (
 )
 from visionbench.evaluate.tta import Transform, averaged
 from visionbench.models.outputs import OUTPUTS
+from visionbench.pictures import heat_overlay
 from visionbench.predict.training import TrainingIndex, training_file
 from visionbench.rundir.documents import (
     Comparison,
@@ -94,13 +95,7 @@ class Explanation:
     def overlay(self, opacity: float = 0.45) -> np.ndarray:
         """The map drawn over the image (uint8 RGB, the image's size), in the report's
         colours: blue where the map is 0, red where it is 1."""
-        from matplotlib import colormaps
-
-        picture = self.image.astype(np.float32)
-        if picture.shape[-1] == 1:
-            picture = np.repeat(picture, 3, axis=-1)
-        heat = colormaps["jet"](np.clip(self.map, 0, 1))[..., :3] * 255
-        return np.round((1 - opacity) * picture + opacity * heat).astype(np.uint8)
+        return heat_overlay(self.image, self.map, opacity)
 
 
 @dataclass
