@@ -604,10 +604,56 @@ def label_issue_table(folder: Path) -> list[str]:
             *_table(["class", *(f"disputed, {split}" for split in found)], rows)]
 
 
+def _before_after(pair: dict[str, float]) -> str:
+    return f"{pair['before']:.3f} → {pair['after']:.3f}"
+
+
+def probability_table(folder: Path) -> list[str]:
+    """Per model, what temperature scaling (fitted on validation) did to its test
+    calibration, and how often its conformal prediction sets (calibrated on validation)
+    held the true class on test, overall and for each class whose interval lies wholly
+    below the target."""
+    evaluations = _evaluations(folder, _board(folder))
+    scaled, sets = [], []
+    for name, evaluation in evaluations.items():
+        if evaluation.get("temperature"):
+            fitted = evaluation["temperature"]
+            scaled.append([name, f"{fitted['value']:.3f}", _before_after(fitted["validation_nll"]),
+                           *(_before_after(fitted["test"][metric]) for metric in
+                             ("expected_calibration_error", "log_loss", "brier_score"))])
+        if evaluation.get("conformal"):
+            found = evaluation["conformal"]
+            below = ", ".join(f"{cls} {row['coverage']:.2f} [{row['low']:.2f}, "
+                              f"{row['high']:.2f}] ({row['images']})"
+                              for cls, row in found["per_class"].items() if row["below_target"])
+            sizes = ", ".join(f"{size}: {count}" for size, count in found["set_sizes"].items())
+            sets.append([name, f"{found['score']}, {display.level(found['coverage_target'])}",
+                         f"{found['coverage']:.3f} [{found['low']:.3f}, {found['high']:.3f}]",
+                         f"{found['mean_set_size']:.2f} ({sizes})", below or "none"])
+    lines = []
+    if scaled:
+        lines += [f"Temperature scaling (run folder `{folder}`): the temperature fitted on the "
+                  "validation split, validation log loss before → after, and on test the "
+                  "expected calibration error, log loss and Brier score before → after.", "",
+                  *_table(["model", "temperature", "validation log loss", "test ECE",
+                           "test log loss", "test Brier"], scaled)]
+    if sets:
+        lines += [*([""] if lines else []),
+                  f"Conformal prediction sets (run folder `{folder}`; split conformal, "
+                  "threshold from the validation split): the share of test images whose set "
+                  "holds the true class, with its exact binomial interval, the mean set size "
+                  "(images per size), and the classes whose interval lies wholly below the "
+                  "target (coverage [interval] (images)).", "",
+                  *_table(["model", "score, target", "coverage on test", "mean set size",
+                           "classes below target"], sets)]
+    return lines
+
+
 def study_section(key: str, folder: Path, seeds: list[Path] | None = None,
                   notes: list[str] | None = None, variants: list[Path] | None = None,
                   ablations: list[Path] | None = None,
-                  label_issues: list[Path] | None = None) -> str:
+                  label_issues: list[Path] | None = None,
+                  probabilities: list[Path] | None = None) -> str:
     """Markdown for one study: its numbers beside ours, recall, tests, seed spread, other
     runs, hardware, commands; `notes` are printed under the title (how and where the runs
     were made)."""
@@ -642,6 +688,7 @@ def study_section(key: str, folder: Path, seeds: list[Path] | None = None,
                   seed_table(folder, seeds or []), variant_table(folder, variants or []),
                   *(ablation_table(run) for run in ablations or []),
                   *(label_issue_table(run) for run in label_issues or []),
+                  *(probability_table(run) for run in probabilities or []),
                   how_table(folder, board, config.get("provenance", {}))):
         if block:
             lines += ["", *block]
@@ -662,6 +709,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a run folder whose models form a chain of additions")
     parser.add_argument("--label-issues", action="append", default=[], metavar="STUDY=FOLDER",
                         help="a run folder with label issues (data/label_issues*.json)")
+    parser.add_argument("--probabilities", action="append", default=[], metavar="STUDY=FOLDER",
+                        help="a run folder with temperature scaling or conformal sets")
     parser.add_argument("--notes", type=Path, metavar="YAML",
                         help="{study: [paragraph, ...]} printed under each study's title")
     parser.add_argument("--out", type=Path, default=Path("RESULTS.md"))
@@ -671,10 +720,12 @@ def main(argv: list[str] | None = None) -> int:
     if all(getattr(args, key) is None for key in STUDIES):
         parser.error("name at least one run folder")
     extra: dict[str, dict[str, list[Any]]] = {
-        key: {"seeds": [], "notes": [], "variants": [], "ablations": [], "label_issues": []}
+        key: {"seeds": [], "notes": [], "variants": [], "ablations": [], "label_issues": [],
+              "probabilities": []}
         for key in STUDIES}
     for kind, option in (("seeds", "seeds"), ("variants", "variants"),
-                         ("ablations", "ablation"), ("label_issues", "label_issues")):
+                         ("ablations", "ablation"), ("label_issues", "label_issues"),
+                         ("probabilities", "probabilities")):
         for value in getattr(args, option):
             key, _, folder = value.partition("=")
             if key not in STUDIES or not folder:
@@ -684,7 +735,8 @@ def main(argv: list[str] | None = None) -> int:
             extra[key][kind].append(Path(folder))
     named = [getattr(args, key) for key in STUDIES if getattr(args, key) is not None]
     for folder in [*named, *(f for key in STUDIES
-                             for kind in ("seeds", "variants", "ablations", "label_issues")
+                             for kind in ("seeds", "variants", "ablations", "label_issues",
+                                          "probabilities")
                              for f in extra[key][kind])]:
         if not RunFolder(folder).has(Leaderboard):
             parser.error(f"{folder} is not a finished run folder (no leaderboard.json): "

@@ -83,3 +83,19 @@ def test_an_ablation_step_is_paired_with_the_model_it_adds_to(tmp_path):
     assert rows["lite0_ema"][3] == "lite0"
     # lite0 (0.7970) against lite2_all (0.8020) on the same 394 images: two fewer right.
     assert rows["lite0"][4].startswith("-0.0051 [")
+
+
+def test_the_probability_tables_show_calibration_and_the_classes_sets_miss():
+    """Temperature and conformal rows come from each model's evaluation.json: the fitted
+    temperature with validation log loss falling, and a class whose coverage interval lies
+    below the target named with it."""
+    kept = ROOT / "benchmarks" / "result_runs" / "ablation_brain" / "20261202-185614"
+    lines = _results_module().probability_table(kept)
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines
+            if line.startswith("| lite2_all |")]
+    assert len(rows) == 2
+    scaled, sets = rows
+    before, after = (float(v) for v in scaled[2].split(" → "))
+    assert float(scaled[1]) < 1 and after < before
+    assert sets[1] == "aps, 90 %" and sets[2].startswith("0.886 [")
+    assert sets[4].startswith("glioma_tumor 0.59 [") and sets[4].endswith("(100)")
