@@ -42,3 +42,20 @@ def test_head_commit_follows_packed_refs(tmp_path):
     (repo / ".git" / "packed-refs").write_text("# pack-refs\n" + "ab" * 20 + " refs/heads/main\n")
     (repo / "sub").mkdir()
     assert head_commit(repo / "sub") == "ab" * 20
+
+
+def test_a_commit_made_while_a_run_trains_is_not_credited_with_its_models(monkeypatch):
+    """The run saves its provenance first; a model finishing after a new commit still names
+    the source the process loaded."""
+    from visionbench import provenance
+
+    heads = iter(["aaaa", "bbbb"])
+    monkeypatch.setattr(provenance, "git_state", lambda _, own_tree=False: {
+        "commit": next(heads) if own_tree else "project", "dirty": False})
+    provenance.loaded_source.cache_clear()
+    try:
+        started = provenance.collect(["visionbench", "run"])
+        assert started.git["visionbench_commit"] == "aaaa"
+        assert provenance.code_version()["commit"] == "aaaa"
+    finally:
+        provenance.loaded_source.cache_clear()

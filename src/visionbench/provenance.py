@@ -6,6 +6,7 @@ import platform
 import subprocess
 import sys
 from datetime import datetime, timezone
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,6 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
 def collect(command: list[str] | None = None) -> Provenance:
     """Versions of Python, visionbench and its main dependencies, git state and command."""
     packages = package_versions()
-    package_dir = Path(__file__).resolve().parent
     return Provenance(
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         command=command_line(command),
@@ -126,7 +126,7 @@ def collect(command: list[str] | None = None) -> Provenance:
         packages=packages,
         git={
             **{f"project_{k}": v for k, v in git_state(Path.cwd()).items()},
-            **{f"visionbench_{k}": v for k, v in git_state(package_dir, own_tree=True).items()},
+            **{f"visionbench_{k}": v for k, v in loaded_source().items()},
         },
     )
 
@@ -141,9 +141,18 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+@cache
+def loaded_source() -> dict[str, str | bool | None]:
+    """The git commit and dirty flag of visionbench's source as this process first read
+    them: the code a process runs is the code it loaded, so a commit made while a long run
+    trains (a run saves its provenance first) must not be credited with its models."""
+    return git_state(Path(__file__).resolve().parent, own_tree=True)
+
+
 def code_version() -> dict[str, str | bool | None]:
-    """visionbench's version and the git commit (and dirty flag) of its source, if any."""
-    state = git_state(Path(__file__).resolve().parent, own_tree=True)
+    """visionbench's version and the git commit (and dirty flag) of its source, if any, as
+    the process first read them."""
+    state = loaded_source()
     return {"visionbench": __version__, "commit": state["commit"], "dirty": state["dirty"]}
 
 
