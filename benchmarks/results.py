@@ -403,12 +403,15 @@ def how_table(folder: Path, board: dict[str, Any], provenance: dict[str, Any]) -
                          "train s: its members')", _train_seconds(metrics), "–", "–", "–"])
             continue
         hardware = _hardware_of(metrics, provenance)
-        recorded = metrics.get("command")
+        # A test-time augmentation row trained nothing of its own: its model's command and
+        # source made it.
+        trained = _read(folder, ModelMetrics, _plain_model(row["model"])) or metrics
+        recorded = trained.get("command")
         command = " ".join(command_line(recorded) if recorded
                            else _folder_command(provenance, row["model"]))
         if command not in commands:
             commands.append(command)
-        code = metrics.get("code") or {
+        code = trained.get("code") or {
             "commit": provenance.get("git", {}).get("visionbench_commit"),
             "dirty": provenance.get("git", {}).get("visionbench_dirty")}
         commit = (code.get("commit") or "?")[:7] + (" (+ changes)" if code.get("dirty") else "")
@@ -595,9 +598,10 @@ def label_issue_table(folder: Path) -> list[str]:
         rows.append(row)
     described = "; ".join(
         f"{split}: {document['found']} of {document['images_scored']} images "
-        f"({document['source']} predictions of {document['model']}), most often "
-        + ", ".join(f"{p['given']} called {p['suggested']} ({p['count']})"
-                    for p in document["pairs"][:3])
+        f"({document['source']} predictions of {document['model']})"
+        + (", most often " + ", ".join(f"{p['given']} called {p['suggested']} ({p['count']})"
+                                       for p in document["pairs"][:3])
+           if document["pairs"] else "")
         for split, document in found.items())
     return [f"Label issues (run folder `{folder}`; cleanlab's confident learning on "
             f"out-of-sample predictions). {described}.", "",
