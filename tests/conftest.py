@@ -74,3 +74,51 @@ def presplit_folder(tmp_path: Path) -> Path:
     make_class_folders(root / "Training", {"healthy": 20, "tumour": 16})
     make_class_folders(root / "Testing", {"healthy": 5, "tumour": 4}, offset=100)
     return root
+
+
+def listening_sockets() -> set[tuple[str, str, int]]:
+    """(process name, address, port) of every socket this process and its descendants
+    listen on (TCP, IPv4 and IPv6)."""
+    import psutil
+
+    found = set()
+    me = psutil.Process()
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            name = process.name()
+            connections = process.net_connections(kind="inet")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        for connection in connections:
+            if connection.status == psutil.CONN_LISTEN:
+                found.add((name, connection.laddr.ip, connection.laddr.port))
+    return found
+
+
+def is_loopback(address: str) -> bool:
+    """Whether `address` is on the loopback interface only."""
+    import ipaddress
+
+    return ipaddress.ip_address(address.split("%")[0]).is_loopback
+
+
+class ListenerWatch:
+    """Collects the listening sockets of this process tree every 20 ms while it runs (a
+    `with` block), so short-lived servers are seen too."""
+
+    def __enter__(self) -> ListenerWatch:
+        import threading
+
+        self.seen: set[tuple[str, str, int]] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.02):
+            self.seen |= listening_sockets()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from conftest import make_class_folders, run_yaml
+from conftest import ListenerWatch, is_loopback, make_class_folders, run_yaml
 from visionbench.config import config_from_dict
 from visionbench.data.dataset import prepare_data
 from visionbench.models.build import build_model
@@ -41,9 +41,13 @@ def test_two_processes_take_the_step_one_process_takes_on_the_whole_batch(class_
     model, data, built, train, device = _setup(class_folder)
     assert len(train) <= model.train.batch_size
     start = {k: v.clone() for k, v in built.module.state_dict().items()}
-    state = fit_distributed(FitSpec(built, model.train, plan_stages(model), train, None,
-                                    data.classes, device, {}, None, None, ("m", "quiet")),
-                            DistributedConfig(processes=2))
+    with ListenerWatch() as watch:
+        state = fit_distributed(FitSpec(built, model.train, plan_stages(model), train, None,
+                                        data.classes, device, {}, None, None, ("m", "quiet")),
+                                DistributedConfig(processes=2))
+    # The store and gloo listen on loopback only: nobody else may join the group.
+    assert watch.seen, "the store's listener was never seen"
+    assert {found for found in watch.seen if not is_loopback(found[1])} == set()
     assert state["meta"]["process_spread"] == 0.0
     built.module.load_state_dict(start)
     alone = Trainer(built, model.train, plan_stages(model), train, None, data.classes, device)

@@ -12,7 +12,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "visionbench"
 # Bottom first; the longest matching prefix decides a module's layer.
 LAYERS = [
     ("visionbench.version", "visionbench.errors", "visionbench.fileio",
-     "visionbench.registry", "visionbench.display", "visionbench.pictures"),
+     "visionbench.registry", "visionbench.display", "visionbench.pictures",
+     "visionbench.rasters", "visionbench.csvcells"),
     ("visionbench.schemas",),
     ("visionbench.rundir",),
     ("visionbench.data",),

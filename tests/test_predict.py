@@ -183,11 +183,12 @@ def test_predict_mistakes_are_one_line_answers(run, tmp_path, capsys):
     assert "Traceback" not in err
 
 
-def test_a_class_name_cannot_send_a_file_out_of_the_sort_folder():
+def test_a_class_name_cannot_send_a_file_out_of_the_sort_folder(tmp_path):
     from visionbench.predict.sort import plan_sort
     from visionbench.predict.stream import Prediction
 
-    found = plan_sort([Prediction(source="/x/a.png", predicted="../../etc",
+    (tmp_path / "a.png").write_bytes(b"x")
+    found = plan_sort([Prediction(source=str(tmp_path / "a.png"), predicted="../../etc",
                                   probabilities={"../../etc": 1.0}, uncertain=False)],
                       Path("/out"))
     assert found[0].destination == Path("/out/etc/a.png")

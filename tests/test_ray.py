@@ -101,3 +101,51 @@ output: {{dir: {tmp_path / 'runs'}}}
                for n in range(3))
     board = json.loads((run / "leaderboard.json").read_text())
     assert {r["model"] for r in board["rows"]} == {"small", "small_tuned"}
+
+
+# Ray's gRPC servers (GCS, raylet, each core worker) listen on the wildcard address and Ray
+# has no setting that moves them; token authentication is what keeps others out there.
+RAY_WILDCARD = {"::", "0.0.0.0"}
+
+
+def test_a_local_ray_listens_on_loopback_or_behind_its_token_and_refuses_strangers(
+        tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    import ray
+
+    from conftest import ListenerWatch, is_loopback
+    from visionbench.errors import UserError
+    from visionbench.runtime.executors import executor_session, run_on_ray
+    from visionbench.schemas.execution import ExecutionConfig
+
+    cache = Path(tempfile.mkdtemp(prefix="vb-"))  # short enough for Ray's socket paths
+    monkeypatch.setenv("VISIONBENCH_CACHE", str(cache))
+    settings = ExecutionConfig(executor="ray", local_cpus=1)
+    results = {}
+    with ListenerWatch() as watch, executor_session(settings):
+        run_on_ray(lambda shared, item: shared + item, "a", ["b"], settings,
+                   lambda item, result: results.update({item: result}))
+        gcs = ray.get_runtime_context().gcs_address
+        # A driver without the run's token is refused, even on the address Ray advertises.
+        stranger = subprocess.run(
+            [sys.executable, "-c", f"import ray; ray.init(address='{gcs}')"],
+            env={**os.environ, "RAY_AUTH_MODE": "disabled", "HOME": str(tmp_path)},
+            capture_output=True, text=True, timeout=180)
+    assert results == {"b": "ab"}
+    assert stranger.returncode != 0 and "Failed to connect" in stranger.stderr
+    assert is_loopback(gcs.rsplit(":", 1)[0]), f"Ray advertises {gcs}"
+    outward = {found for found in watch.seen
+               if not is_loopback(found[1]) and found[1] not in RAY_WILDCARD}
+    assert outward == set(), "a listener on an outward address"
+    # Ray's own files stay in the cache, not in the system's temporary folder.
+    assert any((cache / "ray").glob("session_*"))
+    assert main(["cache", "clear"]) == 0 and not (cache / "ray").exists()
+    cache.rmdir()
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    with pytest.raises(UserError, match="RAY_AUTH_MODE=disabled"), executor_session(settings):
+        pass

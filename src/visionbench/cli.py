@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import errno
 import json
 import re
 import signal
@@ -194,7 +195,18 @@ def continue_(
 
 
 def _report(line: str) -> None:
-    stderr.print(line, highlight=False, soft_wrap=True, markup=False)
+    stderr.print(printable(line), highlight=False, soft_wrap=True, markup=False)
+
+
+def printable(text: str) -> str:
+    r"""`text` with control characters (a file name's terminal escape codes, say) written
+    as escapes, so printing a name cannot move the cursor, recolour or retitle a terminal.
+
+    Example:
+        >>> printable("scan\x1b[2J.png")
+        'scan\\x1b[2J.png'
+    """
+    return "".join(c if c.isprintable() or c == "\n" else ascii(c)[1:-1] for c in text)
 
 
 def _finish(result: RunResult) -> None:
@@ -307,7 +319,7 @@ def report_command(
     from visionbench.report.html import write_report
     from visionbench.rundir import Leaderboard, RunFolder
 
-    run = RunFolder(run_dir)
+    run = RunFolder(run_dir).check()
     if not run.has(Leaderboard):
         raise UserError(f"{run_dir} has no leaderboard: not a finished run folder "
                         "(run `visionbench evaluate` on it first)")
@@ -337,11 +349,14 @@ def predict_command(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="With --sort-into: show the plan, touch nothing.")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
+    allow_outside: Annotated[bool, typer.Option(
+        "--allow-outside", help="Let a CSV's 'path' column name files outside the CSV's "
+        "folder.")] = False,
 ) -> None:
     """Apply a trained model to new images: class, probabilities, the positive reading at the
     validation threshold, an uncertainty flag; optionally sort the files by class."""
     from visionbench.predict import expand_inputs, load, predict_files
-    from visionbench.predict.sort import counts, sort_files
+    from visionbench.predict.sort import SKIPPED, counts, sort_files
     from visionbench.predict.stream import RowWriter
 
     if (move or dry_run) and sort_into is None:
@@ -349,7 +364,7 @@ def predict_command(
     predictor = load(run_dir, model)
     if margin is not None:
         predictor.margin, predictor.margin_note = margin, f"uncertain below {margin} (--margin)"
-    files = expand_inputs(images)
+    files = expand_inputs(images, allow_outside=allow_outside)
     _report(f"predict: {len(files):,} file(s) with model {predictor.name}; "
             f"{predictor.margin_note}")
     for note in predictor.notes:
@@ -373,10 +388,13 @@ def predict_command(
                                           dry_run=dry_run)
         verb = "would go" if dry_run else ("moved" if move else "copied")
         for folder, count in counts(placements).items():
-            _report(f"{count:>7,}  {verb} to {sort_into / folder}")
+            _report(f"{count:>7,}  left where they are (links, devices or FIFOs: the "
+                    "manifest says why)" if folder == SKIPPED
+                    else f"{count:>7,}  {verb} to {sort_into / folder}")
         if dry_run:
             for placement in placements[:20]:
-                _report(f"  {placement.prediction.source} -> {placement.destination}")
+                _report(f"  {placement.prediction.source} -> "
+                        f"{placement.destination or placement.skipped}")
         else:
             _report(f"manifest: {manifest}")
 
@@ -565,7 +583,7 @@ def _print_inspection(report: dict[str, Any]) -> None:
     if report["failures"]:
         stdout.print(f"{len(report['failures'])} file(s) skipped:", style="yellow")
         for name, why in list(report["failures"].items())[:10]:
-            stdout.print(f"  {name}: {why}")
+            stdout.print(printable(f"  {name}: {why}"), markup=False, highlight=False)
     if report["ignored_files"]["count"]:
         stdout.print(f"{report['ignored_files']['count']} non-image file(s) ignored")
     for warning in report["warnings"]:
@@ -578,7 +596,7 @@ def _print_inspection(report: dict[str, Any]) -> None:
 
 
 def _error(message: str) -> None:
-    stderr.print(Text("error: ", "red") + message, highlight=False, soft_wrap=True)
+    stderr.print(Text("error: ", "red") + printable(message), highlight=False, soft_wrap=True)
 
 
 def _usage(exc: TyperException) -> int:
@@ -619,7 +637,32 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except TyperException as exc:
         return _usage(exc)
+    except OSError as exc:
+        # The machine refused (a read-only folder, a full disk, /proc, a file where a
+        # folder should be): what was written before is intact, atomically.
+        _error(describe_os_error(exc))
+        return 2
     return code if isinstance(code, int) else 0
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line saying which file the system refused and why, and what to do.
+
+    Example:
+        >>> describe_os_error(OSError(20, "Not a directory", "/x/file/run"))
+        'cannot write or read /x/file/run: Not a directory (a file stands where a folder is needed)'
+    """
+    where = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name)
+    why = exc.strerror or str(exc)
+    hints = {errno.EACCES: "a read-only folder? write elsewhere, e.g. --set output.dir=...",
+             errno.EPERM: "a read-only folder? write elsewhere, e.g. --set output.dir=...",
+             errno.EROFS: "a read-only filesystem: write elsewhere",
+             errno.ENOSPC: "free space and run the command again",
+             errno.ENOTDIR: "a file stands where a folder is needed",
+             errno.ENAMETOOLONG: "shorten the file or folder name"}
+    hint = hints.get(exc.errno or 0)
+    return (f"cannot write or read {where or 'a file'}: {why}"
+            + (f" ({hint})" if hint else ""))
 
 
 def run() -> None:

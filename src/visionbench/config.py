@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from visionbench import registries  # noqa: F401 - fills every registry before validation
 from visionbench.data.sources import SOURCES
@@ -53,6 +53,15 @@ class OutputConfig(StrictModel):
 
     dir: Path = Path("runs")
     name: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _one_folder(cls, value: str | None) -> str | None:
+        # `../../x` would put the run outside `dir`.
+        if value is not None and (not value.strip() or value in (".", "..")
+                                  or any(c in value for c in "/\\\0")):
+            raise ValueError("output.name is one folder name: no '/', '\\', '.' or '..'")
+        return value
 
 
 class Provenance(StrictModel):
@@ -115,6 +124,10 @@ def load_config(name_or_path: str | Path, overrides: Sequence[str] = ()) -> Conf
         mark = getattr(exc, "problem_mark", None)
         where = f"{path} line {mark.line + 1}" if mark else str(path)
         raise UserError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested too deep to be a config") from None
+    except ValueError as exc:  # a number of thousands of digits, say
+        raise UserError(f"{path}: invalid value: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a config is a mapping with data, models, train, ... sections")
     return config_from_dict(raw, overrides, source=str(path), lines=lines, stem=path.stem)
@@ -130,6 +143,8 @@ class _ConfigLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults` merges a mapping; its keys may be overridden
             key = self.construct_object(key_node, deep=deep)
             line = key_node.start_mark.line + 1
             if key in seen:
@@ -137,6 +152,7 @@ class _ConfigLoader(yaml.SafeLoader):
                     None, None, f"key {key!r} is given twice (lines {seen[key]} and {line})",
                     key_node.start_mark)
             seen[key] = line
+        self.flatten_mapping(node)
         return super().construct_mapping(node, deep=deep)
 
 
@@ -299,7 +315,7 @@ def _apply_override(raw: dict[str, Any], override: str) -> tuple[str, ...]:
     parts = tuple(key.strip().split("."))
     try:
         parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):
         parsed = value
     node: Any = raw
     for depth, part in enumerate(parts[:-1]):

@@ -75,3 +75,28 @@ def megabytes(size: int) -> str:
 def names(items: Iterable[str]) -> str:
     """Classes or models as one comma-separated list."""
     return ", ".join(items)
+
+
+def plotly_text(text: str) -> str:
+    """`text` as plotly shows it literally: plotly draws a subset of HTML in every text it
+    renders (tick labels, legend names, titles, hover), so a class named
+    `<a href="...">` would become a link; its `<`, `>` and `&` become entities.
+
+    Example:
+        >>> plotly_text('<a href="https://x">verify</a> & more')
+        '&lt;a href="https://x"&gt;verify&lt;/a&gt; &amp; more'
+    """
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def plotly_safe(value: Any) -> Any:
+    """A plotly figure (or any part of one) with every string made literal by
+    `plotly_text`; numbers, colours and plotly's own keywords are unchanged (they hold no
+    `<`, `>` or `&`)."""
+    if isinstance(value, str):
+        return plotly_text(value)
+    if isinstance(value, Mapping):
+        return {key: plotly_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plotly_safe(item) for item in value]
+    return value

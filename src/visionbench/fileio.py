@@ -66,6 +66,8 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        # mkdtemp makes the folder private (0700); give it the usual permissions.
+        os.chmod(tmp, 0o777 & ~_umask())
         if path.exists():
             # Another process finished the same entry first; the contents are equal by key.
             shutil.rmtree(tmp)

@@ -6,7 +6,6 @@ told otherwise. Imports no Streamlit: the server runs in its own process.
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import signal
 import socket
 import subprocess
@@ -21,7 +20,8 @@ from pydantic import BaseModel, ConfigDict
 from visionbench.app.uploads import UploadLimits
 from visionbench.errors import UserError
 from visionbench.fileio import write_text
-from visionbench.rundir import ExportFolder, RunFolder
+from visionbench.report.html import build_report
+from visionbench.rundir import ExportFolder, Leaderboard, RunFolder
 from visionbench.rundir.layout import REPORT
 
 # Streamlit serves the launch folder's `static/` at `app/static/` (enableStaticServing);
@@ -58,10 +58,12 @@ def write_launch_folder(run_dir: Path, model: str | None, folder: Path) -> Path:
                         "leaderboard, explanations and report); an export is served by your "
                         "own program (docs/deploy.md)")
     run = RunFolder(run_dir.resolve()).check()
-    report = run.report_file.is_file()
+    report = run.has(Leaderboard)
     if report:
-        (folder / STATIC).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run.report_file, folder / STATIC / run.report_file.name)
+        # Served at the app's own origin, so it is rebuilt here from the run's documents
+        # (every value escaped) rather than copied: a received report.html could carry a
+        # script that would then talk to the app.
+        write_text(folder / STATIC / run.report_file.name, build_report(run, "quiet"))
     settings = AppSettings(run_dir=run.path, model=model, report=report)
     write_text(folder / SETTINGS_FILE, settings.model_dump_json(indent=2))
     write_text(folder / ENTRY_SCRIPT, ENTRY)

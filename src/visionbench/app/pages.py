@@ -162,8 +162,8 @@ def _show(predictor: Predictor, prediction: Prediction, image: bytes, position: 
         caution = (" It did no better than a random map on the run's test images: read it "
                    "with care." if explanation.faithful is False else "")
         right.image(explanation.overlay(), width="stretch",
-                    caption=f"{explanation.method}: where the model looked to say "
-                    f"{explanation.target} (red: most).{caution}")
+                    caption=plain(f"{explanation.method}: where the model looked to say "
+                                  f"{explanation.target} (red: most).{caution}"))
     elif isinstance(explanation, str):
         right.caption(plain(explanation))
     if prediction.positive is not None:
@@ -196,7 +196,8 @@ def _bars(predictor: Predictor, probabilities: dict[str, float]) -> go.Figure:
     classes = list(probabilities)
     positive = set(predictor.positive or [])
     figure = go.Figure(go.Bar(
-        x=[probabilities[c] for c in classes], y=classes, orientation="h",
+        x=[probabilities[c] for c in classes], y=[display.plotly_text(c) for c in classes],
+        orientation="h",
         text=[f"{probabilities[c]:.3f}" for c in classes], textposition="auto",
         marker_color=["#c0392b" if c in positive else "#2e6f9e" for c in classes]))
     figure.update_layout(xaxis={"range": [0, 1], "title": "probability"},

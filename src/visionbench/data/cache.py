@@ -36,6 +36,7 @@ from visionbench.data.decode import ImageFacts, preprocess
 from visionbench.data.sources import SourceData
 from visionbench.errors import UserError
 from visionbench.fileio import atomic_dir, write_json
+from visionbench.rasters import decode_threads, open_raster
 from visionbench.schemas.data import PreprocessConfig
 
 CACHE_FORMAT = 1
@@ -83,6 +84,8 @@ def clear_cache(root: Path | None = None) -> CacheUsage:
     for leftover in (before.root / "decoded").glob(".*.tmp"):
         shutil.rmtree(leftover, ignore_errors=True)
     (before.root / "file-hashes.json").unlink(missing_ok=True)
+    # A local Ray's session files and logs (`runtime.executors.ray_folder`).
+    shutil.rmtree(before.root / "ray", ignore_errors=True)
     return before
 
 
@@ -183,7 +186,7 @@ def _output_shape(source: SourceData, config: PreprocessConfig) -> tuple[int, in
     assert source.paths is not None
     for path in source.paths:
         try:
-            with Image.open(path) as image:
+            with open_raster(path) as image:
                 sizes.setdefault(image.size, str(path))
         except Exception:
             continue
@@ -201,7 +204,7 @@ def _output_shape(source: SourceData, config: PreprocessConfig) -> tuple[int, in
 
 def _open(item: Path | np.ndarray) -> Image.Image:
     if isinstance(item, Path):
-        image = Image.open(item)
+        image = open_raster(item)
         image.load()
         return image
     return Image.fromarray(item)
@@ -230,6 +233,8 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _describe_failure(exc: Exception) -> str:
+    if isinstance(exc, UserError):
+        return str(exc)
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}".rstrip(": ")
 
@@ -348,7 +353,7 @@ def decode(
             del images  # workers write through their own maps
             _reserve(tmp / "images.npy", root)
             results = _run_decode(
-                source, config, tmp / "images.npy", workers or os.cpu_count() or 1
+                source, config, tmp / "images.npy", workers or decode_threads(os.cpu_count() or 1)
             )
             _write_facts(tmp, source, results, key)
     return _load(entry, key, from_cache, time.perf_counter() - started, len(source.ids))

@@ -25,12 +25,11 @@ from typing import Literal
 import numpy as np
 
 from visionbench.errors import UserError
+from visionbench.rasters import EXTENSIONS
 from visionbench.registry import Registry
 from visionbench.schemas.data import DataCommon
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
-)
+IMAGE_EXTENSIONS = EXTENSIONS
 SPLIT_ALIASES = {
     "train": "train",
     "training": "train",

@@ -5,13 +5,12 @@ leaderboard (`leaderboard.csv`, `.md`, `.json`), `comparison.json` and each mode
 
 from __future__ import annotations
 
-import csv
 import io
 from typing import Any
 
 import numpy as np
 
-from visionbench import display
+from visionbench import csvcells, display
 from visionbench.errors import UserError
 from visionbench.evaluate.ensemble import write_ensembles
 from visionbench.evaluate.evaluation import (
@@ -280,7 +279,7 @@ def _csv(board: Leaderboard) -> str:
         header += [m, f"{m}_low", f"{m}_high"]
     header += ["missed_positives", "repeats", "repeats_mean", "repeats_std", *COLUMNS_AFTER]
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csvcells.Writer(buffer)
     writer.writerow(header)
 
     def blank(value: Any) -> Any:

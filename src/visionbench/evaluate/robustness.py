@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 from PIL import Image
 
+from visionbench.rasters import open_raster
 from visionbench.registry import Registry
 
 Corruption = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
@@ -93,6 +94,6 @@ def _jpeg(x: torch.Tensor, severity: float, gen: torch.Generator) -> torch.Tenso
         buffer = io.BytesIO()
         Image.fromarray(image.squeeze(-1) if mode == "L" else image, mode).save(
             buffer, "JPEG", quality=int(severity))
-        decoded = np.asarray(Image.open(buffer).convert(mode))
+        decoded = np.asarray(open_raster(buffer, formats=("JPEG",)).convert(mode))
         out[i] = decoded[..., None] if mode == "L" else decoded
     return torch.from_numpy(out).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255

@@ -148,9 +148,12 @@ def continue_run(path: Path, epochs: int, only: list[str] | None = None,
         run_models(config, data, run, names, "continue", epochs, report, outcomes)
     finally:
         for name, outcome in outcomes.items():
-            result.models[name] = outcome
             if outcome.ok:
+                result.models[name] = outcome
                 config = extended(config, name, epochs)
+            else:
+                # The model is as it was before: its documents still describe it.
+                result.not_continued[name] = outcome
         save_config(config, run.path)
         finish_run(result, config, data, report)
     return result

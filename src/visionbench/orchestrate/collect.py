@@ -25,6 +25,8 @@ class RunResult:
     run: RunFolder
     models: dict[str, ModelMetrics] = field(default_factory=dict)
     board: Leaderboard | None = None
+    # `continue` only: models whose continuation failed, kept as they were before it.
+    not_continued: dict[str, ModelMetrics] = field(default_factory=dict)
 
     @property
     def folder(self) -> Path:
@@ -34,13 +36,15 @@ class RunResult:
     @property
     def exit_code(self) -> int:
         """0 if every model trained; 2 if a failure was the user's to fix; 1 otherwise."""
-        codes = [m.exit_code or 1 for m in self.models.values() if not m.ok]
+        codes = [m.exit_code or 1 for m in [*self.models.values(), *self.not_continued.values()]
+                 if not m.ok]
         return max(codes, default=0)
 
     @property
     def failed(self) -> list[str]:
-        """The models that did not finish."""
-        return [name for name, metrics in self.models.items() if not metrics.ok]
+        """The models that did not finish (or whose continuation did not)."""
+        return [name for name, metrics in self.models.items() if not metrics.ok] + list(
+            self.not_continued)
 
 
 def finish_run(result: RunResult, config: Config, data: PreparedData,

@@ -89,6 +89,21 @@ def _splits(data: PreparedData, device: torch.device, budget: int) -> dict[str, 
     }
 
 
+def _same(checkpoint: dict[str, Any], current: dict[str, Any]) -> bool:
+    try:
+        check_resumable(checkpoint, current, "")
+    except UserError:
+        return False
+    return True
+
+
+def _continue_hint(mode: str) -> str:
+    if mode != "continue":
+        return "start a new run instead"
+    return ("an interrupted `continue` with another --epochs is in its checkpoint: run that "
+            "`continue` again to finish it (the model is kept as it was until then)")
+
+
 def train_model(
     config: Config,
     name: str,
@@ -112,10 +127,18 @@ def train_model(
     train_cfg = model_cfg.train
     device = pick_device(train_cfg.device)
     saved = fingerprint(config, name, data.classes)
-    state = None
+    # What the run folder will say once a `continue` is done.
+    target = (fingerprint(extended(config, name, extra_epochs), name, data.classes)
+              if mode == "continue" else saved)
+    state, continuing = None, False
     if mode != "new" and folder.last_checkpoint.is_file():
         state = read_checkpoint(folder.last_checkpoint)
-        check_resumable(state["meta"]["fingerprint"], saved, name)
+        # A `continue` killed before it ended left its own checkpoint: the same command
+        # again resumes it instead of refusing (the finished model is untouched meanwhile).
+        continuing = mode == "continue" and _same(state["meta"]["fingerprint"], target)
+        if not continuing:
+            check_resumable(state["meta"]["fingerprint"], saved, name,
+                            hint=_continue_hint(mode))
     elif mode == "continue":
         raise UserError(f"model {name} has no checkpoint in {folder.checkpoints} to continue "
                         "from")
@@ -132,12 +155,13 @@ def train_model(
     splits = _splits(data, device, train_cfg.memory_budget_mb)
     if "train" not in splits:
         raise UserError("the training split is empty")
-    if mode == "continue":
-        # The extended config is what the run folder will say from now on.
-        saved = fingerprint(extended(config, name, extra_epochs), name, data.classes)
+    saved = target
     progress = Progress(name, train_cfg.progress)
     trainer = Trainer(
-        built, train_cfg, plan_stages(model_cfg), splits["train"], splits.get("val"),
+        # A resumed continuation's checkpoint is already within the longer last stage.
+        built, train_cfg,
+        plan_stages(extended(config, name, extra_epochs).models[name] if continuing
+                    else model_cfg), splits["train"], splits.get("val"),
         data.classes, device,
         callbacks=[*([Checkpoint(folder.last_checkpoint, folder.best_weights)]
                      if train_cfg.checkpoint else []), progress, *callbacks],
@@ -146,7 +170,7 @@ def train_model(
     if state is not None:
         trainer.load_state_dict(state)
         trainer.meta = {"fingerprint": saved}
-        if mode == "continue":
+        if mode == "continue" and not continuing:
             trainer.extend(extra_epochs)
     started = time.perf_counter()
     if train_cfg.distributed is not None:
@@ -607,14 +631,19 @@ def train_one(job: Job, name: str) -> ModelMetrics:
                            extra_epochs=job.extra_epochs, report=report,
                            tta=job.run.model(tta_name(name)) if wanted else None)
     except KeyboardInterrupt:
-        # The model stays in the run's records as interrupted; the run stops here.
-        folder.write(_interrupted(name))
+        # The model stays in the run's records as interrupted; the run stops here. A
+        # `continue` leaves the finished model as it was (its checkpoint resumes later).
+        if job.mode != "continue":
+            folder.write(_interrupted(name))
         raise
     except Exception as exc:  # one model's failure must not end the run
         reason, code = _failure(name, exc, config)
         if not isinstance(exc, UserError | TrainingDivergedError):
             folder.write_error_log(traceback.format_exc())
         outcome = ModelMetrics(model=name, status=Status.FAILED, error=reason, exit_code=code)
+        if job.mode == "continue":
+            report(f"{name}: continue FAILED: {reason}; the model is kept as it was")
+            return outcome
         folder.write(outcome)
         report(f"{name}: FAILED: {reason}")
         return outcome
@@ -646,6 +675,8 @@ def run_models(
         execute(train_one, job, names, settings, outcomes.__setitem__)
     except KeyboardInterrupt:
         for name in names:
+            if mode == "continue":
+                break  # the finished models stay as they were
             if name not in outcomes and run.model(name).path.is_dir():
                 outcomes[name] = _interrupted(name)
                 run.model(name).write(outcomes[name])

@@ -79,8 +79,10 @@ def changed_since(saved: Config, current: Config, names: list[str], run: RunFold
     return found
 
 
-def check_resumable(saved: dict[str, Any], current: dict[str, Any], name: str) -> None:
-    """Refuse to resume model `name` when its config or the class list changed."""
+def check_resumable(saved: dict[str, Any], current: dict[str, Any], name: str,
+                    hint: str = "start a new run instead") -> None:
+    """Refuse to resume model `name` when its config or the class list changed; `hint`
+    says what to do instead."""
     if saved["classes"] != current["classes"]:
         raise UserError(
             f"cannot resume model {name}: the class list changed from {saved['classes']} "
@@ -93,7 +95,7 @@ def check_resumable(saved: dict[str, Any], current: dict[str, Any], name: str) -
     if changed:
         raise UserError(
             f"cannot resume model {name}: its config changed since the checkpoint "
-            f"({', '.join(changed[:5])}); start a new run instead"
+            f"({', '.join(changed[:5])}); {hint}"
         )
 
 

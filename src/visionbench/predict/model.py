@@ -8,6 +8,7 @@ reading's threshold chosen on validation, and an uncertainty margin chosen on va
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from io import IOBase
 from pathlib import Path
@@ -34,6 +35,7 @@ from visionbench.evaluate.tta import Transform, averaged
 from visionbench.models.outputs import OUTPUTS
 from visionbench.pictures import heat_overlay
 from visionbench.predict.training import TrainingIndex, training_file
+from visionbench.rasters import open_raster
 from visionbench.rundir.documents import (
     Comparison,
     DataRecord,
@@ -128,19 +130,22 @@ class Predictor:
     # An exported model: the onnxruntime session that replaces `members`.
     graph: Any = None
 
-    def decode(self, image: ImageInput) -> tuple[np.ndarray, ImageFacts]:
+    def decode(self, image: ImageInput, threads: int = 1) -> tuple[np.ndarray, ImageFacts]:
         """One image (a path, an open binary file, a PIL image or a uint8 array) as the run
         decoded its own: uint8 (H, W, C) at the data's size, and its facts (hashes); an
-        unusable image is a UserError with the reason."""
+        unusable image is a UserError with the reason. `threads`: how many images are
+        decoded at once beside this one (they share the pixel limit's memory)."""
         try:
             if isinstance(image, Path | str | IOBase):
-                with Image.open(image) as opened:
+                with open_raster(image, threads=threads, follow_links=False) as opened:
                     opened.load()
                     pixels, facts = preprocess(opened, self.decode_settings)
             else:
                 if isinstance(image, np.ndarray):
                     image = Image.fromarray(image)
                 pixels, facts = preprocess(image, self.decode_settings)
+        except UserError as exc:
+            raise UserError(f"cannot read image: {exc}") from None
         except Exception as exc:  # PIL raises many types for unusable images
             text = str(exc).splitlines()[0] if str(exc) else ""
             raise UserError(f"cannot read image: {type(exc).__name__}: {text}".rstrip(": ")
@@ -231,7 +236,7 @@ def load(run_dir: Path | str, model: str | None = None) -> Predictor:
     model of an export folder (`visionbench export`), which needs onnxruntime, not the run."""
     exported = ExportFolder(Path(run_dir))
     if exported.is_export():
-        found = _load_export(exported)
+        found = _load_export(exported.check())
         if model is not None and model != found.name:
             raise UserError(f"{run_dir} is an export of one model only: {found.name}")
         return found
@@ -345,6 +350,15 @@ def _training_pixels(predictor: Predictor, path: Path | None) -> np.ndarray | No
         return None
 
 
+def _positive(value: object, what: str) -> float:
+    """`value` if it is a positive, finite number; else a one-line error naming `what`."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(
+            value) and value > 0:
+        return float(value)
+    raise UserError(f"{what} is {value!r}, not a positive number: the file was edited or "
+                    "damaged (run `visionbench evaluate` on the run to write it again)")
+
+
 def _readings(predictor: Predictor, folder: ModelFolder, data: DataRecord) -> None:
     """The positive reading's threshold (from the evaluation), the uncertainty margin (from
     the validation predictions) and the most faithful explanation method (from the
@@ -359,7 +373,8 @@ def _readings(predictor: Predictor, folder: ModelFolder, data: DataRecord) -> No
         predictor.gradcam_layer = explanations.gradcam_layer
     evaluation = folder.read(EvaluationDocument)
     if evaluation is not None and evaluation.temperature:
-        predictor.temperature = evaluation.temperature["value"]
+        predictor.temperature = _positive(evaluation.temperature.get("value"),
+                                          f"{folder.file(EvaluationDocument)}: temperature")
     if evaluation is not None and evaluation.conformal:
         found = evaluation.conformal
         predictor.conformal = {"score": found["score"], "threshold": found["threshold"],

@@ -4,7 +4,6 @@ goes on. Memory stays bounded by a few batches whatever the number of images."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -16,10 +15,14 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from visionbench import csvcells
 from visionbench.errors import UserError
 from visionbench.predict.model import Predictor
+from visionbench.rasters import decode_threads
 
 BATCH = 64
+NOT_FINITE = ("the model gave no finite probabilities for this image: the run folder's "
+              "model card or weights are damaged or were edited")
 
 
 @dataclass
@@ -56,10 +59,11 @@ class Prediction:
         return found
 
 
-def _decode(predictor: Predictor, item: Any) -> tuple[np.ndarray, str | None] | str:
+def _decode(predictor: Predictor, item: Any, threads: int
+            ) -> tuple[np.ndarray, str | None] | str:
     """The pixels and the training image this one duplicates, or why it cannot be read."""
     try:
-        pixels, facts = predictor.decode(item)
+        pixels, facts = predictor.decode(item, threads)
     except UserError as exc:
         return str(exc)
     return pixels, predictor.training_copy(pixels, facts)
@@ -73,17 +77,21 @@ def predict_items(predictor: Predictor, items: Iterable[Any], batch: int = BATCH
                   workers: int | None = None) -> Iterator[Prediction]:
     """Predictions for `items` (paths, PIL images, arrays) in order, `batch` at a time;
     decoding runs on `workers` threads (Pillow decodes outside the GIL)."""
-    workers = workers or min(8, os.cpu_count() or 1)
+    # Threads are capped by memory too: each may hold an image up to the pixel limit.
+    workers = decode_threads(workers or min(8, os.cpu_count() or 1))
     iterator = iter(enumerate(items))
     with ThreadPoolExecutor(workers) as pool:
         while chunk := list(islice(iterator, batch)):
-            decoded = list(pool.map(lambda pair: _decode(predictor, pair[1]), chunk))
+            decoded = list(pool.map(lambda pair: _decode(predictor, pair[1], workers), chunk))
             good = [i for i, found in enumerate(decoded) if not isinstance(found, str)]
             probabilities = (predictor.probabilities(np.stack([decoded[i][0] for i in good]))
                              if good else np.zeros((0, len(predictor.classes))))
             rows = dict(zip(good, probabilities, strict=True))
             for i, (position, item) in enumerate(chunk):
-                if i in rows:
+                if i in rows and not np.isfinite(rows[i]).all():
+                    # An edited card or temperature can make them NaN: never a class.
+                    yield Prediction(source=_name(item, position), error=NOT_FINITE)
+                elif i in rows:
                     found = _reading(predictor, _name(item, position), rows[i])
                     found.duplicate = decoded[i][1]
                     yield found
@@ -125,7 +133,7 @@ class RowWriter:
             handle.write("[")
         else:
             header = list(Prediction(source="").row(self.classes, self.positive, self.sets))
-            self.csv = csv.DictWriter(handle, fieldnames=header, lineterminator="\n")
+            self.csv = csvcells.DictWriter(handle, header)
             self.csv.writeheader()
 
     def write(self, prediction: Prediction) -> None:

@@ -30,10 +30,12 @@ from visionbench.data.describe import (
     describe_limit,
     describe_splits,
 )
+from visionbench.errors import UserError
 from visionbench.evaluate.explain import unfaithful_methods
 from visionbench.evaluate.leaderboard import recommendation_sentence
 from visionbench.evaluate.metrics import METRICS
 from visionbench.evaluate.robustness import SEVERITY
+from visionbench.rasters import open_raster
 from visionbench.registry import Registry
 from visionbench.report import charts
 from visionbench.rundir.documents import (
@@ -113,14 +115,14 @@ def _image(path: Path, alt: str) -> str:
     if not path.is_file():
         return ""
     try:
-        with Image.open(path) as picture:
+        with open_raster(path, formats=("PNG", "JPEG")) as picture:
             rgb = picture.convert("RGB")
         palette = io.BytesIO()
         rgb.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).save(
             palette, "PNG", optimize=True)
         photo = io.BytesIO()
         rgb.save(photo, "JPEG", quality=80, optimize=True)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, UserError) as exc:
         # A run folder from someone else may hold a damaged or hostile picture.
         return (f'<div class="warn">{html.escape(path.name)} could not be shown: '
                 f"{html.escape(type(exc).__name__)}</div>")
@@ -187,7 +189,8 @@ class Page:
 
     def plot(self, figure: dict[str, Any]) -> str:
         plot_id = f"plot{len(self.figures)}"
-        self.figures.append((plot_id, figure))
+        # Names from the data reach plotly, which renders part of HTML: made literal here.
+        self.figures.append((plot_id, display.plotly_safe(figure)))
         return f'<div class="plot" id="{plot_id}"></div>'
 
     def render(self, title: str, subtitle: str) -> str:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from visionbench.schemas.evaluate import HEADLINE
-from visionbench.schemas.inputs import InputSpec
+from visionbench.schemas.inputs import InputSpec, size_problem
 
 # 2: the comparison and the leaderboard name the model recommended on validation
 # (`recommended`) and the test-best (`test_best`) instead of one test-chosen `best`.
@@ -201,6 +201,15 @@ class DataRecord(Document):
     folds: dict[str, dict[str, int]] | None = None
     groups: dict[str, Any] | None = Field(None, description="split.group_by: how many groups "
                                           "were found and which straddle the splits.")
+
+    @model_validator(mode="after")
+    def _usable_shape(self) -> DataRecord:
+        # Predict decodes every image to this shape: an edited one could exhaust memory.
+        problem = size_problem(self.image_shape[:2]) if len(self.image_shape) >= 2 else (
+            "needs height and width")
+        if problem is not None:
+            raise ValueError(f"image_shape: {problem}")
+        return self
 
     @property
     def test_duplicates_of_training(self) -> set[str]:
@@ -483,8 +492,9 @@ class ExportCard(Document):
     threshold: float | None = None
     margin: float | None = None
     margin_note: str = ""
-    temperature: float | None = Field(None, description="Temperature scaling fitted on "
-                                      "validation, already inside the graph.")
+    temperature: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                      description="Temperature scaling fitted on validation, "
+                                      "already inside the graph.")
     conformal: dict[str, Any] | None = Field(None, description="Conformal sets: `score`, "
                                              "its validation `threshold`, the `coverage`.")
     test_metrics: dict[str, Interval] = Field(default_factory=dict)

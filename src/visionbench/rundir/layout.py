@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import TypeVar
 from pydantic import ValidationError
 
 from visionbench.errors import UserError
-from visionbench.fileio import atomic_path, write_json, write_text
+from visionbench.fileio import atomic_dir, write_json, write_text
 from visionbench.rundir.documents import (
     SCHEMA_VERSION,
     Document,
@@ -94,6 +95,9 @@ def _read(path: Path, kind: type[D]) -> D | None:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"{path} is damaged ({exc}); rerun the step that wrote it") from None
+    except RecursionError:
+        raise UserError(f"{path} is damaged (nested too deep to be a visionbench document); "
+                        "rerun the step that wrote it") from None
     if isinstance(raw, dict) and "checksum" in raw:
         stated = raw.pop("checksum")
         if stated != _checksum(raw):
@@ -154,6 +158,34 @@ class _Folder:
         """Write `document` atomically."""
         _write(self.file(type(document)), document)
 
+    def refuse_links(self) -> None:
+        """A one-line error if anything inside the folder is a symbolic link: visionbench
+        never writes one, and a received folder's link could make a reader embed, serve or
+        overwrite a file elsewhere (`mlp/misclassified.png -> ~/.ssh/id_rsa`)."""
+        found = links_inside(self.path)
+        if found:
+            shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5
+                                            else "")
+            raise UserError(f"{self.path} holds symbolic links, which visionbench never "
+                            f"writes: {shown}; remove them, or replace each with the file "
+                            "it points to if you trust it")
+
+
+def links_inside(folder: Path) -> list[str]:
+    """The symbolic links inside `folder` (relative paths, sorted); links are not followed.
+
+    Example:
+        >>> links_inside(Path("/nonexistent"))
+        []
+    """
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        for name in dirs + files:
+            path = Path(root) / name
+            if path.is_symlink():
+                found.append(str(path.relative_to(folder)))
+    return sorted(found)
+
 
 class ExportFolder(_Folder):
     """An exported model: `model.onnx` and its card `model.json`."""
@@ -168,6 +200,14 @@ class ExportFolder(_Folder):
     def is_export(self) -> bool:
         """Whether the folder holds an export (graph and card)."""
         return self.onnx.is_file() and self.path.joinpath("model.json").is_file()
+
+    def check(self) -> ExportFolder:
+        """This folder, if it holds an export and no link; else a one-line error."""
+        if not self.is_export():
+            raise UserError(f"{self.path} is not an export folder (no model.onnx and "
+                            "model.json)")
+        self.refuse_links()
+        return self
 
 
 class ModelFolder(_Folder):
@@ -274,13 +314,16 @@ class ModelFolder(_Folder):
         evaluation) to `earlier/epoch-<epochs>/` before training continues in place; returns
         that folder."""
         kept = ModelFolder(self.path / EARLIER / f"epoch-{epochs}")
-        kept.path.mkdir(parents=True, exist_ok=True)
+        if kept.path.is_dir():
+            # Kept by a `continue` that was killed since: the model folder may hold some of
+            # the continuation's files by now, so the first copy is the true one.
+            return kept
         names = [ModelCard.FILE, ModelMetrics.FILE, History.FILE, EvaluationDocument.FILE,
                  WEIGHTS, *PREDICTIONS.values()]
-        for name in names:
-            if (self.path / name).is_file():
-                with atomic_path(kept.path / name) as tmp:
-                    shutil.copyfile(self.path / name, tmp)
+        with atomic_dir(kept.path) as tmp:
+            for name in names:
+                if (self.path / name).is_file():
+                    shutil.copyfile(self.path / name, tmp / name)
         return kept
 
     def earlier_states(self) -> list[tuple[int, ModelFolder]]:
@@ -362,6 +405,7 @@ class RunFolder(_Folder):
         """This folder, if it is a run folder; else a one-line error."""
         if not self.config_file.is_file():
             raise UserError(f"{self.path} is not a run folder (no {CONFIG})")
+        self.refuse_links()
         return self
 
     def model(self, name: str) -> ModelFolder:

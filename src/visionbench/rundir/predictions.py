@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from visionbench import csvcells
 from visionbench.errors import UserError
 from visionbench.fileio import write_text
 
@@ -34,7 +35,7 @@ class Predictions:
 def write_predictions(path: Path, predictions: Predictions, classes: list[str]) -> None:
     """Write `predictions` as CSV, atomically."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csvcells.Writer(buffer)
     writer.writerow(["id", "true", "predicted", *(f"prob_{c}" for c in classes)])
     for image_id, true, pred, row in zip(predictions.ids, predictions.y_true,
                                          predictions.y_pred, predictions.prob, strict=True):
@@ -55,9 +56,12 @@ def read_predictions(path: Path, classes: list[str]) -> Predictions:
     index = {name: i for i, name in enumerate(classes)}
     body = rows[1:]
     try:
-        y_true = np.array([index[r[1]] for r in body], dtype=int)
+        y_true = np.array([index[csvcells.unescape(r[1])] for r in body], dtype=int)
         prob = np.array([[float(v) for v in r[3:]] for r in body], dtype=float).reshape(
             len(body), len(classes))
     except (KeyError, ValueError) as exc:
         raise UserError(f"{path}: unreadable row ({exc})") from None
-    return Predictions([r[0] for r in body], y_true, prob)
+    if not np.isfinite(prob).all() or prob.min(initial=0) < 0 or prob.max(initial=0) > 1:
+        raise UserError(f"{path}: probabilities must be numbers between 0 and 1: the file "
+                        "was edited or damaged")
+    return Predictions([csvcells.unescape(r[0]) for r in body], y_true, prob)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from visionbench.schemas.base import StrictModel
+from visionbench.schemas.inputs import size_problem
 
 
 class MeanStd(StrictModel):
@@ -57,8 +58,9 @@ class PreprocessConfig(StrictModel):
     @field_validator("size")
     @classmethod
     def _positive(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
-        if value is not None and min(value) < 1:
-            raise ValueError("size must be positive")
+        problem = None if value is None else size_problem(value)
+        if problem is not None:
+            raise ValueError(f"size: {problem}")
         return value
 
     @property

@@ -108,7 +108,8 @@ class EvaluateConfig(StrictModel):
         default_factory=lambda: list(HEADLINE),
         description="The metrics the tables and charts show, after the primary one (those "
         "not in `metrics` are left out); the rest are in leaderboard.csv.")
-    bootstrap: int = Field(1000, ge=0)
+    # More resamples than this change no interval's digits and would run for hours.
+    bootstrap: int = Field(1000, ge=0, le=100_000)
     confidence: float = Field(0.95, gt=0, lt=1)
     alpha: float = Field(0.05, gt=0, lt=1)
     seed: int = 0

@@ -62,9 +62,14 @@ def fit_distributed(spec: FitSpec, settings: DistributedConfig) -> dict[str, Any
         raise UserError(f"train.distributed.processes is {settings.processes} but "
                         f"{torch.cuda.device_count()} GPU(s) are visible: one per process")
     # The processes meet through a key-value store this process holds on 127.0.0.1: it
-    # exists before any of them starts, so none races another to create it.
-    store = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True,
-                                       wait_for_workers=False)
+    # exists before any of them starts, so none races another to create it. Left to
+    # itself TCPStore listens on every interface, so it is handed a socket bound to
+    # loopback (the store owns it from then on).
+    listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+    port = listener.getsockname()[1]
+    store = torch.distributed.TCPStore("127.0.0.1", port, is_master=True,
+                                       wait_for_workers=False,
+                                       master_listen_fd=listener.detach())
     with tempfile.TemporaryDirectory(prefix="visionbench-ddp-") as folder:
         torch.multiprocessing.spawn(
             _process, args=(settings.processes, backend_for(settings, spec.device), spec,
