@@ -82,6 +82,8 @@ def streamlit_command(script: Path, host: str, port: int,
         "server.fileWatcherType": "none",
         "server.enableStaticServing": "true",
         "server.maxUploadSize": limits.megabytes,
+        # A closed browser's uploads are freed after this many seconds (default 120).
+        "server.disconnectedSessionTTL": 20,
         "browser.gatherUsageStats": "false",
         "browser.serverAddress": host,
         "global.developmentMode": "false",

@@ -12,6 +12,7 @@ import io
 import re
 from pathlib import Path
 
+import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -22,6 +23,7 @@ from visionbench.errors import UserError
 from visionbench.evaluate.leaderboard import board_table, recommendation_sentence
 from visionbench.predict import Explanation, Prediction, Predictor, load
 from visionbench.predict.stream import RowWriter
+from visionbench.rasters import open_raster
 from visionbench.rundir import Leaderboard, RunFolder, Status
 
 LIMITS = UploadLimits()
@@ -44,9 +46,28 @@ def _predictor(run_dir: str, model: str) -> Predictor:
     return load(run_dir, model)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_data(show_spinner=False, max_entries=4)
 def _predictions(run_dir: str, model: str, images: tuple[bytes, ...]) -> list[Prediction]:
     return _predictor(run_dir, model).predict([io.BytesIO(data) for data in images])
+
+
+# The side of the picture shown beside each prediction: the upload itself (up to 20 MB)
+# is never handed to Streamlit, which would keep it in memory and open it with Pillow's
+# every plugin (Ghostscript included) to learn its format.
+THUMBNAIL = 384
+
+
+def thumbnail(image: bytes) -> np.ndarray | None:
+    """The dropped image as visionbench's own reader decodes it, at most THUMBNAIL pixels a
+    side (uint8 RGB), or None when it is not an image visionbench reads."""
+    try:
+        with open_raster(io.BytesIO(image)) as opened:
+            opened.draft("RGB", (THUMBNAIL, THUMBNAIL))  # JPEGs decode small directly
+            picture = opened.convert("RGB")
+    except (UserError, OSError, ValueError):
+        return None
+    picture.thumbnail((THUMBNAIL, THUMBNAIL))
+    return np.asarray(picture)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -90,6 +111,8 @@ def predict_page(settings: AppSettings) -> None:
     st.caption("  \n".join(plain(line) for line in _about(predictor)))
     uploads = st.file_uploader(
         "Images", accept_multiple_files=True, key="images",
+        type=LIMITS.formats,
+        max_upload_size=LIMITS.megabytes,
         help=f"Up to {LIMITS.files} images at a time, {LIMITS.megabytes} MB each, in "
         f"{', '.join(LIMITS.formats)}.")
     if not uploads:
@@ -155,7 +178,9 @@ def _show(predictor: Predictor, prediction: Prediction, image: bytes, position: 
     top = probabilities[prediction.predicted or ""]
     st.subheader(plain(f"{prediction.source}: {prediction.predicted} ({top:.1%})"))
     left, middle, right = st.columns([1, 2, 1])
-    left.image(image, caption="as dropped", width="stretch")
+    shown = thumbnail(image)
+    if shown is not None:
+        left.image(shown, caption="as dropped", width="stretch")
     middle.plotly_chart(_bars(predictor, probabilities), key=f"probabilities-{position}",
                         config={"displayModeBar": False})
     if isinstance(explanation, Explanation):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 
 from visionbench import display
-from visionbench.data.sources import IMAGE_EXTENSIONS
+from visionbench.rasters import EXTENSIONS as IMAGE_EXTENSIONS
 
 
 @dataclass(frozen=True)

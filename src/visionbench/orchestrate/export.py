@@ -138,6 +138,8 @@ def _onnx(graph: _Graph, pictures: np.ndarray, path: Path) -> None:
             output_names=["probabilities"],
             dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), verbose=False)
         program.save(str(path))
+    except OSError:
+        raise  # the machine refused (a full disk): said as such, not as the model's fault
     except Exception as exc:  # the exporter raises many kinds for unsupported operators
         raise UserError(f"this model cannot be exported to ONNX: {type(exc).__name__}: "
                         f"{str(exc).splitlines()[0][:300]}") from None

@@ -162,7 +162,11 @@ class Predictor:
         averages its members' probabilities, and test-time augmentation its views', as the
         run did."""
         if self.graph is not None:
-            return self.graph.run(None, {"images": np.ascontiguousarray(pictures)})[0]
+            try:
+                return self.graph.run(None, {"images": np.ascontiguousarray(pictures)})[0]
+            except Exception as exc:  # onnxruntime's errors for a graph that does not fit
+                raise UserError(f"the export's graph failed on these images: "
+                                f"{str(exc).splitlines()[0][:200]}") from None
         found = []
         for model, output in self.members:
             images = torch.from_numpy(np.ascontiguousarray(pictures)).permute(0, 3, 1, 2)
@@ -289,6 +293,35 @@ def load(run_dir: Path | str, model: str | None = None) -> Predictor:
     return predictor
 
 
+def _onnx_session(onnxruntime: Any, folder: ExportFolder) -> Any:
+    """The export's graph in onnxruntime, if it is the kind `visionbench export` writes:
+    self-contained (no external data files, which could name any file), operators
+    onnxruntime knows, uint8 images of rank 4 in, probabilities out."""
+    where = f"{folder.onnx} is not a graph visionbench exported"
+    try:
+        import onnx
+    except ImportError:
+        onnx = None
+    if onnx is not None:
+        try:
+            graph = onnx.load(str(folder.onnx), load_external_data=False).graph
+        except Exception as exc:  # protobuf raises its own kinds for damaged files
+            raise UserError(f"{where}: {type(exc).__name__}") from None
+        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer):
+            raise UserError(f"{where}: it reads external data files")
+    try:
+        session = onnxruntime.InferenceSession(str(folder.onnx),
+                                               providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's errors for damaged or unknown graphs
+        raise UserError(f"{where}: {str(exc).splitlines()[0][:200]}") from None
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if ([i.name for i in inputs] != ["images"] or inputs[0].type != "tensor(uint8)"
+            or len(inputs[0].shape) != 4 or [o.name for o in outputs] != ["probabilities"]):
+        raise UserError(f"{where}: it must take uint8 'images' (N, H, W, C) and give "
+                        "'probabilities'")
+    return session
+
+
 def _load_export(folder: ExportFolder) -> Predictor:
     """A Predictor over an export's ONNX graph and card."""
     try:
@@ -297,7 +330,7 @@ def _load_export(folder: ExportFolder) -> Predictor:
         raise UserError("predicting with an export needs onnxruntime: pip install "
                         "'visionbench[onnx]'") from None
     card = folder.require(ExportCard)
-    session = onnxruntime.InferenceSession(str(folder.onnx), providers=["CPUExecutionProvider"])
+    session = _onnx_session(onnxruntime, folder)
     settings = PreprocessConfig.model_validate(card.decode)
     predictor = Predictor(name=card.model, classes=card.classes, card=card, members=[],
                           members_names=[m["model"] for m in card.members],

@@ -50,7 +50,14 @@ def load_trained(folder: ModelFolder, card: ModelCard) -> LoadedModel:
     if not folder.weights.is_file():
         raise UserError(f"no trained weights at {folder.weights}")
     built = rebuild(card)
-    built.module.load_state_dict(load_file(str(folder.weights)))
+    try:
+        built.module.load_state_dict(load_file(str(folder.weights)))
+    except OSError:
+        raise
+    except Exception as exc:  # safetensors' and torch's errors for damaged or foreign weights
+        raise UserError(f"{folder.weights} does not fit model {card.model} as its model.json "
+                        f"describes it ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"
+                        ": the weights are damaged or belong to another model") from None
     device = pick_device(card.config.get("train", {}).get("device", "auto"))
     module = built.module.to(device).eval()
     return LoadedModel(module, InputPipeline(card.input, device, channels_last=False), device)
