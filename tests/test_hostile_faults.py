@@ -114,6 +114,7 @@ def test_a_read_only_cache_output_or_inspect_folder_is_one_line(run, tmp_path, c
     ("output.name=../../x", "output.name is one folder name"),
     ("evaluate.bootstrap=1e9", "evaluate.bootstrap"),
     ("data.preprocess.size=100000", "sides must be between 1 and 4096"),
+    ("data.split.test_with=fold_ensemble", "set folds too"),
 ])
 def test_settings_that_once_gave_a_traceback_are_one_line(tmp_path, capsys, setting, expected):
     afile = tmp_path / "a-file"

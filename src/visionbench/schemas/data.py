@@ -128,6 +128,13 @@ class SplitConfig(StrictModel):
     limit_per_class: int | None = Field(None, ge=1)
     group_by: GroupBy | None = None
 
+    @model_validator(mode="after")
+    def _ensemble_of_folds(self) -> SplitConfig:
+        if self.test_with == "fold_ensemble" and self.folds is None:
+            raise ValueError("test_with: fold_ensemble averages the fold models: set folds "
+                             "too (e.g. folds: 5)")
+        return self
+
 
 class PositiveGroup(StrictModel):
     """Classes read together as 'positive' in clinical readings (e.g. any tumour)."""
