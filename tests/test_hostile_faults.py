@@ -275,3 +275,16 @@ def test_a_full_disk_during_export_says_so(run, tmp_path, capsys):
         assert "cannot be exported" not in err
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_inspect_on_a_full_disk_is_one_line(tmp_path, capsys):
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        assert main(["inspect", "quickstart", "--out", str(small / "inspect")]) == 2
+        _one_line(capsys, "no space left")
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
