@@ -489,3 +489,58 @@ def test_each_model_is_tested_against_each_reference():
     assert ours["f1_weighted"]["verdict"] == "better"  # the reference is below the interval
     assert ours["log_loss"]["verdict"] == "within the interval"
     assert weak["log_loss"]["verdict"] == "worse"  # lower is better: reference below interval
+
+
+def test_a_class_absent_from_test_is_left_out_of_the_macro_auc_not_counted_as_zero():
+    from visionbench.evaluate.metrics import compute, undefined_notes
+
+    y = np.array([0, 0, 1, 1])
+    prob = np.array([[0.8, 0.1, 0.1], [0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.7, 0.1]])
+    found = compute(["roc_auc_macro", "roc_auc_weighted"], y, prob)
+    assert found["roc_auc_macro"][0] == 1.0 and found["roc_auc_weighted"][0] == 1.0
+    # scikit-learn on the classes present gives the same.
+    present = skm.roc_auc_score(y, prob[:, 1])
+    assert found["roc_auc_macro"][0] == present
+    # Resamples missing a class leave it out too; none is dragged to 0.
+    weights = np.array([[1, 1, 1, 1], [2, 2, 0, 0], [0, 2, 1, 1]], dtype=float)
+    resampled = compute(["roc_auc_macro"], y, prob, weights)["roc_auc_macro"]
+    assert resampled[0] == 1.0 and np.isnan(resampled[1]) and resampled[2] == 1.0
+    conf = np.zeros((3, 3))
+    conf[0, 0] = conf[1, 1] = 2
+    assert "left out of the macro and weighted ROC AUC" in undefined_notes(conf, ["a", "b", "c"])[
+        -1].message
+
+
+def test_auc_differences_with_few_positives_are_tested_by_permutation_at_their_level():
+    from visionbench.evaluate.statistics import DELONG_MIN, auc_difference_test, delong
+
+    rng = np.random.default_rng(5)
+    for positives in (1, 3):
+        rejected = 0
+        for trial in range(60):
+            truth = np.r_[np.ones(positives, bool), np.zeros(200, bool)]
+            found = auc_difference_test(rng.random(201 + positives - 1),
+                                        rng.random(201 + positives - 1), truth, seed=trial)
+            assert found["method"] == "permutation"
+            rejected += found["p_value"] < 0.05
+        # Two random scorers: about 5 % (DeLong rejected 86 % with one positive).
+        assert rejected / 60 < 0.1, (positives, rejected)
+    truth = np.r_[np.ones(DELONG_MIN, bool), np.zeros(100, bool)]
+    a, b = rng.random(len(truth)), rng.random(len(truth))
+    assert auc_difference_test(a, b, truth) == delong(a, b, truth)
+
+
+def test_probability_metrics_share_one_convention_renormalised_probabilities():
+    from visionbench.evaluate.metrics import compute
+
+    # Per-class sigmoid outputs that do not sum to 1: every probability metric reads them
+    # renormalised, as log loss always did, so scaling them changes none of the three.
+    y = np.array([0, 1, 2, 1])
+    prob = np.array([[0.9, 0.3, 0.2], [0.1, 0.8, 0.4], [0.2, 0.2, 0.6], [0.5, 0.4, 0.1]])
+    names = ["log_loss", "brier_score", "expected_calibration_error"]
+    once, twice = compute(names, y, prob), compute(names, y, prob * 2)
+    for name in names:
+        assert once[name][0] == pytest.approx(twice[name][0]), name
+    normalised = prob / prob.sum(axis=1, keepdims=True)
+    assert once["brier_score"][0] == pytest.approx(
+        ((normalised - np.eye(3)[y]) ** 2).sum(axis=1).mean())

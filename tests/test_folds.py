@@ -221,3 +221,24 @@ evaluate: {{bootstrap: 0, robustness: {{}}, explain: {{images: 0}}, error_exampl
     # The recommendation and the test model come from the first repeat.
     assert len(_rows(run / "cnn" / "predictions_val.csv")) == 27
     assert "repeated 2 times" in (run / "report.html").read_text()
+
+
+def test_a_fold_interval_stays_within_the_values_its_metric_can_take():
+    from visionbench.evaluate.leaderboard import fold_statistics
+    from visionbench.rundir.predictions import Predictions
+    from visionbench.schemas.evaluate import EvaluateConfig
+
+    # Three folds, accuracies 0.75, 1.0, 1.0 (the audit's real 3-fold run: 0.859 [0.690,
+    # 1.029]): the upper end is cut at 1, the mean is unchanged.
+    folds = []
+    for wrong in (1, 0, 0):
+        y = np.array([0, 1, 0, 1])
+        prob = np.eye(2)[y] * 0.8 + 0.1
+        if wrong:
+            prob[0] = [0.1, 0.9]
+        folds.append(Predictions([f"{i}" for i in range(4)], y, prob))
+    found = fold_statistics(folds, EvaluateConfig(metrics=["accuracy", "cohen_kappa"]), 3)
+    accuracy = found["metrics"]["accuracy"]
+    assert accuracy["mean"] == pytest.approx(11 / 12) and accuracy["high"] == 1.0
+    assert accuracy["low"] >= 0.0
+    assert found["metrics"]["cohen_kappa"]["high"] <= 1.0

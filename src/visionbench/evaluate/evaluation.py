@@ -28,7 +28,7 @@ from visionbench.evaluate.metrics import (
     undefined_notes,
 )
 from visionbench.evaluate.statistics import (
-    delong,
+    auc_difference_test,
     mcnemar,
     paired_bootstrap,
     percentile_interval,
@@ -263,8 +263,9 @@ def acting_on_probabilities(test: Predictions, val: Predictions, classes: list[s
 
 
 def reliability(test: Predictions, bins: int = 10) -> dict[str, Any]:
-    """Reliability-diagram data: per confidence bin, mean confidence, accuracy and count."""
-    confidence = test.prob.max(axis=1)
+    """Reliability-diagram data: per confidence bin, mean confidence, accuracy and count
+    (probabilities renormalised, as the calibration error reads them)."""
+    confidence = (test.prob / test.prob.sum(axis=1, keepdims=True)).max(axis=1)
     correct = test.y_pred == test.y_true
     index = np.minimum((confidence * bins).astype(int), bins - 1)
     rows = []
@@ -368,8 +369,9 @@ def _test_mark(name: str, recommended: str, pairs: list[dict[str, Any]], metric:
 
 
 def _delong_pairs(a: Predictions, b: Predictions, classes: list[str]) -> dict[str, Any]:
-    """DeLong's test of AUC: the positive class for two classes, else one-vs-rest per class."""
+    """AUCs compared (DeLong, or a permutation test for a class with few test images): the
+    positive class for two classes, else one-vs-rest per class."""
     if len(classes) == 2:
-        return {classes[1]: delong(a.prob[:, 1], b.prob[:, 1], a.y_true == 1)}
-    return {name: delong(a.prob[:, k], b.prob[:, k], a.y_true == k)
+        return {classes[1]: auc_difference_test(a.prob[:, 1], b.prob[:, 1], a.y_true == 1)}
+    return {name: auc_difference_test(a.prob[:, k], b.prob[:, k], a.y_true == k)
             for k, name in enumerate(classes)}

@@ -184,7 +184,7 @@ def fold_statistics(folds: list[Predictions], settings: EvaluateConfig, per_repe
     found = {}
     for n, v in values.items():
         mean, low, high = corrected_interval(np.asarray(v), train_size, test_size,
-                                             settings.confidence)
+                                             settings.confidence, METRICS.get(n).bounds)
         found[n] = {"mean": mean, "low": low, "high": high, "values": v}
     return {"count": len(folds), "repeats": len(folds) // max(per_repeat, 1),
             "train_size": train_size, "test_size": test_size, "metrics": found}

@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,17 +47,20 @@ class Metric:
     description: str
     # A share of images or of a class in [0, 1], higher better: drawn as a bar on one axis.
     share: bool = True
+    # The values the metric can take: an interval around an estimate is cut to them.
+    bounds: tuple[float, float] = (0.0, 1.0)
 
 
 METRICS: Registry[Metric] = Registry("metric")
 
 
-def _register(kind: str, higher_is_better: bool = True, share: bool | None = None) -> Callable:
+def _register(kind: str, higher_is_better: bool = True, share: bool | None = None,
+              bounds: tuple[float, float] = (0.0, 1.0)) -> Callable:
     def add(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
         name = fn.__name__.lstrip("_")
         doc = (fn.__doc__ or "").strip().splitlines()[0]
         METRICS.register(name)(Metric(name, kind, fn, higher_is_better, doc,
-                                      higher_is_better if share is None else share))
+                                      higher_is_better if share is None else share, bounds))
         return fn
 
     return add
@@ -154,7 +158,7 @@ def _global_f1(conf: np.ndarray) -> np.ndarray:
     return _divide(2 * precision * recall, precision + recall)
 
 
-@_register("confusion", share=False)
+@_register("confusion", share=False, bounds=(-1.0, 1.0))
 def _cohen_kappa(conf: np.ndarray) -> np.ndarray:
     """Agreement beyond chance between true and predicted classes."""
     total = conf.sum(axis=(1, 2))
@@ -163,7 +167,7 @@ def _cohen_kappa(conf: np.ndarray) -> np.ndarray:
     return _divide(observed - expected, 1 - expected)
 
 
-@_register("confusion", share=False)
+@_register("confusion", share=False, bounds=(-1.0, 1.0))
 def _matthews_corrcoef(conf: np.ndarray) -> np.ndarray:
     """Matthews correlation coefficient (multiclass form)."""
     total = conf.sum(axis=(1, 2))
@@ -177,7 +181,8 @@ def _matthews_corrcoef(conf: np.ndarray) -> np.ndarray:
 
 def auc_ovr(scores: np.ndarray, positive: np.ndarray, weights_by_image: np.ndarray
             ) -> np.ndarray:
-    """ROC AUC of `scores` for binary `positive` labels, per resample; ties count 1/2.
+    """ROC AUC of `scores` for binary `positive` labels, per resample; ties count 1/2. It is
+    undefined (NaN, as in scikit-learn) where a resample holds no positive or no negative.
 
     `weights_by_image` is (N, B): image-major, so gathering images copies contiguous rows.
     Negatives are sorted once, each positive finds its place by binary search, and one
@@ -203,7 +208,27 @@ def auc_ovr(scores: np.ndarray, positive: np.ndarray, weights_by_image: np.ndarr
     pairs = pos_weights * (prefix[at_below] + prefix[at_not_above])
     wins = pairs.sum(axis=0, dtype=np.float64) / 2
     totals = pos_weights.sum(axis=0, dtype=np.float64) * prefix[-1].astype(np.float64)
-    return _divide(wins, totals)
+    out = np.full(totals.shape, np.nan)
+    np.divide(wins, totals, out=out, where=totals != 0)
+    return out
+
+
+def mean_of_defined(values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Per row, the (weighted) mean of the finite values: a class without a defined AUC in
+    a resample (absent from it) is left out of that resample's average, not counted as 0.
+
+    Example:
+        >>> mean_of_defined(np.array([[1.0, 1.0, np.nan]]))
+        array([1.])
+    """
+    defined = np.isfinite(values)
+    weights = np.ones_like(values) if weights is None else weights
+    weights = np.where(defined, weights, 0.0)
+    total = weights.sum(axis=1)
+    out = np.full(len(values), np.nan)
+    np.divide((np.where(defined, values, 0.0) * weights).sum(axis=1), total, out=out,
+              where=total != 0)
+    return out
 
 
 def _group_sums(group: np.ndarray, images: np.ndarray, groups: int,
@@ -229,6 +254,16 @@ class ScoreInputs:
         self.y_true, self.prob, self.weights = y_true, prob, weights
         self._class_aucs: np.ndarray | None = None
         self._by_image: np.ndarray | None = None
+        self._distribution: np.ndarray | None = None
+
+    @property
+    def distribution(self) -> np.ndarray:
+        """The probabilities renormalised to sum to 1 per image: what log loss, the Brier
+        score and the calibration error all read (one convention; a softmax already sums to
+        1, per-class sigmoid outputs do not). Ranking metrics (AUC) read `prob` itself."""
+        if self._distribution is None:
+            self._distribution = self.prob / self.prob.sum(axis=1, keepdims=True)
+        return self._distribution
 
     @property
     def weights_by_image(self) -> np.ndarray:
@@ -254,19 +289,20 @@ class ScoreInputs:
 EPS = 1e-15
 
 
-@_register("score", higher_is_better=False)
+@_register("score", higher_is_better=False, bounds=(0.0, math.inf))
 def _log_loss(inputs: ScoreInputs) -> np.ndarray:
     """Mean negative log-probability of the true class (probabilities renormalised)."""
-    prob = inputs.prob / inputs.prob.sum(axis=1, keepdims=True)
+    prob = inputs.distribution
     true_prob = np.clip(prob[np.arange(len(inputs.y_true)), inputs.y_true], EPS, 1 - EPS)
     return inputs.mean(-np.log(true_prob))
 
 
-@_register("score", higher_is_better=False)
+@_register("score", higher_is_better=False, bounds=(0.0, 2.0))
 def _brier_score(inputs: ScoreInputs) -> np.ndarray:
-    """Mean squared distance to the one-hot truth (halved for two classes, as scikit-learn)."""
+    """Mean squared distance to the one-hot truth (probabilities renormalised; halved for two
+    classes, as scikit-learn)."""
     onehot = np.eye(inputs.prob.shape[1])[inputs.y_true]
-    each = ((inputs.prob - onehot) ** 2).sum(axis=1)
+    each = ((inputs.distribution - onehot) ** 2).sum(axis=1)
     if inputs.prob.shape[1] == 2:
         each = each / 2
     return inputs.mean(each)
@@ -289,10 +325,11 @@ def _top_2_accuracy(inputs: ScoreInputs) -> np.ndarray:
 
 @_register("score")
 def _roc_auc_macro(inputs: ScoreInputs) -> np.ndarray:
-    """Unweighted mean of one-vs-rest ROC AUCs (the AUC itself for two classes)."""
+    """Unweighted mean of one-vs-rest ROC AUCs over the classes present (the AUC itself for
+    two classes); a class absent from the test images has no AUC and is left out."""
     if inputs.prob.shape[1] == 2:
         return inputs.class_aucs[:, 1]
-    return inputs.class_aucs.mean(axis=1)
+    return mean_of_defined(inputs.class_aucs)
 
 
 @_register("score")
@@ -301,7 +338,7 @@ def _roc_auc_weighted(inputs: ScoreInputs) -> np.ndarray:
     if inputs.prob.shape[1] == 2:
         return inputs.class_aucs[:, 1]
     support = inputs.weights @ np.eye(inputs.prob.shape[1])[inputs.y_true]
-    return _weighted(inputs.class_aucs, support)
+    return mean_of_defined(inputs.class_aucs, support)
 
 
 ECE_BINS = 15
@@ -309,8 +346,9 @@ ECE_BINS = 15
 
 @_register("score", higher_is_better=False)
 def _expected_calibration_error(inputs: ScoreInputs) -> np.ndarray:
-    """Mean |confidence - accuracy| over 15 equal-width confidence bins, weighted by size."""
-    confidence = inputs.prob.max(axis=1)
+    """Mean |confidence - accuracy| over 15 equal-width confidence bins, weighted by size
+    (probabilities renormalised)."""
+    confidence = inputs.distribution.max(axis=1)
     correct = (inputs.prob.argmax(axis=1) == inputs.y_true).astype(float)
     bins = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
     member = np.eye(ECE_BINS)[bins]
@@ -371,5 +409,5 @@ def undefined_notes(conf: np.ndarray, classes: list[str]) -> list[Notice]:
     if absent:
         notes.append(Notice(code="absent_class", data={"classes": absent},
                             message=f"no test image is {', '.join(absent)}: recall undefined "
-                            "there, counted 0"))
+                            "there, counted 0; left out of the macro and weighted ROC AUC"))
     return notes

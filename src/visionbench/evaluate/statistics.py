@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -115,6 +116,57 @@ def delong(scores_a: np.ndarray, scores_b: np.ndarray, positive: np.ndarray
             "p_value": float(p_value)}
 
 
+# Below this many positives or negatives DeLong's normal approximation rejects too often
+# (two random scorers, 200 negatives: 86 % of p < 0.05 with 1 positive, 13 % with 5, 8 %
+# with 10, 6.5 % with 30); the paired permutation test is exact at any size.
+DELONG_MIN = 30
+PERMUTATIONS = 2000
+
+
+def auc_difference_test(scores_a: np.ndarray, scores_b: np.ndarray, positive: np.ndarray,
+                        seed: int = 0) -> dict[str, Any]:
+    """Two correlated ROC AUCs on the same images compared: DeLong's test with at least
+    `DELONG_MIN` positives and negatives, else a paired permutation test (each image's two
+    scores swapped at random, `PERMUTATIONS` times; `method: permutation`, no z)."""
+    positive = positive.astype(bool)
+    m, n = int(positive.sum()), int((~positive).sum())
+    if min(m, n) >= DELONG_MIN or m == 0 or n == 0:
+        return delong(scores_a, scores_b, positive)
+    return permutation_auc_test(scores_a, scores_b, positive, seed)
+
+
+def _aucs_by_column(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """ROC AUC of each column of (N, R) `scores` (ties count 1/2)."""
+    m, n = int(positive.sum()), int((~positive).sum())
+    ranks = stats.rankdata(scores, axis=0)
+    return (ranks[positive].sum(axis=0) - m * (m + 1) / 2) / (m * n)
+
+
+def permutation_auc_test(scores_a: np.ndarray, scores_b: np.ndarray, positive: np.ndarray,
+                         seed: int = 0) -> dict[str, Any]:
+    """Paired permutation test of AUC(a) = AUC(b): under the null each image's two scores
+    are exchangeable; the p-value counts permutations at least as far from 0 as observed.
+
+    Example:
+        >>> positive = np.array([True, True, False, False, False])
+        >>> a = np.array([0.9, 0.8, 0.1, 0.2, 0.3])
+        >>> permutation_auc_test(a, a, positive)["p_value"]
+        1.0
+    """
+    positive = positive.astype(bool)
+    rng = np.random.default_rng(seed)
+    swap = rng.random((len(positive), PERMUTATIONS)) < 0.5
+    a, b = scores_a[:, None], scores_b[:, None]
+    observed = _aucs_by_column(np.c_[scores_a, scores_b], positive)
+    difference = observed[0] - observed[1]
+    permuted = (_aucs_by_column(np.where(swap, b, a), positive)
+                - _aucs_by_column(np.where(swap, a, b), positive))
+    extreme = int((np.abs(permuted) >= abs(difference) - 1e-12).sum())
+    return {"auc_a": float(observed[0]), "auc_b": float(observed[1]), "z": math.nan,
+            "p_value": (1 + extreme) / (1 + PERMUTATIONS), "method": "permutation",
+            "positives": int(positive.sum()), "negatives": int((~positive).sum())}
+
+
 def _corrected_error(values: np.ndarray, train_size: float, test_size: float) -> float:
     """Standard error of a mean over resampled folds, widened for their overlap: the
     training sets of k folds share most of their images, so the folds' scores are
@@ -145,12 +197,18 @@ def corrected_resampled_t(differences: np.ndarray, train_size: float, test_size:
 
 
 def corrected_interval(values: np.ndarray, train_size: float, test_size: float,
-                       confidence: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high) of per-fold scores: a t interval with the corrected variance.
+                       confidence: float = 0.95,
+                       bounds: tuple[float, float] = (-math.inf, math.inf)
+                       ) -> tuple[float, float, float]:
+    """(mean, low, high) of per-fold scores: a t interval with the corrected variance, cut
+    to the values the metric can take (`bounds`: an accuracy's interval ends at 1).
 
     Example:
         >>> [round(v, 4) for v in corrected_interval(np.array([0.8, 0.85, 0.9]), 2.0, 1.0)]
         [0.85, 0.6536, 1.0464]
+        >>> [round(v, 4) for v in corrected_interval(np.array([0.8, 0.85, 0.9]), 2.0, 1.0,
+        ...                                          bounds=(0.0, 1.0))]
+        [0.85, 0.6536, 1.0]
     """
     values = np.asarray(values, dtype=float)
     mean = float(values.mean())
@@ -158,4 +216,4 @@ def corrected_interval(values: np.ndarray, train_size: float, test_size: float,
         return mean, math.nan, math.nan
     half = float(stats.t.ppf(0.5 + confidence / 2, len(values) - 1)) * _corrected_error(
         values, train_size, test_size)
-    return mean, mean - half, mean + half
+    return mean, max(mean - half, bounds[0]), min(mean + half, bounds[1])

@@ -913,8 +913,10 @@ def _conformal(found: dict[str, Any]) -> str:
                       if count)
     flagged = found["flagged"]
     warning = (f'<div class="warn">coverage of {html.escape(", ".join(flagged))} is below '
-               f"the {target:.0%} target even at the top of its interval: the sets are "
-               "reliable on average, not for this class</div>" if flagged else "")
+               f"the {target:.0%} target by more than the randomness of the calibration "
+               "and test images explains (beta-binomial, corrected for the number of "
+               "classes): the sets are reliable on average, not for this class</div>"
+               if flagged else "")
     return ("<h3>Prediction sets</h3>"
             f"<p>Split conformal sets ({html.escape(found['score'].upper())} score) for "
             f"{target:.0%} coverage, calibrated on {found['calibration_images']} validation "
