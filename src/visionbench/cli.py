@@ -215,9 +215,11 @@ def _finish(result: RunResult) -> None:
         _next_steps(result.folder, result.board.recommended)
     if result.exit_code:
         failed = result.failed
+        kept = ("nothing to predict with" if len(failed) >= len(result.models)
+                else "the others' results are kept")
         stderr.print(Text("error: ", "red") + f"{len(failed)} model(s) failed: "
-                     f"{display.names(failed)} (reasons in {result.folder}/run.json); the "
-                     "others' results are kept", highlight=False, soft_wrap=True)
+                     f"{display.names(failed)} (reasons in {result.folder}/run.json); {kept}",
+                     highlight=False, soft_wrap=True)
         raise typer.Exit(result.exit_code)
 
 

@@ -272,6 +272,7 @@ def prepare_data(config: DataCommon) -> PreparedData:
                if names is not None and config.split.group_by is not None else None)
     if grouped is not None:
         warnings += _group_warnings(grouped)
+    warnings += _split_named_classes(labels.classes)
     data.record = _record(data, source, findings, dropped, warnings)
     if grouped is not None:
         data.record["groups"] = grouped
@@ -287,6 +288,24 @@ def prepare_data(config: DataCommon) -> PreparedData:
         for name in dict.fromkeys(given_names.tolist())
     }
     return data
+
+
+# Folder names that name a split, not a class: `train/` and `test/` given to
+# `source: folder` become two classes.
+SPLIT_NAMES = frozenset({"train", "training", "test", "testing", "val", "valid", "validation",
+                         "eval", "dev"})
+
+
+def _split_named_classes(classes: list[str]) -> list[Notice]:
+    """A warning when the classes are named like splits (a train/test tree read as
+    classes)."""
+    named = [name for name in classes if name.lower() in SPLIT_NAMES]
+    if len(named) < 2:
+        return []
+    return [Notice(code="classes_named_like_splits", data={"classes": named},
+                   message=f"the classes {', '.join(named)} are named like splits: if these "
+                   "folders hold the splits and class folders inside them, use "
+                   "data.source: presplit")]
 
 
 def _group_warnings(summary: dict[str, Any]) -> list[Notice]:

@@ -91,10 +91,18 @@ def canonical_split(name: str, where: str) -> str:
         ) from None
 
 
-def _existing(path: Path, what: str) -> Path:
+def _existing(path: Path, what: str, kind: str | None = None) -> Path:
+    """`path` if it exists and is of `kind` ("folder" or "file", or either when None);
+    else a one-line error that says what data.path should name."""
     path = Path(path).expanduser()
     if not path.exists():
         raise UserError(f"{what} not found: {path} (set data.path to where the data is)")
+    if kind == "folder" and not path.is_dir():
+        raise UserError(f"data.path {path} is a file, but this source reads a {what}: name "
+                        "the folder instead")
+    if kind == "file" and not path.is_file():
+        raise UserError(f"data.path {path} is a folder, but this source reads a {what}: name "
+                        "the file itself")
     return path
 
 
@@ -209,7 +217,7 @@ class FolderSource(DataCommon):
 
     def load(self) -> SourceData:
         """List the images under `path/<class>/`."""
-        root = _existing(self.path, "data folder")
+        root = _existing(self.path, "data folder", "folder")
         listing = _Listing(root)
         _scan_class_folders(root, None, listing)
         return listing.to_source(f"class folders in {root}")
@@ -229,7 +237,7 @@ class PresplitSource(DataCommon):
 
     def load(self) -> SourceData:
         """List the images of each split folder."""
-        root = _existing(self.path, "data folder")
+        root = _existing(self.path, "data folder", "folder")
         folders = self._split_folders(root)
         listing = _Listing(root)
         for split, folder in folders.items():
@@ -334,7 +342,7 @@ class NpzSource(DataCommon):
 
     def load(self) -> SourceData:
         """Read the arrays of every split found in the file."""
-        path = _existing(self.path, ".npz file")
+        path = _existing(self.path, ".npz file", "file")
         if not zipfile.is_zipfile(path):
             raise UserError(f"{path} is not an .npz archive (a zip of .npy arrays, as "
                             "numpy.savez writes)")
@@ -435,7 +443,7 @@ class CsvSource(DataCommon):
 
     def load(self) -> SourceData:
         """Read the manifest; every listed file must exist (inside the root)."""
-        manifest = _existing(self.path, "CSV manifest")
+        manifest = _existing(self.path, "CSV manifest", "file")
         root = (self.root or manifest.parent).expanduser()
         try:
             with manifest.open(newline="", encoding="utf-8-sig") as handle:

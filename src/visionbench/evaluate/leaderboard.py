@@ -395,6 +395,11 @@ def fold_cell(folds: dict[str, Any] | None) -> str:
 
 def recommendation_sentence(board: Leaderboard) -> str:
     """Which model is recommended and on what split it was chosen, in one sentence."""
+    if board.recommended is None and board.rows and all(
+            row.status != Status.OK for row in board.rows):
+        reasons = "; ".join(f"{row.model}: {row.error or row.status.value}" for row in board.rows)
+        return (f"every model failed, so none is recommended ({reasons}). Fix the reasons "
+                "and run again (`--resume RUN_DIR --retrain NAME` keeps the folder).")
     if board.recommended is None:
         return ("no model is recommended: there are no validation predictions to choose on "
                 "(a folder written before visionbench chose on validation: `visionbench "

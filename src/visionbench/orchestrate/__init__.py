@@ -84,7 +84,11 @@ def run_config(
     for name in retrain or []:
         shutil.rmtree(run.model(name).path, ignore_errors=True)
     save_config(config, run.path)
-    run.write(DataRecord.model_validate(data.record))
+    record = DataRecord.model_validate(data.record)
+    run.write(record)
+    # What inspect and the report warn of is said here too, before hours of training.
+    for warning in record.warnings:
+        report(f"warning: {warning.message}")
     run.write(TrainingHashes.model_validate(training_hashes(data)))
     if not run.has(Inspection):
         run.write(Inspection.model_validate(inspect_data(data, run.data_dir)))

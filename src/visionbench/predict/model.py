@@ -246,17 +246,25 @@ def load(run_dir: Path | str, model: str | None = None) -> Predictor:
         return found
     run = RunFolder(Path(run_dir)).check()
     data = run.require(DataRecord)
+    states = run.model_states()
     if model is None:
         comparison = run.read(Comparison)
         model = comparison.recommended if comparison else None
+        if model is None and states and all(not s.startswith("ok") for s in states.values()):
+            raise UserError(f"every model of {run_dir} failed, so there is nothing to predict "
+                            f"with: {_listed(states)}")
         if model is None:
             raise UserError(f"{run_dir} recommends no model (evaluate it with `visionbench "
                             "evaluate` first, or name one with --model)")
     folder = run.model(model)
     metrics = folder.read(ModelMetrics)
+    if metrics is None and model not in states:
+        raise UserError(f"{run_dir} has no model {model!r}; its models: {_listed(states)}")
     if metrics is None or not metrics.ok:
-        raise UserError(f"model {model} of {run_dir} did not finish training: nothing to "
-                        "predict with")
+        others = {name: state for name, state in states.items() if name != model}
+        raise UserError(f"model {model} of {run_dir} did not finish training "
+                        f"({states.get(model, 'not trained')}): nothing to predict with; the "
+                        f"run's other models: {_listed(others)}")
     # An ensemble averages models of the run; a fold ensemble its fold models; a test-time
     # augmentation row its model's views.
     if metrics.fold_ensemble:
@@ -381,6 +389,11 @@ def _training_pixels(predictor: Predictor, path: Path | None) -> np.ndarray | No
         return predictor.decode(path)[0]
     except UserError:
         return None
+
+
+def _listed(states: dict[str, str]) -> str:
+    """The run's models with their states, for an error message."""
+    return "; ".join(f"{name} ({state})" for name, state in states.items()) or "none"
 
 
 def _positive(value: object, what: str) -> float:

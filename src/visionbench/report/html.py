@@ -457,6 +457,8 @@ def _leaderboard(page: Page, run: Run) -> None:
     bars = [m for m in shown if METRICS.get(m).share]
     rows = [row.model_dump(exclude_unset=True) for row in board.rows]
     comparison = run.comparison.model_dump()
+    if not any(row.status == Status.OK for row in board.rows):
+        return  # every model failed: the sentence above says why; no chart has a bar
     page.add('<div class="grid">'
              + page.plot(charts.metric_bars(rows, bars, colour, board.confidence))
              + page.plot(charts.accuracy_vs_time(rows, primary, colour))

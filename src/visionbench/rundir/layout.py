@@ -40,6 +40,7 @@ from visionbench.rundir.documents import (
     History,
     ModelCard,
     ModelMetrics,
+    RunDocument,
     Status,
 )
 from visionbench.rundir.predictions import Predictions, read_predictions, write_predictions
@@ -414,6 +415,21 @@ class RunFolder(_Folder):
         if problem is not None:
             raise UserError(f"model name {name!r} cannot name a folder: {problem}")
         return ModelFolder(self.path / name)
+
+    def model_states(self) -> dict[str, str]:
+        """Each model of the run with its state as a phrase (`ok`, `failed: why`,
+        `interrupted: ...`), from run.json, or from the model folders when it is missing."""
+        document = self.read(RunDocument)
+        if document is not None:
+            return {name: entry.status.value + (f": {entry.error}" if entry.error else "")
+                    for name, entry in document.models.items()}
+        found = {}
+        for folder in sorted(p for p in self.path.iterdir() if p.is_dir()):
+            metrics = ModelFolder(folder).read(ModelMetrics)
+            if metrics is not None:
+                found[folder.name] = metrics.status.value + (
+                    f": {metrics.error}" if metrics.error else "")
+        return found
 
     def outcomes(self, names: list[str]) -> dict[str, ModelMetrics]:
         """The metrics of those of `names` that have run (finished or failed)."""

@@ -331,6 +331,10 @@ class Trainer:
         if self.val_images:
             result = self.evaluate(self.val_images)
             logs["val_loss"], logs["val_accuracy"] = result.loss, result.accuracy
+            # The epoch's last step can leave NaN weights after finite training losses.
+            if not math.isfinite(result.loss):
+                raise TrainingDivergedError(f"validation loss became {result.loss} in epoch "
+                                            f"{self.epoch}")
         return logs
 
     def extend(self, epochs: int) -> None:

@@ -1,0 +1,117 @@
+"""What a new user hit with held-out data, the README and `--help` only (issue 26 §2):
+each answer is now one line that says what is wrong and what to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import visionbench
+from conftest import make_class_folders, run_yaml
+from visionbench.cli import main
+from visionbench.errors import UserError
+
+
+@pytest.mark.parametrize(("source", "given", "expected"), [
+    ("folder", "file", "is a file, but this source reads a data folder"),
+    ("presplit", "file", "is a file, but this source reads a data folder"),
+    ("npz", "folder", "is a folder, but this source reads a .npz file"),
+    ("csv", "folder", "is a folder, but this source reads a CSV manifest"),
+    ("idx", "file", "no *-images-idx3-ubyte"),
+    ("folder", "missing", "not found"),
+    ("npz", "missing", "not found"),
+    ("folder", "empty", "has no class sub-folders"),
+    ("csv", "empty file", "has no rows"),
+])
+def test_data_path_of_the_wrong_kind_is_one_line(tmp_path, capsys, source, given, expected):
+    paths = {"file": tmp_path / "a-file", "folder": tmp_path / "a-folder",
+             "missing": tmp_path / "missing", "empty": tmp_path / "empty",
+             "empty file": tmp_path / "empty.csv"}
+    paths["file"].write_text("x")
+    paths["folder"].mkdir()
+    paths["empty"].mkdir()
+    paths["empty file"].write_text("")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{source: {source}, path: {paths[given]}}}\n"
+                      "models: {mlp: {preset: mlp}}\n")
+    assert main(["inspect", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) <= 3
+
+
+@pytest.fixture(scope="module")
+def failed_and_ok(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run of one model that trains and one whose training diverges."""
+    root = tmp_path_factory.mktemp("mixed")
+    data = make_class_folders(root / "data", {"cat": 8, "dog": 8})
+    config = root / "mixed.yaml"
+    config.write_text(f"""
+data: {{source: folder, path: {data}, preprocess: {{size: 8}}}}
+models:
+  good: {{preset: mlp}}
+  wild: {{preset: mlp, train: {{optimizer: {{lr: 1.0e+30}}}}}}
+train: {{epochs: 1, progress: quiet}}
+evaluate: {{bootstrap: 0, robustness: {{}}, explain: {{images: 0}}, error_examples: 0}}
+output: {{dir: {root / 'runs'}}}
+""")
+    assert main(["run", str(config)]) != 0
+    return next((root / "runs" / "mixed").iterdir())
+
+
+def test_a_diverged_model_is_failed_not_a_model_of_nan_weights(failed_and_ok, capsys):
+    # One step to NaN weights after a finite training loss: caught on validation.
+    assert main(["predict", str(failed_and_ok), str(failed_and_ok), "--model", "wild"]) == 2
+    err = capsys.readouterr().err
+    assert "did not finish training (failed: validation loss became nan" in err
+    assert "the run's other models: good (ok)" in err
+
+
+def test_an_unknown_model_is_no_such_model_with_the_runs_models(failed_and_ok, capsys):
+    for command in (["predict", str(failed_and_ok), str(failed_and_ok), "--model", "nope"],
+                    ["export", str(failed_and_ok), "--model", "nope"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "has no model 'nope'; its models: good (ok); wild (failed: " in err, command
+    with pytest.raises(UserError, match="has no model 'best'"):
+        visionbench.load(failed_and_ok, model="best")
+
+
+def test_a_run_where_every_model_failed_says_so_first(tmp_path, capsys):
+    data = make_class_folders(tmp_path / "data", {"cat": 8, "dog": 8})
+    config = tmp_path / "broken.yaml"
+    config.write_text(f"""
+data: {{source: folder, path: {data}, preprocess: {{size: 8}}}}
+models:
+  wild: {{preset: mlp, train: {{optimizer: {{lr: 1.0e+30}}}}}}
+  wilder: {{preset: mlp, train: {{optimizer: {{lr: 1.0e+35}}}}}}
+train: {{epochs: 1, progress: quiet}}
+evaluate: {{bootstrap: 0, robustness: {{}}, explain: {{images: 0}}, error_examples: 0}}
+output: {{dir: {tmp_path / 'runs'}}}
+""")
+    assert main(["run", str(config)]) != 0
+    captured = capsys.readouterr()
+    err = " ".join((captured.out + captured.err).split())  # the terminal wraps long lines
+    assert "every model failed, so none is recommended (" in err
+    assert "wild: validation loss became nan" in err and "wilder: validation loss" in err
+    assert "written before visionbench chose" not in err
+    assert "2 model(s) failed: wild, wilder" in err and "nothing to predict with" in err
+    folder = next((tmp_path / "runs" / "broken").iterdir())
+    assert main(["predict", str(folder), str(data)]) == 2
+    assert "every model of" in capsys.readouterr().err
+    report = (folder / "report.html").read_text()
+    assert "every model failed" in report and 'class="plot"' not in report.split(
+        "Leaderboard")[1].split("<h2")[0]
+
+
+def test_class_folders_named_like_splits_are_warned_of_in_run_and_inspect(tmp_path, capsys):
+    data = make_class_folders(tmp_path / "data", {"train": 6, "test": 6})
+    run = run_yaml(tmp_path, "tree", f"""
+data: {{source: folder, path: {data}, preprocess: {{size: 8}}}}
+models: {{mlp: {{preset: mlp}}}}
+train: {{epochs: 1, progress: quiet}}
+evaluate: {{bootstrap: 0, robustness: {{}}, explain: {{images: 0}}, error_examples: 0}}
+""")
+    err = capsys.readouterr().err
+    assert "warning: the classes test, train are named like splits" in err
+    assert "data.source: presplit" in (run / "report.html").read_text()
