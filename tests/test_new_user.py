@@ -115,3 +115,84 @@ evaluate: {{bootstrap: 0, robustness: {{}}, explain: {{images: 0}}, error_exampl
     err = capsys.readouterr().err
     assert "warning: the classes test, train are named like splits" in err
     assert "data.source: presplit" in (run / "report.html").read_text()
+
+
+def test_evaluate_with_new_settings_rewrites_the_report_and_report_dot_is_the_same(
+        failed_and_ok, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(failed_and_ok, folder)
+    assert main(["evaluate", str(folder), "--set",
+                 "evaluate.references={paper: {accuracy: 0.5, source: a paper}}"]) == 0
+    assert f"report: {folder / 'report.html'}" in " ".join(capsys.readouterr().out.split())
+    assert "paper" in (folder / "report.html").read_text()
+    assert "paper" in (folder / "config.yaml").read_text()
+    assert main(["report", str(folder.resolve())]) == 0
+    absolute = (folder / "report.html").read_bytes()
+    monkeypatch.chdir(folder)
+    assert main(["report", "."]) == 0
+    assert (folder / "report.html").read_bytes() == absolute
+    assert f"visionbench report — {tmp_path.name} / run" in absolute.decode()
+
+
+def test_an_unknown_backbone_is_refused_at_load_with_the_offline_ones_first(tmp_path, capsys):
+    config = tmp_path / "bb.yaml"
+    config.write_text("data: {source: digits}\nmodels: {m: {backbone: efficientnet_lite9}}\n")
+    assert main(["inspect", str(config)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "unknown backbone 'efficientnet_lite9'" in err
+    assert "similar: efficientnet_lite0, efficientnet_lite1, efficientnet_lite2" in err
+
+
+def test_files_that_are_not_images_are_listed_as_skipped_and_left_in_place(
+        failed_and_ok, tmp_path, capsys):
+    import csv
+    import io
+
+    folder = make_class_folders(tmp_path / "scans", {"cat": 2}, offset=800)
+    (folder / "cat" / "notes.txt").write_text("not an image")
+    (folder / "cat" / "empty.png").write_bytes(b"")
+    out = tmp_path / "sorted"
+    assert main(["predict", str(failed_and_ok), str(folder), "--model", "good",
+                 "--sort-into", str(out), "--move"]) == 0
+    captured = capsys.readouterr()
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(io.StringIO(captured.out))}
+    assert len(rows) == 4
+    assert rows["notes.txt"]["error"] == "not an image file (.txt): skipped"
+    assert "empty file" in rows["empty.png"]["error"]
+    assert "1 file(s) are not images by their name and were skipped" in captured.err
+    assert (folder / "cat" / "notes.txt").is_file(), "a sort leaves it where it is"
+    manifest = list(csv.DictReader((out / "manifest.csv").open()))
+    assert {Path(r["source"]).name: r["skipped"] for r in manifest}["notes.txt"] == (
+        "not an image file (.txt): skipped")
+
+
+def test_a_bad_set_key_names_the_set_option(tmp_path, capsys):
+    config = tmp_path / "my.yaml"
+    config.write_text("data:\n  source: digits\nmodels: {mlp: {preset: mlp}}\n")
+    assert main(["inspect", str(config), "--set", "data.splt=3"]) == 2
+    err = capsys.readouterr().err
+    assert "--set data.splt: unknown key 'data.splt'; did you mean 'split'?" in " ".join(
+        err.split())
+    assert "line" not in err
+
+
+def test_class_names_no_label_uses_are_refused(tmp_path, capsys):
+    np = pytest.importorskip("numpy")
+    path = tmp_path / "arrays.npz"
+    np.savez(path, x_train=np.zeros((6, 4, 4), np.uint8), y_train=np.array([0, 1] * 3))
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{source: npz, path: {path}, class_names: [a, b, c]}}\n"
+                      "models: {mlp: {preset: mlp}}\n")
+    assert main(["inspect", str(config)]) == 2
+    assert "class_names has names no label uses: c" in capsys.readouterr().err
+
+
+def test_help_shows_the_extra_to_install():
+    import subprocess
+    import sys
+
+    shown = subprocess.run([sys.executable, "-m", "visionbench", "app", "--help"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "'visionbench[app]'" in " ".join(shown.split())

@@ -136,7 +136,10 @@ def test_predict_reads_only_regular_files_and_a_csv_stays_in_its_folder(run, tmp
     assert [p.name for p in placed] == ["good.png"], "only the regular file is copied"
     manifest = _rows((tmp_path / "sorted" / "manifest.csv").read_text())
     skipped = {Path(r["source"]).name: r["skipped"] for r in manifest if r["skipped"]}
-    assert set(skipped) == {"link.png", "dangling.png", "loop.png", "zero", "fifo.png"}
+    # The CSV in the folder is no image: listed as skipped too, left where it is.
+    assert set(skipped) == {"link.png", "dangling.png", "loop.png", "zero", "fifo.png",
+                            "list.csv"}
+    assert "not an image file (.csv): skipped" in rows["list.csv"]["error"]
     assert "left where they are" in done.stderr
     assert secret.is_file() and (inbox / "link.png").is_symlink()
 

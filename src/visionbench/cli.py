@@ -34,6 +34,8 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Help text is plain: `pip install 'visionbench[app]'` must not lose `[app]` as markup.
+    rich_markup_mode=None,
     help="Train, evaluate and compare image classifiers; say with evidence which to trust.",
 )
 # Without markup: paths, class and model names are printed as they are (a `[/]` in a path
@@ -290,6 +292,8 @@ def evaluate_command(
     from visionbench.config import load_config
     from visionbench.evaluate.leaderboard import evaluate_folder
     from visionbench.orchestrate import run_config
+    from visionbench.provenance import save_config
+    from visionbench.report.html import write_report
     from visionbench.rundir import RunFolder
 
     if model is not None:
@@ -310,7 +314,13 @@ def evaluate_command(
     ran = list(run.outcomes(list(cfg.models)))
     if not ran:
         raise UserError(f"no model of {run_dir} has run yet (no model has metrics)")
-    _print_board(evaluate_folder(run, cfg.evaluate, ran), run_dir)
+    board = evaluate_folder(run, cfg.evaluate, ran)
+    if set_:
+        # The folder's config says how it was evaluated from now on.
+        save_config(cfg, run.path)
+    _print_board(board, run_dir)
+    # The report shows the same numbers as the leaderboard just written.
+    stdout.print(f"report: {write_report(run, 'auto')}", soft_wrap=True, highlight=False)
 
 
 @app.command(name="report")
@@ -372,17 +382,21 @@ def predict_command(
     for note in predictor.notes:
         _report(f"note: {note}")
     # Rows are written as they come; only sorting needs them all (the plan and manifest).
-    found, unreadable = [], 0
+    found, unreadable, skipped = [], 0, 0
     with _text_output(out) as handle:
         writer = RowWriter(handle, predictor, as_json)
         for prediction in predict_files(predictor, files, batch=batch_size):
             writer.write(prediction)
-            unreadable += prediction.error is not None
+            skipped += prediction.skipped
+            unreadable += prediction.error is not None and not prediction.skipped
             if sort_into is not None:
                 found.append(prediction)
         writer.close()
     if out is not None:
         _report(f"predictions: {out}")
+    if skipped:
+        _report(f"{skipped} file(s) are not images by their name and were skipped (listed in "
+                "the error column; a sort leaves them where they are)")
     if unreadable:
         _report(f"{unreadable} file(s) could not be read; their reason is in the error column")
     if sort_into is not None:

@@ -319,6 +319,11 @@ def _array_source(
         labels += names
         splits += [split] * len(images)
         arrays.append(images)
+    unused = [name for name in class_names or [] if name not in set(labels)]
+    if unused:
+        raise UserError(f"{description}: data.class_names has names no label uses: "
+                        f"{', '.join(unused)} (the labels use {len(set(labels))} of the "
+                        f"{len(class_names or [])} names): remove them, or check the list")
     shapes = {a.shape[1:] for a in arrays}
     if len(shapes) > 1:
         raise UserError(f"{description}: splits have different image shapes {sorted(shapes)}")

@@ -11,6 +11,7 @@ error names the file to provide.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import socket
@@ -267,6 +268,25 @@ def efficientnet_pytorch_names(state: dict[str, torch.Tensor], model: nn.Module
     return renamed
 
 
+def backbone_problem(name: str) -> str | None:
+    """Why `name` is not a timm backbone, with the closest names (those whose weights
+    install offline listed first), or None.
+
+    Example:
+        >>> backbone_problem("efficientnet_lite9").split("similar: ")[1].split(", ")[0]
+        'efficientnet_lite0'
+    """
+    import timm
+
+    if timm.is_model(name):
+        return None
+    offline = sorted(difflib.get_close_matches(name, list(PACKAGED_WEIGHTS), n=3, cutoff=0.6))
+    others = difflib.get_close_matches(name, timm.list_models(), n=6, cutoff=0.6)
+    close = [*offline, *(n for n in others if n not in offline)][:5]
+    hint = f"; similar: {', '.join(close)}" if close else ""
+    return f"unknown backbone {name!r} (not a timm model name){hint}"
+
+
 def create_backbone(
     name: str, pretrained: bool | Path, in_chans: int
 ) -> tuple[nn.Module, dict, list[str]]:
@@ -276,10 +296,9 @@ def create_backbone(
     """
     import timm
 
-    if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:5]
-        hint = f"; similar: {', '.join(close)}" if close else ""
-        raise UserError(f"unknown backbone {name!r} (not a timm model name){hint}")
+    problem = backbone_problem(name)
+    if problem is not None:
+        raise UserError(problem)
     model = timm.create_model(name, pretrained=False, in_chans=in_chans)
     notes: list[str] = []
     if pretrained is not False:

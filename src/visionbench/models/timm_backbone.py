@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from visionbench.models.backbones import create_backbone
+from visionbench.models.backbones import backbone_problem, create_backbone
 from visionbench.models.family import (
     Base,
     DataFacts,
@@ -31,6 +31,13 @@ class TimmFamily(ModelFamily):
     name = "timm"
     summary = "`backbone` (timm)"
     keys = ("backbone",)
+
+    def check(self, config: ModelConfig) -> None:
+        """The backbone must be a timm model name: refused at load (by `inspect` too), with
+        the closest names, those whose weights install offline first."""
+        problem = backbone_problem(str(config.backbone))
+        if problem is not None:
+            raise ValueError(problem)
 
     def base(self, config: ModelConfig, facts: DataFacts, *, pretrained: bool = True) -> Base:
         """The backbone without its classifier, ending in its global pooling."""

@@ -67,13 +67,27 @@ def _identity(path: Path) -> tuple[int, int] | Path:
 
 
 def _from_folder(folder: Path) -> list[Path]:
+    """Every file under `folder`: images are predicted, the others listed as skipped (a
+    sort leaves them where they are), so no file is passed over without a word."""
     files = []
     for path in sorted(folder.rglob("*")):
         # rglob does not descend into linked folders; a linked image is listed, and its
         # prediction says it was not followed.
-        if path.suffix.lower() in EXTENSIONS and (path.is_symlink() or path.is_file()):
+        if path.is_symlink() or path.is_file():
             files.append(path)
     return files
+
+
+def not_an_image(path: Path) -> str | None:
+    """Why `path` is skipped without being read (its name is not an image's), or None.
+
+    Example:
+        >>> not_an_image(Path("notes.txt")), not_an_image(Path("scan.PNG"))
+        ('not an image file (.txt): skipped', None)
+    """
+    if path.suffix.lower() in EXTENSIONS:
+        return None
+    return f"not an image file ({path.suffix.lower() or 'no extension'}): skipped"
 
 
 def _from_csv(path: Path, allow_outside: bool) -> list[Path]:

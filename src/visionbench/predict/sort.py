@@ -98,7 +98,8 @@ def plan_sort(predictions: list[Prediction], out: Path) -> list[Placement]:
     taken: set[Path] = set()
     placements = []
     for prediction in predictions:
-        problem = regular_file_problem(Path(prediction.source), follow_links=False)
+        problem = (prediction.error if prediction.skipped else
+                   regular_file_problem(Path(prediction.source), follow_links=False))
         if problem is not None:
             placements.append(Placement(prediction, SKIPPED, None, problem))
             continue

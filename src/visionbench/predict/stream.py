@@ -17,8 +17,9 @@ import numpy as np
 
 from visionbench import csvcells
 from visionbench.errors import UserError
+from visionbench.predict.inputs import not_an_image
 from visionbench.predict.model import Predictor
-from visionbench.rasters import decode_threads
+from visionbench.rasters import decode_threads, regular_file_problem
 
 BATCH = 64
 NOT_FINITE = ("the model gave no finite probabilities for this image: the run folder's "
@@ -38,6 +39,8 @@ class Prediction:
     prediction_set: list[str] | None = None
     duplicate: str | None = None
     error: str | None = None
+    # Not read at all (a file whose name is not an image's): a sort leaves it in place.
+    skipped: bool = False
 
     def row(self, classes: list[str], positive: bool, sets: bool = False) -> dict[str, Any]:
         """The CSV/JSON row: source, predicted class, probability per class, the positive
@@ -62,11 +65,19 @@ class Prediction:
 def _decode(predictor: Predictor, item: Any, threads: int
             ) -> tuple[np.ndarray, str | None] | str:
     """The pixels and the training image this one duplicates, or why it cannot be read."""
+    if isinstance(item, Path | str) and (reason := _skip_reason(Path(item))) is not None:
+        return reason
     try:
         pixels, facts = predictor.decode(item, threads)
     except UserError as exc:
         return str(exc)
     return pixels, predictor.training_copy(pixels, facts)
+
+
+def _skip_reason(path: Path) -> str | None:
+    """Why a file is not read at all: not a regular file (a link, a device), or not an
+    image by its name."""
+    return regular_file_problem(path, follow_links=False) or not_an_image(path)
 
 
 def _name(item: Any, position: int) -> str:
@@ -96,7 +107,9 @@ def predict_items(predictor: Predictor, items: Iterable[Any], batch: int = BATCH
                     found.duplicate = decoded[i][1]
                     yield found
                 else:
-                    yield Prediction(source=_name(item, position), error=str(decoded[i]))
+                    yield Prediction(source=_name(item, position), error=str(decoded[i]),
+                                     skipped=isinstance(item, Path | str)
+                                     and _skip_reason(Path(item)) is not None)
 
 
 def predict_files(predictor: Predictor, files: list[Path], batch: int = BATCH,

@@ -724,7 +724,8 @@ def build_report(folder: RunFolder, progress: str = "quiet") -> str:
         for key, section in sections:
             steps.step(key.split("-", 1)[1])
             section(page, run)
-    title = f"visionbench report — {folder.path.parent.name} / {folder.path.name}"
+    where = folder.path.resolve()  # `report .` names the folder as its full path does
+    title = f"visionbench report — {where.parent.name} / {where.name}"
     subtitle = (f"{run.data.source}; {len(run.data.classes)} classes; "
                 f"{len(run.board.rows)} models")
     return page.render(title, subtitle)
