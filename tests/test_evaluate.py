@@ -544,3 +544,14 @@ def test_probability_metrics_share_one_convention_renormalised_probabilities():
     normalised = prob / prob.sum(axis=1, keepdims=True)
     assert once["brier_score"][0] == pytest.approx(
         ((normalised - np.eye(3)[y]) ** 2).sum(axis=1).mean())
+
+
+def test_a_model_tuned_on_validation_is_recommended_with_the_caveat_where_the_claim_is():
+    val = _three_models(seed=11)
+    sizes = {"good": 1000, "twin": 10, "poor": 1}
+    plain = recommend(val, sizes, EvaluateConfig(bootstrap=300))
+    assert "tuned" not in plain["reason"]
+    tuned = recommend(val, sizes, EvaluateConfig(bootstrap=300), tuned={plain["recommended"]})
+    assert tuned["recommended"] == plain["recommended"]
+    assert ("settings were tuned on this same validation split, so its validation score is "
+            "optimistic") in tuned["reason"]

@@ -37,6 +37,7 @@ from visionbench.rundir.documents import (
     LeaderboardRow,
     ModelMetrics,
     Status,
+    Sweep,
 )
 from visionbench.rundir.layout import ModelFolder, RunFolder
 from visionbench.rundir.predictions import Predictions
@@ -97,7 +98,9 @@ def evaluate_folder(run: RunFolder, settings: EvaluateConfig, models: list[str]
                 settings)
         run.model(name).write(EvaluationDocument.model_validate(evaluations[name].summary))
     sizes = {name: outcome.parameters or UNKNOWN for name, outcome in outcomes.items()}
-    selection = recommend({name: validation[name] for name in predictions}, sizes, settings)
+    sweep = run.read(Sweep)
+    selection = recommend({name: validation[name] for name in predictions}, sizes, settings,
+                          tuned={sweep.tuned} if sweep is not None else set())
     compared = compare_models(evaluations, predictions, classes, settings, selection)
     compared["references"] = against_references(
         {name: found.summary for name, found in evaluations.items()}, settings.references,

@@ -45,12 +45,14 @@ UNKNOWN = math.inf
 
 
 def recommend(validation: dict[str, Predictions | None], sizes: dict[str, float],
-              settings: EvaluateConfig) -> dict[str, Any]:
+              settings: EvaluateConfig, tuned: set[str] | None = None) -> dict[str, Any]:
     """The recommended model and how it was chosen, from validation predictions alone.
 
-    `sizes` maps a model to its parameter count, the tie-breaker. The result
-    records the split, the metric, each model's validation value, the tied set with the
-    paired p-values against the validation-best, the recommendation and the reason in words.
+    `sizes` maps a model to its parameter count, the tie-breaker; `tuned` names models
+    whose settings a sweep chose on this same validation split (their validation scores
+    are optimistic: the reason says so where it makes its claim). The result records the
+    split, the metric, each model's validation value, the tied set with the paired p-values
+    against the validation-best, the recommendation and the reason in words.
     """
     metric = METRICS.get(settings.primary_metric)
     candidates = {name: found for name, found in validation.items()
@@ -83,9 +85,13 @@ def recommend(validation: dict[str, Predictions | None], sizes: dict[str, float]
     tied = [n for n in ranked if n == leader or p_values.get(n, 0.0) >= settings.alpha
             or point[n] == point[leader]]
     chosen = min(tied, key=lambda n: (sizes.get(n, UNKNOWN), ranked.index(n)))
+    reason = _reason(chosen, leader, tied, metric.name, settings.alpha)
+    if chosen in (tuned or set()):
+        reason += (f" — but {chosen}'s settings were tuned on this same validation split, so "
+                   "its validation score is optimistic and this comparison favours it; its "
+                   "test score is the fair one")
     result.update(values=point, p_values=p_values, tied=tied, best_on_validation=leader,
-                  recommended=chosen, reason=_reason(chosen, leader, tied, metric.name,
-                                                     settings.alpha))
+                  recommended=chosen, reason=reason)
     return result
 
 
