@@ -136,6 +136,7 @@ def test_a_local_ray_listens_on_loopback_or_behind_its_token_and_refuses_strange
             env={**os.environ, "RAY_AUTH_MODE": "disabled", "HOME": str(tmp_path)},
             capture_output=True, text=True, timeout=180)
     assert results == {"b": "ab"}
+    assert os.environ.get("RAY_COLOR_PREFIX") == "0", "no colour codes in a captured log"
     assert stranger.returncode != 0 and "Failed to connect" in stranger.stderr
     assert is_loopback(gcs.rsplit(":", 1)[0]), f"Ray advertises {gcs}"
     outward = {found for found in watch.seen

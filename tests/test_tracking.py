@@ -125,3 +125,24 @@ def test_a_tracker_that_is_not_installed_is_refused_before_training(tmp_path, mo
                       "tracking: [wandb]\n")
     assert main(["run", str(config)]) == 2
     assert "unknown tracker 'wandb'" in capsys.readouterr().err
+
+
+def test_mlflow_gets_each_fold_and_the_cross_validation_mean(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    data = make_class_folders(tmp_path / "data", {"cat": 9, "dog": 9})
+    run = run_yaml(tmp_path, "folded", f"data: {{source: folder, path: {data}, "
+                   "preprocess: {size: 8}, split: {folds: 3}}\ntracking: [mlflow]\n"
+                   "models: {mlp: {preset: mlp}}\ntrain: {epochs: 1, progress: quiet}\n"
+                   "evaluate: {bootstrap: 20, robustness: {}, explain: {images: 0}, "
+                   "error_examples: 0}\n")
+    where = json.loads((run / "tracking.json").read_text())["trackers"]["mlflow"]
+    client = MlflowClient(tracking_uri=where["uri"])
+    child = where["model_runs"]["mlp"]
+    folds = json.loads((run / "mlp" / "evaluation.json").read_text())["folds"]["metrics"]
+    logged = client.get_metric_history(child, "fold_accuracy")
+    assert [m.value for m in sorted(logged, key=lambda m: m.step)] == pytest.approx(
+        folds["accuracy"]["values"])
+    metrics = client.get_run(child).data.metrics
+    assert metrics["cv_accuracy"] == pytest.approx(folds["accuracy"]["mean"])
+    assert metrics["cv_accuracy_high"] <= 1.0

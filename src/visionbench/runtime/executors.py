@@ -76,6 +76,9 @@ def _start_ray(ray: Any, settings: ExecutionConfig) -> bool:
     """Start (or join) Ray unless it runs already; whether it was started here."""
     if ray.is_initialized():
         return False
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
+        # Workers' lines forwarded into a log file carry no colour codes.
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     if settings.address:
         ray.init(address=settings.address, log_to_driver=True)
     else:

@@ -4,13 +4,14 @@ metrics with their interval bounds, its model card and, when exported, its ONNX 
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from visionbench.rundir.documents import History, Leaderboard, ModelCard
+from visionbench.rundir.documents import EvaluationDocument, History, Leaderboard, ModelCard
 from visionbench.rundir.layout import RunFolder
 from visionbench.schemas.tracking import TrackingConfig
 from visionbench.track.trackers import TRACKERS, epoch_curves, flatten
@@ -32,6 +33,23 @@ def _local_artifacts(uri: str) -> str | None:
     if not uri.startswith(SQLITE):
         return None
     return (Path(uri.removeprefix(SQLITE)).resolve().parent / ARTIFACTS).as_uri()
+
+
+def _fold_metrics(folds: dict[str, Any] | None, now: int) -> list[Any]:
+    """A cross-validated model's metrics: each fold's value (`fold_<metric>`, the fold's
+    index as its step) and the mean over folds with its corrected interval
+    (`cv_<metric>`, `_low`, `_high`)."""
+    from mlflow.entities import Metric
+
+    found = []
+    for name, summary in (folds or {}).get("metrics", {}).items():
+        found += [Metric(f"fold_{name}", float(value), now, step)
+                  for step, value in enumerate(summary.get("values", []))]
+        for suffix, key in (("", "mean"), ("_low", "low"), ("_high", "high")):
+            value = summary.get(key)
+            if value is not None and math.isfinite(value):
+                found.append(Metric(f"cv_{name}{suffix}", float(value), now, 0))
+    return found
 
 
 @TRACKERS.register("mlflow")
@@ -91,6 +109,8 @@ def log_to_mlflow(run: RunFolder, settings: TrackingConfig) -> dict[str, Any]:
                     metrics.append(Metric(f"test_{metric}{suffix}", float(value), now, 0))
         if row.validation is not None:
             metrics.append(Metric(f"val_{board.primary_metric}", row.validation, now, 0))
+        evaluation = folder.read(EvaluationDocument)
+        metrics += _fold_metrics(evaluation.folds if evaluation else None, now)
         log(child_id, flatten({"model": card.config}) if card else {}, metrics)
         if card is not None:
             client.log_artifact(child_id, str(folder.file(ModelCard)))
