@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import visionbench
@@ -196,3 +197,24 @@ def test_help_shows_the_extra_to_install():
     shown = subprocess.run([sys.executable, "-m", "visionbench", "app", "--help"],
                            capture_output=True, text=True, check=True).stdout
     assert "'visionbench[app]'" in " ".join(shown.split())
+
+
+def test_a_metric_axis_stays_within_what_the_metric_can_take():
+    from visionbench.report.charts import accuracy_vs_time
+
+    figure = accuracy_vs_time([{"model": "a", "metrics": {"roc_auc_macro": {"value": 1.0}},
+                                "train_seconds": 3}], "roc_auc_macro", {"a": "#000"},
+                              (0.0, 1.0))
+    low, high = figure["layout"]["yaxis"]["range"]
+    assert 0.9 < low < 1.0 < high <= 1.03
+
+
+def test_a_single_model_is_not_said_to_beat_every_other():
+    from visionbench.evaluate.selection import recommend
+    from visionbench.rundir.predictions import Predictions
+    from visionbench.schemas.evaluate import EvaluateConfig
+
+    y = np.array([0, 1, 0, 1])
+    alone = {"only": Predictions(["a", "b", "c", "d"], y, np.eye(2)[y] * 0.8 + 0.1)}
+    reason = recommend(alone, {"only": 10}, EvaluateConfig(bootstrap=50))["reason"]
+    assert "every other model" not in reason and "the only model" in reason

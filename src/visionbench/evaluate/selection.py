@@ -85,7 +85,7 @@ def recommend(validation: dict[str, Predictions | None], sizes: dict[str, float]
     tied = [n for n in ranked if n == leader or p_values.get(n, 0.0) >= settings.alpha
             or point[n] == point[leader]]
     chosen = min(tied, key=lambda n: (sizes.get(n, UNKNOWN), ranked.index(n)))
-    reason = _reason(chosen, leader, tied, metric.name, settings.alpha)
+    reason = _reason(chosen, leader, tied, metric.name, settings.alpha, len(candidates))
     if chosen in (tuned or set()):
         reason += (f" — but {chosen}'s settings were tuned on this same validation split, so "
                    "its validation score is optimistic and this comparison favours it; its "
@@ -119,7 +119,10 @@ def _p_values_against(leader: str, candidates: dict[str, Predictions], metric: s
     return found
 
 
-def _reason(chosen: str, leader: str, tied: list[str], metric: str, alpha: float) -> str:
+def _reason(chosen: str, leader: str, tied: list[str], metric: str, alpha: float,
+            candidates: int = 2) -> str:
+    if candidates == 1:
+        return "the only model with validation predictions: nothing to compare it with"
     if chosen == leader and len(tied) == 1:
         return f"best {metric} on validation, and every other model is significantly worse there"
     if chosen == leader:

@@ -6,6 +6,7 @@ plotly.js, inlined once, draws them. Each model keeps one colour across the page
 
 from __future__ import annotations
 
+import math
 from itertools import pairwise
 from typing import Any
 
@@ -53,9 +54,10 @@ def metric_bars(rows: list[dict[str, Any]], metrics: list[str], colour: dict[str
     return {"data": data, "layout": layout}
 
 
-def accuracy_vs_time(rows: list[dict[str, Any]], metric: str, colour: dict[str, str]
-                     ) -> Figure:
-    """The primary metric against training seconds, one point per model."""
+def accuracy_vs_time(rows: list[dict[str, Any]], metric: str, colour: dict[str, str],
+                     bounds: tuple[float, float] = (-math.inf, math.inf)) -> Figure:
+    """The primary metric against training seconds, one point per model; the axis stays
+    within the values the metric can take (`bounds`: no AUC axis running to 1.5)."""
     # Named in the legend, not beside the points: two models of similar time and score
     # would write their names over each other.
     data = [{
@@ -63,9 +65,15 @@ def accuracy_vs_time(rows: list[dict[str, Any]], metric: str, colour: dict[str, 
         "x": [row.get("train_seconds") or 0], "y": [row["metrics"][metric]["value"]],
         "marker": {"size": 12, "color": colour[row["model"]]},
     } for row in rows if "metrics" in row and metric in row["metrics"]]
+    values = [point["y"][0] for point in data if point["y"][0] is not None]
+    yaxis: dict[str, Any] = {"title": {"text": metric}}
+    if values and math.isfinite(bounds[0]) and math.isfinite(bounds[1]):
+        pad = max(0.05 * (max(values) - min(values)), 0.02 * (bounds[1] - bounds[0]))
+        yaxis["range"] = [max(bounds[0], min(values) - pad) - 0.01 * pad,
+                          min(bounds[1] + pad, max(values) + pad)]
     return {"data": data, "layout": _layout(f"Test {metric} vs training time",
                                             xaxis={"title": {"text": "training seconds"}},
-                                            yaxis={"title": {"text": metric}})}
+                                            yaxis=yaxis)}
 
 
 def fold_spread(rows: list[dict[str, Any]], metric: str, colour: dict[str, str]) -> Figure:

@@ -461,7 +461,8 @@ def _leaderboard(page: Page, run: Run) -> None:
         return  # every model failed: the sentence above says why; no chart has a bar
     page.add('<div class="grid">'
              + page.plot(charts.metric_bars(rows, bars, colour, board.confidence))
-             + page.plot(charts.accuracy_vs_time(rows, primary, colour))
+             + page.plot(charts.accuracy_vs_time(rows, primary, colour,
+                                                 METRICS.get(primary).bounds))
              + (page.plot(charts.significance_matrix(comparison, list(run.evaluations)))
                 if len(run.evaluations) > 1 else "") + "</div>")
     _tta(page, run)
