@@ -555,3 +555,24 @@ def test_a_model_tuned_on_validation_is_recommended_with_the_caveat_where_the_cl
     assert tuned["recommended"] == plain["recommended"]
     assert ("settings were tuned on this same validation split, so its validation score is "
             "optimistic") in tuned["reason"]
+
+
+def test_robustness_runs_on_a_stratified_sample_with_its_interval(tmp_path):
+    from conftest import make_class_folders, run_yaml
+
+    data = make_class_folders(tmp_path / "data", {"cat": 30, "dog": 30})
+    run = run_yaml(tmp_path, "robust", f"""
+data: {{source: folder, path: {data}, preprocess: {{size: 8}}, split: {{test: 0.5}}}}
+models: {{mlp: {{preset: mlp}}}}
+train: {{epochs: 1, progress: quiet}}
+evaluate: {{bootstrap: 0, robustness: {{noise: [0.1, 0.3]}}, robustness_images: 20,
+           explain: {{images: 0}}, error_examples: 0}}
+""")
+    import json
+
+    found = json.loads((run / "mlp" / "robustness.json").read_text())
+    assert found["images"] == 20 and found["test_images"] == 30
+    for row in found["corruptions"]["noise"]:
+        assert row["low"] <= row["accuracy"] <= row["high"]
+        assert round(row["accuracy"] * 20) == pytest.approx(row["accuracy"] * 20)
+    assert "stratified sample of 20 of the 30 test images" in (run / "report.html").read_text()

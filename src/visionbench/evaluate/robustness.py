@@ -26,6 +26,26 @@ from PIL import Image
 from visionbench.rasters import open_raster
 from visionbench.registry import Registry
 
+
+def stratified_sample(targets: np.ndarray, size: int | None, seed: int) -> np.ndarray:
+    """Sorted positions of about `size` images, each class in its share (at least one image
+    of every class present); every position when `size` is None or not smaller.
+
+    Example:
+        >>> stratified_sample(np.array([0] * 90 + [1] * 10), 20, 0).size
+        20
+    """
+    if size is None or size >= len(targets):
+        return np.arange(len(targets))
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for label in np.unique(targets):
+        mine = np.flatnonzero(targets == label)
+        take = max(1, round(size * len(mine) / len(targets)))
+        chosen.append(rng.choice(mine, size=min(take, len(mine)), replace=False))
+    return np.sort(np.concatenate(chosen))
+
+
 Corruption = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
 CORRUPTIONS: Registry[Corruption] = Registry("corruption")
 # What a severity is, for each corruption: the axis of its robustness chart.

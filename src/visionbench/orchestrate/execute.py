@@ -23,10 +23,11 @@ import torch
 from visionbench.config import Config
 from visionbench.data.dataset import PreparedData
 from visionbench.errors import UserError
+from visionbench.evaluate.conformal import binomial_interval
 from visionbench.evaluate.error_examples import error_analysis
 from visionbench.evaluate.external import ExternalFamily, ExternalModel
 from visionbench.evaluate.model_explanations import explain_test_set
-from visionbench.evaluate.robustness import CORRUPTIONS
+from visionbench.evaluate.robustness import CORRUPTIONS, stratified_sample
 from visionbench.evaluate.tta import averaged, tta_name, view_names
 from visionbench.models.build import build_model
 from visionbench.models.family import DataFacts, family_of
@@ -502,7 +503,8 @@ def _record_evaluations(
             levels = sum(len(found) for found in settings.robustness.values())
             with Steps(f"{name} robustness", levels, progress) as steps:
                 folder.write(robustness(evaluator, splits["test"], settings.robustness,
-                                        result.accuracy, seed, steps.step))
+                                        result.accuracy, seed, steps.step,
+                                        settings.robustness_images))
             if isinstance(evaluator, Trainer) and explain is not None and explain.images:
                 loaded = LoadedModel(evaluator.evaluated_model, evaluator.pipeline,
                                      evaluator.device)
@@ -545,9 +547,16 @@ def evaluate_external(config: Config, name: str, data: PreparedData, folder: Mod
 
 
 def robustness(evaluator: Evaluator, test: SplitImages, severities: dict[str, list[float]],
-               clean: float, seed: int, step: Callable[[str], None] = ignore) -> Robustness:
-    """Test accuracy under each corruption and severity, with the clean accuracy; `step`
-    hears of each (corruption, severity) as it starts."""
+               clean: float, seed: int, step: Callable[[str], None] = ignore,
+               images: int | None = None) -> Robustness:
+    """Test accuracy under each corruption and severity, with the clean accuracy, on a
+    stratified sample of `images` test images (all when None or more) and the exact
+    binomial interval that sample gives; `step` hears of each setting as it starts."""
+    keep = stratified_sample(test.targets.numpy(), images, seed)
+    sample = test if len(keep) == len(test) else test.subset(keep)
+    if sample is not test:
+        # The drop is measured against the same images.
+        clean = evaluator.evaluate(sample).accuracy
     found: dict[str, list[dict[str, float]]] = {}
     for name, levels in severities.items():
         corrupt = CORRUPTIONS.get(name)
@@ -555,12 +564,14 @@ def robustness(evaluator: Evaluator, test: SplitImages, severities: dict[str, li
         for severity in levels:
             step(f"{name} {severity:g}")
             gen = torch.Generator(device=evaluator.device).manual_seed(seed)
-            accuracy = evaluator.evaluate(test, partial(corrupt, severity=severity, gen=gen)
+            accuracy = evaluator.evaluate(sample, partial(corrupt, severity=severity, gen=gen)
                                           ).accuracy
+            low, high = binomial_interval(round(accuracy * len(sample)), len(sample))
             rows.append({"severity": severity, "accuracy": accuracy,
-                         "drop": clean - accuracy})
+                         "drop": clean - accuracy, "low": low, "high": high})
         found[name] = rows
-    return Robustness(clean_accuracy=clean, corruptions=found)
+    return Robustness(clean_accuracy=clean, corruptions=found, images=len(sample),
+                      test_images=len(test))
 
 
 def _summary_line(metrics: ModelMetrics) -> str:

@@ -307,7 +307,11 @@ def robustness(found: dict[str, Any], colour: str, severity: dict[str, str]) -> 
     shapes = []
     for i, (name, points) in enumerate(corruptions, 1):
         suffix = "" if i == 1 else str(i)
-        data.append({"type": "scatter", "mode": "lines+markers", "name": name,
+        bars = ({"error_y": {"type": "data", "symmetric": False,
+                             "array": [r["high"] - r["accuracy"] for r in points],
+                             "arrayminus": [r["accuracy"] - r["low"] for r in points]}}
+                if all("low" in r for r in points) else {})
+        data.append({"type": "scatter", "mode": "lines+markers", "name": name, **bars,
                      "x": [r["severity"] for r in points], "y": [r["accuracy"] for r in points],
                      "xaxis": f"x{suffix}", "yaxis": f"y{suffix}", "line": {"color": colour},
                      "hovertemplate": f"{name} %{{x}}: %{{y:.3f}}<extra></extra>"})

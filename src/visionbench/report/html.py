@@ -829,6 +829,11 @@ def _model_section(page: Page, folder: ModelFolder, row: LeaderboardRow,
     if found and found.corruptions:
         plots.append(page.plot(charts.robustness(found.model_dump(), colour, SEVERITY)))
     parts.append('<div class="grid">' + "".join(plots) + "</div>")
+    if found and found.corruptions and found.images and found.images < (found.test_images or 0):
+        parts.append(f'<p class="muted">Robustness ran on a stratified sample of '
+                     f"{found.images:,} of the {found.test_images:,} test images "
+                     "(evaluate.robustness_images); each accuracy under corruption has the "
+                     "exact 95 % binomial interval of that sample.</p>")
     stats = ("precision", "recall", "specificity", "f1", "support", "tp", "fp", "fn", "auc")
     body = "".join(
         f"<tr><td>{html.escape(name)}</td>"

@@ -451,6 +451,9 @@ class Robustness(Document):
 
     clean_accuracy: float
     corruptions: dict[str, list[dict[str, float]]]
+    images: int | None = Field(None, description="The test images it ran on: a stratified "
+                               "sample when fewer than the split's (older folders: all).")
+    test_images: int | None = None
 
 
 class Explanations(Document):

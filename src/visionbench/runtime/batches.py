@@ -7,6 +7,7 @@ Larger splits are read from the memory-mapped cache by a DataLoader, a batch at 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -48,6 +49,17 @@ class SplitImages:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def subset(self, keep: np.ndarray) -> SplitImages:
+        """These images at positions `keep` only (the same device and storage)."""
+        found = copy.copy(self)
+        found.positions, found.rows = self.positions[keep], self.rows[keep]
+        found.ids = [self.ids[k] for k in keep.tolist()]
+        found.targets = self.targets[torch.from_numpy(keep)]
+        found.device_targets = found.targets.to(self.device)
+        if self.images is not None:
+            found.images = self.images[torch.from_numpy(keep).to(self.device)]
+        return found
 
     def move_to(self, device: torch.device) -> None:
         """Serve batches on `device` (another process's GPU, when several train one model)."""
