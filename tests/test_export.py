@@ -144,3 +144,19 @@ def test_export_never_replaces_a_folder_that_holds_something(run, tmp_path, caps
     empty.mkdir()
     assert main(["export", str(run), "--model", "cnn", "--out", str(empty)]) == 0
     assert (empty / "model.onnx").is_file()
+
+
+def test_parity_runs_on_the_images_nearest_the_boundary_and_a_sample_of_the_rest():
+    import numpy as np
+
+    from visionbench.orchestrate.export import PARITY_IMAGES, parity_sample
+
+    rng = np.random.default_rng(0)
+    confident = rng.dirichlet([0.1, 0.1, 0.1], 3000)
+    chosen = parity_sample(confident)
+    assert len(chosen) == PARITY_IMAGES and len(set(chosen.tolist())) == PARITY_IMAGES
+    top = np.sort(confident, axis=1)
+    margin = top[:, -1] - top[:, -2]
+    nearest = set(np.argsort(margin)[: PARITY_IMAGES // 2].tolist())
+    assert nearest <= set(chosen.tolist())
+    assert len(parity_sample(confident[:100])) == 100

@@ -441,7 +441,7 @@ def export_command(
     from visionbench.orchestrate.export import export_model
     from visionbench.rundir import ExportCard, ExportFolder
 
-    folder = ExportFolder(export_model(run_dir, model, out))
+    folder = ExportFolder(export_model(run_dir, model, out, report=_report))
     parity = folder.require(ExportCard).parity
     stdout.print(f"export: {folder.path} (parity on {parity['images']} test images: largest "
                  f"probability difference {parity['max_abs_difference']:.1e}, top-1 agreement "
