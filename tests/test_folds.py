@@ -242,3 +242,24 @@ def test_a_fold_interval_stays_within_the_values_its_metric_can_take():
     assert accuracy["mean"] == pytest.approx(11 / 12) and accuracy["high"] == 1.0
     assert accuracy["low"] >= 0.0
     assert found["metrics"]["cohen_kappa"]["high"] <= 1.0
+
+
+def test_the_folds_section_says_which_validation_number_is_which_and_flags_a_low_test(
+        run, tmp_path):
+    import shutil
+
+    from visionbench.cli import main
+
+    report = (run / "report.html").read_text()
+    assert "on all out-of-fold predictions pooled" in report
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    board_file = folder / "leaderboard.json"
+    board = json.loads(board_file.read_text())
+    board.pop("checksum")
+    row = board["rows"][0]
+    primary = board["primary_metric"]
+    row["metrics"][primary]["value"] = min(row["folds"]["values"]) - 0.2
+    board_file.write_text(json.dumps(board))
+    assert main(["report", str(folder)]) == 0
+    assert "the test score is below every fold's validation" in (folder / "report.html").read_text()

@@ -576,9 +576,16 @@ def _folds(page: Page, run: Run) -> None:
         return
     primary = board.primary_metric
     tests = {found["model"]: found for found in run.comparison.folds}
-    body = []
+    body, below = [], []
     for row in rows:
         folds = row.folds or {}
+        values = [v for v in folds.get("values", []) if v is not None]
+        tested_value = (row.metrics.get(primary).value if row.metrics.get(primary) else None)
+        higher = METRICS.get(primary).higher_is_better
+        if values and tested_value is not None and (
+                tested_value < min(values) if higher else tested_value > max(values)):
+            below.append(f"{row.model} ({_fmt(tested_value)} on test; folds "
+                         f"{_fmt(min(values))}–{_fmt(max(values))})")
         mean = {"value": folds.get("mean"), "low": folds.get("low"), "high": folds.get("high")}
         tested = tests.get(row.model)
         versus = ("recommended" if row.model == board.recommended else
@@ -606,8 +613,16 @@ def _folds(page: Page, run: Run) -> None:
              + html.escape(TESTED_BY_ENSEMBLE if run.data.split_policy
                            and run.data.split_policy.get("test_with") == "fold_ensemble"
                            else TESTED_BY_REFIT)
-             + ", and the leaderboard above scores that.</p>"
-             f"<table><thead><tr><th>model</th><th>{html.escape(primary)} mean [CI]</th>"
+             + ", and the leaderboard above scores that. Two validation numbers differ on "
+             "purpose: the leaderboard's validation column is "
+             f"{html.escape(primary)} on all out-of-fold predictions pooled (every training "
+             "image once), the mean below averages each fold's own value.</p>"
+             + (f'<div class="warn">{html.escape(", ".join(below))}: the test score is '
+                f"below every fold's validation {html.escape(primary)}. The test images may "
+                "differ from the training images, or the model that predicts test (refit "
+                "or ensemble) behaves unlike the fold models: read the test score as the "
+                "one that counts for new images.</div>" if below else "")
+             + f"<table><thead><tr><th>model</th><th>{html.escape(primary)} mean [CI]</th>"
              "<th>per fold</th><th>vs recommended (difference, p)</th></tr></thead>"
              f"<tbody>{''.join(body)}</tbody></table>"
              + page.plot(charts.fold_spread([r.model_dump() for r in rows], primary,
