@@ -252,6 +252,8 @@ def test_the_folds_section_says_which_validation_number_is_which_and_flags_a_low
 
     report = (run / "report.html").read_text()
     assert "on all out-of-fold predictions pooled" in report
+    # The data table shows the cross-validated images together, not one fold's cut.
+    assert "<th>cross-validated (3 folds)</th>" in report and "<th>val</th>" not in report
     folder = tmp_path / "run"
     shutil.copytree(run, folder)
     board_file = folder / "leaderboard.json"

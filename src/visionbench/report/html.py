@@ -747,15 +747,28 @@ def build_report(folder: RunFolder, progress: str = "quiet") -> str:
     return page.render(title, subtitle)
 
 
+def _split_counts(data: DataRecord) -> dict[str, dict[str, int]]:
+    """Images per split and class as the table shows them: with folds, train and val are
+    one fold's cut only, so they are shown together as the cross-validated images."""
+    if not data.folds:
+        return data.splits
+    pooled = {c: sum(data.splits.get(s, {}).get(c, 0) for s in ("train", "val"))
+              for c in data.classes}
+    return {f"cross-validated ({len(data.folds)} folds)": pooled,
+            **{s: counts for s, counts in data.splits.items() if s not in ("train", "val")}}
+
+
 def _data_section(run: Run) -> str:
     data = run.data
-    splits = list(data.splits)
-    head = "".join(f"<th>{s}</th>" for s in splits)
+    counts = _split_counts(data)
+    splits = list(counts)
+    head = "".join(f"<th>{html.escape(s)}</th>" for s in splits)
     body = "".join(
         f"<tr><td>{html.escape(c)}</td>"
-        + "".join(f"<td>{data.splits[s].get(c, 0)}</td>" for s in splits) + "</tr>"
+        + "".join(f"<td>{counts[s].get(c, 0)}</td>" for s in splits) + "</tr>"
         for c in data.classes)
-    totals = "".join(f"<td><b>{data.totals[s]}</b></td>" for s in splits)
+    totals = "".join(f"<td><b>{data.totals.get(s, sum(counts[s].values()))}</b></td>"
+                     for s in splits)
     limited = describe_limit(data)
     parts = [f"<p>{html.escape(data.source)}; images {data.image_shape[0]}×"
              f"{data.image_shape[1]}, {data.channels} channel(s). "
