@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +124,63 @@ class ListenerWatch:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+@pytest.fixture(scope="module")
+def pets_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run of one small model (explained by occlusion) on two synthetic
+    classes: what the hostile-input tests attack."""
+    root = tmp_path_factory.mktemp("pets")
+    data = make_class_folders(root / "data", {"cat": 10, "dog": 10})
+    return run_yaml(root, "pets", f"""
+data: {{source: folder, path: {data}, preprocess: {{size: 16}}}}
+models:
+  mlp: {{preset: mlp}}
+train: {{epochs: 2, progress: quiet}}
+evaluate: {{bootstrap: 0, robustness: {{}}, explain: {{images: 2, steps: 2, samples: 2,
+           methods: [occlusion]}}, error_examples: 0}}
+""")
+
+
+@pytest.fixture
+def fake_ghostscript(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `gs` first on PATH that leaves a mark when anything runs it (Pillow's EPS plugin
+    looks for it afresh); returns the mark's path."""
+    import os
+
+    from PIL import EpsImagePlugin
+
+    folder, mark = tmp_path / "bin", tmp_path / "gs-was-run"
+    folder.mkdir()
+    (folder / "gs").write_text(f"#!/bin/sh\ntouch '{mark}'\nexit 0\n")
+    (folder / "gs").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None)
+    return mark
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted on `folder` for a full-disk test (skipped without the
+    right to mount)."""
+    import subprocess
+
+    folder.mkdir(exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+def edit_document(path: Path, change: Callable[[dict], object]) -> None:
+    """Edit a run folder's JSON document as an attacker (or a careless user) would: the
+    checksum line removed, which is how a reader accepts a deliberate edit."""
+    import json
+
+    document = json.loads(path.read_text())
+    document.pop("checksum", None)
+    change(document)
+    path.write_text(json.dumps(document))

@@ -298,16 +298,8 @@ def _wait_for(url: str, server: subprocess.Popen[bytes], seconds: float = 90) ->
 
 
 def test_hostile_drops_run_nothing_and_the_uploader_refuses_other_types(run, tmp_path,
-                                                                       monkeypatch):
-    from PIL import EpsImagePlugin
-
-    # A fake Ghostscript first on PATH: Streamlit or Pillow starting it leaves a mark.
-    folder, mark = tmp_path / "bin", tmp_path / "gs-was-run"
-    folder.mkdir()
-    (folder / "gs").write_text(f"#!/bin/sh\ntouch '{mark}'\nexit 0\n")
-    (folder / "gs").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None)
+                                                                       fake_ghostscript):
+    mark = fake_ghostscript  # Streamlit or Pillow starting Ghostscript leaves it
     postscript = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\nshowpage\n%%EOF\n"
     at = _app(run, tmp_path / "launch")
     at.file_uploader(key="images").set_value(

@@ -14,22 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_class_folders, pattern, run_yaml
+from conftest import edit_document, make_class_folders, pattern, small_tmpfs
 from visionbench.cli import main
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("faults")
-    data = make_class_folders(root / "data", {"cat": 10, "dog": 10})
-    return run_yaml(root, "pets", f"""
-data: {{source: folder, path: {data}, preprocess: {{size: 16}}}}
-models:
-  mlp: {{preset: mlp}}
-train: {{epochs: 2, progress: quiet}}
-evaluate: {{bootstrap: 0, robustness: {{}}, explain: {{images: 2, steps: 2, samples: 2,
-           methods: [occlusion]}}, error_examples: 0}}
-""")
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -69,9 +55,9 @@ def _one_line(capsys: pytest.CaptureFixture[str], expected: str) -> str:
 
 
 def test_every_command_that_writes_into_a_read_only_folder_says_so_in_one_line(
-        run, tmp_path, capsys):
+        pets_run, tmp_path, capsys):
     folder = tmp_path / "run"
-    shutil.copytree(run, folder)
+    shutil.copytree(pets_run, folder)
     before = _snapshot(folder)
     scans = make_class_folders(tmp_path / "scans", {"cat": 2}, offset=600)
     with read_only(folder):
@@ -88,7 +74,7 @@ def test_every_command_that_writes_into_a_read_only_folder_says_so_in_one_line(
     assert _snapshot(folder) == before, "nothing computed before was lost or changed"
 
 
-def test_a_read_only_cache_output_or_inspect_folder_is_one_line(run, tmp_path, capsys,
+def test_a_read_only_cache_output_or_inspect_folder_is_one_line(pets_run, tmp_path, capsys,
                                                               monkeypatch):
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -151,7 +137,7 @@ def test_yaml_merge_keys_work_and_their_keys_can_be_overridden(tmp_path):
     assert loaded.models["b"].train.batch_size == 8
 
 
-def test_damaged_weights_and_a_card_that_disagrees_are_one_line(run, tmp_path, capsys):
+def test_damaged_weights_and_a_card_that_disagrees_are_one_line(pets_run, tmp_path, capsys):
     scans = make_class_folders(tmp_path / "scans", {"cat": 1}, offset=700)
     weights = "mlp/model.safetensors"
     cases = {
@@ -161,12 +147,12 @@ def test_damaged_weights_and_a_card_that_disagrees_are_one_line(run, tmp_path, c
                 {"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 99999]}}
             ).encode().ljust(40)),
         "another model's": lambda folder: _other_weights(folder / weights),
-        "classes disagree": lambda folder: _edit(folder / "mlp" / "model.json",
+        "classes disagree": lambda folder: edit_document(folder / "mlp" / "model.json",
                                                  lambda d: d.update(classes=["a", "b", "c"])),
     }
     for name, damage in cases.items():
         folder = tmp_path / name.replace(" ", "-").replace("'", "")
-        shutil.copytree(run, folder)
+        shutil.copytree(pets_run, folder)
         damage(folder)
         assert main(["predict", str(folder), str(scans), "--model", "mlp"]) == 2, name
         _one_line(capsys, "mlp")
@@ -179,30 +165,23 @@ def _other_weights(path: Path) -> None:
     save_file({"something.else": torch.zeros(3)}, str(path))
 
 
-def _edit(path: Path, change) -> None:
-    document = json.loads(path.read_text())
-    document.pop("checksum", None)
-    change(document)
-    path.write_text(json.dumps(document))
-
-
-def test_edited_evaluation_and_comparison_documents_are_one_line_for_report(run, tmp_path,
-                                                                           capsys):
+def test_edited_evaluation_and_comparison_documents_are_one_line_for_report(
+        pets_run, tmp_path, capsys):
     for name, change in {"mlp/evaluation.json": lambda d: d.update(metrics="nonsense"),
                          "comparison.json": lambda d: d.update(recommended=["x"])}.items():
         folder = tmp_path / name.replace("/", "-")
-        shutil.copytree(run, folder)
-        _edit(folder / name, change)
+        shutil.copytree(pets_run, folder)
+        edit_document(folder / name, change)
         assert main(["report", str(folder)]) == 2, name
         _one_line(capsys, "not a valid")
 
 
-def test_hostile_onnx_given_to_predict_is_one_line(run, tmp_path, capsys):
+def test_hostile_onnx_given_to_predict_is_one_line(pets_run, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     from onnx import TensorProto, helper
 
     export = tmp_path / "export"
-    assert main(["export", str(run), "--model", "mlp", "--out", str(export)]) == 0
+    assert main(["export", str(pets_run), "--model", "mlp", "--out", str(export)]) == 0
     capsys.readouterr()
     scan = tmp_path / "scan.png"
     pattern(0, 800).save(scan)
@@ -263,28 +242,14 @@ def test_a_long_file_name_that_needs_a_suffix_keeps_within_the_name_limit(tmp_pa
     assert any(p.endswith("-1.png") for p in placed)
 
 
-def test_a_full_disk_during_export_says_so(run, tmp_path, capsys):
-    small = tmp_path / "small"
-    small.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(small)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
-        assert main(["export", str(run), "--model", "mlp", "--out", str(small / "x")]) == 2
+def test_a_full_disk_during_export_says_so(pets_run, tmp_path, capsys):
+    with small_tmpfs(tmp_path / "small", "8k") as small:
+        assert main(["export", str(pets_run), "--model", "mlp", "--out", str(small / "x")]) == 2
         err = _one_line(capsys, "No space left")
         assert "cannot be exported" not in err
-    finally:
-        subprocess.run(["umount", str(small)], check=False)
 
 
 def test_inspect_on_a_full_disk_is_one_line(tmp_path, capsys):
-    small = tmp_path / "small"
-    small.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
+    with small_tmpfs(tmp_path / "small", "64k") as small:
         assert main(["inspect", "quickstart", "--out", str(small / "inspect")]) == 2
         _one_line(capsys, "no space left")
-    finally:
-        subprocess.run(["umount", str(small)], check=False)

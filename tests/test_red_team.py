@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 import visionbench
-from conftest import make_class_folders, pattern, run_yaml
+from conftest import edit_document, make_class_folders, pattern
 from visionbench.cli import main
 from visionbench.errors import UserError
 
@@ -24,39 +24,11 @@ EPS = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\n"
        b"(=cmd|' /C calc'!A0) print\nshowpage\n%%EOF\n")
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished run of one small model on two synthetic classes."""
-    root = tmp_path_factory.mktemp("redteam")
-    data = make_class_folders(root / "data", {"cat": 10, "dog": 10})
-    return run_yaml(root, "pets", f"""
-data: {{source: folder, path: {data}, preprocess: {{size: 16}}}}
-models:
-  mlp: {{preset: mlp}}
-train: {{epochs: 2, progress: quiet}}
-evaluate: {{bootstrap: 0, robustness: {{}}, explain: {{images: 0}}, error_examples: 0}}
-""")
-
-
 def _rows(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-@pytest.fixture
-def fake_ghostscript(tmp_path, monkeypatch) -> Path:
-    """A `gs` first on PATH that leaves a mark when run; returns the mark's path."""
-    from PIL import EpsImagePlugin
-
-    folder, mark = tmp_path / "bin", tmp_path / "gs-was-run"
-    folder.mkdir()
-    (folder / "gs").write_text(f"#!/bin/sh\ntouch '{mark}'\nexit 0\n")
-    (folder / "gs").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setattr(EpsImagePlugin, "gs_binary", None)
-    return mark
-
-
-def test_postscript_named_as_an_image_never_reaches_ghostscript(run, tmp_path,
+def test_postscript_named_as_an_image_never_reaches_ghostscript(pets_run, tmp_path,
                                                                  fake_ghostscript, capsys):
     from visionbench.data.cache import decode_item
     from visionbench.schemas.data import PreprocessConfig
@@ -71,7 +43,7 @@ def test_postscript_named_as_an_image_never_reaches_ghostscript(run, tmp_path,
     assert fake_ghostscript.exists()
     fake_ghostscript.unlink()
 
-    assert main(["predict", str(run), str(folder)]) == 0
+    assert main(["predict", str(pets_run), str(folder)]) == 0
     rows = _rows(capsys.readouterr().out)
     assert len(rows) == 3
     assert all("not an image in a format visionbench reads" in r["error"] for r in rows)
@@ -79,7 +51,7 @@ def test_postscript_named_as_an_image_never_reaches_ghostscript(run, tmp_path,
         decode_item(folder / "scan.jpg", PreprocessConfig(size=16))
     # What the app does with a dropped file: decoded from memory.
     with pytest.raises(UserError, match="not an image in a format"):
-        visionbench.load(run).decode(io.BytesIO(EPS))
+        visionbench.load(pets_run).decode(io.BytesIO(EPS))
     assert not fake_ghostscript.exists(), "Ghostscript ran"
 
 
@@ -99,8 +71,8 @@ def test_an_image_declaring_too_many_pixels_is_refused_before_it_is_decoded(tmp_
     assert threads == 1 or threads * rasters.PIXEL_FLOOR * rasters.BYTES_PER_PIXEL <= budget
 
 
-def test_predict_reads_only_regular_files_and_a_csv_stays_in_its_folder(run, tmp_path,
-                                                                        capsys):
+def test_predict_reads_only_regular_files_and_a_csv_stays_in_its_folder(pets_run, tmp_path,
+                                                                             capsys):
     secret = tmp_path / "victim" / "thesis.png"
     secret.parent.mkdir()
     pattern(0, 1).save(secret)
@@ -113,14 +85,14 @@ def test_predict_reads_only_regular_files_and_a_csv_stays_in_its_folder(run, tmp
     os.mkfifo(inbox / "fifo.png")
     listing = inbox / "list.csv"
     listing.write_text("path\ngood.png\n../victim/thesis.png\n")
-    assert main(["predict", str(run), str(listing)]) == 2
+    assert main(["predict", str(pets_run), str(listing)]) == 2
     assert "leads outside the CSV's folder" in capsys.readouterr().err
-    assert main(["predict", str(run), str(listing), "--allow-outside"]) == 0
+    assert main(["predict", str(pets_run), str(listing), "--allow-outside"]) == 0
     assert len(_rows(capsys.readouterr().out)) == 2
 
     # A FIFO or /dev/zero is never opened (either would hang or fill the disk): run in
     # another process with a time limit, so a regression fails instead of hanging.
-    command = [sys.executable, "-m", "visionbench", "predict", str(run), str(inbox),
+    command = [sys.executable, "-m", "visionbench", "predict", str(pets_run), str(inbox),
                "/dev/zero", str(inbox / "fifo.png"), "--sort-into", str(tmp_path / "sorted")]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -144,7 +116,7 @@ def test_predict_reads_only_regular_files_and_a_csv_stays_in_its_folder(run, tmp
     assert secret.is_file() and (inbox / "link.png").is_symlink()
 
 
-def test_a_class_folder_that_is_a_link_is_refused_before_anything_moves(run, tmp_path,
+def test_a_class_folder_that_is_a_link_is_refused_before_anything_moves(pets_run, tmp_path,
                                                                          capsys):
     elsewhere, out = tmp_path / "elsewhere", tmp_path / "sorted"
     elsewhere.mkdir()
@@ -152,18 +124,18 @@ def test_a_class_folder_that_is_a_link_is_refused_before_anything_moves(run, tmp
     for name in ("cat", "dog", "_uncertain"):
         (out / name).symlink_to(elsewhere, target_is_directory=True)
     scans = make_class_folders(tmp_path / "scans", {"cat": 2, "dog": 2}, offset=300)
-    assert main(["predict", str(run), str(scans), "--sort-into", str(out), "--move"]) == 2
+    assert main(["predict", str(pets_run), str(scans), "--sort-into", str(out), "--move"]) == 2
     assert "is a link: remove it" in capsys.readouterr().err
     assert not any(elsewhere.iterdir())
     assert len(list(scans.rglob("*.png"))) == 4
 
 
-def test_the_same_file_named_twice_is_predicted_and_moved_once(run, tmp_path, capsys,
+def test_the_same_file_named_twice_is_predicted_and_moved_once(pets_run, tmp_path, capsys,
                                                                monkeypatch):
     scans = make_class_folders(tmp_path / "scans", {"cat": 3}, offset=400)
     one = scans / "cat" / "img 0.png"
     monkeypatch.chdir(tmp_path)
-    assert main(["predict", str(run), str(one), str(Path("scans/cat/img 0.png")),
+    assert main(["predict", str(pets_run), str(one), str(Path("scans/cat/img 0.png")),
                  str(scans / "cat" / "." / "img 0.png"), str(scans),
                  "--sort-into", str(tmp_path / "out"), "--move"]) == 0
     assert len(_rows(capsys.readouterr().out)) == 3
@@ -187,13 +159,13 @@ def _contents(paths: list[Path]) -> list[bytes]:
     return sorted(p.read_bytes() for p in paths)
 
 
-def test_two_sorts_into_one_folder_at_once_lose_nothing(run, tmp_path):
+def test_two_sorts_into_one_folder_at_once_lose_nothing(pets_run, tmp_path):
     batches = _same_named_batches(tmp_path / "in", 2, 40)
     before = _contents([p for b in batches for p in b.iterdir()])
     out = tmp_path / "sorted"
     processes = [subprocess.Popen(
-        [sys.executable, "-m", "visionbench", "predict", str(run), str(batch), "--sort-into",
-         str(out), "--move", "--margin", "0"], stdout=subprocess.DEVNULL,
+        [sys.executable, "-m", "visionbench", "predict", str(pets_run), str(batch),
+         "--sort-into", str(out), "--move", "--margin", "0"], stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE, text=True) for batch in batches]
     for process in processes:
         assert process.wait(timeout=300) == 0, process.stderr.read()
@@ -207,7 +179,7 @@ def test_two_sorts_into_one_folder_at_once_lose_nothing(run, tmp_path):
 
 
 def test_formulas_in_names_reach_no_spreadsheet_as_formulas(tmp_path, monkeypatch):
-    from visionbench.csvcells import unescape
+    from visionbench.csvcells import is_number, unescape
     from visionbench.predict.sort import sort_files
     from visionbench.predict.stream import Prediction, RowWriter
     from visionbench.rundir.predictions import Predictions, read_predictions, write_predictions
@@ -238,26 +210,19 @@ def test_formulas_in_names_reach_no_spreadsheet_as_formulas(tmp_path, monkeypatc
     for text in (buffer.getvalue(), manifest.read_text(), written.read_text()):
         cells = [cell for row in csv.reader(io.StringIO(text)) for cell in row]
         dangerous = [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
-        assert all(_is_number(c) for c in dangerous), dangerous
+        assert all(is_number(c) for c in dangerous), dangerous
     # predictions.csv reads back exactly what was written.
     back = read_predictions(predictions_file, classes)
     assert back.ids == names
     assert unescape("'=x") == "=x"
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
-
-def test_file_names_with_terminal_escapes_are_printed_escaped(run, tmp_path, capsys):
+def test_file_names_with_terminal_escapes_are_printed_escaped(pets_run, tmp_path, capsys):
     folder = tmp_path / "odd"
     folder.mkdir()
     pattern(0, 5).save(folder / "scan\x1b]0;owned\x07\x1b[2J.png")
-    assert main(["predict", str(run), str(folder), "--sort-into", str(tmp_path / "s"),
+    assert main(["predict", str(pets_run), str(folder), "--sort-into", str(tmp_path / "s"),
                  "--dry-run"]) == 0
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\\x1b]0;owned" in err
@@ -271,24 +236,13 @@ def _copy(run: Path, tmp_path: Path) -> Path:
     return folder
 
 
-def _edit(path: Path, change) -> None:
-    """Edit a JSON document as an attacker would: the checksum line removed (the reader
-    then accepts a deliberate edit)."""
-    import json
-
-    document = json.loads(path.read_text())
-    document.pop("checksum", None)
-    change(document)
-    path.write_text(json.dumps(document))
-
-
-def test_a_received_run_folder_with_links_inside_is_refused_by_every_reader(run, tmp_path,
-                                                                            capsys):
+def test_a_received_run_folder_with_links_inside_is_refused_by_every_reader(
+        pets_run, tmp_path, capsys):
     from visionbench.app.launch import write_launch_folder
 
     secret = tmp_path / "id_rsa"
     secret.write_text("PRIVATE KEY")
-    folder = _copy(run, tmp_path)
+    folder = _copy(pets_run, tmp_path)
     (folder / "mlp" / "misclassified.png").unlink(missing_ok=True)
     (folder / "mlp" / "misclassified.png").symlink_to(secret)
     for command in (["report", str(folder)], ["evaluate", str(folder)],
@@ -301,7 +255,7 @@ def test_a_received_run_folder_with_links_inside_is_refused_by_every_reader(run,
     with pytest.raises(UserError, match="holds symbolic links"):
         write_launch_folder(folder, None, tmp_path / "launch")
     # A model folder that is a link would make evaluate write elsewhere.
-    other = _copy(run, tmp_path / "b")
+    other = _copy(pets_run, tmp_path / "b")
     elsewhere = tmp_path / "elsewhere"
     (other / "mlp").rename(elsewhere)
     (other / "mlp").symlink_to(elsewhere, target_is_directory=True)
@@ -309,10 +263,10 @@ def test_a_received_run_folder_with_links_inside_is_refused_by_every_reader(run,
     assert "never writes: mlp;" in capsys.readouterr().err
 
 
-def test_the_app_serves_a_report_it_built_itself_not_the_one_it_received(run, tmp_path):
+def test_the_app_serves_a_report_it_built_itself_not_the_one_it_received(pets_run, tmp_path):
     from visionbench.app.launch import STATIC, write_launch_folder
 
-    folder = _copy(run, tmp_path)
+    folder = _copy(pets_run, tmp_path)
     (folder / "report.html").write_text("<script>fetch('/_stcore/stream')</script>")
     launch = tmp_path / "launch"
     launch.mkdir()
@@ -321,7 +275,7 @@ def test_the_app_serves_a_report_it_built_itself_not_the_one_it_received(run, tm
     assert "fetch('/_stcore" not in served and "visionbench report" in served
 
 
-def test_values_an_edited_run_folder_feeds_into_computation_are_checked(run, tmp_path):
+def test_values_an_edited_run_folder_feeds_into_computation_are_checked(pets_run, tmp_path):
     from visionbench.predict import predict_files
 
     images = make_class_folders(tmp_path / "new", {"cat": 2}, offset=900)
@@ -333,19 +287,19 @@ def test_values_an_edited_run_folder_feeds_into_computation_are_checked(run, tmp
                                 "temperature is 0.0"),
     }
     for name, (change, message) in cases.items():
-        folder = _copy(run, tmp_path / name.replace("/", "_"))
-        _edit(folder / name, change)
+        folder = _copy(pets_run, tmp_path / name.replace("/", "_"))
+        edit_document(folder / name, change)
         with pytest.raises(UserError, match=message):
             list(predict_files(visionbench.load(folder, model="mlp"), files))
     # Probabilities that come out NaN (weights edited to NaN) are an error, never a class.
-    model = visionbench.load(run, model="mlp")
+    model = visionbench.load(pets_run, model="mlp")
     model.probabilities = lambda pictures: np.full((len(pictures), 2), np.nan)
     found = list(predict_files(model, files))
     assert all(p.predicted is None and "no finite probabilities" in p.error for p in found)
 
 
-def test_a_document_nested_too_deep_is_a_one_line_error(run, tmp_path, capsys):
-    folder = _copy(run, tmp_path)
+def test_a_document_nested_too_deep_is_a_one_line_error(pets_run, tmp_path, capsys):
+    folder = _copy(pets_run, tmp_path)
     (folder / "leaderboard.json").write_text("[" * 100_000 + "]" * 100_000)
     assert main(["report", str(folder)]) == 2
     err = capsys.readouterr().err

@@ -11,13 +11,13 @@ import multiprocessing
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from conftest import small_tmpfs
 from visionbench.errors import UserError
 from visionbench.predict import sort
 from visionbench.predict.stream import Prediction
@@ -193,13 +193,7 @@ def test_a_full_disk_stops_the_sort_with_one_line_and_a_manifest(tmp_path, monke
 
 
 def test_a_real_full_tmpfs_ends_in_one_line_with_nothing_lost(tmp_path):
-    small = tmp_path / "small"
-    small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(small)],
-                             capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
+    with small_tmpfs(tmp_path / "small", "160k") as small:
         source, out = tmp_path / "in", small / "sorted"
         contents = _files(source)
         with pytest.raises(UserError, match="no space left to move"):
@@ -210,5 +204,3 @@ def test_a_real_full_tmpfs_ends_in_one_line_with_nothing_lost(tmp_path):
         rows = [r for r in _manifest_rows(out) if r["destination"]]
         assert sorted(r["destination"] for r in rows) == sorted(str(p) for p in placed)
         assert not list(out.rglob(".sorting-*"))
-    finally:
-        subprocess.run(["umount", str(small)], check=False)

@@ -22,7 +22,8 @@ from typing import Any, TextIO
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """Whether `text` reads as a number (a cell spreadsheets take as data)."""
     try:
         float(text)
     except ValueError:
@@ -32,7 +33,7 @@ def _is_number(text: str) -> bool:
 
 def escape(value: Any) -> Any:
     """`value` as a cell no spreadsheet runs (strings only; other values pass through)."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not _is_number(value):
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not is_number(value):
         return "'" + value
     return value
 
