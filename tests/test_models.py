@@ -244,9 +244,17 @@ def test_weights_folder_is_searched_first(tmp_path, monkeypatch):
     assert "resnet10t.safetensors" in built.notes[0]
 
 
-def test_unknown_backbone_is_a_user_error():
+def test_unknown_backbone_is_refused_at_load_and_at_build():
+    from pydantic import ValidationError
+
+    from visionbench.models.backbones import create_backbone
+
+    # Refused when the config is read (`inspect` too), before any data is decoded...
+    with pytest.raises(ValidationError, match="not a timm model"):
+        _model(backbone="resnet_999")
+    # ... and by the builder itself, for a card read from elsewhere.
     with pytest.raises(UserError, match="not a timm model"):
-        build_model(_model(backbone="resnet_999"), 2, (32, 32, 3), (0.5,), (0.2,))
+        create_backbone("resnet_999", False, 3)
 
 
 # -- freezing --------------------------------------------------------------------------
