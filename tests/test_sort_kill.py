@@ -77,6 +77,13 @@ def _hook(kill_at: str) -> None:
 
 
 def _child(source: Path, out: Path, move: bool, kill_at: str) -> None:
+    if kill_at.startswith("nolinks+"):
+        kill_at = kill_at.removeprefix("nolinks+")
+
+        def no_links(*args, **kwargs):
+            raise OSError(errno.EPERM, "Operation not permitted")
+
+        os.link = no_links
     _hook(kill_at)
     sort.sort_files(_predictions(source), out, CLASSES, move=move)
 
@@ -204,3 +211,51 @@ def test_a_real_full_tmpfs_ends_in_one_line_with_nothing_lost(tmp_path):
         rows = [r for r in _manifest_rows(out) if r["destination"]]
         assert sorted(r["destination"] for r in rows) == sorted(str(p) for p in placed)
         assert not list(out.rglob(".sorting-*"))
+
+
+@pytest.mark.parametrize("move", [False, True])
+def test_a_filesystem_without_hard_links_sorts_exclusively_too(tmp_path, monkeypatch, move):
+    # FAT and exFAT (a USB stick a scanner writes to) refuse hard links.
+    import errno as errors
+
+    def no_links(*args, **kwargs):
+        raise OSError(errors.EPERM, "Operation not permitted")
+
+    source, out = tmp_path / "in", tmp_path / "sorted"
+    contents = _files(source)
+    (out / "even").mkdir(parents=True)
+    (out / "even" / "scan 0.png").write_bytes(b"someone else's")
+    monkeypatch.setattr(os, "link", no_links)
+    sort.sort_files(_predictions(source), out, CLASSES, move=move)
+    assert (out / "even" / "scan 0.png").read_bytes() == b"someone else's"
+    placed = [p for p in _placed(out) if p.read_bytes() != b"someone else's"]
+    assert sorted(p.read_bytes() for p in placed) == sorted(contents.values())
+    assert bool(list(source.iterdir())) is not move
+    assert not list(out.rglob(".sorting-*")) and not [p for p in placed if not p.stat().st_size]
+
+
+@pytest.mark.parametrize("move", [False, True])
+@pytest.mark.parametrize("kill_at", ["nolinks+journal:3", "nolinks+journal:4",
+                                     "nolinks+journal:5", "nolinks+journal:9"])
+def test_a_sort_killed_on_a_filesystem_without_hard_links_loses_nothing(tmp_path, kill_at,
+                                                                         move, monkeypatch):
+    source, out = tmp_path / "in", tmp_path / "sorted"
+    contents = _files(source)
+    assert _sort_killed(source, out, move, kill_at) == -signal.SIGKILL
+    _check_nothing_lost(contents, source, out)
+
+    def no_links(*args, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    if move:
+        sort.sort_files(_predictions(source), out, CLASSES, move=True)
+        assert not list(source.iterdir())
+        _check_exactly_once(contents, out)
+    else:
+        sort.sort_files([], out, CLASSES)
+        placed = _placed(out)
+        assert {p.read_bytes() for p in placed} <= set(contents.values())
+        assert not [p for p in placed if not p.stat().st_size], "an empty reserved name"
+        rows = [r for r in _manifest_rows(out) if r["destination"]]
+        assert sorted(r["destination"] for r in rows) == sorted(str(p) for p in placed)

@@ -6,7 +6,8 @@ What may go wrong and what holds then:
 - Nothing is ever overwritten, even by another sort running into the same folder at the
   same time: each file is first written whole under a temporary name in its destination
   folder and then hard-linked to its final name, which fails if the name exists (the next
-  suffix `-1`, `-2`, ... is taken). A reader never sees a partial file under a final name.
+  suffix `-1`, `-2`, ... is taken; on FAT or exFAT, which have no hard links, an exclusive
+  rename does the same). A reader never sees a partial file under a final name.
 - A move removes the source only once the destination is complete and recorded.
 - The manifest is written row by row as each file is placed (created exclusively, flushed
   per row), so a kill leaves a record of everything placed before it. Each file is first
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import ctypes
 import errno
 import fcntl
 import io
@@ -156,9 +158,29 @@ def _read_regular(source: Path) -> IO[bytes]:
     return os.fdopen(descriptor, "rb")
 
 
-def _link_free(made: Path, wanted: Path) -> Path:
+# What a filesystem without hard links (FAT, exFAT, some network shares) answers os.link.
+NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK})
+
+
+def _rename_noreplace(old: Path, new: Path) -> None:
+    """Rename `old` to `new` unless `new` exists (FileExistsError), atomically: Linux's
+    renameat2 with RENAME_NOREPLACE, which FAT and exFAT support though they have no hard
+    links."""
+    rename = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if rename is None:
+        raise OSError(errno.ENOSYS, "this system has no renameat2")
+    at_cwd, no_replace = -100, 1
+    if rename(at_cwd, os.fsencode(old), at_cwd, os.fsencode(new), no_replace) != 0:
+        code = ctypes.get_errno()
+        raise FileExistsError(code, os.strerror(code), str(new)) if code == errno.EEXIST \
+            else OSError(code, os.strerror(code), str(new))
+
+
+def _link_free(made: Path, wanted: Path, journal: _Journal, source: Path) -> Path:
     """Give the file `made` the first free name from `wanted` on (-1, -2, ...): a hard link
-    never replaces an existing name, so a concurrent sort's file survives."""
+    never replaces an existing name, so a concurrent sort's file survives. Where the
+    filesystem has no hard links, an exclusive rename does the same (each name tried is
+    journalled first, so a kill between the rename and its record is finished later)."""
     number = 0
     while True:
         candidate = _named(wanted, number)
@@ -167,6 +189,15 @@ def _link_free(made: Path, wanted: Path) -> Path:
         except FileExistsError:
             number += 1
             continue
+        except OSError as exc:
+            if exc.errno not in NO_HARD_LINKS:
+                raise
+            journal.write(source, attempt=str(candidate))
+            try:
+                _rename_noreplace(made, candidate)
+            except FileExistsError:
+                number += 1
+                continue
         return candidate
 
 
@@ -177,12 +208,12 @@ def _place(source: Path, wanted: Path, move: bool, journal: _Journal) -> Path:
         # On one filesystem a move is one more name for the same file, then the old one
         # goes: no copy, never a partial file. Across filesystems the link fails (EXDEV).
         with contextlib.suppress(OSError):
-            placed = _link_free(source, wanted)
+            placed = _link_free(source, wanted, journal, source)
             journal.write(source, placed=str(placed))
             return placed
     made = _copy_whole(source, wanted.parent, journal)
     try:
-        placed = _link_free(made, wanted)
+        placed = _link_free(made, wanted, journal, source)
         journal.write(source, placed=str(placed))
     finally:
         made.unlink(missing_ok=True)
@@ -246,6 +277,11 @@ def _found_placed(source: Path, entry: dict) -> Path | None:
     if entry.get("placed"):
         return Path(entry["placed"])
     made = Path(entry["temporary"]) if entry.get("temporary") else None
+    if entry.get("attempt"):
+        # No hard links: the last name tried holds the file once the file it renames (the
+        # whole copy, or a moved source) is gone from where it was.
+        attempt, pending = Path(entry["attempt"]), made if made is not None else source
+        return attempt if not pending.exists() and attempt.is_file() else None
     original = made if made is not None and made.is_file() else (
         source if entry["move"] and source.is_file() else None)
     if original is None:
