@@ -119,7 +119,7 @@ class EvaluateConfig(StrictModel):
         description="Corruption -> severities run on the test split ({} to skip).",
     )
     robustness_images: int | None = Field(
-        1000, ge=20, description="Robustness runs on a stratified sample of this many test "
+        500, ge=20, description="Robustness runs on a stratified sample of this many test "
         "images (every one when the split is smaller; null: always all), with the interval "
         "the sample gives: 15 settings over 3,000 images cost more than training did.")
     error_examples: int = Field(25, ge=0)
