@@ -24,7 +24,8 @@ def expand_inputs(arguments: list[str], *, allow_outside: bool = False) -> list[
     twice, even by another spelling, is kept once).
 
     A file is taken as it is (an unreadable, non-image or non-regular file is reported by
-    the prediction, not dropped here); a folder gives its image files, sorted; a pattern
+    the prediction, not dropped here); a folder gives every file in it, sorted (those that
+    are not images become skipped rows); a pattern
     with `*`, `?` or `[` gives what it matches; a `.csv` gives the files of its `path`
     column, relative paths read from the CSV's folder, and refuses a path that leaves that
     folder unless `allow_outside`.
