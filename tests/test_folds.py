@@ -265,3 +265,22 @@ def test_the_folds_section_says_which_validation_number_is_which_and_flags_a_low
     board_file.write_text(json.dumps(board))
     assert main(["report", str(folder)]) == 0
     assert "the test score is below every fold's validation" in (folder / "report.html").read_text()
+
+
+def test_duplicates_of_a_folds_run_are_counted_over_the_cross_validated_images(run, tmp_path):
+    import shutil
+
+    from conftest import edit_document
+    from visionbench.cli import main
+
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    counts = {"pairs": 2, "images": 3, "label_conflicts": 1, "examples": []}
+    edit_document(folder / "data.json", lambda d: d["duplicates"].update(exact={
+        "within": {"train": counts, "val": counts}, "across": {"train~val": counts,
+                                                              "val~test": counts}}))
+    assert main(["report", str(folder)]) == 0
+    report = (folder / "report.html").read_text()
+    assert "<td>within cross-validated</td><td>6</td><td>9</td><td>3</td>" in report
+    assert "<td>across cross-validated~test</td><td>2</td>" in report
+    assert "within val" not in report

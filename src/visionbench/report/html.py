@@ -758,6 +758,23 @@ def _split_counts(data: DataRecord) -> dict[str, dict[str, int]]:
             **{s: counts for s, counts in data.splits.items() if s not in ("train", "val")}}
 
 
+def _duplicate_places(data: DataRecord, kind: str) -> dict[str, dict[str, int]]:
+    """Duplicate counts by place ("within train", "across train~test"). With folds, train
+    and val are one fold's cut: their places are merged into the cross-validated images
+    (counts summed), as the split table shows them."""
+    found: dict[str, dict[str, int]] = {}
+    rename = ({"train": "cross-validated", "val": "cross-validated"} if data.folds else {})
+    for place in ("within", "across"):
+        for where, counts in data.duplicates.get(kind, {}).get(place, {}).items():
+            sides = "~".join(rename.get(side, side) for side in where.split("~"))
+            label = (f"within {sides.split('~')[0]}" if len(set(sides.split("~"))) == 1
+                     else f"across {sides}")
+            total = found.setdefault(label, {"pairs": 0, "images": 0, "label_conflicts": 0})
+            for key in total:
+                total[key] += int(counts.get(key, 0))
+    return found
+
+
 def _data_section(run: Run) -> str:
     data = run.data
     counts = _split_counts(data)
@@ -778,11 +795,10 @@ def _data_section(run: Run) -> str:
              f"<tr><td><b>total</b></td>{totals}</tr></tbody></table>"]
     rows = []
     for kind in ("exact", "near"):
-        for place in ("within", "across"):
-            for where, found in data.duplicates.get(kind, {}).get(place, {}).items():
-                rows.append(f"<tr><td>{kind}</td><td>{place} {html.escape(where)}</td>"
-                            f"<td>{found['pairs']}</td><td>{found['images']}</td>"
-                            f"<td>{found['label_conflicts']}</td></tr>")
+        for where, found in _duplicate_places(data, kind).items():
+            rows.append(f"<tr><td>{kind}</td><td>{html.escape(where)}</td>"
+                        f"<td>{found['pairs']}</td><td>{found['images']}</td>"
+                        f"<td>{found['label_conflicts']}</td></tr>")
     parts.append("<h3>Duplicates</h3>" + (
         "<table><thead><tr><th>kind</th><th>where</th><th>pairs</th><th>images</th>"
         f"<th>label conflicts</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
