@@ -18,7 +18,6 @@ from visionbench.cli import main
 from visionbench.evaluate.calibration import fit_temperature, negative_log_likelihood, scaled
 from visionbench.evaluate.conformal import (
     SCORES,
-    binomial_interval,
     calibrate,
     prediction_sets,
     summarise,
@@ -26,6 +25,7 @@ from visionbench.evaluate.conformal import (
 )
 from visionbench.evaluate.evaluation import evaluate_model
 from visionbench.evaluate.selection import recommend
+from visionbench.evaluate.statistics import binomial_interval
 from visionbench.rundir.predictions import Predictions
 from visionbench.schemas.evaluate import EvaluateConfig
 

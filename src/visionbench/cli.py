@@ -404,8 +404,8 @@ def predict_command(
                                           dry_run=dry_run)
         verb = "would go" if dry_run else ("moved" if move else "copied")
         for folder, count in counts(placements).items():
-            _report(f"{count:>7,}  left where they are (links, devices or FIFOs: the "
-                    "manifest says why)" if folder == SKIPPED
+            _report(f"{count:>7,}  left where they are (not images, links, devices or "
+                    "FIFOs: the manifest says why)" if folder == SKIPPED
                     else f"{count:>7,}  {verb} to {sort_into / folder}")
         if dry_run:
             for placement in placements[:20]:

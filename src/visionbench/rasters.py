@@ -94,21 +94,26 @@ def regular_file_problem(path: Path, *, follow_links: bool) -> str | None:
     FIFO would hang the reader, `/dev/zero` never ends), and links only when
     `follow_links` (data a config names may be a folder of links; files a user drops or
     lists are not followed)."""
+    return _examined(path, follow_links)[0]
+
+
+def _examined(path: Path, follow_links: bool) -> tuple[str | None, int]:
+    """`regular_file_problem` and the file's size (one stat)."""
     try:
         facts = path.stat() if follow_links else path.lstat()
     except FileNotFoundError:
-        return "no such file" if not path.is_symlink() else "a broken or looping link"
+        return ("no such file" if not path.is_symlink() else "a broken or looping link"), 0
     except OSError as exc:
-        return f"cannot read: {exc.strerror or exc}"
+        return f"cannot read: {exc.strerror or exc}", 0
     if stat.S_ISLNK(facts.st_mode):
         if not path.exists():
-            return "a broken or looping link"
-        return "a symbolic link, not followed: name the file it points to"
+            return "a broken or looping link", 0
+        return "a symbolic link, not followed: name the file it points to", 0
     if stat.S_ISDIR(facts.st_mode):
-        return "a folder, not an image file"
+        return "a folder, not an image file", 0
     if not stat.S_ISREG(facts.st_mode):
-        return "not a regular file (a device, FIFO or socket)"
-    return None
+        return "not a regular file (a device, FIFO or socket)", 0
+    return None, facts.st_size
 
 
 def open_raster(source: str | os.PathLike[str] | IO[bytes], *, threads: int = 1,
@@ -123,11 +128,10 @@ def open_raster(source: str | os.PathLike[str] | IO[bytes], *, threads: int = 1,
     files) pass through for the caller to describe.
     """
     if isinstance(source, str | os.PathLike):
-        path = Path(source)
-        problem = regular_file_problem(path, follow_links=follow_links)
+        problem, size = _examined(Path(source), follow_links)
         if problem is not None:
             raise UserError(problem)
-        if path.stat().st_size == 0:
+        if size == 0:
             raise UserError("empty file")
     allowed = formats or tuple(RASTER_FORMATS)
     try:

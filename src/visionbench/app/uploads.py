@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 
 from visionbench import display
-from visionbench.rasters import EXTENSIONS as IMAGE_EXTENSIONS
+from visionbench.rasters import EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class UploadLimits:
 
     files: int = 50
     megabytes: int = 20
-    extensions: frozenset[str] = IMAGE_EXTENSIONS
+    extensions: frozenset[str] = EXTENSIONS
 
     @property
     def formats(self) -> list[str]:

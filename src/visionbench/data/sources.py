@@ -29,7 +29,6 @@ from visionbench.rasters import EXTENSIONS
 from visionbench.registry import Registry
 from visionbench.schemas.data import DataCommon
 
-IMAGE_EXTENSIONS = EXTENSIONS
 SPLIT_ALIASES = {
     "train": "train",
     "training": "train",
@@ -161,7 +160,7 @@ def _scan_class_folders(root: Path, split: str | None, data: _Listing) -> None:
                 data.odd_names.append(relative.encode("utf-8", "surrogateescape").decode(
                     "utf-8", "backslashreplace"))
                 continue
-            if file.suffix.lower() in IMAGE_EXTENSIONS:
+            if file.suffix.lower() in EXTENSIONS:
                 data.add(file, class_dir.name, split)
                 found += 1
             else:
@@ -169,7 +168,7 @@ def _scan_class_folders(root: Path, split: str | None, data: _Listing) -> None:
         if found == 0:
             raise UserError(
                 f"class folder {class_dir} has no images; remove it or add images "
-                f"(extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})"
+                f"(extensions: {', '.join(sorted(EXTENSIONS))})"
             )
 
 
@@ -319,10 +318,11 @@ def _array_source(
         labels += names
         splits += [split] * len(images)
         arrays.append(images)
-    unused = [name for name in class_names or [] if name not in set(labels)]
+    used = set(labels)
+    unused = [name for name in class_names or [] if name not in used]
     if unused:
         raise UserError(f"{description}: data.class_names has names no label uses: "
-                        f"{', '.join(unused)} (the labels use {len(set(labels))} of the "
+                        f"{', '.join(unused)} (the labels use {len(used)} of the "
                         f"{len(class_names or [])} names): remove them, or check the list")
     shapes = {a.shape[1:] for a in arrays}
     if len(shapes) > 1:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from visionbench.evaluate.statistics import binomial_interval
 from visionbench.registry import Registry
 
 # Scores are compared with the threshold at the precision probabilities are written with
@@ -82,14 +83,6 @@ def calibrate(val_prob: np.ndarray, val_true: np.ndarray, score: str, coverage: 
     return threshold(scores, coverage)
 
 
-def binomial_interval(hits: int, total: int, level: float = 0.95) -> tuple[float, float]:
-    """Clopper-Pearson interval of a proportion."""
-    if total == 0:
-        return 0.0, 1.0
-    tail = (1 - level) / 2
-    low = stats.beta.ppf(tail, hits, total - hits + 1) if hits else 0.0
-    high = stats.beta.ppf(1 - tail, hits + 1, total - hits) if hits < total else 1.0
-    return float(low), float(high)
 
 
 def below_target_p(hits: int, images: int, coverage: float, calibration_images: int

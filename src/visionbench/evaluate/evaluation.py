@@ -25,6 +25,7 @@ from visionbench.evaluate.metrics import (
     compute,
     confusion_matrix,
     per_class,
+    renormalised,
     undefined_notes,
 )
 from visionbench.evaluate.statistics import (
@@ -265,7 +266,7 @@ def acting_on_probabilities(test: Predictions, val: Predictions, classes: list[s
 def reliability(test: Predictions, bins: int = 10) -> dict[str, Any]:
     """Reliability-diagram data: per confidence bin, mean confidence, accuracy and count
     (probabilities renormalised, as the calibration error reads them)."""
-    confidence = (test.prob / test.prob.sum(axis=1, keepdims=True)).max(axis=1)
+    confidence = renormalised(test.prob).max(axis=1)
     correct = test.y_pred == test.y_true
     index = np.minimum((confidence * bins).astype(int), bins - 1)
     rows = []

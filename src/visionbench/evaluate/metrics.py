@@ -213,6 +213,17 @@ def auc_ovr(scores: np.ndarray, positive: np.ndarray, weights_by_image: np.ndarr
     return out
 
 
+def renormalised(prob: np.ndarray) -> np.ndarray:
+    """(N, K) probabilities divided by their sum per image: the one convention of every
+    probability metric (and the reliability diagram).
+
+    Example:
+        >>> renormalised(np.array([[0.6, 0.6]])).tolist()
+        [[0.5, 0.5]]
+    """
+    return prob / prob.sum(axis=1, keepdims=True)
+
+
 def mean_of_defined(values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Per row, the (weighted) mean of the finite values: a class without a defined AUC in
     a resample (absent from it) is left out of that resample's average, not counted as 0.
@@ -262,7 +273,7 @@ class ScoreInputs:
         score and the calibration error all read (one convention; a softmax already sums to
         1, per-class sigmoid outputs do not). Ranking metrics (AUC) read `prob` itself."""
         if self._distribution is None:
-            self._distribution = self.prob / self.prob.sum(axis=1, keepdims=True)
+            self._distribution = renormalised(self.prob)
         return self._distribution
 
     @property

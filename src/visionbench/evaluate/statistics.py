@@ -45,6 +45,16 @@ def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float,
     return float(low), float(high)
 
 
+def binomial_interval(hits: int, total: int, level: float = 0.95) -> tuple[float, float]:
+    """Clopper-Pearson interval of a proportion."""
+    if total == 0:
+        return 0.0, 1.0
+    tail = (1 - level) / 2
+    low = stats.beta.ppf(tail, hits, total - hits + 1) if hits else 0.0
+    high = stats.beta.ppf(1 - tail, hits + 1, total - hits) if hits < total else 1.0
+    return float(low), float(high)
+
+
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, point_a: float, point_b: float,
                      level: float = 0.95) -> dict[str, float]:
     """Difference a - b over shared resamples: estimate, interval and two-sided p-value.

@@ -23,11 +23,11 @@ import torch
 from visionbench.config import Config
 from visionbench.data.dataset import PreparedData
 from visionbench.errors import UserError
-from visionbench.evaluate.conformal import binomial_interval
 from visionbench.evaluate.error_examples import error_analysis
 from visionbench.evaluate.external import ExternalFamily, ExternalModel
 from visionbench.evaluate.model_explanations import explain_test_set
 from visionbench.evaluate.robustness import CORRUPTIONS, stratified_sample
+from visionbench.evaluate.statistics import binomial_interval
 from visionbench.evaluate.tta import averaged, tta_name, view_names
 from visionbench.models.build import build_model
 from visionbench.models.family import DataFacts, family_of
@@ -36,6 +36,7 @@ from visionbench.orchestrate.plan import (
     explain_settings,
     extended,
     fingerprint,
+    same_training,
 )
 from visionbench.provenance import code_version, command_line, describe_hardware
 from visionbench.rundir.documents import (
@@ -90,14 +91,6 @@ def _splits(data: PreparedData, device: torch.device, budget: int) -> dict[str, 
     }
 
 
-def _same(checkpoint: dict[str, Any], current: dict[str, Any]) -> bool:
-    try:
-        check_resumable(checkpoint, current, "")
-    except UserError:
-        return False
-    return True
-
-
 def _continue_hint(mode: str) -> str:
     if mode != "continue":
         return "start a new run instead"
@@ -129,14 +122,15 @@ def train_model(
     device = pick_device(train_cfg.device)
     saved = fingerprint(config, name, data.classes)
     # What the run folder will say once a `continue` is done.
-    target = (fingerprint(extended(config, name, extra_epochs), name, data.classes)
-              if mode == "continue" else saved)
+    longer = extended(config, name, extra_epochs) if mode == "continue" else config
+    target = saved if longer is config else fingerprint(longer, name, data.classes)
     state, continuing = None, False
     if mode != "new" and folder.last_checkpoint.is_file():
         state = read_checkpoint(folder.last_checkpoint)
         # A `continue` killed before it ended left its own checkpoint: the same command
         # again resumes it instead of refusing (the finished model is untouched meanwhile).
-        continuing = mode == "continue" and _same(state["meta"]["fingerprint"], target)
+        continuing = mode == "continue" and same_training(state["meta"]["fingerprint"],
+                                                          target)
         if not continuing:
             check_resumable(state["meta"]["fingerprint"], saved, name,
                             hint=_continue_hint(mode))
@@ -161,8 +155,8 @@ def train_model(
     trainer = Trainer(
         # A resumed continuation's checkpoint is already within the longer last stage.
         built, train_cfg,
-        plan_stages(extended(config, name, extra_epochs).models[name] if continuing
-                    else model_cfg), splits["train"], splits.get("val"),
+        plan_stages(longer.models[name] if continuing else model_cfg),
+        splits["train"], splits.get("val"),
         data.classes, device,
         callbacks=[*([Checkpoint(folder.last_checkpoint, folder.best_weights)]
                      if train_cfg.checkpoint else []), progress, *callbacks],
@@ -685,9 +679,8 @@ def run_models(
                     lambda item, found: None)
         execute(train_one, job, names, settings, outcomes.__setitem__)
     except KeyboardInterrupt:
-        for name in names:
-            if mode == "continue":
-                break  # the finished models stay as they were
+        # (A `continue` leaves the finished models as they were.)
+        for name in names if mode != "continue" else []:
             if name not in outcomes and run.model(name).path.is_dir():
                 outcomes[name] = _interrupted(name)
                 run.model(name).write(outcomes[name])

@@ -79,6 +79,12 @@ def changed_since(saved: Config, current: Config, names: list[str], run: RunFold
     return found
 
 
+def same_training(saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether a checkpoint's fingerprint `saved` is for the training `current` describes
+    (same classes, same model settings)."""
+    return saved["classes"] == current["classes"] and not _differences(saved, current)
+
+
 def check_resumable(saved: dict[str, Any], current: dict[str, Any], name: str,
                     hint: str = "start a new run instead") -> None:
     """Refuse to resume model `name` when its config or the class list changed; `hint`

@@ -62,11 +62,16 @@ class Prediction:
         return found
 
 
+class _Skipped(str):
+    """Why a file was not read at all (a link, a device, not an image by its name)."""
+
+
 def _decode(predictor: Predictor, item: Any, threads: int
             ) -> tuple[np.ndarray, str | None] | str:
-    """The pixels and the training image this one duplicates, or why it cannot be read."""
+    """The pixels and the training image this one duplicates, or why it cannot be read
+    (a `_Skipped` reason when it was not read at all)."""
     if isinstance(item, Path | str) and (reason := _skip_reason(Path(item))) is not None:
-        return reason
+        return _Skipped(reason)
     try:
         pixels, facts = predictor.decode(item, threads)
     except UserError as exc:
@@ -108,8 +113,7 @@ def predict_items(predictor: Predictor, items: Iterable[Any], batch: int = BATCH
                     yield found
                 else:
                     yield Prediction(source=_name(item, position), error=str(decoded[i]),
-                                     skipped=isinstance(item, Path | str)
-                                     and _skip_reason(Path(item)) is not None)
+                                     skipped=isinstance(decoded[i], _Skipped))
 
 
 def predict_files(predictor: Predictor, files: list[Path], batch: int = BATCH,
