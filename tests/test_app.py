@@ -174,9 +174,10 @@ def test_the_leaderboard_page_lists_every_model_and_links_the_report(run, tmp_pa
         f"leaderboard_page(AppSettings.model_validate_json({settings!r}))\n",
         default_timeout=60).run()
     assert not at.exception
-    table = at.dataframe[0].value
-    assert sorted(table["model"]) == ["cnn", "mlp"]
-    assert "recommended" in set(table["vs recommended"])
+    scores, versus = (table.value for table in at.table)
+    assert sorted(scores["model"]) == sorted(versus["model"]) == ["cnn", "mlp"]
+    assert "validation accuracy" in scores.columns
+    assert "recommended" in set(versus["vs recommended"])
     link = at.get("link_button")[0]
     assert link.proto.url == REPORT_URL
     assert (tmp_path / "launch" / "static" / "report.html").read_bytes() == (
@@ -265,6 +266,9 @@ def test_a_real_browser_uploads_a_scan_and_reads_the_answer(run, tmp_path):
             page.get_by_role("link", name="Leaderboard").click()
             page.get_by_text("Open the full report").wait_for(timeout=60_000)
             page.screenshot(path=str(ARTIFACTS / "app-leaderboard.png"), full_page=True)
+            # Every column of the leaderboard shows in full beside the sidebar at 1400 px.
+            assert page.get_by_text("vs recommended").is_visible()
+            assert page.evaluate(CUT_TABLES) == []
             report = page.request.get(f"http://127.0.0.1:{port}/{REPORT_URL}")
             assert report.ok and report.headers["content-type"].startswith("text/html")
             browser.close()
@@ -274,6 +278,27 @@ def test_a_real_browser_uploads_a_scan_and_reads_the_answer(run, tmp_path):
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
+
+
+# The tables of a Streamlit page that are cut: a box between a table and the page's column
+# whose content is wider than the box, or a cell past the column's right edge.
+CUT_TABLES = """() => {
+  const column = document.querySelector('[data-testid="stMainBlockContainer"]');
+  const right = column.getBoundingClientRect().right;
+  const tables = Array.from(document.querySelectorAll('[data-testid="stTable"] table'));
+  const problems = tables.length ? [] : ['no table'];
+  tables.forEach(table => {
+    for (let box = table; box && box !== column; box = box.parentElement) {
+      if (box.scrollWidth > box.clientWidth + 1) {
+        problems.push(box.tagName + ' needs ' + box.scrollWidth + ' px, has ' + box.clientWidth);
+      }
+    }
+    table.querySelectorAll('th, td').forEach(cell => {
+      if (cell.getBoundingClientRect().right > right + 1) { problems.push(cell.textContent); }
+    });
+  });
+  return problems;
+}"""
 
 
 def _predicted(run: Path, scan: Path) -> dict[str, object]:

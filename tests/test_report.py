@@ -204,7 +204,8 @@ def test_duplicate_banners_are_ranked_merged_and_say_what_a_validation_leak_bias
 
 # Measures every text (and toolbar button) of every chart after plotly drew it: a text box
 # outside its chart is clipped, two boxes of one chart that intersect (by more than 2 px each
-# way) overlap.
+# way) overlap. Then every other element of the page: one wider than the page's column, or
+# whose content overflows its box, is cut.
 LAYOUT_CHECK = """<script>
 function measure() {
   if (document.body.dataset.charts !== 'drawn') { setTimeout(measure, 200); return; }
@@ -237,6 +238,26 @@ function measure() {
       }
     }
   });
+  // Tables and anything else on the page: nothing wider than the page's column, and no
+  // box whose content is cut or needs a scroll bar (a clipped right border, a hidden column).
+  var main = document.querySelector('main');
+  var right = main.getBoundingClientRect().right
+              - parseFloat(getComputedStyle(main).paddingRight);
+  main.querySelectorAll('*').forEach(function (el) {
+    if (el.closest('.plot')) { return; }
+    var r = el.getBoundingClientRect();
+    if (r.width === 0) { return; }
+    var name = el.tagName.toLowerCase() + (el.className ? '.' + el.className : '');
+    var text = el.textContent.trim().slice(0, 40);
+    if (el.scrollWidth > el.clientWidth + 1 && getComputedStyle(el).overflowX !== 'visible') {
+      problems.push('cut: ' + name + ' needs ' + el.scrollWidth + ' px, has ' + el.clientWidth
+                    + ': ' + text);
+    }
+    if (r.right > right + 1) {
+      problems.push('past the page: ' + name + ' ends at ' + Math.round(r.right)
+                    + ' px, the page at ' + Math.round(right) + ': ' + text);
+    }
+  });
   var out = document.createElement('pre');
   out.id = 'layout-check';
   out.textContent = JSON.stringify(problems);
@@ -247,7 +268,8 @@ window.addEventListener('load', function () { setTimeout(measure, 500); });
 
 
 def layout_problems(report: Path, tmp_path: Path) -> tuple[list[str], list[str]]:
-    """Overlapping or clipped chart texts of `report` at 1400 px, and its console lines."""
+    """Overlapping or clipped chart texts, and tables or other elements cut or past the
+    page's column, of `report` at 1400 px; and its console lines."""
     checked = tmp_path / f"checked-{report.parent.name}.html"
     checked.write_text(report.read_text().replace("</body>", LAYOUT_CHECK + "</body>"))
     done = subprocess.run([_chromium(), *BROWSER, "--window-size=1400,4000", "--dump-dom",

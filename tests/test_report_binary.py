@@ -169,3 +169,32 @@ def test_the_api_explains_with_the_runs_most_faithful_method(binary_run):
     found = visionbench.load(binary_run, "lite0").explain(picture)
     assert found.method == best and found.faithful == (deletion[best] < deletion["random"])
     assert found.map.shape == (96, 96) and found.image.shape == (96, 96, 3)
+
+
+def test_a_wide_folds_leaderboard_with_a_reference_fits_the_page_at_1400_px(tmp_path):
+    # Three models with long names, a reference, missed positives and cross-validation: the
+    # widest leaderboard a binary run draws. Its headers wrap at `_` instead of pushing the
+    # "vs recommended" column past the page's right edge (it was 1291 px in 1250).
+    data = _binary_npz(tmp_path / "xray.npz")
+    run = run_yaml(tmp_path, "wide", f"""
+data:
+  source: npz
+  path: {data}
+  class_names: [normal, pneumonia]
+  preprocess: {{size: 28, color: grayscale}}
+  split: {{folds: 3}}
+models:
+  cnn_baseline_model: {{preset: mnist_baseline}}
+  mlp_with_a_long_name: {{preset: mlp}}
+  another_cnn: {{layers: [{{type: conv, filters: 4}}, {{type: pool}}, {{type: flatten}}]}}
+train: {{epochs: 2, progress: quiet, seed: 0}}
+evaluate:
+  bootstrap: 100
+  explain: {{images: 0}}
+  error_examples: 0
+  references: {{earlier: {{accuracy: 0.6, roc_auc_macro: 0.7, source: "an earlier run"}}}}
+""")
+    assert "<th>balanced_<wbr>accuracy</th>" in (run / "report.html").read_text()
+    problems, console = layout_problems(run / "report.html", tmp_path)
+    assert console == [], console
+    assert problems == []

@@ -142,3 +142,22 @@ def test_resume_reuses_a_finished_sweep(swept, capsys):
     err = capsys.readouterr().err
     assert "sweep trial" not in err and "cnn_tuned: already trained, kept" in err
     assert (run / "sweep.json").read_bytes() == before
+
+
+def test_the_sweep_charts_fit_at_1400_px_and_draw_each_setting_on_its_searched_scale(
+        swept, tmp_path):
+    from test_report import layout_problems
+    from test_report_binary import figures
+
+    run, _ = swept
+    problems, console = layout_problems(run / "report.html", tmp_path)
+    assert console == [], console  # no WebGL fallback: no parallel coordinates
+    assert problems == []
+    traces, layout = next(found for found in figures((run / "report.html").read_text())
+                          if "against each setting" in found[1]["title"]["text"])
+    assert [trace["xaxis"] for trace in traces] == ["x", "x2"]
+    assert layout["xaxis"]["title"]["text"] == "train.optimizer.lr"
+    assert layout["xaxis"]["type"] == "log"
+    assert layout["xaxis2"]["type"] == "category"
+    assert layout["xaxis2"]["categoryarray"] == sorted(
+        layout["xaxis2"]["categoryarray"], key=int)

@@ -231,6 +231,18 @@ def _bars(predictor: Predictor, probabilities: dict[str, float]) -> go.Figure:
     return figure
 
 
+def _static_table(header: list[str], rows: list[list[str]]) -> None:
+    """`rows` under `header` as a static table, not st.dataframe: that grid keeps each
+    column one line wide and cuts what does not fit (the "vs recommended" column was hidden
+    past the right edge). Here cells wrap, and names may break after `_` (a zero-width
+    space). Every cell is Markdown in st.table, hence `plain`."""
+    def wrappable(text: str) -> str:
+        return plain(text).replace("\\_", "\\_\u200b")
+
+    st.table([dict(zip(map(wrappable, header), map(wrappable, cells), strict=True))
+              for cells in rows], hide_index=True)
+
+
 def leaderboard_page(settings: AppSettings) -> None:
     """Every model of the run with its test metrics and intervals, how the recommended one
     was chosen, and a link that opens the full report."""
@@ -242,7 +254,13 @@ def leaderboard_page(settings: AppSettings) -> None:
         return
     st.caption(plain(recommendation_sentence(board)))
     header, rows = board_table(board)
-    st.dataframe([dict(zip(header, cells, strict=True)) for cells in rows], hide_index=True)
+    # Two tables, so that every column fits beside the sidebar at 1400 px: the scores, then
+    # the comparison with the recommended model and the cost (references have neither).
+    scores = header.index(f"validation {board.primary_metric}") + 1
+    _static_table(header[:scores], [cells[:scores] for cells in rows])
+    st.caption("Against the recommended model, and what each model costs")
+    _static_table(header[:1] + header[scores:], [cells[:1] + cells[scores:] for cells in rows
+                                                if cells[1] != "reference"])
     if settings.report:
         st.link_button("Open the full report", REPORT_URL)
     else:

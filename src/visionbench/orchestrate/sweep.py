@@ -221,7 +221,10 @@ def _search(optuna: Any, config: Config, data: PreparedData, run: RunFolder,
     return Sweep(model=settings.model, tuned=settings.tuned, metric=metric.name,
                  direction=direction, pruner=settings.pruner, trials=trials,
                  best={"number": best.number, "value": best.value, "params": best.params},
-                 importance=_importance(optuna, study, len(finished)))
+                 importance=_importance(optuna, study, len(finished)),
+                 scales={name: "category" if space.choices is not None else
+                         "log" if space.log else "linear"
+                         for name, space in settings.space.items()})
 
 
 def _importance(optuna: Any, study: Any, finished: int) -> dict[str, float]:

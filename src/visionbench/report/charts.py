@@ -120,24 +120,47 @@ def sweep_importance(importance: dict[str, float]) -> Figure:
                               xaxis={"title": {"text": "share of variance"}})}
 
 
-def sweep_coordinates(trials: list[dict[str, Any]], metric: str) -> Figure:
-    """Parallel coordinates: one line per finished trial across its settings and score."""
+def sweep_settings(trials: list[dict[str, Any]], metric: str, scales: dict[str, str]) -> Figure:
+    """The score of each finished trial against each searched setting, one panel per
+    setting sharing the score axis, each on the scale it was searched on (`scales`: name ->
+    log, linear or category; a setting missing there is linear when every value is a
+    number). Plain scatter panels, not parallel coordinates: those
+    need WebGL, which a headless or remote browser often lacks, and their axis titles sit
+    where the figure's title goes."""
     finished = [t for t in trials if t["value"] is not None and t["params"]]
-    dimensions = []
-    for name in finished[0]["params"] if finished else []:
-        values = [t["params"].get(name) for t in finished]
-        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-            dimensions.append({"label": name, "values": values})
-        else:
-            labels = sorted({str(v) for v in values})
-            dimensions.append({"label": name, "values": [labels.index(str(v)) for v in values],
-                               "tickvals": list(range(len(labels))), "ticktext": labels})
+    names = list(finished[0]["params"]) if finished else []
     scores = [t["value"] for t in finished]
-    dimensions.append({"label": metric, "values": scores})
-    return {"data": [{"type": "parcoords", "dimensions": dimensions,
-                      "line": {"color": scores, "colorscale": "Viridis", "showscale": True}}],
-            "layout": _layout("Sweep: settings and score of each finished trial",
-                              margin={"l": 60, "r": 60, "t": 60, "b": 30})}
+    columns = max(1, len(names))
+    layout = _layout(f"Sweep: validation {metric} of each finished trial against each setting",
+                     showlegend=False,
+                     grid={"rows": 1, "columns": columns, "pattern": "coupled", "xgap": 0.12})
+    data = []
+    for i, name in enumerate(names, 1):
+        suffix = "" if i == 1 else str(i)
+        values = [t["params"].get(name) for t in finished]
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        scale = scales.get(name, "linear" if numeric else "category")
+        data.append({"type": "scatter", "mode": "markers", "x": values if scale != "category"
+                     else [str(v) for v in values], "y": scores, "xaxis": f"x{suffix}",
+                     "yaxis": "y", "marker": {"size": 8, "color": PALETTE[0]},
+                     "text": [f"trial {t['number'] + 1}" for t in finished],
+                     "hovertemplate": f"%{{text}}: {name} %{{x}}, {metric} %{{y:.4f}}"
+                                      "<extra></extra>"})
+        layout[f"xaxis{suffix}"] = {"title": {"text": name, "font": {"size": 11}},
+                                    "automargin": True, "type": scale,
+                                    **({"categoryorder": "array",
+                                        "categoryarray": _in_order(values)}
+                                       if scale == "category" else {})}
+    layout["yaxis"] = {"title": {"text": metric}, "automargin": True}
+    return {"data": data, "layout": layout}
+
+
+def _in_order(values: list[Any]) -> list[str]:
+    """The distinct values as category labels, numbers by value before any text."""
+    def key(value: Any) -> tuple[bool, float, str]:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return (not number, float(value) if number else 0.0, str(value))
+    return [str(v) for v in sorted(set(values), key=key)]
 
 
 def significance_matrix(comparison: dict[str, Any], models: list[str]) -> Figure:

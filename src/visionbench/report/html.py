@@ -13,6 +13,7 @@ import gzip
 import html
 import io
 import json
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -156,6 +157,12 @@ def _fmt(value: Any, digits: int = 4) -> str:
     if value is None or isinstance(value, float):
         return display.number(value, digits)
     return html.escape(str(value))
+
+
+def _breakable(name: str) -> str:
+    """`name` escaped, with a line-break opportunity after each `_` and `.`: a column
+    headed `balanced_accuracy` may wrap instead of widening the table past the page."""
+    return re.sub(r"([_.])", r"\1<wbr>", html.escape(name))
 
 
 def _interval(entry: Interval | dict[str, float] | None) -> str:
@@ -422,7 +429,7 @@ def _leaderboard(page: Page, run: Run) -> None:
     primary = board.primary_metric
     page.section("leaderboard", "Leaderboard")
     shown = board.shown
-    head = "".join(f"<th>{html.escape(m)}</th>" for m in shown)
+    head = "".join(f"<th>{_breakable(m)}</th>" for m in shown)
     body = []
     for row in board.rows:
         cells = "".join(_interval(row.metrics.get(m)) for m in shown)
@@ -448,7 +455,7 @@ def _leaderboard(page: Page, run: Run) -> None:
              "split; the last column is the paired test on test against the recommended "
              "model.</p>"
              f'<div class="scroll"><table class="sortable"><thead><tr><th>model</th>'
-             f"<th>status</th>{head}<th>validation {html.escape(primary)}</th>"
+             f"<th>status</th>{head}<th>validation {_breakable(primary)}</th>"
              "<th>missed +</th><th>parameters</th><th>train s</th>"
              f"<th>vs recommended</th></tr></thead><tbody>{''.join(body)}</tbody></table></div>"
              "<p class=\"muted\">All metrics of every model, with intervals, are in "
@@ -525,7 +532,8 @@ def _sweep(page: Page, run: Run) -> None:
              '<div class="grid">' + page.plot(charts.sweep_progress(found.trials, found.metric))
              + (page.plot(charts.sweep_importance(found.importance)) if found.importance
                 else "")
-             + page.plot(charts.sweep_coordinates(found.trials, found.metric)) + "</div>")
+             + page.plot(charts.sweep_settings(found.trials, found.metric, found.scales))
+             + "</div>")
 
 
 def _setting(value: Any) -> str:
@@ -541,7 +549,7 @@ def _references(run: Run) -> str:
     parts = []
     for name, reference in found.items():
         metrics = list(reference["metrics"])
-        head = "".join(f"<th>{html.escape(m)} {display.number(reference['metrics'][m])}</th>"
+        head = "".join(f"<th>{_breakable(m)} {display.number(reference['metrics'][m])}</th>"
                        for m in metrics)
         rows = []
         for model, tests in reference["models"].items():

@@ -291,7 +291,7 @@ class Tracking(Document):
 class Sweep(Document):
     """`sweep.json`: a search over one model's settings on validation: every trial (its
     settings, state, validation score, the best score so far), the best one, which became
-    model `tuned`, and each setting's importance."""
+    model `tuned`, each setting's importance and the scale it was searched on."""
 
     FILE: ClassVar[str] = "sweep.json"
     LEVEL: ClassVar[Literal["run", "model"]] = "run"
@@ -304,6 +304,8 @@ class Sweep(Document):
     trials: list[dict[str, Any]]
     best: dict[str, Any]
     importance: dict[str, float] = Field(default_factory=dict)
+    # How each searched setting is drawn against the score: "log", "linear" or "category".
+    scales: dict[str, Literal["log", "linear", "category"]] = Field(default_factory=dict)
 
 
 class EvaluationDocument(Document):
