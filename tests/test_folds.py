@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -284,3 +285,30 @@ def test_duplicates_of_a_folds_run_are_counted_over_the_cross_validated_images(r
     assert "<td>within cross-validated</td><td>6</td><td>9</td><td>3</td>" in report
     assert "<td>across cross-validated~test</td><td>2</td>" in report
     assert "within val" not in report
+
+
+def test_the_duplicate_pairs_picture_of_a_folds_run_names_places_as_the_table_does(
+        tmp_path, monkeypatch):
+    # The picture's captions said "exact, train~val": one fold's cut, not the data's.
+    import shutil
+
+    from visionbench.config import config_from_dict
+    from visionbench.data import inspect
+    from visionbench.data.dataset import prepare_data
+
+    data = make_class_folders(tmp_path / "data", {"cat": 12, "dog": 12})
+    for name in ("cat", "dog"):
+        for i in range(4):
+            shutil.copy(data / name / f"img {i}.png", data / name / f"again {i}.png")
+    config = config_from_dict({"data": {"source": "folder", "path": str(data),
+                                        "preprocess": {"size": 12},
+                                        "split": {"folds": 3, "test": 0.25}}})
+    captions: list[str] = []
+    monkeypatch.setattr(inspect, "contact_sheet",
+                        lambda pictures, found, **_: captions.extend(found))
+    monkeypatch.setattr(inspect, "save_png", lambda picture, path: path)
+    inspect.duplicate_pairs(prepare_data(config.data), tmp_path / "pairs.png")
+    places = {caption.split("\n")[0] for caption in captions}
+    assert places & {"cross-validated", "cross-validated~test"}
+    words = {word for place in places for word in re.split(r"[~, ]", place)}
+    assert not words & {"train", "val"}

@@ -160,5 +160,18 @@ def summarize(
     return {"within": within, "across": across}
 
 
+CROSS_VALIDATED = "cross-validated"
+
+
+def place_label(where: str, folds: bool) -> str:
+    """How a place of `summarize` reads ("within train", "across train~test"). With folds,
+    train and val are one fold's cut, so both are named as the cross-validated images
+    ("within cross-validated", "across cross-validated~test"), as the split table shows them.
+    """
+    sides = [CROSS_VALIDATED if folds and side in ("train", "val") else side
+             for side in where.split("~")]
+    return f"within {sides[0]}" if len(set(sides)) == 1 else f"across {'~'.join(sides)}"
+
+
 def _empty() -> dict:
     return {"pairs": 0, "images": 0, "label_conflicts": 0, "examples": [], "_images": set()}

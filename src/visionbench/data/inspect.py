@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from visionbench.data.dataset import SPLITS, PreparedData
+from visionbench.data.duplicates import place_label
 from visionbench.fileio import write_json
 from visionbench.pictures import PNG_OPTIONS, contact_sheet, save_png, tile
 from visionbench.rundir.layout import class_chart, duplicate_pairs_chart, sample_chart
@@ -153,23 +154,28 @@ def duplicate_pairs(data: PreparedData, path: Path) -> Path | None:
     """Up to PAIRS_SHOWN example duplicate pairs side by side, as the models see them, so a
     reader can judge them: pairs across splits first (near, then exact), then within one;
     None when there is no pair."""
-    found = data.record["duplicates"]
-    examples = [(kind, where, pair) for place in ("across", "within") for kind in ("near", "exact")
-                for where, finding in found[kind][place].items() for pair in finding["examples"]]
+    found, folds = data.record["duplicates"], "folds" in data.record
+    examples = [(kind, place_label(where, folds), pair)
+                for place in ("across", "within") for kind in ("near", "exact")
+                for where, finding in found[kind][place].items()
+                for pair in finding["examples"]]
     examples = examples[:PAIRS_SHOWN]
     if not examples:
         return None
     position = {image_id: i for i, image_id in enumerate(data.ids)}
     # Four pairs to a row: each pair is two small images side by side, its kind and place
-    # above the first, each image's id above it.
+    # read across the pair's two captions ("exact, across" | "train~test"), each image's
+    # id under that.
     pictures, captions = [], []
     for kind, where, pair in examples:
+        relation, sides = where.split(" ", 1)
         for side, image_id in enumerate(pair):
             pictures.append(tile(np.asarray(data.images[data.index[position[image_id]]]),
                                  PAIR_TILE))
             # The end of a long path names the file; the full ids are in data.json.
             shown = image_id if len(image_id) <= 22 else "…" + image_id[-21:]
-            captions.append(f"{kind}, {where}\n{shown}" if side == 0 else f"\n{shown}")
+            captions.append(f"{kind}, {relation}\n{shown}" if side == 0 else
+                            f"{sides}\n{shown}")
     return save_png(contact_sheet(pictures, captions, columns=8, caption_size=9), path)
 
 

@@ -31,6 +31,7 @@ from visionbench.data.describe import (
     describe_limit,
     describe_splits,
 )
+from visionbench.data.duplicates import place_label
 from visionbench.errors import UserError
 from visionbench.evaluate.explain import unfaithful_methods
 from visionbench.evaluate.leaderboard import recommendation_sentence
@@ -767,16 +768,12 @@ def _split_counts(data: DataRecord) -> dict[str, dict[str, int]]:
 
 
 def _duplicate_places(data: DataRecord, kind: str) -> dict[str, dict[str, int]]:
-    """Duplicate counts by place ("within train", "across train~test"). With folds, train
-    and val are one fold's cut: their places are merged into the cross-validated images
-    (counts summed), as the split table shows them."""
+    """Duplicate counts by place as `place_label` names them; with folds the places of the
+    cross-validated images are merged (counts summed)."""
     found: dict[str, dict[str, int]] = {}
-    rename = ({"train": "cross-validated", "val": "cross-validated"} if data.folds else {})
     for place in ("within", "across"):
         for where, counts in data.duplicates.get(kind, {}).get(place, {}).items():
-            sides = "~".join(rename.get(side, side) for side in where.split("~"))
-            label = (f"within {sides.split('~')[0]}" if len(set(sides.split("~"))) == 1
-                     else f"across {sides}")
+            label = place_label(where, bool(data.folds))
             total = found.setdefault(label, {"pairs": 0, "images": 0, "label_conflicts": 0})
             for key in total:
                 total[key] += int(counts.get(key, 0))
