@@ -31,7 +31,7 @@ models:
                   {{type: pool}}, {{type: flatten}}, {{type: dense, units: 64}}]}}
   wide: {{layers: [{{type: conv, filters: 48}}, {{type: pool}}, {{type: conv, filters: 64}},
                  {{type: pool}}, {{type: flatten}}, {{type: dense, units: 128}}]}}
-  mlp: {{preset: mlp}}
+  {third}
 train: {{epochs: 6, progress: lines}}
 output: {{dir: {out}/runs}}
 """
@@ -51,6 +51,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--per-class", type=int, default=600)
+    parser.add_argument("--backbone-size", type=int, default=None,
+                        help="third model: pretrained EfficientNet-Lite0 at this input size "
+                             "(default: an MLP)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     data = args.out / "data"
@@ -60,7 +63,10 @@ def main() -> None:
         for index in range(args.per_class):
             _image(label, rng).save(folder / f"{index}.jpg", quality=90)
     config = args.out / "eval_cost.yaml"
-    config.write_text(CONFIG.format(data=data.resolve(), out=args.out.resolve()))
+    third = ("mlp: {preset: mlp}" if args.backbone_size is None else
+             "lite0: {backbone: efficientnet_lite0, pretrained: true, input: {size: "
+             f"{args.backbone_size}}}}}")
+    config.write_text(CONFIG.format(data=data.resolve(), out=args.out.resolve(), third=third))
     print(f"{CLASSES * args.per_class} images in {data}; config {config}")
 
 

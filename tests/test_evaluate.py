@@ -400,6 +400,29 @@ def test_corruptions_do_what_they_say():
     assert jpeg.shape == images.shape and 0 < (jpeg - images).abs().mean() < 0.1
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_batched_jpeg_corruption_gives_pillows_bytes_for_every_image(channels):
+    import io
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from visionbench.evaluate.robustness import CORRUPTIONS
+
+    images = torch.rand(6, channels, 20, 28, generator=torch.Generator().manual_seed(1))
+    batched = CORRUPTIONS.get("jpeg")(images, 30, torch.Generator())
+    assert batched.dtype == images.dtype and batched.shape == images.shape
+    for image, corrupted in zip(images, batched, strict=True):
+        pixels = (image * 255).round().byte().permute(1, 2, 0).numpy()
+        buffer = io.BytesIO()
+        Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels).save(
+            buffer, "JPEG", quality=30)
+        expected = np.asarray(Image.open(buffer)).reshape(20, 28, channels)
+        assert np.array_equal((corrupted * 255).round().byte().permute(1, 2, 0).numpy(),
+                              expected)
+
+
 def test_error_analysis_pictures_and_top_losses(tmp_path):
     from visionbench.evaluate.error_examples import error_analysis
     from visionbench.rundir import ModelFolder

@@ -314,7 +314,7 @@ def evaluate_command(
     ran = list(run.outcomes(list(cfg.models)))
     if not ran:
         raise UserError(f"no model of {run_dir} has run yet (no model has metrics)")
-    board = evaluate_folder(run, cfg.evaluate, ran)
+    board = evaluate_folder(run, cfg.evaluate, ran, "auto")
     if set_:
         # The folder's config says how it was evaluated from now on.
         save_config(cfg, run.path)

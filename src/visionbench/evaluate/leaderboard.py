@@ -6,6 +6,7 @@ leaderboard (`leaderboard.csv`, `.md`, `.json`), `comparison.json` and each mode
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -41,18 +42,20 @@ from visionbench.rundir.documents import (
 )
 from visionbench.rundir.layout import ModelFolder, RunFolder
 from visionbench.rundir.predictions import Predictions
+from visionbench.runtime.progress import Steps
 from visionbench.schemas.evaluate import EvaluateConfig
 
 COLUMNS_AFTER = ("parameters", "epochs", "train_seconds", "mark", "error")
 
 
-def evaluate_folder(run: RunFolder, settings: EvaluateConfig, models: list[str]
-                    ) -> Leaderboard:
+def evaluate_folder(run: RunFolder, settings: EvaluateConfig, models: list[str],
+                    progress: str = "quiet") -> Leaderboard:
     """Evaluate `models` of `run`, their test-time augmentation rows (with `settings.tta`),
     and the ensembles `settings` names whose members are all among them and finished;
-    returns the leaderboard."""
+    returns the leaderboard. Each model's bootstrap, then the comparisons, are shown as
+    `progress` says."""
     data = run.require(DataRecord)
-    classes, group = data.classes, data.positive_group
+    classes = data.classes
     wanted = {name: members for name, members in settings.ensembles.items()
               if set(members) <= set(models)}
     augmented = ([tta_name(name) for name in models
@@ -78,8 +81,26 @@ def evaluate_folder(run: RunFolder, settings: EvaluateConfig, models: list[str]
                 raise UserError(f"{name}'s predictions are for other test images than "
                                 f"{next(iter(predictions))}'s: evaluate them in separate runs")
         weights = bootstrap_weights(reference.y_true, settings.bootstrap, settings.seed)
+    with Steps("evaluation", len(predictions) + 1, progress) as steps:
+        evaluations = _evaluations(run, data, predictions, validation, settings, weights,
+                                   steps.step)
+        steps.step("comparing the models")
+        board = _compare(run, outcomes, evaluations, predictions, validation, augmented,
+                         settings)
+    write_leaderboard(run, board)
+    return board
+
+
+def _evaluations(run: RunFolder, data: DataRecord, predictions: dict[str, Predictions],
+                 validation: dict[str, Predictions | None], settings: EvaluateConfig,
+                 weights: np.ndarray | None, step: Callable[[str], None]
+                 ) -> dict[str, ModelEvaluation]:
+    """Every metric of each model with test predictions (bootstrap intervals with
+    `weights`), written as its evaluation.json."""
+    classes, group = data.classes, data.positive_group
     evaluations: dict[str, ModelEvaluation] = {}
     for name, test in predictions.items():
+        step(f"model {name}")
         evaluations[name] = evaluate_model(test, classes, settings, val=validation[name],
                                            group=group, weights=weights)
         leaked = data.test_duplicates_of_training
@@ -97,6 +118,16 @@ def evaluate_folder(run: RunFolder, settings: EvaluateConfig, models: list[str]
                 [test, *(repeat.read_predictions("test", classes) for repeat in repeats)],
                 settings)
         run.model(name).write(EvaluationDocument.model_validate(evaluations[name].summary))
+    return evaluations
+
+
+def _compare(run: RunFolder, outcomes: dict[str, ModelMetrics],
+             evaluations: dict[str, ModelEvaluation], predictions: dict[str, Predictions],
+             validation: dict[str, Predictions | None], augmented: list[str],
+             settings: EvaluateConfig) -> Leaderboard:
+    """The recommendation on validation and the comparisons on test, written as
+    comparison.json; returns the leaderboard they give."""
+    classes = run.require(DataRecord).classes
     sizes = {name: outcome.parameters or UNKNOWN for name, outcome in outcomes.items()}
     sweep = run.read(Sweep)
     selection = recommend({name: validation[name] for name in predictions}, sizes, settings,
@@ -115,9 +146,7 @@ def evaluate_folder(run: RunFolder, settings: EvaluateConfig, models: list[str]
          if "folds" in found.summary}, selection.get("recommended"), settings)
     comparison = Comparison.model_validate(compared)
     run.write(comparison)
-    board = _leaderboard(outcomes, evaluations, comparison, settings)
-    write_leaderboard(run, board)
-    return board
+    return _leaderboard(outcomes, evaluations, comparison, settings)
 
 
 def _complete(folder: ModelFolder, split: str, classes: list[str], data: DataRecord,

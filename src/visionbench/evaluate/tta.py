@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 
 from visionbench.errors import UserError
+from visionbench.runtime.progress import ignore
 from visionbench.schemas.evaluate import TtaConfig
 
 TTA_SUFFIX = "+tta"
@@ -70,7 +71,12 @@ def view_transform(name: str) -> Transform | None:
     raise UserError(f"unknown test-time augmentation view {name!r}")
 
 
-def averaged(probabilities: Callable[[Transform | None], torch.Tensor], views: list[str]
-             ) -> torch.Tensor:
-    """The mean over `views` of `probabilities(transform)` (one pass per view)."""
-    return torch.stack([probabilities(view_transform(name)) for name in views]).mean(dim=0)
+def averaged(probabilities: Callable[[Transform | None], torch.Tensor], views: list[str],
+             step: Callable[[str], None] = ignore) -> torch.Tensor:
+    """The mean over `views` of `probabilities(transform)` (one pass per view); `step`
+    hears of each view as its pass starts."""
+    found = []
+    for name in views:
+        step(name)
+        found.append(probabilities(view_transform(name)))
+    return torch.stack(found).mean(dim=0)

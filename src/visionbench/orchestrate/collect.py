@@ -57,7 +57,8 @@ def finish_run(result: RunResult, config: Config, data: PreparedData,
         models={name: RunEntry(status=m.status, **({"error": m.error} if m.error else {}))
                 for name, m in result.models.items()},
     ))
-    result.board = evaluate_folder(result.run, config.evaluate, list(result.models))
+    result.board = evaluate_folder(result.run, config.evaluate, list(result.models),
+                                   config.train.progress)
     if config.evaluate.label_issues is not None:
         try:
             found = write_label_issues(result.run, config.evaluate.label_issues, data)

@@ -222,7 +222,8 @@ def train_model(
     report(_summary_line(outcome))
     if tta is not None and config.evaluate.tta is not None:
         views = view_names(config.evaluate.tta, family_of(model_cfg).tta_crops(model_cfg))
-        report(_summary_line(_record_tta(trainer, splits, data.classes, tta, outcome, views)))
+        report(_summary_line(_record_tta(trainer, splits, data.classes, tta, outcome, views,
+                                         train_cfg.progress)))
     if train_cfg.repeats > 1 and mode != "continue":
         outcome.repeats = _train_repeats(config, name, data, folder, report)
         folder.write(outcome)
@@ -423,21 +424,25 @@ def _out_of_fold(data: PreparedData, folders: list[ModelFolder], metrics: list[M
 
 
 def _record_tta(evaluator: Evaluator, splits: dict[str, SplitImages], classes: list[str],
-                folder: ModelFolder, plain: ModelMetrics, views: list[str]) -> ModelMetrics:
+                folder: ModelFolder, plain: ModelMetrics, views: list[str],
+                progress: str) -> ModelMetrics:
     """The test-time augmentation row of a trained model: its probabilities on val and test
-    averaged over `views`, written into `folder` with metrics that name the model and views."""
+    averaged over `views`, written into `folder` with metrics that name the model and views;
+    each pass shown as `progress` says."""
     started = time.perf_counter()
     scores: dict[str, SplitScore] = {}
-    for split in ("val", "test"):
-        if split not in splits:
-            continue
-        images = splits[split]
-        probabilities = averaged(
-            lambda transform, images=images: evaluator.evaluate(images, transform).probabilities,
-            views)
-        predictions = Predictions(images.ids, images.targets.numpy(), probabilities.numpy())
-        folder.write_predictions(split, predictions, classes)
-        scores[split] = _score(predictions)
+    wanted = [split for split in ("val", "test") if split in splits]
+    with Steps(folder.path.name, len(wanted) * len(views), progress) as steps:
+        for split in wanted:
+            images = splits[split]
+            probabilities = averaged(
+                lambda transform, images=images: evaluator.evaluate(images, transform
+                                                                    ).probabilities,
+                views, lambda view, split=split: steps.step(f"{split}, view {view}"))
+            predictions = Predictions(images.ids, images.targets.numpy(),
+                                      probabilities.numpy())
+            folder.write_predictions(split, predictions, classes)
+            scores[split] = _score(predictions)
     outcome = ModelMetrics(
         model=folder.path.name, status=Status.OK, parameters=plain.parameters,
         description=f"{plain.model} with test-time augmentation: its probabilities averaged "
@@ -479,38 +484,41 @@ def _record_evaluations(
     """Predictions of val and test, then error pictures, robustness and (with `explain`)
     explanation maps on test, each long step shown as `progress` says."""
     name = folder.path.name
-    for split in ("val", "test"):
-        if split not in splits:
-            continue
-        result = evaluator.evaluate(splits[split])
-        metrics[split] = {"loss": result.loss, "accuracy": result.accuracy,
-                          "images": len(splits[split])}
-        predictions = Predictions(splits[split].ids, splits[split].targets.numpy(),
-                                  result.probabilities.numpy())
-        folder.write_predictions(split, predictions, data.classes)
-        if split == "test":
-            settings = config.evaluate
-            # Read once: the error pictures and the explanations both need the test images.
-            test_images = data.arrays("test")[0]
-            folder.write(error_analysis(test_images, predictions, data.classes, folder,
-                                        settings.error_examples))
-            levels = sum(len(found) for found in settings.robustness.values())
-            with Steps(f"{name} robustness", levels, progress) as steps:
-                folder.write(robustness(evaluator, splits["test"], settings.robustness,
-                                        result.accuracy, seed, steps.step,
-                                        settings.robustness_images))
-            if isinstance(evaluator, Trainer) and explain is not None and explain.images:
-                loaded = LoadedModel(evaluator.evaluated_model, evaluator.pipeline,
-                                     evaluator.device)
-                try:
-                    with Steps(f"{name} explanations", len(explain.methods) + 1,
-                               progress) as steps:
-                        found = explain_test_set(loaded, data.classes, predictions, explain,
-                                                 folder, test_images, steps.step)
-                except UserError as exc:
-                    # The model itself is fine: keep it, say why it has no maps.
-                    found = Explanations(error=str(exc))
-                folder.write(found)
+    predicted: dict[str, tuple[Evaluation, Predictions]] = {}
+    wanted = [split for split in ("val", "test") if split in splits]
+    with Steps(f"{name} predictions", len(wanted), progress) as steps:
+        for split in wanted:
+            steps.step(f"{split} ({len(splits[split]):,} images)")
+            result = evaluator.evaluate(splits[split])
+            metrics[split] = {"loss": result.loss, "accuracy": result.accuracy,
+                              "images": len(splits[split])}
+            predictions = Predictions(splits[split].ids, splits[split].targets.numpy(),
+                                      result.probabilities.numpy())
+            folder.write_predictions(split, predictions, data.classes)
+            predicted[split] = result, predictions
+    if "test" not in predicted:
+        return
+    result, predictions = predicted["test"]
+    settings = config.evaluate
+    # Read once: the error pictures and the explanations both need the test images.
+    test_images = data.arrays("test")[0]
+    folder.write(error_analysis(test_images, predictions, data.classes, folder,
+                                settings.error_examples))
+    levels = sum(len(found) for found in settings.robustness.values())
+    with Steps(f"{name} robustness", levels, progress) as steps:
+        folder.write(robustness(evaluator, splits["test"], settings.robustness,
+                                result.accuracy, seed, steps.step,
+                                settings.robustness_images))
+    if isinstance(evaluator, Trainer) and explain is not None and explain.images:
+        loaded = LoadedModel(evaluator.evaluated_model, evaluator.pipeline, evaluator.device)
+        try:
+            with Steps(f"{name} explanations", len(explain.methods) + 1, progress) as steps:
+                found = explain_test_set(loaded, data.classes, predictions, explain, folder,
+                                         test_images, steps.step)
+        except UserError as exc:
+            # The model itself is fine: keep it, say why it has no maps.
+            found = Explanations(error=str(exc))
+        folder.write(found)
 
 
 def evaluate_external(config: Config, name: str, data: PreparedData, folder: ModelFolder,
