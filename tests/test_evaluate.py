@@ -599,3 +599,12 @@ evaluate: {{bootstrap: 0, robustness: {{noise: [0.1, 0.3]}}, robustness_images: 
         assert row["low"] <= row["accuracy"] <= row["high"]
         assert round(row["accuracy"] * 20) == pytest.approx(row["accuracy"] * 20)
     assert "stratified sample of 20 of the 30 test images" in (run / "report.html").read_text()
+    # The clean accuracy is the sample's, read from the test predictions (not predicted
+    # again): the drops compare the same images.
+    from visionbench.evaluate.robustness import stratified_sample
+    from visionbench.rundir.predictions import read_predictions
+
+    test = read_predictions(run / "mlp" / "predictions.csv", ["cat", "dog"])
+    keep = stratified_sample(test.y_true, 20, seed=0)
+    assert found["clean_accuracy"] == pytest.approx(
+        float((test.y_pred[keep] == test.y_true[keep]).mean()), abs=1e-9)
