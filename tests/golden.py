@@ -39,7 +39,7 @@ VOLATILE = {
     "seconds", "train_seconds", "wall_seconds_this_call", "images_per_second", "folder",
     "path", "created_at", "command", "hardware", "device", "code", "git", "platform",
     "python", "packages", "earlier", "from_cache", "key", "visionbench", "cache",
-    "checksum", "tta_seconds",
+    "checksum", "arrays_checksum", "tta_seconds",
 }
 # Pictures are compared by presence: their bytes depend on the matplotlib build.
 PICTURES = (".png", ".jpg")

@@ -99,7 +99,8 @@ def test_json_output_to_a_file_and_inputs_by_pattern_and_csv(run, tmp_path):
     assert [Path(r["path"]).name for r in found] == ["img 0.png", "img 1.png", "img 0.png",
                                                      "img 1.png"]
     assert set(found[0]) == {"path", "predicted", "prob_cat", "prob_dog", "prob_fox",
-                             "uncertain", "duplicate_of_training", "error"}
+                             "uncertain", "unfamiliar", "unfamiliar_score",
+                             "duplicate_of_training", "error"}
 
 
 def test_an_image_that_duplicates_a_training_image_is_flagged(run, tmp_path, capsys):

@@ -354,8 +354,9 @@ def predict_command(
         "--margin", help="Flag as uncertain below this top-class probability (default: "
         "chosen on validation).", min=0.0, max=1.0)] = None,
     sort_into: Annotated[Path | None, typer.Option(
-        "--sort-into", help="Copy each file into DIR/<class>/ (uncertain ones into "
-        "DIR/_uncertain/, unreadable ones into DIR/_unreadable/), with a manifest.")] = None,
+        "--sort-into", help="Copy each file into DIR/<class>/ (images unlike the training "
+        "images into DIR/_unfamiliar/, uncertain ones into DIR/_uncertain/, unreadable ones "
+        "into DIR/_unreadable/), with a manifest.")] = None,
     move: Annotated[bool, typer.Option("--move", help="With --sort-into: move, not copy.")
                     ] = False,
     dry_run: Annotated[bool, typer.Option(

@@ -3,11 +3,19 @@ rebuilds a model from its card (`visionbench.config`, `visionbench.predict`) imp
 module first, so every registered name is known. A new registering module is added here.
 """
 
-from visionbench.evaluate import conformal, explain, external, metrics, robustness
+from visionbench.evaluate import (
+    conformal,
+    explain,
+    external,
+    metrics,
+    robustness,
+    unfamiliar,
+)
 from visionbench.models import cnn, layers, outputs, timm_backbone
 from visionbench.runtime import executors
 from visionbench.track import mlflow_log, tensorboard_log
 from visionbench.train import balance, optim
 
 __all__ = ["balance", "cnn", "conformal", "executors", "explain", "external", "layers", "metrics",
-           "mlflow_log", "optim", "outputs", "robustness", "tensorboard_log", "timm_backbone"]
+           "mlflow_log", "optim", "outputs", "robustness", "tensorboard_log", "timm_backbone",
+           "unfamiliar"]

@@ -176,6 +176,13 @@ def _show(predictor: Predictor, prediction: Prediction, image: bytes, position: 
         return
     probabilities = prediction.probabilities or {}
     top = probabilities[prediction.predicted or ""]
+    if prediction.unfamiliar and predictor.unfamiliar is not None:
+        # Above the answer: whatever class it names, the model never learnt images like it.
+        st.error(plain(f"{prediction.source}: this image does not look like the images this "
+                       f"model was trained on (unfamiliarity {prediction.unfamiliar_score:.3g}"
+                       f", above {predictor.unfamiliar.threshold:.3g}, which "
+                       f"{predictor.unfamiliar.keep:.0%} of validation images stay under): "
+                       "do not rely on the answer below."))
     st.subheader(plain(f"{prediction.source}: {prediction.predicted} ({top:.1%})"))
     left, middle, right = st.columns([1, 2, 1])
     shown = thumbnail(image)

@@ -29,6 +29,7 @@ from visionbench.evaluate.model_explanations import explain_test_set
 from visionbench.evaluate.robustness import CORRUPTIONS, stratified_sample
 from visionbench.evaluate.statistics import binomial_interval
 from visionbench.evaluate.tta import averaged, tta_name, view_names
+from visionbench.evaluate.unfamiliar import fit_unfamiliar, output_layer_arrays
 from visionbench.models.build import build_model
 from visionbench.models.family import DataFacts, family_of
 from visionbench.orchestrate.plan import (
@@ -47,6 +48,7 @@ from visionbench.rundir.documents import (
     Robustness,
     SplitScore,
     Status,
+    Unfamiliar,
 )
 from visionbench.rundir.layout import ModelFolder, RunFolder
 from visionbench.rundir.predictions import Predictions
@@ -55,7 +57,7 @@ from visionbench.runtime.device import pick_device
 from visionbench.runtime.executors import EXECUTORS
 from visionbench.runtime.progress import Steps, ignore
 from visionbench.runtime.trained import LoadedModel, save_weights
-from visionbench.schemas.evaluate import ExplainConfig
+from visionbench.schemas.evaluate import ExplainConfig, UnfamiliarConfig
 from visionbench.train.callbacks import Callback, Checkpoint, Progress
 from visionbench.train.distributed import FitSpec, fit_distributed
 from visionbench.train.loop import Trainer, TrainingDivergedError, plan_stages
@@ -486,16 +488,25 @@ def _record_evaluations(
     name = folder.path.name
     predicted: dict[str, tuple[Evaluation, Predictions]] = {}
     wanted = [split for split in ("val", "test") if split in splits]
+    # The detector needs training features and a validation split to set its threshold;
+    # a model trained elsewhere gives no features.
+    unfamiliar = (config.evaluate.unfamiliar if isinstance(evaluator, Trainer)
+                  and {"train", "val"} <= set(splits) else None)
     with Steps(f"{name} predictions", len(wanted), progress) as steps:
         for split in wanted:
             steps.step(f"{split} ({len(splits[split]):,} images)")
-            result = evaluator.evaluate(splits[split])
+            result = (evaluator.evaluate(splits[split], features=True)
+                      if isinstance(evaluator, Trainer) and unfamiliar is not None
+                      else evaluator.evaluate(splits[split]))
             metrics[split] = {"loss": result.loss, "accuracy": result.accuracy,
                               "images": len(splits[split])}
             predictions = Predictions(splits[split].ids, splits[split].targets.numpy(),
                                       result.probabilities.numpy())
             folder.write_predictions(split, predictions, data.classes)
             predicted[split] = result, predictions
+    if unfamiliar is not None and isinstance(evaluator, Trainer):
+        folder.write(_fit_unfamiliar(evaluator, splits, predicted, unfamiliar, folder, seed,
+                                     progress))
     if "test" not in predicted:
         return
     result, predictions = predicted["test"]
@@ -519,6 +530,28 @@ def _record_evaluations(
             # The model itself is fine: keep it, say why it has no maps.
             found = Explanations(error=str(exc))
         folder.write(found)
+
+
+def _fit_unfamiliar(trainer: Trainer, splits: dict[str, SplitImages],
+                    predicted: dict[str, tuple[Evaluation, Predictions]],
+                    settings: UnfamiliarConfig, folder: ModelFolder, seed: int,
+                    progress: str) -> Unfamiliar:
+    """The model's unfamiliar-image detector: fitted on the features of a stratified sample
+    of training images, its threshold set on validation, what it flags counted on
+    validation and test; its arrays are written beside the weights."""
+    train = splits["train"]
+    keep = stratified_sample(train.targets.numpy(), settings.train_images, seed)
+    sample = train if len(keep) == len(train) else train.subset(keep)
+    with Steps(f"{folder.path.name} unfamiliar images", 1, progress) as steps:
+        steps.step(f"features of {len(sample):,} training images")
+        fitted = trainer.evaluate(sample, features=True).features
+    features = {split: found.features.numpy() for split, (found, _) in predicted.items()}
+    arrays, threshold, flagged = fit_unfamiliar(
+        settings.method, settings.keep, (fitted.numpy(), sample.targets.numpy()),
+        features.pop("val"), output_layer_arrays(trainer.evaluated_model), features)
+    checksum = folder.write_unfamiliar_arrays(arrays)
+    return Unfamiliar(method=settings.method, keep=settings.keep, threshold=threshold,
+                      train_images=len(sample), flagged=flagged, arrays_checksum=checksum)
 
 
 def evaluate_external(config: Config, name: str, data: PreparedData, folder: ModelFolder,

@@ -9,6 +9,7 @@ reading's threshold chosen on validation, and an uncertainty margin chosen on va
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from io import IOBase
 from pathlib import Path
@@ -32,6 +33,7 @@ from visionbench.evaluate.explain import (
     unfaithful_methods,
 )
 from visionbench.evaluate.tta import Transform, averaged
+from visionbench.evaluate.unfamiliar import DETECTORS
 from visionbench.models.outputs import OUTPUTS
 from visionbench.pictures import heat_overlay
 from visionbench.predict.training import TrainingIndex, training_file
@@ -46,9 +48,11 @@ from visionbench.rundir.documents import (
     ModelCard,
     ModelMetrics,
     TrainingHashes,
+    Unfamiliar,
 )
 from visionbench.rundir.layout import ExportFolder, ModelFolder, RunFolder
 from visionbench.rundir.predictions import Predictions
+from visionbench.runtime.features import reading_features
 from visionbench.runtime.trained import LoadedModel, load_trained
 from visionbench.schemas.data import PreprocessConfig
 
@@ -101,6 +105,21 @@ class Explanation:
 
 
 @dataclass
+class UnfamiliarCheck:
+    """A model's unfamiliar-image detector as the run fitted it: its method, the arrays
+    its score needs and the threshold chosen on validation."""
+
+    method: str
+    threshold: float
+    keep: float
+    arrays: dict[str, np.ndarray]
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        """Unfamiliarity of (N, D) penultimate features (above `threshold`: unfamiliar)."""
+        return DETECTORS.get(self.method)().score(self.arrays, features)
+
+
+@dataclass
 class Predictor:
     """One model of a run (or an ensemble of its models), with its decode settings and the
     readings chosen on validation."""
@@ -129,6 +148,8 @@ class Predictor:
     conformal: dict[str, Any] | None = None
     # An exported model: the onnxruntime session that replaces `members`.
     graph: Any = None
+    # The unfamiliar-image detector (None: the run fitted none for this model).
+    unfamiliar: UnfamiliarCheck | None = None
 
     def decode(self, image: ImageInput, threads: int = 1) -> tuple[np.ndarray, ImageFacts]:
         """One image (a path, an open binary file, a PIL image or a uint8 array) as the run
@@ -156,19 +177,25 @@ class Predictor:
         """Which training or validation image this one duplicates, if any."""
         return self.training.match(pixels, facts) if self.training is not None else None
 
-    @torch.no_grad()
     def probabilities(self, pictures: np.ndarray) -> np.ndarray:
         """(N, classes) probabilities of uint8 (N, H, W, C) decoded pictures; an ensemble
         averages its members' probabilities, and test-time augmentation its views', as the
         run did."""
+        return self.read(pictures)[0]
+
+    @torch.no_grad()
+    def read(self, pictures: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The probabilities of `pictures` (see `probabilities`) and, with a detector,
+        their unfamiliarity scores, from the features of the same forward pass (the first
+        view's, with test-time augmentation)."""
         if self.graph is not None:
             try:
-                return self.graph.run(None, {"images": np.ascontiguousarray(pictures)})[0]
+                return self.graph.run(None, {"images": np.ascontiguousarray(pictures)})[0], None
             except Exception as exc:  # onnxruntime's errors for a graph that does not fit
                 raise UserError(f"the export's graph failed on these images: "
                                 f"{str(exc).splitlines()[0][:200]}") from None
-        found = []
-        for model, output in self.members:
+        found, features = [], None
+        for index, (model, output) in enumerate(self.members):
             images = torch.from_numpy(np.ascontiguousarray(pictures)).permute(0, 3, 1, 2)
             images = images.to(model.device)
             targets = torch.zeros(len(images), dtype=torch.long, device=model.device)
@@ -179,9 +206,16 @@ class Predictor:
                 inputs = model.pipeline(images, targets, train=False, transform=transform)
                 return OUTPUTS.get(output).probabilities(model.module(inputs))
 
-            found.append(averaged(seen, self.views).cpu().numpy())
+            reading = self.unfamiliar is not None and index == 0
+            with (reading_features(model.module) if reading else nullcontext([])) as read:
+                found.append(averaged(seen, self.views).cpu().numpy())
+            if read:
+                features = read[0].numpy()
         mean = np.mean(found, axis=0) if len(found) > 1 else found[0]
-        return mean if self.temperature is None else scaled(mean, self.temperature)
+        probabilities = mean if self.temperature is None else scaled(mean, self.temperature)
+        scores = (self.unfamiliar.scores(features)
+                  if self.unfamiliar is not None and features is not None else None)
+        return probabilities, scores
 
     def prediction_set(self, prob: np.ndarray) -> list[str] | None:
         """The classes of one image's conformal set (None without `evaluate.conformal`)."""
@@ -288,6 +322,13 @@ def load(run_dir: Path | str, model: str | None = None) -> Predictor:
     if metrics.tta:
         predictor.views = list(metrics.tta["views"])
     _readings(predictor, folder, data)
+    if len(folders) == 1:
+        # One network (itself, or the model its test-time augmentation row averages).
+        detector = folders[0].read(Unfamiliar)
+        if detector is not None:
+            predictor.unfamiliar = UnfamiliarCheck(
+                detector.method, detector.threshold, detector.keep,
+                folders[0].read_unfamiliar_arrays(detector.arrays_checksum))
     hashes = run.read(TrainingHashes)
     if hashes is None:
         predictor.notes.append("this run folder has no training hashes (written before "

@@ -1,6 +1,7 @@
 """Sorting images into one folder per predicted class, as a scanner's output is sorted:
-`DIR/<class>/`, uncertain ones into `DIR/_uncertain/`, unreadable ones into
-`DIR/_unreadable/`, with a manifest (source, destination, class, probabilities).
+`DIR/<class>/`, images unlike the training images into `DIR/_unfamiliar/`, uncertain ones
+into `DIR/_uncertain/`, unreadable ones into `DIR/_unreadable/`, with a manifest (source,
+destination, class, probabilities).
 
 What may go wrong and what holds then:
 - Nothing is ever overwritten, even by another sort running into the same folder at the
@@ -46,6 +47,7 @@ from visionbench.predict.stream import Prediction
 from visionbench.rasters import regular_file_problem
 
 UNCERTAIN = "_uncertain"
+UNFAMILIAR = "_unfamiliar"
 UNREADABLE = "_unreadable"
 SKIPPED = "_skipped"
 JOURNAL_GLOB = ".sort-*.journal"
@@ -77,6 +79,9 @@ def folder_name(label: str) -> str:
 def _folder(prediction: Prediction) -> str:
     if prediction.error is not None:
         return UNREADABLE
+    # Unlike every training image: its class is a guess whatever its probability.
+    if prediction.unfamiliar:
+        return UNFAMILIAR
     if prediction.uncertain:
         return UNCERTAIN
     return folder_name(prediction.predicted or "")

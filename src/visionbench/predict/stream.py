@@ -36,16 +36,21 @@ class Prediction:
     positive: bool | None = None
     positive_probability: float | None = None
     uncertain: bool | None = None
+    # Unlike the training images: its detector's score is above the validation threshold.
+    unfamiliar: bool | None = None
+    unfamiliar_score: float | None = None
     prediction_set: list[str] | None = None
     duplicate: str | None = None
     error: str | None = None
     # Not read at all (a file whose name is not an image's): a sort leaves it in place.
     skipped: bool = False
 
-    def row(self, classes: list[str], positive: bool, sets: bool = False) -> dict[str, Any]:
+    def row(self, classes: list[str], positive: bool, sets: bool = False,
+            unfamiliar: bool = False) -> dict[str, Any]:
         """The CSV/JSON row: source, predicted class, probability per class, the positive
-        reading (binary or grouped tasks), the uncertainty flag, the conformal set (with
-        `sets`; its classes joined by `|`, most probable first) and any error."""
+        reading (binary or grouped tasks), the uncertainty flag, the unfamiliar flag and
+        score (with `unfamiliar`), the conformal set (with `sets`; its classes joined by
+        `|`, most probable first) and any error."""
         found: dict[str, Any] = {"path": self.source, "predicted": self.predicted or ""}
         for name in classes:
             value = (self.probabilities or {}).get(name)
@@ -55,6 +60,10 @@ class Prediction:
             found["positive_probability"] = ("" if self.positive_probability is None
                                              else round(self.positive_probability, 6))
         found["uncertain"] = "" if self.uncertain is None else self.uncertain
+        if unfamiliar:
+            found["unfamiliar"] = "" if self.unfamiliar is None else self.unfamiliar
+            found["unfamiliar_score"] = ("" if self.unfamiliar_score is None
+                                         else round(self.unfamiliar_score, 6))
         if sets:
             found["prediction_set"] = "|".join(self.prediction_set or [])
         found["duplicate_of_training"] = self.duplicate or ""
@@ -100,9 +109,10 @@ def predict_items(predictor: Predictor, items: Iterable[Any], batch: int = BATCH
         while chunk := list(islice(iterator, batch)):
             decoded = list(pool.map(lambda pair: _decode(predictor, pair[1], workers), chunk))
             good = [i for i, found in enumerate(decoded) if not isinstance(found, str)]
-            probabilities = (predictor.probabilities(np.stack([decoded[i][0] for i in good]))
-                             if good else np.zeros((0, len(predictor.classes))))
+            probabilities, scores = (predictor.read(np.stack([decoded[i][0] for i in good]))
+                                     if good else (np.zeros((0, len(predictor.classes))), None))
             rows = dict(zip(good, probabilities, strict=True))
+            unfamiliarity = dict(zip(good, scores, strict=True)) if scores is not None else {}
             for i, (position, item) in enumerate(chunk):
                 if i in rows and not np.isfinite(rows[i]).all():
                     # An edited card or temperature can make them NaN: never a class.
@@ -110,6 +120,10 @@ def predict_items(predictor: Predictor, items: Iterable[Any], batch: int = BATCH
                 elif i in rows:
                     found = _reading(predictor, _name(item, position), rows[i])
                     found.duplicate = decoded[i][1]
+                    if i in unfamiliarity and predictor.unfamiliar is not None:
+                        found.unfamiliar_score = float(unfamiliarity[i])
+                        found.unfamiliar = (found.unfamiliar_score
+                                            > predictor.unfamiliar.threshold)
                     yield found
                 else:
                     yield Prediction(source=_name(item, position), error=str(decoded[i]),
@@ -146,16 +160,18 @@ class RowWriter:
         self.handle, self.as_json, self.rows = handle, as_json, 0
         self.classes, self.positive = predictor.classes, bool(predictor.positive)
         self.sets = predictor.conformal is not None
+        self.unfamiliar = predictor.unfamiliar is not None
         if as_json:
             handle.write("[")
         else:
-            header = list(Prediction(source="").row(self.classes, self.positive, self.sets))
+            header = list(Prediction(source="").row(self.classes, self.positive, self.sets,
+                                                    self.unfamiliar))
             self.csv = csvcells.DictWriter(handle, header)
             self.csv.writeheader()
 
     def write(self, prediction: Prediction) -> None:
         """One more row."""
-        row = prediction.row(self.classes, self.positive, self.sets)
+        row = prediction.row(self.classes, self.positive, self.sets, self.unfamiliar)
         if self.as_json:
             self.handle.write(("," if self.rows else "") + "\n " + json.dumps(row))
         else:

@@ -458,6 +458,24 @@ class Robustness(Document):
     test_images: int | None = None
 
 
+class Unfamiliar(Document):
+    """`<model>/unfamiliar.json`: the unfamiliar-image detector of one model: its method,
+    the threshold chosen on validation, how many training images it was fitted on, the
+    share of validation and test images it flags, and the checksum of its arrays
+    (`unfamiliar.safetensors`)."""
+
+    FILE: ClassVar[str] = "unfamiliar.json"
+    LEVEL: ClassVar[Literal["run", "model"]] = "model"
+
+    method: str
+    keep: float
+    threshold: float
+    train_images: int
+    flagged: dict[str, dict[str, float]] = Field(
+        description="Split -> images, flagged (count) and share.")
+    arrays_checksum: str
+
+
 class Explanations(Document):
     """`<model>/explanations.json`: maps' deletion scores and pictures, or why there are none."""
 

@@ -29,10 +29,11 @@ import shutil
 from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
 from pydantic import ValidationError
 
 from visionbench.errors import UserError
-from visionbench.fileio import atomic_dir, write_json, write_text
+from visionbench.fileio import atomic_dir, atomic_path, write_json, write_text
 from visionbench.rundir.documents import (
     SCHEMA_VERSION,
     Document,
@@ -64,6 +65,7 @@ WEIGHTS = "model.safetensors"
 CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 BEST_WEIGHTS = "best.safetensors"
+UNFAMILIAR_ARRAYS = "unfamiliar.safetensors"
 ERROR_LOG = "error.txt"
 REPEATS = "repeats"
 FOLDS = "folds"
@@ -251,6 +253,31 @@ class ModelFolder(_Folder):
     def weights(self) -> Path:
         """The final weights (safetensors)."""
         return self.path / WEIGHTS
+
+    @property
+    def unfamiliar_arrays(self) -> Path:
+        """The unfamiliar-image detector's arrays (safetensors; `Unfamiliar` describes it)."""
+        return self.path / UNFAMILIAR_ARRAYS
+
+    def write_unfamiliar_arrays(self, arrays: dict[str, np.ndarray]) -> str:
+        """Write the detector's arrays atomically; returns the file's checksum."""
+        from safetensors.numpy import save
+
+        with atomic_path(self.unfamiliar_arrays) as tmp:
+            tmp.write_bytes(save({name: np.ascontiguousarray(value)
+                                  for name, value in arrays.items()}))
+        return file_checksum(self.unfamiliar_arrays)
+
+    def read_unfamiliar_arrays(self, checksum: str) -> dict[str, np.ndarray]:
+        """The detector's arrays, checked against `checksum` (from `unfamiliar.json`): a
+        missing, damaged or swapped file is one line."""
+        from safetensors.numpy import load
+
+        path = self.unfamiliar_arrays
+        if path.is_symlink() or not path.is_file() or file_checksum(path) != checksum:
+            raise UserError(f"{path} is missing or does not match unfamiliar.json: run "
+                            f"`visionbench run` again to fit the detector")
+        return load(path.read_bytes())
 
     @property
     def checkpoints(self) -> Path:

@@ -104,8 +104,10 @@ class _Rows(torch.utils.data.Dataset):
 
 @dataclass
 class Evaluation:
-    """Loss, accuracy and (N, classes) probabilities on one split."""
+    """Loss, accuracy and (N, classes) probabilities on one split, and the (N, D)
+    penultimate features when they were asked for."""
 
     loss: float
     accuracy: float
     probabilities: torch.Tensor
+    features: torch.Tensor | None = None

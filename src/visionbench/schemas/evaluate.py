@@ -52,6 +52,19 @@ class ConformalConfig(StrictModel):
     score: Annotated[str, Registered("conformal score")] = "lac"
 
 
+class UnfamiliarConfig(StrictModel):
+    """Unfamiliar images: a detector fitted after training on the penultimate features of
+    (a stratified sample of) the training images, its threshold chosen on validation so
+    that `keep` of the validation images pass; an image scoring above it does not look like
+    the images the model learnt from."""
+
+    method: Annotated[str, Registered("unfamiliar detector")] = "knn"
+    keep: float = Field(0.95, ge=0.5, lt=1, description="Share of validation images that "
+                        "pass the threshold (the rest are flagged, as are images unlike them).")
+    train_images: int = Field(2000, ge=20, description="Training images the detector is "
+                              "fitted on: a stratified sample when the split is larger.")
+
+
 class LabelIssuesConfig(StrictModel):
     """Confident learning (cleanlab) on out-of-sample probabilities - validation
     predictions, or out-of-fold ones with `split.folds` - of `model` (default: the
@@ -143,6 +156,9 @@ class EvaluateConfig(StrictModel):
     label_issues: LabelIssuesConfig | None = Field(
         None, description="Suspected label errors among the images scored out of sample "
         "(cleanlab).")
+    unfamiliar: UnfamiliarConfig | None = Field(
+        default_factory=UnfamiliarConfig, description="Flag images unlike the training "
+        "images (null: no detector).")
     references: dict[str, Reference] = Field(
         default_factory=dict,
         description="Name -> published or earlier numbers on the same test split, shown as "

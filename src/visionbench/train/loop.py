@@ -8,6 +8,7 @@ uninterrupted one, and a finished model can continue for more epochs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
@@ -25,6 +26,7 @@ from visionbench.models.build import BuiltModel
 from visionbench.models.freeze import apply_freeze, set_train_mode
 from visionbench.models.outputs import OUTPUTS
 from visionbench.runtime.batches import Evaluation, SplitImages, chunks
+from visionbench.runtime.features import reading_features
 from visionbench.runtime.pipeline import InputPipeline
 from visionbench.schemas.models import FreezeSpec, ModelConfig
 from visionbench.schemas.train import OptimizerConfig, TrainConfig
@@ -351,26 +353,32 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, split: SplitImages,
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None
-                 ) -> Evaluation:
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 features: bool = False) -> Evaluation:
         """Loss, accuracy and per-image probabilities of the current model on `split`
-        (with `transform` applied to every image before normalisation, if given)."""
+        (with `transform` applied to every image before normalisation, if given), and with
+        `features` its penultimate features, read in the same pass."""
         self.model.eval()
-        model = self.forward if self.ema is None else self.ema.module
+        # Features are read by a hook on the plain module (a compiled graph may skip it).
+        model = (self.evaluated_model if features
+                 else self.forward if self.ema is None else self.ema.module)
         order = torch.arange(len(split))
         batch_size = self.cfg.eval_batch_size or self.cfg.batch_size * 2
         probabilities, losses = [], torch.zeros((), device=self.device)
-        for images, targets in split.batches(order, batch_size):
-            inputs = self.pipeline(images, targets, train=False, transform=transform)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                logits = model(inputs)
-            losses += self.output.loss(logits, targets, None, 0.0) * len(targets)
-            probabilities.append(self.output.probabilities(logits))
+        with (reading_features(self.evaluated_model) if features
+              else contextlib.nullcontext([])) as read:
+            for images, targets in split.batches(order, batch_size):
+                inputs = self.pipeline(images, targets, train=False, transform=transform)
+                with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                    enabled=self.autocast):
+                    logits = model(inputs)
+                losses += self.output.loss(logits, targets, None, 0.0) * len(targets)
+                probabilities.append(self.output.probabilities(logits))
         probs = torch.cat(probabilities).cpu()
         loss = float(losses) / max(len(split), 1)
         hits = probs.argmax(1) == split.targets
         accuracy = float(hits.double().mean()) if len(split) else 0.0
-        return Evaluation(loss, accuracy, probs)
+        return Evaluation(loss, accuracy, probs, torch.cat(read) if read else None)
 
     # -- checkpoints -------------------------------------------------------------------
 

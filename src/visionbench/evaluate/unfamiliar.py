@@ -1,0 +1,202 @@
+"""Unfamiliar images: a score of how unlike the training images an image is, and the
+threshold above which the model should not be trusted to answer.
+
+Each detector is registered by name and built on pytorch-ood's implementation (kNN on
+normalised features, Mahalanobis, energy, ViM). It is fitted on the penultimate features
+of training images (`runtime.features`) and the model's output layer, and everything its
+score needs is kept as plain named arrays, saved with safetensors beside the model (never
+a pickle): a detector is rebuilt from them wherever the model answers. Scores grow with
+unfamiliarity. The threshold is chosen on validation only: the `keep` quantile of the
+validation scores, so that share of familiar images passes; test images never move it.
+
+Example:
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> features, labels = rng.normal(size=(200, 8)), np.arange(200) % 2
+    >>> layer = {"weight": rng.normal(size=(2, 8)), "bias": np.zeros(2)}
+    >>> knn = DETECTORS.get("knn")()
+    >>> arrays = knn.fit(features, labels, layer)
+    >>> scores = knn.score(arrays, np.vstack([features[:5], features[:5] + 40]))
+    >>> bool(scores[:5].max() < scores[5:].min())
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from visionbench.errors import UserError
+from visionbench.registry import Registry
+from visionbench.runtime.features import output_layer
+
+Arrays = dict[str, np.ndarray]
+
+
+class Detector(Protocol):
+    """Fits on training features and scores any features (higher = more unfamiliar)."""
+
+    def fit(self, features: np.ndarray, labels: np.ndarray, layer: Arrays) -> Arrays:
+        """The arrays the score needs, from (N, D) training `features`, their class
+        `labels` and the output `layer` ({"weight": (C, D), "bias": (C,)})."""
+        ...
+
+    def score(self, arrays: Arrays, features: np.ndarray) -> np.ndarray:
+        """(N,) unfamiliarity scores of (N, D) `features`."""
+        ...
+
+
+DETECTORS: Registry[type[Detector]] = Registry("unfamiliar detector")
+
+
+def _tensor(values: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+
+
+def _logits(arrays: Arrays, features: np.ndarray) -> torch.Tensor:
+    """Logits of every class from the saved output layer (see `_two_class`)."""
+    weight, bias = _two_class(arrays)
+    return _tensor(features) @ _tensor(weight).T + _tensor(bias)
+
+
+def _layer(layer: Arrays) -> Arrays:
+    return {"weight": np.asarray(layer["weight"], np.float32),
+            "bias": np.asarray(layer["bias"], np.float32)}
+
+
+@DETECTORS.register("knn")
+class NearestNeighbours:
+    """Distance to the k-th nearest training feature, both normalised to unit length (Sun
+    et al. 2022); k grows with the number of training images (1 per 1,000, at most 50)."""
+
+    def fit(self, features: np.ndarray, labels: np.ndarray, layer: Arrays) -> Arrays:
+        bank = _tensor(features)
+        bank = bank / bank.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        k = int(np.clip(round(len(bank) / 1000), 1, 50))
+        return {"bank": bank.numpy(), "k": np.array([k], np.int64), **_layer(layer)}
+
+    def score(self, arrays: Arrays, features: np.ndarray) -> np.ndarray:
+        from pytorch_ood.detector import KNN
+
+        bank = _tensor(arrays["bank"])
+        detector = KNN(None, k=int(arrays["k"][0]))
+        detector.fit_features(bank, torch.zeros(len(bank), dtype=torch.long))
+        return detector.predict_features(_tensor(features)).double().numpy()
+
+
+@DETECTORS.register("mahalanobis")
+class Mahalanobis:
+    """Smallest Mahalanobis distance to a class mean under the shared covariance of the
+    training features (Lee et al. 2018)."""
+
+    def fit(self, features: np.ndarray, labels: np.ndarray, layer: Arrays) -> Arrays:
+        from pytorch_ood.detector import Mahalanobis as Fitted
+
+        present = np.unique(labels)
+        # pytorch-ood wants every class 0..C-1; classes absent from the sample are skipped.
+        dense = np.searchsorted(present, labels)
+        detector = Fitted(None).fit_features(_tensor(features), torch.from_numpy(dense))
+        return {"mu": detector.mu.numpy(), "precision": detector.precision.numpy(),
+                **_layer(layer)}
+
+    def score(self, arrays: Arrays, features: np.ndarray) -> np.ndarray:
+        from pytorch_ood.detector import Mahalanobis as Fitted
+
+        detector = Fitted(None)
+        detector.mu, detector.precision = _tensor(arrays["mu"]), _tensor(arrays["precision"])
+        return detector.predict_features(_tensor(features)).double().numpy()
+
+
+@DETECTORS.register("energy")
+class Energy:
+    """Negative free energy of the logits (Liu et al. 2020): needs no fitting."""
+
+    def fit(self, features: np.ndarray, labels: np.ndarray, layer: Arrays) -> Arrays:
+        return _layer(layer)
+
+    def score(self, arrays: Arrays, features: np.ndarray) -> np.ndarray:
+        from pytorch_ood.detector import EnergyBased
+
+        return EnergyBased.score(_logits(arrays, features)).double().numpy()
+
+
+@DETECTORS.register("vim")
+class VirtualLogit:
+    """ViM (Wang et al. 2022): the feature's norm off the training features' principal
+    subspace, scaled to the logits, against the energy of the logits."""
+
+    def fit(self, features: np.ndarray, labels: np.ndarray, layer: Arrays) -> Arrays:
+        from pytorch_ood.detector import ViM
+
+        saved = _layer(layer)
+        weight, bias = _two_class(saved)
+        dimension = features.shape[1]
+        if dimension <= weight.shape[0]:
+            raise UserError(f"unfamiliar method vim needs more features ({dimension}) than "
+                            f"classes ({weight.shape[0]}): choose knn or mahalanobis")
+        detector = ViM(None, d=max(1, dimension // 2), w=_tensor(weight), b=_tensor(bias))
+        detector.fit_features(_tensor(features), torch.from_numpy(labels))
+        return {"origin": detector.u.numpy(), "subspace": detector.principal_subspace.numpy(),
+                "alpha": np.array([detector.alpha], np.float32), **saved}
+
+    def score(self, arrays: Arrays, features: np.ndarray) -> np.ndarray:
+        from pytorch_ood.detector import ViM
+
+        weight, bias = _two_class(arrays)
+        detector = ViM(None, d=1, w=_tensor(weight), b=_tensor(bias))
+        detector.u = _tensor(arrays["origin"])
+        detector.principal_subspace = _tensor(arrays["subspace"])
+        detector.alpha = float(arrays["alpha"][0])
+        return detector.predict_features(_tensor(features)).double().numpy()
+
+
+def _two_class(layer: Arrays) -> tuple[np.ndarray, np.ndarray]:
+    """The output layer as logits of every class: a single binary logit z stands for the
+    two logits (0, z), so energy and ViM see two classes."""
+    weight, bias = layer["weight"], layer["bias"]
+    if weight.shape[0] == 1:
+        weight = np.vstack([np.zeros_like(weight), weight])
+        bias = np.concatenate([np.zeros_like(bias), bias])
+    return weight, bias
+
+
+def threshold_for(validation_scores: np.ndarray, keep: float) -> float:
+    """The score above which an image is unfamiliar: the smallest validation score with at
+    least `keep` of the validation images at or below it (the inverse of their empirical
+    distribution), so that share of familiar images passes.
+
+    Example:
+        >>> threshold_for(np.arange(1, 101, dtype=float), 0.95)
+        95.0
+    """
+    if not len(validation_scores):
+        raise UserError("unfamiliar images: the validation split is empty, so no threshold "
+                        "can be chosen (give the data a validation split)")
+    return float(np.quantile(validation_scores, keep, method="inverted_cdf"))
+
+
+def output_layer_arrays(module: torch.nn.Module) -> Arrays:
+    """The output layer's weight and bias as arrays (what energy and ViM score with)."""
+    layer = output_layer(module)
+    return {"weight": layer.weight.detach().float().cpu().numpy(),
+            "bias": layer.bias.detach().float().cpu().numpy()}
+
+
+def fit_unfamiliar(method: str, keep: float, train: tuple[np.ndarray, np.ndarray],
+                   validation: np.ndarray, layer: Arrays,
+                   scored: dict[str, np.ndarray]) -> tuple[Arrays, float, dict[str, dict]]:
+    """Fit detector `method` on `train` (features, labels), choose its threshold on the
+    `validation` features, and count what it flags among `validation` and each of the
+    `scored` splits' features; returns (arrays, threshold, split -> images, flagged,
+    share)."""
+    detector = DETECTORS.get(method)()
+    arrays = detector.fit(*train, layer)
+    threshold = threshold_for(detector.score(arrays, validation), keep)
+    flagged = {}
+    for split, features in {"val": validation, **scored}.items():
+        count = int((detector.score(arrays, features) > threshold).sum())
+        flagged[split] = {"images": len(features), "flagged": count,
+                          "share": count / max(len(features), 1)}
+    return arrays, threshold, flagged

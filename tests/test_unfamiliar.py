@@ -1,0 +1,193 @@
+"""Unfamiliar images (issue 27 §1): detectors fitted on training features, a threshold
+chosen on validation only, their arrays kept without pickle and checked when read back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_class_folders, run_yaml
+from visionbench.errors import UserError
+from visionbench.evaluate.unfamiliar import DETECTORS, fit_unfamiliar, threshold_for
+
+
+def _clusters(seed: int, n: int, classes: int = 3, dimension: int = 16,
+              shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Features around one centre per class (the same centres for every seed)."""
+    centres = np.random.default_rng(99).normal(size=(classes, dimension)) * 3
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    return centres[labels] + rng.normal(size=(n, dimension)) + shift, labels
+
+
+def _layer(classes: int = 3, dimension: int = 16) -> dict[str, np.ndarray]:
+    centres = np.random.default_rng(99).normal(size=(classes, dimension)) * 3
+    return {"weight": centres, "bias": np.zeros(classes)}
+
+
+@pytest.mark.parametrize("method", ["knn", "mahalanobis", "vim"])
+def test_a_feature_detector_passes_its_share_of_familiar_images_and_flags_far_ones(method):
+    train, validation = _clusters(0, 900), _clusters(1, 400)[0]
+    familiar, far = _clusters(2, 400)[0], _clusters(3, 200, shift=12.0)[0]
+    arrays, _, flagged = fit_unfamiliar(method, 0.95, train, validation, _layer(),
+                                        {"test": familiar, "foreign": far})
+    assert flagged["val"]["share"] == pytest.approx(0.05, abs=0.0025)
+    assert flagged["test"]["share"] < 0.12, "familiar images pass about as often as validation"
+    assert flagged["foreign"]["share"] == 1.0
+    assert all(isinstance(value, np.ndarray) for value in arrays.values())
+
+
+def test_energy_needs_no_fitting_and_reads_a_binary_models_single_logit():
+    energy = DETECTORS.get("energy")()
+    layer = {"weight": np.ones((1, 4)), "bias": np.zeros(1)}
+    arrays = energy.fit(np.zeros((0, 4)), np.zeros(0, int), layer)
+    scores = energy.score(arrays, np.array([[0.0] * 4, [5.0] * 4]))
+    # Logits (0, z): z = 0 is the least certain, z = 20 gives a far lower energy.
+    assert scores[0] == pytest.approx(-np.log(2)) and scores[1] < scores[0] - 15
+
+
+def test_the_threshold_is_validations_quantile_and_test_never_moves_it():
+    assert threshold_for(np.arange(1, 101, dtype=float), 0.95) == 95.0
+    assert threshold_for(np.arange(1, 101, dtype=float), 0.9) == 90.0
+    train, validation = _clusters(0, 300), _clusters(1, 200)[0]
+    one = fit_unfamiliar("knn", 0.95, train, validation, _layer(), {"test": _clusters(2, 50)[0]})
+    other = fit_unfamiliar("knn", 0.95, train, validation, _layer(),
+                           {"test": _clusters(5, 80, shift=30.0)[0]})
+    assert one[1] == other[1]
+    assert all(np.array_equal(one[0][k], other[0][k]) for k in one[0])
+    with pytest.raises(UserError, match="validation split is empty"):
+        threshold_for(np.array([]), 0.95)
+
+
+def test_vim_refuses_features_no_wider_than_the_classes():
+    with pytest.raises(UserError, match="needs more features"):
+        DETECTORS.get("vim")().fit(np.zeros((10, 3)), np.arange(10) % 3, _layer(3, 3))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("unfamiliar")
+    data = make_class_folders(root / "data", {"cat": 30, "dog": 30, "fox": 30})
+    return run_yaml(root, "ood", f"""
+data: {{source: folder, path: {data}, preprocess: {{size: 16}}}}
+models:
+  cnn: {{layers: [{{type: conv, filters: 8}}, {{type: pool}}, {{type: conv, filters: 8}},
+                {{type: pool}}, {{type: flatten}}]}}
+  mlp: {{preset: mlp}}
+train: {{epochs: 12, progress: quiet, seed: 0}}
+evaluate:
+  bootstrap: 0
+  robustness: {{}}
+  explain: {{images: 0}}
+  error_examples: 0
+  unfamiliar: {{method: mahalanobis, keep: 0.9, train_images: 40}}
+""")
+
+
+def test_a_run_fits_each_models_detector_on_training_and_sets_it_on_validation(run):
+    from visionbench.rundir.documents import Unfamiliar
+    from visionbench.rundir.layout import RunFolder
+
+    for name in ("cnn", "mlp"):
+        folder = RunFolder(run).model(name)
+        found = folder.require(Unfamiliar)
+        assert (found.method, found.keep) == ("mahalanobis", 0.9)
+        assert abs(found.train_images - 40) <= 3, "a stratified sample (rounded per class)"
+        val = found.flagged["val"]
+        assert val["flagged"] <= round(0.1 * val["images"]) + 1
+        assert found.flagged["test"]["images"] == 18
+        arrays = folder.read_unfamiliar_arrays(found.arrays_checksum)
+        assert set(arrays) == {"mu", "precision", "weight", "bias"}
+
+
+def test_damaged_or_swapped_detector_arrays_are_refused_in_one_line(run, tmp_path):
+    import shutil
+
+    from visionbench.rundir.documents import Unfamiliar
+    from visionbench.rundir.layout import RunFolder
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    folder = RunFolder(copy).model("cnn")
+    checksum = folder.require(Unfamiliar).arrays_checksum
+    shutil.copy(RunFolder(copy).model("mlp").unfamiliar_arrays, folder.unfamiliar_arrays)
+    with pytest.raises(UserError, match=r"does not match unfamiliar\.json"):
+        folder.read_unfamiliar_arrays(checksum)
+    folder.unfamiliar_arrays.write_bytes(b"\x80\x04not safetensors")
+    with pytest.raises(UserError, match="does not match"):
+        folder.read_unfamiliar_arrays(checksum)
+
+
+def test_the_arrays_file_is_safetensors_not_a_pickle(run):
+    from visionbench.rundir.layout import RunFolder
+
+    raw = RunFolder(run).model("cnn").unfamiliar_arrays.read_bytes()
+    header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+    assert {"mu", "precision"} <= set(header)
+    assert b"\x80\x04" not in raw[:2]
+
+
+def _foreign(folder: Path) -> list[Path]:
+    """Images no training image looks like: noise, blank, a checkerboard."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    pictures = {
+        "noise.png": rng.integers(0, 256, (24, 24, 3), dtype=np.uint8),
+        "black.png": np.zeros((24, 24, 3), np.uint8),
+        "white.png": np.full((24, 24, 3), 255, np.uint8),
+        "checks.png": (np.indices((24, 24)).sum(0) % 2 * 255).astype(np.uint8)[..., None]
+        .repeat(3, -1),
+    }
+    for name, pixels in pictures.items():
+        Image.fromarray(pixels).save(folder / name)
+    return [folder / name for name in pictures]
+
+
+def test_predict_flags_unfamiliar_images_and_sorts_them_into_their_folder(run, tmp_path):
+    # A small model's own features tell blank images from its training images, not noise
+    # or a checkerboard: what they cannot see is the generic embedding's job (issue 27).
+    import csv
+
+    from conftest import pattern
+    from visionbench.cli import main
+
+    images = tmp_path / "in"
+    _foreign(images)
+    for i in range(6):
+        pattern(i % 3, 500 + i).save(images / f"familiar {i}.png")
+    out = tmp_path / "predictions.csv"
+    assert main(["predict", str(run), str(images), "--model", "mlp", "--out", str(out),
+                 "--sort-into", str(tmp_path / "sorted")]) == 0
+    rows = {Path(row["path"]).name: row for row in csv.DictReader(out.open())}
+    flagged = {name for name, row in rows.items() if row["unfamiliar"] == "True"}
+    assert {"black.png", "white.png"} <= flagged
+    assert len(flagged & {f"familiar {i}.png" for i in range(6)}) <= 1
+    from visionbench.rundir.documents import Unfamiliar
+    from visionbench.rundir.layout import RunFolder
+
+    threshold = RunFolder(run).model("mlp").require(Unfamiliar).threshold
+    assert flagged == {name for name, row in rows.items()
+                       if float(row["unfamiliar_score"]) > threshold}
+    sorted_out = tmp_path / "sorted"
+    assert {p.name for p in (sorted_out / "_unfamiliar").iterdir()} == flagged
+    assert not any(p.name in flagged for p in sorted_out.rglob("*.png")
+                   if p.parent.name != "_unfamiliar")
+
+
+def test_the_library_and_every_answer_carry_the_flag(run, tmp_path):
+    from visionbench import load
+
+    images = _foreign(tmp_path / "in")
+    predictor = load(run, "mlp")
+    found = {Path(p.source).name: p for p in predictor.predict(images)}
+    assert found["black.png"].unfamiliar is True
+    assert found["black.png"].unfamiliar_score > predictor.unfamiliar.threshold
+    probabilities, scores = predictor.read(np.stack([predictor.decode(p)[0] for p in images]))
+    assert probabilities.shape == (4, 3) and scores.shape == (4,)
+    assert np.allclose(probabilities, predictor.probabilities(
+        np.stack([predictor.decode(p)[0] for p in images])))
