@@ -276,7 +276,7 @@ def test_the_photo_filter_sorts_a_scanners_output(tmp_path, capsys):
     landed = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "manifest.csv")
     assert len(landed) == len(before) and len({p.name for p in landed}) >= 4
     folders = {r["folder"] for r in manifest}
-    assert folders <= {"photo", "not_photo", "_uncertain", "_unreadable"}
+    assert folders <= {"photo", "not_photo", "_unfamiliar", "_uncertain", "_unreadable"}
     assert [r["folder"] for r in manifest if r["source"].endswith("jammed.jpg")] == [
         "_unreadable"]
     rescanned = next(r for r in manifest if r["source"].endswith("rescanned.png"))

@@ -195,7 +195,7 @@ def test_formulas_in_names_reach_no_spreadsheet_as_formulas(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
 
     class Model:
-        positive, conformal = [], None
+        positive, conformal, unfamiliar = [], None, None
 
     Model.classes = classes
     buffer = io.StringIO()
@@ -293,7 +293,7 @@ def test_values_an_edited_run_folder_feeds_into_computation_are_checked(pets_run
             list(predict_files(visionbench.load(folder, model="mlp"), files))
     # Probabilities that come out NaN (weights edited to NaN) are an error, never a class.
     model = visionbench.load(pets_run, model="mlp")
-    model.probabilities = lambda pictures: np.full((len(pictures), 2), np.nan)
+    model.read = lambda pictures: (np.full((len(pictures), 2), np.nan), None)
     found = list(predict_files(model, files))
     assert all(p.predicted is None and "no finite probabilities" in p.error for p in found)
 

@@ -100,7 +100,9 @@ def test_a_run_fits_each_models_detector_on_training_and_sets_it_on_validation(r
         assert val["flagged"] <= round(0.1 * val["images"]) + 1
         assert found.flagged["test"]["images"] == 18
         arrays = folder.read_unfamiliar_arrays(found.arrays_checksum)
-        assert set(arrays) == {"mu", "precision", "weight", "bias"}
+        assert set(arrays) == {"mu", "precision", "weight", "bias", "val_scores",
+                               "generic_val_scores"}
+        assert found.generic, "combined with the run's generic-embedding detector"
 
 
 def test_damaged_or_swapped_detector_arrays_are_refused_in_one_line(run, tmp_path):
@@ -191,3 +193,12 @@ def test_the_library_and_every_answer_carry_the_flag(run, tmp_path):
     assert probabilities.shape == (4, 3) and scores.shape == (4,)
     assert np.allclose(probabilities, predictor.probabilities(
         np.stack([predictor.decode(p)[0] for p in images])))
+
+
+def test_folds_repeats_and_sweep_trials_get_no_detector_of_their_own(tmp_path):
+    from visionbench.rundir.layout import ModelFolder, nested
+
+    model = ModelFolder(tmp_path / "cnn")
+    assert not nested(model)
+    assert nested(model.fold(0)) and nested(model.repeat(1))
+    assert nested(ModelFolder(tmp_path / "sweep" / "3"))

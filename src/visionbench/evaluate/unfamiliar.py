@@ -184,19 +184,73 @@ def output_layer_arrays(module: torch.nn.Module) -> Arrays:
             "bias": layer.bias.detach().float().cpu().numpy()}
 
 
+def familiarity_rank(reference: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """The share of `reference` (validation) scores at or below each score: 0.97 means more
+    unusual than 97 % of validation images. Past the highest validation score it keeps
+    growing, by the distance beyond it in units of that score's distance from the median
+    (so an image far beyond every validation image ranks far above 1, not at 1 with them).
+    Two detectors' scores become comparable so.
+
+    Example:
+        >>> familiarity_rank(np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.5, 2.0, 4.0, 7.0]))
+        array([0. , 0.5, 1. , 3. ])
+    """
+    ordered = np.sort(np.asarray(reference, np.float64))
+    scores = np.asarray(scores, np.float64)
+    rank = np.searchsorted(ordered, scores, side="right") / max(len(ordered), 1)
+    if len(ordered):
+        top = ordered[-1]
+        spread = max(top - float(np.median(ordered)), 1e-12)
+        beyond = scores > top
+        rank[beyond] = 1 + (scores[beyond] - top) / spread
+    return rank
+
+
+def combined(parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Unfamiliarity from several detectors: for each image the highest of its ranks among
+    the validation scores of each (`parts`: (validation scores, scores)); one detector's
+    alarm is enough."""
+    return np.max([familiarity_rank(reference, scores) for reference, scores in parts], axis=0)
+
+
 def fit_unfamiliar(method: str, keep: float, train: tuple[np.ndarray, np.ndarray],
-                   validation: np.ndarray, layer: Arrays,
-                   scored: dict[str, np.ndarray]) -> tuple[Arrays, float, dict[str, dict]]:
-    """Fit detector `method` on `train` (features, labels), choose its threshold on the
-    `validation` features, and count what it flags among `validation` and each of the
-    `scored` splits' features; returns (arrays, threshold, split -> images, flagged,
-    share)."""
+                   validation: np.ndarray, layer: Arrays, scored: dict[str, np.ndarray],
+                   generic: dict[str, np.ndarray] | None = None
+                   ) -> tuple[Arrays, float, dict[str, dict]]:
+    """Fit detector `method` on `train` (features, labels) and count what it flags among
+    `validation` and each of the `scored` splits' features; returns (arrays, threshold,
+    split -> images, flagged, share). Alone, the threshold is on the detector's score;
+    with `generic` (split -> the generic embedding detector's scores, "val" and each split
+    of `scored`, in the same image order) it is on the combined rank (`combined`). Either
+    way it is chosen on validation only, so that `keep` of it passes."""
     detector = DETECTORS.get(method)()
     arrays = detector.fit(*train, layer)
-    threshold = threshold_for(detector.score(arrays, validation), keep)
+    own = {"val": detector.score(arrays, validation),
+           **{split: detector.score(arrays, features) for split, features in scored.items()}}
+    if generic is not None:
+        arrays["val_scores"] = own["val"]
+        arrays["generic_val_scores"] = generic["val"]
+        own = {split: combined([(own["val"], values), (generic["val"], generic[split])])
+               for split, values in own.items()}
+    threshold = threshold_for(own["val"], keep)
     flagged = {}
-    for split, features in {"val": validation, **scored}.items():
-        count = int((detector.score(arrays, features) > threshold).sum())
-        flagged[split] = {"images": len(features), "flagged": count,
-                          "share": count / max(len(features), 1)}
+    for split, values in own.items():
+        count = int((values > threshold).sum())
+        flagged[split] = {"images": len(values), "flagged": count,
+                          "share": count / max(len(values), 1)}
     return arrays, threshold, flagged
+
+
+def unfamiliarity(method: str, arrays: Arrays, features: np.ndarray,
+                  generic_scores: np.ndarray | None = None) -> np.ndarray:
+    """The score `fit_unfamiliar`'s threshold applies to, for new images: the detector's
+    score of their `features`, combined with their generic detector's scores when the
+    detector was fitted with them."""
+    scores = DETECTORS.get(method)().score(arrays, features)
+    if "generic_val_scores" not in arrays:
+        return scores
+    if generic_scores is None:
+        raise UserError("this model's detector also reads the generic embedding: give its "
+                        "scores")
+    return combined([(arrays["val_scores"], scores),
+                     (arrays["generic_val_scores"], generic_scores)])

@@ -23,9 +23,11 @@ from visionbench.orchestrate.plan import (
     select_models,
 )
 from visionbench.orchestrate.sweep import run_sweep
+from visionbench.orchestrate.unfamiliar import fit_generic
 from visionbench.provenance import command_line, save_config
 from visionbench.rundir.documents import (
     DataRecord,
+    GenericUnfamiliar,
     Inspection,
     ModelMetrics,
     Status,
@@ -93,6 +95,9 @@ def run_config(
     if not run.has(Inspection):
         run.write(Inspection.model_validate(inspect_data(data, run.data_dir)))
     report(f"run folder: {run.path}")
+    unfamiliar = config.evaluate.unfamiliar
+    if unfamiliar is not None and unfamiliar.generic and not run.has(GenericUnfamiliar):
+        fit_generic(run, data, unfamiliar, config.train.seed, config.train.progress)
     # One executor session for the whole run (a Ray started once, not per batch of tasks).
     with executor_session(config.execution):
         if config.sweep is not None:

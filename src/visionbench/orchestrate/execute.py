@@ -29,7 +29,6 @@ from visionbench.evaluate.model_explanations import explain_test_set
 from visionbench.evaluate.robustness import CORRUPTIONS, stratified_sample
 from visionbench.evaluate.statistics import binomial_interval
 from visionbench.evaluate.tta import averaged, tta_name, view_names
-from visionbench.evaluate.unfamiliar import fit_unfamiliar, output_layer_arrays
 from visionbench.models.build import build_model
 from visionbench.models.family import DataFacts, family_of
 from visionbench.orchestrate.plan import (
@@ -39,6 +38,7 @@ from visionbench.orchestrate.plan import (
     fingerprint,
     same_training,
 )
+from visionbench.orchestrate.unfamiliar import fit_model_detector
 from visionbench.provenance import code_version, command_line, describe_hardware
 from visionbench.rundir.documents import (
     Explanations,
@@ -48,16 +48,15 @@ from visionbench.rundir.documents import (
     Robustness,
     SplitScore,
     Status,
-    Unfamiliar,
 )
-from visionbench.rundir.layout import ModelFolder, RunFolder
+from visionbench.rundir.layout import ModelFolder, RunFolder, nested
 from visionbench.rundir.predictions import Predictions
 from visionbench.runtime.batches import Evaluation, SplitImages
 from visionbench.runtime.device import pick_device
 from visionbench.runtime.executors import EXECUTORS
 from visionbench.runtime.progress import Steps, ignore
 from visionbench.runtime.trained import LoadedModel, save_weights
-from visionbench.schemas.evaluate import ExplainConfig, UnfamiliarConfig
+from visionbench.schemas.evaluate import ExplainConfig
 from visionbench.train.callbacks import Callback, Checkpoint, Progress
 from visionbench.train.distributed import FitSpec, fit_distributed
 from visionbench.train.loop import Trainer, TrainingDivergedError, plan_stages
@@ -491,7 +490,7 @@ def _record_evaluations(
     # The detector needs training features and a validation split to set its threshold;
     # a model trained elsewhere gives no features.
     unfamiliar = (config.evaluate.unfamiliar if isinstance(evaluator, Trainer)
-                  and {"train", "val"} <= set(splits) else None)
+                  and {"train", "val"} <= set(splits) and not nested(folder) else None)
     with Steps(f"{name} predictions", len(wanted), progress) as steps:
         for split in wanted:
             steps.step(f"{split} ({len(splits[split]):,} images)")
@@ -505,8 +504,9 @@ def _record_evaluations(
             folder.write_predictions(split, predictions, data.classes)
             predicted[split] = result, predictions
     if unfamiliar is not None and isinstance(evaluator, Trainer):
-        folder.write(_fit_unfamiliar(evaluator, splits, predicted, unfamiliar, folder, seed,
-                                     progress))
+        folder.write(fit_model_detector(
+            evaluator, splits, {split: found for split, (found, _) in predicted.items()},
+            unfamiliar, folder, seed, progress))
     if "test" not in predicted:
         return
     result, predictions = predicted["test"]
@@ -530,28 +530,6 @@ def _record_evaluations(
             # The model itself is fine: keep it, say why it has no maps.
             found = Explanations(error=str(exc))
         folder.write(found)
-
-
-def _fit_unfamiliar(trainer: Trainer, splits: dict[str, SplitImages],
-                    predicted: dict[str, tuple[Evaluation, Predictions]],
-                    settings: UnfamiliarConfig, folder: ModelFolder, seed: int,
-                    progress: str) -> Unfamiliar:
-    """The model's unfamiliar-image detector: fitted on the features of a stratified sample
-    of training images, its threshold set on validation, what it flags counted on
-    validation and test; its arrays are written beside the weights."""
-    train = splits["train"]
-    keep = stratified_sample(train.targets.numpy(), settings.train_images, seed)
-    sample = train if len(keep) == len(train) else train.subset(keep)
-    with Steps(f"{folder.path.name} unfamiliar images", 1, progress) as steps:
-        steps.step(f"features of {len(sample):,} training images")
-        fitted = trainer.evaluate(sample, features=True).features
-    features = {split: found.features.numpy() for split, (found, _) in predicted.items()}
-    arrays, threshold, flagged = fit_unfamiliar(
-        settings.method, settings.keep, (fitted.numpy(), sample.targets.numpy()),
-        features.pop("val"), output_layer_arrays(trainer.evaluated_model), features)
-    checksum = folder.write_unfamiliar_arrays(arrays)
-    return Unfamiliar(method=settings.method, keep=settings.keep, threshold=threshold,
-                      train_images=len(sample), flagged=flagged, arrays_checksum=checksum)
 
 
 def evaluate_external(config: Config, name: str, data: PreparedData, folder: ModelFolder,

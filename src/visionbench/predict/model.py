@@ -33,7 +33,7 @@ from visionbench.evaluate.explain import (
     unfaithful_methods,
 )
 from visionbench.evaluate.tta import Transform, averaged
-from visionbench.evaluate.unfamiliar import DETECTORS
+from visionbench.evaluate.unfamiliar import DETECTORS, unfamiliarity
 from visionbench.models.outputs import OUTPUTS
 from visionbench.pictures import heat_overlay
 from visionbench.predict.training import TrainingIndex, training_file
@@ -45,6 +45,7 @@ from visionbench.rundir.documents import (
     Explanations,
     ExportCard,
     ExportTrainingHashes,
+    GenericUnfamiliar,
     ModelCard,
     ModelMetrics,
     TrainingHashes,
@@ -52,6 +53,7 @@ from visionbench.rundir.documents import (
 )
 from visionbench.rundir.layout import ExportFolder, ModelFolder, RunFolder
 from visionbench.rundir.predictions import Predictions
+from visionbench.runtime import embedding
 from visionbench.runtime.features import reading_features
 from visionbench.runtime.trained import LoadedModel, load_trained
 from visionbench.schemas.data import PreprocessConfig
@@ -107,16 +109,26 @@ class Explanation:
 @dataclass
 class UnfamiliarCheck:
     """A model's unfamiliar-image detector as the run fitted it: its method, the arrays
-    its score needs and the threshold chosen on validation."""
+    its score needs, the threshold chosen on validation, and the run's generic-embedding
+    detector (method and arrays) when the model's was combined with it."""
 
     method: str
     threshold: float
     keep: float
     arrays: dict[str, np.ndarray]
+    generic_method: str | None = None
+    generic: dict[str, np.ndarray] | None = None
 
-    def scores(self, features: np.ndarray) -> np.ndarray:
-        """Unfamiliarity of (N, D) penultimate features (above `threshold`: unfamiliar)."""
-        return DETECTORS.get(self.method)().score(self.arrays, features)
+    def scores(self, features: np.ndarray, pictures: np.ndarray) -> np.ndarray:
+        """Unfamiliarity of images from their (N, D) penultimate `features` and, with a
+        generic detector, their uint8 (N, H, W, C) `pictures` (above `threshold`:
+        unfamiliar)."""
+        generic = None
+        if self.generic is not None and self.generic_method is not None:
+            seen = embedding.embed(torch.from_numpy(np.ascontiguousarray(pictures))
+                                   .permute(0, 3, 1, 2))
+            generic = DETECTORS.get(self.generic_method)().score(self.generic, seen)
+        return unfamiliarity(self.method, self.arrays, features, generic)
 
 
 @dataclass
@@ -213,7 +225,7 @@ class Predictor:
                 features = read[0].numpy()
         mean = np.mean(found, axis=0) if len(found) > 1 else found[0]
         probabilities = mean if self.temperature is None else scaled(mean, self.temperature)
-        scores = (self.unfamiliar.scores(features)
+        scores = (self.unfamiliar.scores(features, pictures)
                   if self.unfamiliar is not None and features is not None else None)
         return probabilities, scores
 
@@ -329,6 +341,14 @@ def load(run_dir: Path | str, model: str | None = None) -> Predictor:
             predictor.unfamiliar = UnfamiliarCheck(
                 detector.method, detector.threshold, detector.keep,
                 folders[0].read_unfamiliar_arrays(detector.arrays_checksum))
+            generic = run.read(GenericUnfamiliar) if detector.generic else None
+            if detector.generic and generic is None:
+                raise UserError(f"{run.path} has no unfamiliar_generic.json, which the "
+                                f"detector of {model} needs: run `visionbench run` again")
+            if generic is not None:
+                predictor.unfamiliar.generic_method = generic.method
+                predictor.unfamiliar.generic = run.read_generic_unfamiliar_arrays(
+                    generic.arrays_checksum)
     hashes = run.read(TrainingHashes)
     if hashes is None:
         predictor.notes.append("this run folder has no training hashes (written before "

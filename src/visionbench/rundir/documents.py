@@ -474,6 +474,24 @@ class Unfamiliar(Document):
     flagged: dict[str, dict[str, float]] = Field(
         description="Split -> images, flagged (count) and share.")
     arrays_checksum: str
+    generic: bool = Field(False, description="Combined with the run's generic-embedding "
+                          "detector (`unfamiliar_generic.json`): the threshold is then on "
+                          "the higher of the two ranks among validation scores.")
+
+
+class GenericUnfamiliar(Document):
+    """`unfamiliar_generic.json`: the run's generic-embedding detector (an ImageNet
+    network's features, whatever model the run trained), fitted once on the training
+    sample and shared by every model's detector; its arrays hold its validation and test
+    scores in split order."""
+
+    FILE: ClassVar[str] = "unfamiliar_generic.json"
+    LEVEL: ClassVar[Literal["run", "model"]] = "run"
+
+    embedding: str
+    method: str
+    train_images: int
+    arrays_checksum: str
 
 
 class Explanations(Document):

@@ -66,6 +66,7 @@ CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 BEST_WEIGHTS = "best.safetensors"
 UNFAMILIAR_ARRAYS = "unfamiliar.safetensors"
+GENERIC_UNFAMILIAR_ARRAYS = "unfamiliar_generic.safetensors"
 ERROR_LOG = "error.txt"
 REPEATS = "repeats"
 FOLDS = "folds"
@@ -84,6 +85,34 @@ def _checksum(body: dict) -> str:
     the parsed file gives back exactly."""
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def nested(folder: _Folder) -> bool:
+    """Whether a model folder is one fold or repeat of a model, or a sweep's trial (not a
+    model of the run itself)."""
+    return folder.path.parent.name in (FOLDS, REPEATS, SWEEP)
+
+
+def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> str:
+    """Write named arrays as safetensors (never a pickle), atomically; returns the file's
+    checksum, which the document describing them keeps."""
+    from safetensors.numpy import save
+
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(save({name: np.ascontiguousarray(value)
+                              for name, value in arrays.items()}))
+    return file_checksum(path)
+
+
+def read_arrays(path: Path, checksum: str, document: str) -> dict[str, np.ndarray]:
+    """The arrays `write_arrays` wrote, checked against `checksum` (from `document`): a
+    missing, linked, damaged or swapped file is one line."""
+    from safetensors.numpy import load
+
+    if path.is_symlink() or not path.is_file() or file_checksum(path) != checksum:
+        raise UserError(f"{path} is missing or does not match {document}: run "
+                        "`visionbench run` again to fit the detector")
+    return load(path.read_bytes())
 
 
 def file_checksum(path: Path) -> str:
@@ -261,23 +290,11 @@ class ModelFolder(_Folder):
 
     def write_unfamiliar_arrays(self, arrays: dict[str, np.ndarray]) -> str:
         """Write the detector's arrays atomically; returns the file's checksum."""
-        from safetensors.numpy import save
-
-        with atomic_path(self.unfamiliar_arrays) as tmp:
-            tmp.write_bytes(save({name: np.ascontiguousarray(value)
-                                  for name, value in arrays.items()}))
-        return file_checksum(self.unfamiliar_arrays)
+        return write_arrays(self.unfamiliar_arrays, arrays)
 
     def read_unfamiliar_arrays(self, checksum: str) -> dict[str, np.ndarray]:
-        """The detector's arrays, checked against `checksum` (from `unfamiliar.json`): a
-        missing, damaged or swapped file is one line."""
-        from safetensors.numpy import load
-
-        path = self.unfamiliar_arrays
-        if path.is_symlink() or not path.is_file() or file_checksum(path) != checksum:
-            raise UserError(f"{path} is missing or does not match unfamiliar.json: run "
-                            f"`visionbench run` again to fit the detector")
-        return load(path.read_bytes())
+        """The detector's arrays, checked against `checksum` (from `unfamiliar.json`)."""
+        return read_arrays(self.unfamiliar_arrays, checksum, "unfamiliar.json")
 
     @property
     def checkpoints(self) -> Path:
@@ -401,6 +418,19 @@ class RunFolder(_Folder):
     def data_dir(self) -> Path:
         """Inspection document and charts of the data."""
         return self.path / DATA_DIR
+
+    @property
+    def generic_unfamiliar_arrays(self) -> Path:
+        """The generic-embedding detector's arrays, shared by the run's models."""
+        return self.path / GENERIC_UNFAMILIAR_ARRAYS
+
+    def write_generic_unfamiliar_arrays(self, arrays: dict[str, np.ndarray]) -> str:
+        """Write the generic detector's arrays atomically; returns the file's checksum."""
+        return write_arrays(self.generic_unfamiliar_arrays, arrays)
+
+    def read_generic_unfamiliar_arrays(self, checksum: str) -> dict[str, np.ndarray]:
+        """The generic detector's arrays, checked against `checksum`."""
+        return read_arrays(self.generic_unfamiliar_arrays, checksum, "unfamiliar_generic.json")
 
     @property
     def leaderboard_csv(self) -> Path:
