@@ -32,8 +32,9 @@ def _layer(classes: int = 3, dimension: int = 16) -> dict[str, np.ndarray]:
 def test_a_feature_detector_passes_its_share_of_familiar_images_and_flags_far_ones(method):
     train, validation = _clusters(0, 900), _clusters(1, 400)[0]
     familiar, far = _clusters(2, 400)[0], _clusters(3, 200, shift=12.0)[0]
-    arrays, _, flagged = fit_unfamiliar(method, 0.95, train, validation, _layer(),
-                                        {"test": familiar, "foreign": far})
+    fitted = fit_unfamiliar(method, 0.95, train, validation, _layer(),
+                            {"test": familiar, "foreign": far})
+    arrays, flagged = fitted.arrays, fitted.flagged
     assert flagged["val"]["share"] == pytest.approx(0.05, abs=0.0025)
     assert flagged["test"]["share"] < 0.12, "familiar images pass about as often as validation"
     assert flagged["foreign"]["share"] == 1.0
@@ -56,8 +57,8 @@ def test_the_threshold_is_validations_quantile_and_test_never_moves_it():
     one = fit_unfamiliar("knn", 0.95, train, validation, _layer(), {"test": _clusters(2, 50)[0]})
     other = fit_unfamiliar("knn", 0.95, train, validation, _layer(),
                            {"test": _clusters(5, 80, shift=30.0)[0]})
-    assert one[1] == other[1]
-    assert all(np.array_equal(one[0][k], other[0][k]) for k in one[0])
+    assert one.threshold == other.threshold
+    assert all(np.array_equal(one.arrays[k], other.arrays[k]) for k in one.arrays)
     with pytest.raises(UserError, match="validation split is empty"):
         threshold_for(np.array([]), 0.95)
 
@@ -202,3 +203,64 @@ def test_folds_repeats_and_sweep_trials_get_no_detector_of_their_own(tmp_path):
     assert not nested(model)
     assert nested(model.fold(0)) and nested(model.repeat(1))
     assert nested(ModelFolder(tmp_path / "sweep" / "3"))
+
+
+def test_without_named_sets_each_detector_is_measured_on_generated_ones(run):
+    from visionbench.rundir.documents import Unfamiliar
+    from visionbench.rundir.layout import RunFolder
+
+    found = RunFolder(run).model("mlp").require(Unfamiliar)
+    assert set(found.foreign) == {"generated: noise", "generated: blank",
+                                  "generated: photo crops", "generated: digits"}
+    for measured in found.foreign.values():
+        assert measured["images"] == 60
+        assert 0 <= measured["auroc_low"] <= measured["auroc"] <= measured["auroc_high"] <= 1
+        assert 0 <= measured["fpr_at_95"] <= 1 and 0 <= measured["flagged"] <= 1
+    report = (run / "report.html").read_text()
+    assert '<h2 id="unfamiliar">Unfamiliar images</h2>' in report
+    assert "No foreign image set was named" in report
+
+
+def test_named_foreign_sets_are_measured_and_a_missing_one_refused_at_load(tmp_path, capsys):
+    from visionbench.cli import main
+    from visionbench.rundir.documents import Unfamiliar
+    from visionbench.rundir.layout import RunFolder
+
+    data = make_class_folders(tmp_path / "data", {"cat": 20, "dog": 20})
+    foreign = tmp_path / "foreign"
+    _foreign(foreign)
+    config = tmp_path / "named.yaml"
+    text = f"""
+data: {{source: folder, path: {data}, preprocess: {{size: 12}}}}
+models: {{mlp: {{preset: mlp}}}}
+train: {{epochs: 2, progress: quiet}}
+evaluate: {{bootstrap: 0, robustness: {{}}, explain: {{images: 0}}, error_examples: 0,
+           unfamiliar: {{foreign: [{{where}}]}}}}
+output: {{dir: {tmp_path / 'runs'}}}
+"""
+    config.write_text(text.replace("{where}", str(tmp_path / "nowhere")))
+    assert main(["run", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "foreign image set" in err and "does not exist" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists(), "refused before anything was decoded or written"
+    config.write_text(text.replace("{where}", str(foreign)))
+    assert main(["run", str(config)]) == 0
+    run = next((tmp_path / "runs" / "named").iterdir())
+    found = RunFolder(run).model("mlp").require(Unfamiliar)
+    assert list(found.foreign) == [str(foreign)]
+    assert found.foreign[str(foreign)]["images"] == 4
+    assert "No foreign image set was named" not in (run / "report.html").read_text()
+
+
+def test_separation_auroc_equals_scikit_learns():
+    from sklearn.metrics import roc_auc_score
+
+    from visionbench.evaluate.unfamiliar import separation
+
+    rng = np.random.default_rng(3)
+    familiar, foreign = rng.normal(size=200).round(1), rng.normal(0.7, 1, 50).round(1)
+    found = separation(familiar, foreign, 1.0, resamples=200)
+    expected = roc_auc_score(np.r_[np.zeros(200), np.ones(50)], np.r_[familiar, foreign])
+    assert found["auroc"] == pytest.approx(expected, abs=1e-12)
+    assert found["auroc_low"] < expected < found["auroc_high"]
+    assert found["flagged"] == pytest.approx((foreign > 1.0).mean())

@@ -506,7 +506,7 @@ def _record_evaluations(
     if unfamiliar is not None and isinstance(evaluator, Trainer):
         folder.write(fit_model_detector(
             evaluator, splits, {split: found for split, (found, _) in predicted.items()},
-            unfamiliar, folder, seed, progress))
+            data, unfamiliar, folder, seed, progress))
     if "test" not in predicted:
         return
     result, predictions = predicted["test"]

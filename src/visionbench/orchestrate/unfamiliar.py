@@ -8,12 +8,19 @@ import numpy as np
 import torch
 
 from visionbench.data.dataset import PreparedData
+from visionbench.data.foreign import folder_images, generated_sets
 from visionbench.evaluate.robustness import stratified_sample
-from visionbench.evaluate.unfamiliar import DETECTORS, fit_unfamiliar, output_layer_arrays
+from visionbench.evaluate.unfamiliar import (
+    DETECTORS,
+    fit_unfamiliar,
+    output_layer_arrays,
+    separation,
+)
 from visionbench.rundir.documents import GenericUnfamiliar, Unfamiliar
 from visionbench.rundir.layout import ModelFolder, RunFolder
 from visionbench.runtime import embedding
 from visionbench.runtime.batches import Evaluation, SplitImages
+from visionbench.runtime.features import features_of
 from visionbench.runtime.progress import Steps
 from visionbench.schemas.evaluate import UnfamiliarConfig
 from visionbench.train.loop import Trainer
@@ -52,34 +59,62 @@ def fit_generic(run: RunFolder, data: PreparedData, settings: UnfamiliarConfig, 
 
 
 def fit_model_detector(trainer: Trainer, splits: dict[str, SplitImages],
-                       predicted: dict[str, Evaluation], settings: UnfamiliarConfig,
-                       folder: ModelFolder, seed: int, progress: str) -> Unfamiliar:
+                       predicted: dict[str, Evaluation], data: PreparedData,
+                       settings: UnfamiliarConfig, folder: ModelFolder, seed: int,
+                       progress: str) -> Unfamiliar:
     """The model's detector: fitted on the features of a stratified sample of training
     images, combined with the run's generic detector when the run has one, its threshold
-    set on validation, what it flags counted on validation and test; its arrays are written
-    beside the weights. `predicted` are the val and test evaluations, with features."""
+    set on validation, what it flags counted on validation and test, and measured against
+    foreign images (the user's sets, else generated ones); its arrays are written beside
+    the weights. `predicted` are the val and test evaluations, with features."""
     train = splits["train"]
     keep = stratified_sample(train.targets.numpy(), settings.train_images, seed)
     sample = train if len(keep) == len(train) else train.subset(keep)
-    with Steps(f"{folder.path.name} unfamiliar images", 1, progress) as steps:
+    foreign = foreign_sets(data, settings)
+    with Steps(f"{folder.path.name} unfamiliar images", 1 + len(foreign), progress) as steps:
         steps.step(f"features of {len(sample):,} training images")
         fitted = trainer.evaluate(sample, features=True).features
-    features = {split: found.features.numpy() for split, found in predicted.items()
-                if found.features is not None}
-    generic = _generic_scores(RunFolder(folder.path.parent), set(features))
-    arrays, threshold, flagged = fit_unfamiliar(
+        features = {split: found.features.numpy() for split, found in predicted.items()
+                    if found.features is not None}
+        generic = _generic(RunFolder(folder.path.parent))
+        scores = ({split: generic[1][f"scores_{split}"] for split in features}
+                  if generic is not None else None)
+        for name, pictures in foreign.items():
+            steps.step(f"foreign images: {name}")
+            features[name] = features_of(trainer.evaluated_model, trainer.pipeline, pictures)
+            if generic is not None and scores is not None:
+                seen = embedding.embed(torch.from_numpy(pictures).permute(0, 3, 1, 2))
+                scores[name] = DETECTORS.get(generic[0].method)().score(generic[1], seen)
+    found = fit_unfamiliar(
         settings.method, settings.keep, (fitted.numpy(), sample.targets.numpy()),
-        features.pop("val"), output_layer_arrays(trainer.evaluated_model), features, generic)
-    checksum = folder.write_unfamiliar_arrays(arrays)
-    return Unfamiliar(method=settings.method, keep=settings.keep, threshold=threshold,
-                      train_images=len(sample), flagged=flagged, arrays_checksum=checksum,
-                      generic=generic is not None)
+        features.pop("val"), output_layer_arrays(trainer.evaluated_model), features, scores)
+    checksum = folder.write_unfamiliar_arrays(found.arrays)
+    familiar = found.scores.get("test", found.scores["val"])
+    return Unfamiliar(
+        method=settings.method, keep=settings.keep, threshold=found.threshold,
+        train_images=len(sample),
+        flagged={split: counts for split, counts in found.flagged.items()
+                 if split in ("val", "test")},
+        arrays_checksum=checksum, generic=generic is not None,
+        foreign={name: separation(familiar, found.scores[name], found.threshold, seed=seed)
+                 for name in foreign},
+        foreign_against="test" if "test" in found.scores else "val")
 
 
-def _generic_scores(run: RunFolder, splits: set[str]) -> dict[str, np.ndarray] | None:
-    """The run's generic detector's scores of `splits` (None when the run has none)."""
+def foreign_sets(data: PreparedData, settings: UnfamiliarConfig) -> dict[str, np.ndarray]:
+    """The foreign images to measure a detector on, decoded as the run decodes: the
+    user's folders by name, else generated sets (named "generated: ...")."""
+    # At the size the run's images were decoded to, whatever the source size setting.
+    preprocess = data.config.preprocess.model_copy(
+        update={"size": tuple(int(side) for side in data.images.shape[1:3])})
+    if settings.foreign:
+        return {str(path): folder_images(path, preprocess) for path in settings.foreign}
+    return generated_sets(preprocess, digits=data.config.source == "digits")
+
+
+def _generic(run: RunFolder) -> tuple[GenericUnfamiliar, dict[str, np.ndarray]] | None:
+    """The run's generic detector and its arrays (None when the run has none)."""
     found = run.read(GenericUnfamiliar)
     if found is None:
         return None
-    arrays = run.read_generic_unfamiliar_arrays(found.arrays_checksum)
-    return {split: arrays[f"scores_{split}"] for split in splits}
+    return found, run.read_generic_unfamiliar_arrays(found.arrays_checksum)

@@ -45,6 +45,7 @@ from visionbench.rundir.documents import (
     DataRecord,
     EvaluationDocument,
     Explanations,
+    GenericUnfamiliar,
     History,
     Inspection,
     Interval,
@@ -57,6 +58,7 @@ from visionbench.rundir.documents import (
     Robustness,
     Status,
     Sweep,
+    Unfamiliar,
     notices_with,
 )
 from visionbench.rundir.layout import (
@@ -161,9 +163,10 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 def _breakable(name: str) -> str:
-    """`name` escaped, with a line-break opportunity after each `_` and `.`: a column
-    headed `balanced_accuracy` may wrap instead of widening the table past the page."""
-    return re.sub(r"([_.])", r"\1<wbr>", html.escape(name))
+    """`name` escaped, with a line-break opportunity after each `_`, `.` and `/`: a column
+    headed `balanced_accuracy` (or a folder's path) may wrap instead of widening the table
+    past the page."""
+    return re.sub(r"([_./])", r"\1<wbr>", html.escape(name))
 
 
 def _interval(entry: Interval | dict[str, float] | None) -> str:
@@ -686,6 +689,57 @@ def _label_issue_list(page: Page, run: Run, found: LabelIssues, split: str) -> N
                 f"<th>p</th></tr></thead><tbody>{rows}</tbody></table>"
                 "<p class=\"muted\">Every issue is in data/label_issues.json.</p>"
                 if shown else ""))
+
+
+@SECTIONS.register("03-unfamiliar")
+def _unfamiliar(page: Page, run: Run) -> None:
+    """Each model's unfamiliar-image detector: what it flags of validation and test at
+    the threshold chosen on validation, and how well it tells foreign images from the
+    test images (nothing when the run fitted none)."""
+    found = {row.model: document for row in run.board.rows
+             if (document := run.folder.model(row.model).read(Unfamiliar)) is not None}
+    if not found:
+        return
+    generic = run.folder.read(GenericUnfamiliar)
+    page.section("unfamiliar", "Unfamiliar images")
+    sets = list(dict.fromkeys(name for document in found.values() for name in document.foreign))
+    head = "".join(f"<th>{_breakable(name)}: AUROC [CI], FPR@95, flagged</th>" for name in sets)
+    body = []
+    for model, document in found.items():
+        cells = []
+        for name in sets:
+            measured = document.foreign.get(name)
+            cells.append("<td>–</td>" if measured is None else
+                         f"<td>{_fmt(measured['auroc'], 3)} <span class=\"muted\">"
+                         f"[{_fmt(measured['auroc_low'], 3)}, {_fmt(measured['auroc_high'], 3)}]"
+                         f"</span>, {_fmt(measured['fpr_at_95'], 3)}, "
+                         f"{measured['flagged']:.0%}</td>")
+        shares = "".join(f"<td>{document.flagged[split]['share']:.1%}</td>"
+                         if split in document.flagged else "<td>–</td>"
+                         for split in ("val", "test"))
+        body.append(f"<tr><td>{html.escape(model)}</td><td>{html.escape(document.method)}"
+                    f"{' + generic' if document.generic else ''}</td>{shares}"
+                    f"{''.join(cells)}</tr>")
+    keep = next(iter(found.values())).keep
+    generated = any(name.startswith("generated:") for name in sets)
+    page.add(
+        f'<p class="muted">Each model scores how unlike its training images an image is: '
+        f"its own penultimate features ({html.escape(next(iter(found.values())).method)})"
+        + (f", combined with a generic embedding ({html.escape(generic.embedding)}, "
+           f"{html.escape(generic.method)}) that sees what a narrow model's features ignore"
+           if generic is not None else "")
+        + f". The threshold is chosen on validation only, so that {keep:.0%} of validation "
+        "images pass; predict, the app and <code>--sort-into</code> flag images above it. "
+        "Foreign sets: AUROC (foreign against the test images) with its bootstrap interval, "
+        "the false-positive rate on test images at 95 % of foreign images caught, and the "
+        "share of foreign images flagged at the threshold.</p>"
+        + ('<div class="warn">No foreign image set was named (evaluate.unfamiliar.foreign): '
+           "the sets marked generated (noise, blank images, photo crops, digits) are a "
+           "floor, not a measure on the images this model will meet.</div>"
+           if generated else "")
+        + f'<div class="scroll"><table><thead><tr><th>model</th><th>detector</th>'
+        f"<th>validation flagged</th><th>test flagged</th>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
 @SECTIONS.register("04-models")

@@ -477,6 +477,12 @@ class Unfamiliar(Document):
     generic: bool = Field(False, description="Combined with the run's generic-embedding "
                           "detector (`unfamiliar_generic.json`): the threshold is then on "
                           "the higher of the two ranks among validation scores.")
+    foreign: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Foreign set -> images, AUROC against the "
+        "familiar split with its bootstrap interval, FPR at 95 % TPR, share flagged. "
+        "Sets named 'generated: ...' were made by visionbench (no set was named).")
+    foreign_against: str = Field("test", description="The familiar split the foreign "
+                                 "sets are measured against.")
 
 
 class GenericUnfamiliar(Document):

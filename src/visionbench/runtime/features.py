@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch import nn
 
 from visionbench.errors import UserError
+from visionbench.runtime.pipeline import InputPipeline
 
 
 def output_layer(module: nn.Module) -> nn.Linear:
@@ -41,3 +43,19 @@ def reading_features(module: nn.Module) -> Iterator[list[torch.Tensor]]:
         yield found
     finally:
         handle.remove()
+
+
+@torch.no_grad()
+def features_of(module: nn.Module, pipeline: InputPipeline, pictures: np.ndarray,
+                batch: int = 256) -> np.ndarray:
+    """(N, D) penultimate features of uint8 (N, H, W, C) `pictures` as the model sees them
+    (its input pipeline, evaluation mode)."""
+    device = next(module.parameters()).device
+    images = torch.from_numpy(np.ascontiguousarray(pictures)).permute(0, 3, 1, 2)
+    module.eval()
+    with reading_features(module) as read:
+        for start in range(0, len(images), batch):
+            chunk = images[start:start + batch].to(device)
+            targets = torch.zeros(len(chunk), dtype=torch.long, device=device)
+            module(pipeline(chunk, targets, train=False))
+    return torch.cat(read).numpy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
@@ -69,6 +70,20 @@ class UnfamiliarConfig(StrictModel):
     generic: bool = Field(True, description="Combine with a detector on a generic ImageNet "
                           "embedding, which sees what a narrow model's features ignore (a "
                           "photo given to a digit model).")
+    foreign: list[Path] = Field(
+        default_factory=list, description="Folders (or files) of images the models should "
+        "call unfamiliar: each detector's AUROC and FPR at 95 % TPR against the test images "
+        "are reported. Without them, generated sets (noise, blank images, photo crops, "
+        "digits) are used as a floor, labelled as such.")
+
+    @model_validator(mode="after")
+    def _foreign_exist(self) -> UnfamiliarConfig:
+        # Checked when the config loads: a wrong path must not fail a model after training.
+        for path in self.foreign:
+            if path.is_symlink() or not path.exists():
+                raise ValueError(f"foreign image set {path} does not exist (or is a link): "
+                                 "name a folder of images unlike the training images")
+        return self
 
 
 class LabelIssuesConfig(StrictModel):
