@@ -85,8 +85,8 @@ def evaluate_folder(run: RunFolder, settings: EvaluateConfig, models: list[str],
         evaluations = _evaluations(run, data, predictions, validation, settings, weights,
                                    steps.step)
         steps.step("comparing the models")
-        board = _compare(run, outcomes, evaluations, predictions, validation, augmented,
-                         settings)
+        board = _compare(run, classes, outcomes, evaluations, predictions, validation,
+                         augmented, settings)
     write_leaderboard(run, board)
     return board
 
@@ -121,13 +121,12 @@ def _evaluations(run: RunFolder, data: DataRecord, predictions: dict[str, Predic
     return evaluations
 
 
-def _compare(run: RunFolder, outcomes: dict[str, ModelMetrics],
+def _compare(run: RunFolder, classes: list[str], outcomes: dict[str, ModelMetrics],
              evaluations: dict[str, ModelEvaluation], predictions: dict[str, Predictions],
              validation: dict[str, Predictions | None], augmented: list[str],
              settings: EvaluateConfig) -> Leaderboard:
     """The recommendation on validation and the comparisons on test, written as
     comparison.json; returns the leaderboard they give."""
-    classes = run.require(DataRecord).classes
     sizes = {name: outcome.parameters or UNKNOWN for name, outcome in outcomes.items()}
     sweep = run.read(Sweep)
     selection = recommend({name: validation[name] for name in predictions}, sizes, settings,

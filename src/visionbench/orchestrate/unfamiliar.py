@@ -77,14 +77,16 @@ def fit_model_detector(trainer: Trainer, splits: dict[str, SplitImages],
         features = {split: found.features.numpy() for split, found in predicted.items()
                     if found.features is not None}
         generic = _generic(RunFolder(folder.path.parent))
-        scores = ({split: generic[1][f"scores_{split}"] for split in features}
-                  if generic is not None else None)
+        scores = None
+        if generic is not None:
+            document, arrays = generic
+            scores = {split: arrays[f"scores_{split}"] for split in features}
         for name, pictures in foreign.items():
             steps.step(f"foreign images: {name}")
             features[name] = features_of(trainer.evaluated_model, trainer.pipeline, pictures)
-            if generic is not None and scores is not None:
+            if scores is not None:
                 seen = embedding.embed(torch.from_numpy(pictures).permute(0, 3, 1, 2))
-                scores[name] = DETECTORS.get(generic[0].method)().score(generic[1], seen)
+                scores[name] = DETECTORS.get(document.method)().score(arrays, seen)
     found = fit_unfamiliar(
         settings.method, settings.keep, (fitted.numpy(), sample.targets.numpy()),
         features.pop("val"), output_layer_arrays(trainer.evaluated_model), features, scores)
