@@ -107,6 +107,8 @@ def test_the_deploy_program_needs_neither_torch_nor_visionbench(run, tmp_path, c
     expected = json.loads(capsys.readouterr().out)
     for mine, theirs in zip(found, expected, strict=True):
         assert mine["predicted"] == theirs["predicted"]
+        assert mine["unfamiliar"] == theirs["unfamiliar"]
+        assert mine["unfamiliar_score"] == pytest.approx(theirs["unfamiliar_score"], abs=2e-6)
         assert np.allclose([mine[f"prob_{c}"] for c in ("cat", "dog", "fox")],
                            [theirs[f"prob_{c}"] for c in ("cat", "dog", "fox")], atol=1e-5)
 

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import make_class_folders, run_yaml
 from visionbench.errors import UserError
-from visionbench.evaluate.unfamiliar import DETECTORS, fit_unfamiliar, threshold_for
+from visionbench.evaluate.unfamiliar import DETECTORS, fit_unfamiliar, score, threshold_for
 
 
 def _clusters(seed: int, n: int, classes: int = 3, dimension: int = 16,
@@ -45,9 +45,40 @@ def test_energy_needs_no_fitting_and_reads_a_binary_models_single_logit():
     energy = DETECTORS.get("energy")()
     layer = {"weight": np.ones((1, 4)), "bias": np.zeros(1)}
     arrays = energy.fit(np.zeros((0, 4)), np.zeros(0, int), layer)
-    scores = energy.score(arrays, np.array([[0.0] * 4, [5.0] * 4]))
+    scores = score("energy", arrays, np.array([[0.0] * 4, [5.0] * 4]))
     # Logits (0, z): z = 0 is the least certain, z = 20 gives a far lower energy.
     assert scores[0] == pytest.approx(-np.log(2)) and scores[1] < scores[0] - 15
+
+
+def _pytorch_ood_scores(method: str, train: tuple[np.ndarray, np.ndarray],
+                        layer: dict[str, np.ndarray], features: np.ndarray) -> np.ndarray:
+    """The same detector's scores straight from pytorch-ood, fitted on the same data."""
+    import torch
+    from pytorch_ood import detector as ood
+
+    def tensor(values: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(values, np.float32))
+
+    weight, bias = tensor(layer["weight"]), tensor(layer["bias"])
+    bank, labels = tensor(train[0]), torch.from_numpy(train[1])
+    if method == "energy":
+        return ood.EnergyBased.score(tensor(features) @ weight.T + bias).numpy()
+    fitted = {"knn": lambda: ood.KNN(None, k=1).fit_features(bank, labels),
+              "mahalanobis": lambda: ood.Mahalanobis(None).fit_features(bank, labels),
+              "vim": lambda: ood.ViM(None, d=bank.shape[1] // 2, w=weight, b=bias
+                                     ).fit_features(bank, labels)}[method]()
+    return fitted.predict_features(tensor(features)).numpy()
+
+
+@pytest.mark.parametrize("method", ["knn", "mahalanobis", "vim", "energy"])
+def test_our_torch_scores_equal_pytorch_oods_own(method):
+    """The scores are pytorch-ood's formulas restated in plain torch (so that a graph can
+    hold them): they must give its numbers."""
+    train, layer = _clusters(0, 300), _layer()
+    features = np.vstack([_clusters(1, 40)[0], _clusters(2, 20, shift=6.0)[0]])
+    ours = score(method, DETECTORS.get(method)().fit(*train, layer), features)
+    theirs = _pytorch_ood_scores(method, train, layer, features)
+    np.testing.assert_allclose(ours, theirs, rtol=2e-4, atol=2e-4)
 
 
 def test_the_threshold_is_validations_quantile_and_test_never_moves_it():
@@ -194,6 +225,49 @@ def test_the_library_and_every_answer_carry_the_flag(run, tmp_path):
     assert probabilities.shape == (4, 3) and scores.shape == (4,)
     assert np.allclose(probabilities, predictor.probabilities(
         np.stack([predictor.decode(p)[0] for p in images])))
+
+
+def test_an_export_scores_unfamiliarity_in_its_graph_as_the_run_does(run, tmp_path, capsys):
+    pytest.importorskip("onnxscript")
+    from conftest import pattern
+    from visionbench import load
+    from visionbench.cli import main
+
+    images = _foreign(tmp_path / "in")
+    for i in range(3):
+        images.append(tmp_path / "in" / f"familiar {i}.png")
+        pattern(i, 800 + i).save(images[-1])
+    assert main(["export", str(run), "--model", "cnn", "--out", str(tmp_path / "cnn")]) == 0
+    card = json.loads((tmp_path / "cnn" / "model.json").read_text())
+    from visionbench.rundir.documents import Unfamiliar
+    from visionbench.rundir.layout import RunFolder
+
+    fitted = RunFolder(run).model("cnn").require(Unfamiliar)
+    assert card["unfamiliar"]["method"] == "mahalanobis"
+    assert card["unfamiliar"]["threshold"] == fitted.threshold
+    assert card["unfamiliar"]["generic"], "the generic embedding is inside the graph too"
+    assert card["parity"]["unfamiliar_agreement"] == 1.0
+    from_run = {Path(p.source).name: p for p in load(run, "cnn").predict(images)}
+    from_export = {Path(p.source).name: p for p in load(tmp_path / "cnn").predict(images)}
+    assert {n for n, p in from_run.items() if p.unfamiliar} >= {"black.png", "white.png"}
+    for name, found in from_export.items():
+        assert found.unfamiliar == from_run[name].unfamiliar, name
+        assert found.unfamiliar_score == pytest.approx(from_run[name].unfamiliar_score,
+                                                       rel=1e-4, abs=1e-6)
+
+
+def test_an_export_whose_card_and_graph_disagree_on_the_detector_is_refused(run, tmp_path):
+    pytest.importorskip("onnxscript")
+    from visionbench import load
+    from visionbench.cli import main
+    from visionbench.rundir.documents import ExportCard
+    from visionbench.rundir.layout import ExportFolder
+
+    assert main(["export", str(run), "--model", "cnn", "--out", str(tmp_path / "cnn")]) == 0
+    folder = ExportFolder(tmp_path / "cnn")
+    folder.write(folder.require(ExportCard).model_copy(update={"unfamiliar": None}))
+    with pytest.raises(UserError, match="disagree on the unfamiliar-image detector"):
+        load(tmp_path / "cnn")
 
 
 def test_folds_repeats_and_sweep_trials_get_no_detector_of_their_own(tmp_path):

@@ -28,6 +28,7 @@ from visionbench.version import __version__
 
 if TYPE_CHECKING:
     from visionbench.orchestrate import RunResult
+    from visionbench.predict.shift import BatchShift
     from visionbench.rundir import Leaderboard
 
 app = typer.Typer(
@@ -365,16 +366,23 @@ def predict_command(
     allow_outside: Annotated[bool, typer.Option(
         "--allow-outside", help="Let a CSV's 'path' column name files outside the CSV's "
         "folder.")] = False,
+    check_shift: Annotated[bool, typer.Option(
+        "--check-shift", help="Also test whether these images come from the distribution "
+        "of the training images (the run's shift test against its training sample), and "
+        "say which image properties moved.")] = False,
 ) -> None:
     """Apply a trained model to new images: class, probabilities, the positive reading at the
     validation threshold, an uncertainty flag; optionally sort the files by class."""
     from visionbench.predict import expand_inputs, load, predict_files
+    from visionbench.predict.shift import BatchShift
     from visionbench.predict.sort import SKIPPED, counts, sort_files
     from visionbench.predict.stream import RowWriter
 
     if (move or dry_run) and sort_into is None:
         raise UserError("--move and --dry-run go with --sort-into DIR")
     predictor = load(run_dir, model)
+    # Refused before any image is read: a run without a training sample, or an export.
+    shift = BatchShift(predictor) if check_shift else None
     if margin is not None:
         predictor.margin, predictor.margin_note = margin, f"uncertain below {margin} (--margin)"
     files = expand_inputs(images, allow_outside=allow_outside)
@@ -386,7 +394,8 @@ def predict_command(
     found, unreadable, skipped = [], 0, 0
     with _text_output(out) as handle:
         writer = RowWriter(handle, predictor, as_json)
-        for prediction in predict_files(predictor, files, batch=batch_size):
+        for prediction in predict_files(predictor, files, batch=batch_size,
+                                        observe=shift.add if shift is not None else None):
             writer.write(prediction)
             skipped += prediction.skipped
             unreadable += prediction.error is not None and not prediction.skipped
@@ -400,6 +409,8 @@ def predict_command(
                 "the error column; a sort leaves them where they are)")
     if unreadable:
         _report(f"{unreadable} file(s) could not be read; their reason is in the error column")
+    if shift is not None:
+        _report_shift(shift)
     if sort_into is not None:
         placements, manifest = sort_files(found, sort_into, predictor.classes, move=move,
                                           dry_run=dry_run)
@@ -414,6 +425,15 @@ def predict_command(
                         f"{placement.destination or placement.skipped}")
         else:
             _report(f"manifest: {manifest}")
+
+
+def _report_shift(shift: BatchShift) -> None:
+    """The verdict of `predict --check-shift` and the properties that moved most."""
+    found = shift.result()
+    _report(f"shift: {shift.describe(found)}")
+    for row in found.properties[:3]:
+        _report(f"  {row.name}: median {row.other[1]:.3g} here, {row.reference[1]:.3g} in "
+                f"training (distance {row.distance:.2f}{', moved' if row.moved else ''})")
 
 
 @contextlib.contextmanager

@@ -14,9 +14,8 @@ Example:
     >>> rng = np.random.default_rng(0)
     >>> features, labels = rng.normal(size=(200, 8)), np.arange(200) % 2
     >>> layer = {"weight": rng.normal(size=(2, 8)), "bias": np.zeros(2)}
-    >>> knn = DETECTORS.get("knn")()
-    >>> arrays = knn.fit(features, labels, layer)
-    >>> scores = knn.score(arrays, np.vstack([features[:5], features[:5] + 40]))
+    >>> arrays = DETECTORS.get("knn")().fit(features, labels, layer)
+    >>> scores = score("knn", arrays, np.vstack([features[:5], features[:5] + 40]))
     >>> bool(scores[:5].max() < scores[5:].min())
     True
 """
@@ -28,43 +27,62 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from torch import nn
 
 from visionbench.errors import UserError
 from visionbench.registry import Registry
 from visionbench.runtime.features import output_layer
 
 Arrays = dict[str, np.ndarray]
+Tensors = dict[str, torch.Tensor]
 
 
 class Detector(Protocol):
-    """Fits on training features and scores any features (higher = more unfamiliar)."""
+    """Fits on training features (with pytorch-ood) and scores any features (higher = more
+    unfamiliar) in plain torch, so that the same code scores in a run, in `predict` and
+    inside an exported ONNX graph."""
 
     def fit(self, features: np.ndarray, labels: np.ndarray, layer: Arrays) -> Arrays:
         """The arrays the score needs, from (N, D) training `features`, their class
         `labels` and the output `layer` ({"weight": (C, D), "bias": (C,)})."""
         ...
 
-    def score(self, arrays: Arrays, features: np.ndarray) -> np.ndarray:
-        """(N,) unfamiliarity scores of (N, D) `features`."""
+    def score(self, arrays: Tensors, features: torch.Tensor) -> torch.Tensor:
+        """(N,) unfamiliarity scores of (N, D) float32 `features`."""
         ...
 
 
 DETECTORS: Registry[type[Detector]] = Registry("unfamiliar detector")
+
+# pytorch-ood's scoring objects build tensors as they go, which torch.export cannot trace
+# into a graph ("a fake tensor in the exported program constant's list"), and its kNN
+# scores through scikit-learn, refitted at every call: the fits are pytorch-ood's, the
+# scores are its formulas restated in a few lines of torch, tested equal to its own.
 
 
 def _tensor(values: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
 
 
-def _logits(arrays: Arrays, features: np.ndarray) -> torch.Tensor:
-    """Logits of every class from the saved output layer (see `_two_class`)."""
-    weight, bias = _two_class(arrays)
-    return _tensor(features) @ _tensor(weight).T + _tensor(bias)
+def score(method: str, arrays: Arrays, features: np.ndarray) -> np.ndarray:
+    """(N,) float64 scores of (N, D) `features` by detector `method` fitted as `arrays`."""
+    tensors = {name: _tensor(values) for name, values in arrays.items()}
+    with torch.no_grad():
+        return DETECTORS.get(method)().score(tensors, _tensor(features)).double().numpy()
 
 
 def _layer(layer: Arrays) -> Arrays:
     return {"weight": np.asarray(layer["weight"], np.float32),
             "bias": np.asarray(layer["bias"], np.float32)}
+
+
+def _energy(arrays: Tensors, features: torch.Tensor) -> torch.Tensor:
+    """Negative log-sum-exp of the logits from the saved output layer (see `_two_class`)."""
+    weight, bias = arrays["weight"], arrays["bias"]
+    logits = features @ weight.T + bias
+    if weight.shape[0] == 1:
+        logits = torch.cat([torch.zeros_like(logits), logits], dim=1)
+    return -torch.logsumexp(logits, dim=1)
 
 
 @DETECTORS.register("knn")
@@ -75,22 +93,25 @@ class NearestNeighbours:
     def fit(self, features: np.ndarray, labels: np.ndarray, layer: Arrays) -> Arrays:
         bank = _tensor(features)
         bank = bank / bank.norm(dim=1, keepdim=True).clamp(min=1e-12)
-        k = int(np.clip(round(len(bank) / 1000), 1, 50))
-        return {"bank": bank.numpy(), "k": np.array([k], np.int64), **_layer(layer)}
+        return {"bank": bank.numpy(), **_layer(layer)}
 
-    def score(self, arrays: Arrays, features: np.ndarray) -> np.ndarray:
-        from pytorch_ood.detector import KNN
+    @staticmethod
+    def neighbours(bank_size: int) -> int:
+        """k for a bank of `bank_size` training features (a shape, so fixed in a graph)."""
+        return int(np.clip(round(bank_size / 1000), 1, 50))
 
-        bank = _tensor(arrays["bank"])
-        detector = KNN(None, k=int(arrays["k"][0]))
-        detector.fit_features(bank, torch.zeros(len(bank), dtype=torch.long))
-        return detector.predict_features(_tensor(features)).double().numpy()
+    def score(self, arrays: Tensors, features: torch.Tensor) -> torch.Tensor:
+        unit = features / features.norm(dim=1, keepdim=True).clamp(min=1e-12)
+        # Between unit vectors |a - b|^2 = 2 - 2 a.b: one matrix product for the whole bank.
+        squared = (2 - 2 * unit @ arrays["bank"].T).clamp(min=0)
+        k = self.neighbours(arrays["bank"].shape[0])
+        return squared.topk(k, dim=1, largest=False).values[:, k - 1].sqrt()
 
 
 @DETECTORS.register("mahalanobis")
 class Mahalanobis:
     """Smallest Mahalanobis distance to a class mean under the shared covariance of the
-    training features (Lee et al. 2018)."""
+    training features (Lee et al. 2018), halved as pytorch-ood's score is."""
 
     def fit(self, features: np.ndarray, labels: np.ndarray, layer: Arrays) -> Arrays:
         from pytorch_ood.detector import Mahalanobis as Fitted
@@ -102,12 +123,13 @@ class Mahalanobis:
         return {"mu": detector.mu.numpy(), "precision": detector.precision.numpy(),
                 **_layer(layer)}
 
-    def score(self, arrays: Arrays, features: np.ndarray) -> np.ndarray:
-        from pytorch_ood.detector import Mahalanobis as Fitted
-
-        detector = Fitted(None)
-        detector.mu, detector.precision = _tensor(arrays["mu"]), _tensor(arrays["precision"])
-        return detector.predict_features(_tensor(features)).double().numpy()
+    def score(self, arrays: Tensors, features: torch.Tensor) -> torch.Tensor:
+        mu, precision = arrays["mu"], arrays["precision"]
+        distances = []
+        for centre in range(mu.shape[0]):
+            centred = features - mu[centre]
+            distances.append(((centred @ precision) * centred).sum(dim=1))
+        return 0.5 * torch.stack(distances, dim=1).min(dim=1).values
 
 
 @DETECTORS.register("energy")
@@ -117,10 +139,8 @@ class Energy:
     def fit(self, features: np.ndarray, labels: np.ndarray, layer: Arrays) -> Arrays:
         return _layer(layer)
 
-    def score(self, arrays: Arrays, features: np.ndarray) -> np.ndarray:
-        from pytorch_ood.detector import EnergyBased
-
-        return EnergyBased.score(_logits(arrays, features)).double().numpy()
+    def score(self, arrays: Tensors, features: torch.Tensor) -> torch.Tensor:
+        return _energy(arrays, features)
 
 
 @DETECTORS.register("vim")
@@ -142,15 +162,9 @@ class VirtualLogit:
         return {"origin": detector.u.numpy(), "subspace": detector.principal_subspace.numpy(),
                 "alpha": np.array([detector.alpha], np.float32), **saved}
 
-    def score(self, arrays: Arrays, features: np.ndarray) -> np.ndarray:
-        from pytorch_ood.detector import ViM
-
-        weight, bias = _two_class(arrays)
-        detector = ViM(None, d=1, w=_tensor(weight), b=_tensor(bias))
-        detector.u = _tensor(arrays["origin"])
-        detector.principal_subspace = _tensor(arrays["subspace"])
-        detector.alpha = float(arrays["alpha"][0])
-        return detector.predict_features(_tensor(features)).double().numpy()
+    def score(self, arrays: Tensors, features: torch.Tensor) -> torch.Tensor:
+        virtual = ((features - arrays["origin"]) @ arrays["subspace"]).norm(dim=1)
+        return virtual * arrays["alpha"][0] + _energy(arrays, features)
 
 
 def _two_class(layer: Arrays) -> tuple[np.ndarray, np.ndarray]:
@@ -185,26 +199,42 @@ def output_layer_arrays(module: torch.nn.Module) -> Arrays:
             "bias": layer.bias.detach().float().cpu().numpy()}
 
 
+class Rank(nn.Module):
+    """An unfamiliarity score's rank among reference (validation) scores: the share of
+    them at or below it (0.97: more unusual than 97 % of validation images). Past the
+    highest reference score it keeps growing, by the distance beyond it in units of that
+    score's distance from the median, so an image far beyond every validation image ranks
+    far above 1, not at 1 with them. Two detectors' scores become comparable so. In
+    float64, so a rank equals the validation threshold it is compared with exactly."""
+
+    def __init__(self, reference: np.ndarray) -> None:
+        super().__init__()
+        ordered = np.sort(np.asarray(reference, np.float64))
+        self.register_buffer("ordered", torch.from_numpy(ordered))
+        self.top = float(ordered[-1]) if len(ordered) else float("inf")
+        self.spread = max(self.top - float(np.median(ordered)), 1e-12) if len(ordered) \
+            else 1.0
+
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        """(N,) float64 ranks of (N,) scores."""
+        scores = scores.double()
+        if torch.compiler.is_exporting():  # ONNX has no searchsorted: count, as it does
+            below = (scores[:, None] >= self.ordered[None, :]).sum(dim=1)
+        else:
+            below = torch.searchsorted(self.ordered, scores.contiguous(), right=True)
+        rank = below.double() / max(len(self.ordered), 1)
+        return torch.where(scores > self.top, 1 + (scores - self.top) / self.spread, rank)
+
+
 def familiarity_rank(reference: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """The share of `reference` (validation) scores at or below each score: 0.97 means more
-    unusual than 97 % of validation images. Past the highest validation score it keeps
-    growing, by the distance beyond it in units of that score's distance from the median
-    (so an image far beyond every validation image ranks far above 1, not at 1 with them).
-    Two detectors' scores become comparable so.
+    """`Rank` of each of `scores` among the `reference` scores.
 
     Example:
         >>> familiarity_rank(np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.5, 2.0, 4.0, 7.0]))
         array([0. , 0.5, 1. , 3. ])
     """
-    ordered = np.sort(np.asarray(reference, np.float64))
-    scores = np.asarray(scores, np.float64)
-    rank = np.searchsorted(ordered, scores, side="right") / max(len(ordered), 1)
-    if len(ordered):
-        top = ordered[-1]
-        spread = max(top - float(np.median(ordered)), 1e-12)
-        beyond = scores > top
-        rank[beyond] = 1 + (scores[beyond] - top) / spread
-    return rank
+    with torch.no_grad():
+        return Rank(reference)(torch.from_numpy(np.asarray(scores, np.float64))).numpy()
 
 
 def combined(parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
@@ -212,6 +242,57 @@ def combined(parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     the validation scores of each (`parts`: (validation scores, scores)); one detector's
     alarm is enough."""
     return np.max([familiarity_rank(reference, scores) for reference, scores in parts], axis=0)
+
+
+class _Held(nn.Module):
+    """Named arrays as float32 buffers (they travel with the module to a device, and into
+    an exported graph as its constants)."""
+
+    def __init__(self, arrays: Arrays) -> None:
+        super().__init__()
+        self.names = sorted(arrays)
+        for name in self.names:
+            self.register_buffer(name, _tensor(arrays[name]))
+
+    def tensors(self) -> Tensors:
+        """The arrays by name."""
+        return {name: getattr(self, name) for name in self.names}
+
+
+class Scorer(nn.Module):
+    """The unfamiliarity that `fit_unfamiliar`'s threshold applies to, of new images: the
+    detector's score of their features, or, when it was fitted with the run's generic
+    detector, the higher of the two ranks among validation scores (`combined`), the
+    generic one read from the images themselves by `embedding`. One module for a run's
+    `predict` and for the exported graph, so both give the same flags."""
+
+    def __init__(self, method: str, arrays: Arrays,
+                 generic: tuple[str, Arrays, nn.Module] | None = None) -> None:
+        super().__init__()
+        references = ("val_scores", "generic_val_scores")
+        self.detector = DETECTORS.get(method)()
+        self.arrays = _Held({k: v for k, v in arrays.items() if k not in references})
+        self.combined = "generic_val_scores" in arrays
+        if self.combined:
+            if generic is None:
+                raise UserError("this model's detector also reads the generic embedding, "
+                                "which the run folder lacks: run `visionbench run` again")
+            generic_method, generic_arrays, self.embedding = generic
+            self.generic_detector = DETECTORS.get(generic_method)()
+            self.generic_arrays = _Held({k: v for k, v in generic_arrays.items()
+                                         if not k.startswith("scores_")})
+            self.own_rank = Rank(arrays["val_scores"])
+            self.generic_rank = Rank(arrays["generic_val_scores"])
+
+    def forward(self, features: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """(N,) float64 unfamiliarity of images from their (N, D) penultimate `features`
+        and their uint8 (N, C, H, W) `images` (read only when combined)."""
+        scores = self.detector.score(self.arrays.tensors(), features.float())
+        if not self.combined:
+            return scores.double()
+        generic = self.generic_detector.score(self.generic_arrays.tensors(),
+                                              self.embedding(images))
+        return torch.maximum(self.own_rank(scores), self.generic_rank(generic))
 
 
 @dataclass
@@ -233,10 +314,9 @@ def fit_unfamiliar(method: str, keep: float, train: tuple[np.ndarray, np.ndarray
     with `generic` (split -> the generic embedding detector's scores, "val" and each split
     of `scored`, in the same image order) it is on the combined rank (`combined`). Either
     way it is chosen on validation only, so that `keep` of it passes."""
-    detector = DETECTORS.get(method)()
-    arrays = detector.fit(*train, layer)
-    own = {"val": detector.score(arrays, validation),
-           **{split: detector.score(arrays, features) for split, features in scored.items()}}
+    arrays = DETECTORS.get(method)().fit(*train, layer)
+    own = {"val": score(method, arrays, validation),
+           **{split: score(method, arrays, features) for split, features in scored.items()}}
     if generic is not None:
         arrays["val_scores"] = own["val"]
         arrays["generic_val_scores"] = generic["val"]
@@ -285,18 +365,3 @@ def separation(familiar: np.ndarray, foreign: np.ndarray, threshold: float,
             "auroc_high": float(np.quantile(values, 1 - tail)) if values else float("nan"),
             "fpr_at_95": float((familiar >= reached).mean()),
             "flagged": float((foreign > threshold).mean())}
-
-
-def unfamiliarity(method: str, arrays: Arrays, features: np.ndarray,
-                  generic_scores: np.ndarray | None = None) -> np.ndarray:
-    """The score `fit_unfamiliar`'s threshold applies to, for new images: the detector's
-    score of their `features`, combined with their generic detector's scores when the
-    detector was fitted with them."""
-    scores = DETECTORS.get(method)().score(arrays, features)
-    if "generic_val_scores" not in arrays:
-        return scores
-    if generic_scores is None:
-        raise UserError("this model's detector also reads the generic embedding: give its "
-                        "scores")
-    return combined([(arrays["val_scores"], scores),
-                     (arrays["generic_val_scores"], generic_scores)])

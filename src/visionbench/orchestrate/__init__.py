@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from visionbench.config import Config, load_config
-from visionbench.data.dataset import prepare_data, training_hashes
+from visionbench.data.dataset import PreparedData, prepare_data, training_hashes
 from visionbench.data.inspect import inspect_data
 from visionbench.errors import InterruptedRunError, UserError
 from visionbench.orchestrate.collect import RunResult, finish_run
@@ -22,14 +22,16 @@ from visionbench.orchestrate.plan import (
     new_run_folder,
     select_models,
 )
+from visionbench.orchestrate.shift import measure_shift
 from visionbench.orchestrate.sweep import run_sweep
-from visionbench.orchestrate.unfamiliar import fit_generic
+from visionbench.orchestrate.unfamiliar import embed_splits, fit_generic
 from visionbench.provenance import command_line, save_config
 from visionbench.rundir.documents import (
     DataRecord,
     GenericUnfamiliar,
     Inspection,
     ModelMetrics,
+    ShiftDocument,
     Status,
     TrainingHashes,
 )
@@ -95,9 +97,7 @@ def run_config(
     if not run.has(Inspection):
         run.write(Inspection.model_validate(inspect_data(data, run.data_dir)))
     report(f"run folder: {run.path}")
-    unfamiliar = config.evaluate.unfamiliar
-    if unfamiliar is not None and unfamiliar.generic and not run.has(GenericUnfamiliar):
-        fit_generic(run, data, unfamiliar, config.train.seed, config.train.progress)
+    _generic_embedding_steps(run, config, data)
     # One executor session for the whole run (a Ray started once, not per batch of tasks).
     with executor_session(config.execution):
         if config.sweep is not None:
@@ -128,6 +128,24 @@ def run_config(
                           f"models are kept in {run.path}. Resume with: "
                           f"{shlex.join(resume_command)}")
     return result
+
+
+def _generic_embedding_steps(run: RunFolder, config: Config, data: PreparedData) -> None:
+    """What reads the generic embedding, once per run and before any model: the generic
+    unfamiliar-image detector and the shift test between splits (each skipped when
+    switched off, or already written by the run being resumed)."""
+    unfamiliar, shift = config.evaluate.unfamiliar, config.evaluate.shift
+    detector = unfamiliar is not None and unfamiliar.generic and not run.has(GenericUnfamiliar)
+    shifting = shift is not None and not run.has(ShiftDocument)
+    if not detector and not shifting:
+        return
+    sample = max(unfamiliar.train_images if detector and unfamiliar else 0,
+                 shift.images if shifting and shift else 0)
+    embedded = embed_splits(data, sample, config.train.seed, config.train.progress)
+    if detector and unfamiliar is not None:
+        fit_generic(run, embedded, unfamiliar.train_images, config.train.seed)
+    if shifting and shift is not None:
+        measure_shift(run, data, embedded, shift, config.train.seed)
 
 
 def continue_run(path: Path, epochs: int, only: list[str] | None = None,

@@ -26,6 +26,7 @@ from visionbench.config import load_config
 from visionbench.data.dataset import load_images
 from visionbench.errors import UserError
 from visionbench.evaluate.tta import view_transform
+from visionbench.evaluate.unfamiliar import Scorer
 from visionbench.models.outputs import OUTPUTS
 from visionbench.predict.model import Predictor, load
 from visionbench.provenance import package_versions
@@ -34,9 +35,13 @@ from visionbench.rundir.documents import (
     EvaluationDocument,
     ExportCard,
     ExportTrainingHashes,
+    ExportUnfamiliar,
     TrainingHashes,
+    Unfamiliar,
 )
 from visionbench.rundir.layout import ExportFolder, RunFolder, file_checksum
+from visionbench.runtime import embedding
+from visionbench.runtime.features import features_and_logits
 from visionbench.runtime.progress import ignore
 from visionbench.runtime.trained import LoadedModel
 from visionbench.version import __version__
@@ -53,10 +58,12 @@ PARITY_IMAGES = 256
 
 class _Graph(nn.Module):
     """uint8 (N, H, W, C) -> (N, classes) probabilities, averaged over the members and the
-    test-time augmentation views, then scaled by the run's temperature (if fitted)."""
+    test-time augmentation views, then scaled by the run's temperature (if fitted); with
+    a detector, also the (N,) unfamiliarity scores, from the first member's first view
+    (as `Predictor.read` scores)."""
 
     def __init__(self, members: list[tuple[LoadedModel, str]], views: list[str],
-                 temperature: float | None) -> None:
+                 temperature: float | None, scorer: Scorer | None = None) -> None:
         super().__init__()
         self.views = [view_transform(name) for name in views]
         self.temperature = temperature
@@ -65,19 +72,29 @@ class _Graph(nn.Module):
         for pipeline in self.pipelines:
             pipeline.mean, pipeline.std = pipeline.mean.cpu(), pipeline.std.cpu()
         self.outputs = [OUTPUTS.get(output) for _, output in members]
+        self.scorer = scorer.cpu().eval() if scorer is not None else None
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         images = pixels.permute(0, 3, 1, 2)
-        found = [torch.stack([
-            output.probabilities(network(pipeline(images, None, train=False, transform=view)))
-            for view in self.views]).mean(dim=0)
-            for network, pipeline, output in zip(self.networks, self.pipelines, self.outputs,
-                                                 strict=True)]
+        found, features = [], None
+        for index, (network, pipeline, output) in enumerate(
+                zip(self.networks, self.pipelines, self.outputs, strict=True)):
+            views = []
+            for number, view in enumerate(self.views):
+                inputs = pipeline(images, None, train=False, transform=view)
+                if self.scorer is not None and index == number == 0:
+                    features, logits = features_and_logits(network, inputs)
+                else:
+                    logits = network(inputs)
+                views.append(output.probabilities(logits))
+            found.append(torch.stack(views).mean(dim=0))
         mean = torch.stack(found).mean(dim=0)
-        if self.temperature is None:
+        if self.temperature is not None:
+            # As `evaluate.calibration.scaled`: log-probabilities over the temperature.
+            mean = (mean.clamp_min(1e-12).log() / self.temperature).softmax(dim=1)
+        if self.scorer is None or features is None:
             return mean
-        # As `evaluate.calibration.scaled`: log-probabilities over the temperature.
-        return (mean.clamp_min(1e-12).log() / self.temperature).softmax(dim=1)
+        return mean, self.scorer(features, images)
 
 
 def export_model(run_dir: Path, model: str | None = None, out: Path | None = None,
@@ -99,7 +116,9 @@ def export_model(run_dir: Path, model: str | None = None, out: Path | None = Non
         raise UserError(f"{target} exists and is not an empty folder: give --out a new or "
                         "empty folder (nothing there is replaced)")
     pictures, tested = _test_images(run, predictor)
-    graph = _Graph(predictor.members, predictor.views, predictor.temperature).eval()
+    check = predictor.unfamiliar
+    graph = _Graph(predictor.members, predictor.views, predictor.temperature,
+                   check.scorer if check is not None else None).eval()
     report(f"export: writing the ONNX graph of {predictor.name}, then checking it against "
            f"PyTorch on {len(pictures):,} of the {tested:,} test images")
     with tempfile.TemporaryDirectory(dir=target.parent if target.parent.exists() else None
@@ -107,14 +126,17 @@ def export_model(run_dir: Path, model: str | None = None, out: Path | None = Non
         staged = ExportFolder(Path(scratch) / "export")
         staged.path.mkdir()
         _onnx(graph, pictures, staged.onnx)
-        parity = _parity(graph, staged.onnx, pictures)
-        if parity["max_abs_difference"] > MAX_DIFFERENCE or parity["top1_agreement"] < \
+        parity = _parity(graph, staged.onnx, pictures,
+                         check.threshold if check is not None else None)
+        if parity["max_abs_difference"] > MAX_DIFFERENCE or min(
+                parity["top1_agreement"], parity.get("unfamiliar_agreement", 1.0)) < \
                 MIN_AGREEMENT:
             raise UserError(
                 f"the ONNX graph of {predictor.name} differs from PyTorch on the test images "
                 f"(largest probability difference {parity['max_abs_difference']:.2e}, top-1 "
-                f"agreement {parity['top1_agreement']:.4f}; limits {MAX_DIFFERENCE:g} and "
-                f"{MIN_AGREEMENT}): nothing was exported")
+                f"agreement {parity['top1_agreement']:.4f}, unfamiliar flags' agreement "
+                f"{parity.get('unfamiliar_agreement', 1.0):.4f}; limits "
+                f"{MAX_DIFFERENCE:g} and {MIN_AGREEMENT}): nothing was exported")
         staged.write(_card(run, predictor, parity))
         hashes = run.read(TrainingHashes)
         if hashes is not None:
@@ -162,11 +184,12 @@ def _test_images(run: RunFolder, predictor: Predictor) -> tuple[np.ndarray, int]
 
 def _onnx(graph: _Graph, pictures: np.ndarray, path: Path) -> None:
     example = torch.from_numpy(np.ascontiguousarray(pictures[:2]))
+    outputs = ["probabilities"] + (["unfamiliar"] if graph.scorer is not None else [])
     try:
         program = torch.onnx.export(
             graph, (example,), dynamo=True, opset_version=OPSET, input_names=["images"],
-            output_names=["probabilities"],
-            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), verbose=False)
+            output_names=outputs, dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+            verbose=False)
         program.save(str(path))
     except OSError:
         raise  # the machine refused (a full disk): said as such, not as the model's fault
@@ -175,23 +198,35 @@ def _onnx(graph: _Graph, pictures: np.ndarray, path: Path) -> None:
                         f"{str(exc).splitlines()[0][:300]}") from None
 
 
-def _parity(graph: _Graph, path: Path, pictures: np.ndarray) -> dict[str, Any]:
-    """Largest probability difference and top-1 agreement, onnxruntime against PyTorch."""
+def _parity(graph: _Graph, path: Path, pictures: np.ndarray, threshold: float | None
+            ) -> dict[str, Any]:
+    """Largest probability difference and top-1 agreement, onnxruntime against PyTorch;
+    with a detector, the largest unfamiliarity difference and the flags' agreement at
+    `threshold`."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    ours, theirs = [], []
+    ours: list[list[np.ndarray]] = []
+    theirs: list[list[np.ndarray]] = []
     with torch.no_grad():
         for first in range(0, len(pictures), 64):
             batch = np.ascontiguousarray(pictures[first:first + 64])
-            ours.append(graph(torch.from_numpy(batch)).numpy())
-            theirs.append(session.run(None, {"images": batch})[0])
-    a, b = np.concatenate(ours), np.concatenate(theirs)
-    return {"images": len(a), "chosen": f"up to {PARITY_IMAGES} test images: half nearest "
-            "the decision boundary, half at random",
-            "max_abs_difference": float(np.abs(a - b).max()),
-            "top1_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
-            "limits": {"max_abs_difference": MAX_DIFFERENCE, "top1_agreement": MIN_AGREEMENT}}
+            found = graph(torch.from_numpy(batch))
+            ours.append([t.numpy() for t in (found if isinstance(found, tuple) else (found,))])
+            theirs.append(session.run(None, {"images": batch}))
+    a, b = (np.concatenate([batch[0] for batch in side]) for side in (ours, theirs))
+    parity: dict[str, Any] = {
+        "images": len(a), "chosen": f"up to {PARITY_IMAGES} test images: half nearest the "
+        "decision boundary, half at random",
+        "max_abs_difference": float(np.abs(a - b).max()),
+        "top1_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
+        "limits": {"max_abs_difference": MAX_DIFFERENCE, "top1_agreement": MIN_AGREEMENT}}
+    if threshold is not None:
+        x, y = (np.concatenate([batch[1] for batch in side]) for side in (ours, theirs))
+        parity["unfamiliar_max_abs_difference"] = float(np.abs(x - y).max())
+        parity["unfamiliar_agreement"] = float(((x > threshold) == (y > threshold)).mean())
+        parity["limits"]["unfamiliar_agreement"] = MIN_AGREEMENT
+    return parity
 
 
 def _card(run: RunFolder, predictor: Predictor, parity: dict[str, Any]) -> ExportCard:
@@ -215,6 +250,7 @@ def _card(run: RunFolder, predictor: Predictor, parity: dict[str, Any]) -> Expor
         members=members, positive_classes=predictor.positive, threshold=predictor.threshold,
         margin=predictor.margin, margin_note=predictor.margin_note,
         temperature=predictor.temperature, conformal=predictor.conformal,
+        unfamiliar=_unfamiliar_card(run, predictor),
         test_metrics=dict(evaluation.metrics) if evaluation else {},
         # The SHA-256 of the run's data record: its classes, splits, counts and duplicates.
         data={"source": data.source, "fingerprint": file_checksum(run.file(DataRecord)),
@@ -222,6 +258,20 @@ def _card(run: RunFolder, predictor: Predictor, parity: dict[str, Any]) -> Expor
         software={"visionbench": __version__, "python": platform.python_version(),
                   **versions},
         parity=parity, source_run=str(run.path))
+
+
+def _unfamiliar_card(run: RunFolder, predictor: Predictor) -> ExportUnfamiliar | None:
+    """What the card says of the detector inside the graph (None: the model has none)."""
+    check = predictor.unfamiliar
+    if check is None:
+        return None
+    fitted = run.model(predictor.name).read(Unfamiliar)
+    if fitted is None:  # a test-time augmentation row scores with its model's detector
+        fitted = run.model(predictor.members_names[0]).require(Unfamiliar)
+    return ExportUnfamiliar(
+        method=check.method, keep=check.keep, threshold=check.threshold,
+        generic=embedding.describe() if fitted.generic else None,
+        flagged={split: counts["share"] for split, counts in fitted.flagged.items()})
 
 
 def evaluation_overrides(model_file: Path, name: str) -> list[str]:

@@ -1,8 +1,10 @@
 """Fitting the unfamiliar-image detectors of a run: once per run on the generic embedding
-(`fit_generic`), then per model on its own features (`fit_model_detector`), each threshold
-chosen on validation only."""
+(`embed_splits`, shared with the shift test, then `fit_generic`), then per model on its own
+features (`fit_model_detector`), each threshold chosen on validation only."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,6 +16,7 @@ from visionbench.evaluate.unfamiliar import (
     DETECTORS,
     fit_unfamiliar,
     output_layer_arrays,
+    score,
     separation,
 )
 from visionbench.rundir.documents import GenericUnfamiliar, Unfamiliar
@@ -30,29 +33,52 @@ from visionbench.train.loop import Trainer
 GENERIC_METHOD = "mahalanobis"
 
 
-def fit_generic(run: RunFolder, data: PreparedData, settings: UnfamiliarConfig, seed: int,
-                progress: str) -> None:
-    """The run's generic-embedding detector: fitted on a stratified sample of training
-    images, scoring every validation and test image; written as `unfamiliar_generic.json`
-    and its arrays. Nothing without a validation split (no threshold could be chosen)."""
-    if not len(data.positions("val")) or not len(data.positions("train")):
-        return
+@dataclass
+class GenericEmbeddings:
+    """The generic embedding of a stratified sample of training images (`train`, with
+    their `positions` into the data and class `labels`) and of every image of the other
+    splits (in split order); what the generic detector and the shift test read."""
+
+    splits: dict[str, np.ndarray]
+    positions: np.ndarray
+    labels: np.ndarray
+
+
+def embed_splits(data: PreparedData, train_images: int, seed: int, progress: str
+                 ) -> GenericEmbeddings:
+    """The generic embedding of up to `train_images` training images (stratified by
+    class) and of every validation and test image."""
     splits = [split for split in ("train", "val", "test") if len(data.positions(split))]
     found: dict[str, np.ndarray] = {}
-    with Steps("unfamiliar images", len(splits), progress) as steps:
+    positions, labels = np.zeros(0, int), np.zeros(0, int)
+    with Steps("generic embedding", len(splits), progress) as steps:
         for split in splits:
             images, targets = data.arrays(split)
             if split == "train":
-                keep = stratified_sample(targets, settings.train_images, seed)
-                images, labels = images[keep], targets[keep]
+                keep = stratified_sample(targets, train_images, seed)
+                positions, labels = data.positions("train")[keep], targets[keep]
+                images = images[keep]
             steps.step(f"generic embedding of {len(images):,} {split} images")
             found[split] = embedding.embed(torch.from_numpy(images).permute(0, 3, 1, 2))
-    detector = DETECTORS.get(GENERIC_METHOD)()
-    arrays = detector.fit(found["train"], labels, {"weight": np.zeros((1, 1)),
-                                                   "bias": np.zeros(1)})
+    return GenericEmbeddings(found, positions, labels)
+
+
+def fit_generic(run: RunFolder, embedded: GenericEmbeddings, train_images: int,
+                seed: int) -> None:
+    """The run's generic-embedding detector: fitted on up to `train_images` of the
+    training sample (stratified by class), scoring every validation and test image;
+    written as `unfamiliar_generic.json` and its arrays. Nothing without a validation
+    split (no threshold could be chosen)."""
+    found = embedded.splits
+    if "val" not in found or "train" not in found:
+        return
+    keep = stratified_sample(embedded.labels, train_images, seed)
+    labels = embedded.labels[keep]
+    arrays = DETECTORS.get(GENERIC_METHOD)().fit(
+        found["train"][keep], labels, {"weight": np.zeros((1, 1)), "bias": np.zeros(1)})
     for split in ("val", "test"):
         if split in found:
-            arrays[f"scores_{split}"] = detector.score(arrays, found[split])
+            arrays[f"scores_{split}"] = score(GENERIC_METHOD, arrays, found[split])
     checksum = run.write_generic_unfamiliar_arrays(arrays)
     run.write(GenericUnfamiliar(embedding=embedding.describe(), method=GENERIC_METHOD,
                                 train_images=len(labels), arrays_checksum=checksum))
@@ -86,7 +112,7 @@ def fit_model_detector(trainer: Trainer, splits: dict[str, SplitImages],
             features[name] = features_of(trainer.evaluated_model, trainer.pipeline, pictures)
             if scores is not None:
                 seen = embedding.embed(torch.from_numpy(pictures).permute(0, 3, 1, 2))
-                scores[name] = DETECTORS.get(document.method)().score(arrays, seen)
+                scores[name] = score(document.method, arrays, seen)
     found = fit_unfamiliar(
         settings.method, settings.keep, (fitted.numpy(), sample.targets.numpy()),
         features.pop("val"), output_layer_arrays(trainer.evaluated_model), features, scores)

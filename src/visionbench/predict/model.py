@@ -33,7 +33,7 @@ from visionbench.evaluate.explain import (
     unfaithful_methods,
 )
 from visionbench.evaluate.tta import Transform, averaged
-from visionbench.evaluate.unfamiliar import DETECTORS, unfamiliarity
+from visionbench.evaluate.unfamiliar import Scorer
 from visionbench.models.outputs import OUTPUTS
 from visionbench.pictures import heat_overlay
 from visionbench.predict.training import TrainingIndex, training_file
@@ -108,27 +108,25 @@ class Explanation:
 
 @dataclass
 class UnfamiliarCheck:
-    """A model's unfamiliar-image detector as the run fitted it: its method, the arrays
-    its score needs, the threshold chosen on validation, and the run's generic-embedding
-    detector (method and arrays) when the model's was combined with it."""
+    """A model's unfamiliar-image detector as the run fitted it: its method, the threshold
+    chosen on validation, the share of validation images under it, and its `Scorer`
+    (None over an export, whose graph scores)."""
 
     method: str
     threshold: float
     keep: float
-    arrays: dict[str, np.ndarray]
-    generic_method: str | None = None
-    generic: dict[str, np.ndarray] | None = None
+    scorer: Scorer | None = None
 
+    @torch.no_grad()
     def scores(self, features: np.ndarray, pictures: np.ndarray) -> np.ndarray:
-        """Unfamiliarity of images from their (N, D) penultimate `features` and, with a
-        generic detector, their uint8 (N, H, W, C) `pictures` (above `threshold`:
-        unfamiliar)."""
-        generic = None
-        if self.generic is not None and self.generic_method is not None:
-            seen = embedding.embed(torch.from_numpy(np.ascontiguousarray(pictures))
-                                   .permute(0, 3, 1, 2))
-            generic = DETECTORS.get(self.generic_method)().score(self.generic, seen)
-        return unfamiliarity(self.method, self.arrays, features, generic)
+        """Unfamiliarity of images from their (N, D) penultimate `features` and their uint8
+        (N, H, W, C) `pictures` (above `threshold`: unfamiliar)."""
+        if self.scorer is None:
+            raise UserError("this detector is scored inside its export's graph")
+        device = next(iter(self.scorer.buffers())).device
+        images = torch.from_numpy(np.ascontiguousarray(pictures)).permute(0, 3, 1, 2)
+        return self.scorer(torch.from_numpy(features).to(device),
+                           images.to(device)).cpu().numpy()
 
 
 @dataclass
@@ -162,6 +160,8 @@ class Predictor:
     graph: Any = None
     # The unfamiliar-image detector (None: the run fitted none for this model).
     unfamiliar: UnfamiliarCheck | None = None
+    # The run folder it was loaded from (None: an export, which holds no training sample).
+    run: RunFolder | None = None
 
     def decode(self, image: ImageInput, threads: int = 1) -> tuple[np.ndarray, ImageFacts]:
         """One image (a path, an open binary file, a PIL image or a uint8 array) as the run
@@ -202,10 +202,11 @@ class Predictor:
         view's, with test-time augmentation)."""
         if self.graph is not None:
             try:
-                return self.graph.run(None, {"images": np.ascontiguousarray(pictures)})[0], None
+                outputs = self.graph.run(None, {"images": np.ascontiguousarray(pictures)})
             except Exception as exc:  # onnxruntime's errors for a graph that does not fit
                 raise UserError(f"the export's graph failed on these images: "
                                 f"{str(exc).splitlines()[0][:200]}") from None
+            return outputs[0], outputs[1] if len(outputs) > 1 else None
         found, features = [], None
         for index, (model, output) in enumerate(self.members):
             images = torch.from_numpy(np.ascontiguousarray(pictures)).permute(0, 3, 1, 2)
@@ -330,7 +331,7 @@ def load(run_dir: Path | str, model: str | None = None) -> Predictor:
     saved = _saved_data(run)
     predictor = Predictor(name=model, classes=data.classes, card=cards[0], members=members,
                           members_names=names, member_cards=cards,
-                          decode_settings=_decode_settings(run, saved, data))
+                          decode_settings=_decode_settings(run, saved, data), run=run)
     if metrics.tta:
         predictor.views = list(metrics.tta["views"])
     _readings(predictor, folder, data)
@@ -340,15 +341,7 @@ def load(run_dir: Path | str, model: str | None = None) -> Predictor:
         if detector is not None:
             predictor.unfamiliar = UnfamiliarCheck(
                 detector.method, detector.threshold, detector.keep,
-                folders[0].read_unfamiliar_arrays(detector.arrays_checksum))
-            generic = run.read(GenericUnfamiliar) if detector.generic else None
-            if detector.generic and generic is None:
-                raise UserError(f"{run.path} has no unfamiliar_generic.json, which the "
-                                f"detector of {model} needs: run `visionbench run` again")
-            if generic is not None:
-                predictor.unfamiliar.generic_method = generic.method
-                predictor.unfamiliar.generic = run.read_generic_unfamiliar_arrays(
-                    generic.arrays_checksum)
+                _scorer(run, folders[0], detector, members[0][0].device))
     hashes = run.read(TrainingHashes)
     if hashes is None:
         predictor.notes.append("this run folder has no training hashes (written before "
@@ -362,10 +355,32 @@ def load(run_dir: Path | str, model: str | None = None) -> Predictor:
     return predictor
 
 
+def _scorer(run: RunFolder, folder: ModelFolder, detector: Unfamiliar,
+            device: torch.device) -> Scorer:
+    """The scorer of `folder`'s detector, with the run's generic detector when it was
+    combined with it, on `device`."""
+    generic = None
+    if detector.generic:
+        document = run.read(GenericUnfamiliar)
+        if document is None:
+            raise UserError(f"{run.path} has no unfamiliar_generic.json, which the detector "
+                            f"of {folder.path.name} needs: run `visionbench run` again")
+        generic = (document.method,
+                   run.read_generic_unfamiliar_arrays(document.arrays_checksum),
+                   embedding.generic_embedding(str(device)))
+    scorer = Scorer(detector.method, folder.read_unfamiliar_arrays(detector.arrays_checksum),
+                    generic)
+    return scorer.to(device).eval()
+
+
+# What an exported graph gives: probabilities, and unfamiliarity when it has a detector.
+GRAPH_OUTPUTS = (["probabilities"], ["probabilities", "unfamiliar"])
+
+
 def _onnx_session(onnxruntime: Any, folder: ExportFolder) -> Any:
     """The export's graph in onnxruntime, if it is the kind `visionbench export` writes:
     self-contained (no external data files, which could name any file), operators
-    onnxruntime knows, uint8 images of rank 4 in, probabilities out."""
+    onnxruntime knows, uint8 images of rank 4 in, probabilities (and unfamiliarity) out."""
     where = f"{folder.onnx} is not a graph visionbench exported"
     try:
         import onnx
@@ -385,9 +400,9 @@ def _onnx_session(onnxruntime: Any, folder: ExportFolder) -> Any:
         raise UserError(f"{where}: {str(exc).splitlines()[0][:200]}") from None
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if ([i.name for i in inputs] != ["images"] or inputs[0].type != "tensor(uint8)"
-            or len(inputs[0].shape) != 4 or [o.name for o in outputs] != ["probabilities"]):
+            or len(inputs[0].shape) != 4 or [o.name for o in outputs] not in GRAPH_OUTPUTS):
         raise UserError(f"{where}: it must take uint8 'images' (N, H, W, C) and give "
-                        "'probabilities'")
+                        "'probabilities' (and 'unfamiliar')")
     return session
 
 
@@ -407,6 +422,13 @@ def _load_export(folder: ExportFolder) -> Predictor:
                           threshold=card.threshold, margin=card.margin,
                           margin_note=card.margin_note, graph=session,
                           conformal=card.conformal)
+    scored = len(session.get_outputs()) > 1
+    if scored != (card.unfamiliar is not None):
+        raise UserError(f"{folder.onnx} and {folder.file(ExportCard)} disagree on the "
+                        "unfamiliar-image detector: export the model again")
+    if card.unfamiliar is not None:
+        predictor.unfamiliar = UnfamiliarCheck(card.unfamiliar.method,
+                                               card.unfamiliar.threshold, card.unfamiliar.keep)
     hashes = folder.read(ExportTrainingHashes)
     if hashes is None:
         predictor.notes.append("this export holds no training hashes: duplicates of training "

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
@@ -76,16 +76,16 @@ class _Skipped(str):
 
 
 def _decode(predictor: Predictor, item: Any, threads: int
-            ) -> tuple[np.ndarray, str | None] | str:
-    """The pixels and the training image this one duplicates, or why it cannot be read
-    (a `_Skipped` reason when it was not read at all)."""
+            ) -> tuple[np.ndarray, str | None, tuple[int, int]] | str:
+    """The pixels, the training image this one duplicates and the source's (width,
+    height), or why it cannot be read (a `_Skipped` reason when it was not read at all)."""
     if isinstance(item, Path | str) and (reason := _skip_reason(Path(item))) is not None:
         return _Skipped(reason)
     try:
         pixels, facts = predictor.decode(item, threads)
     except UserError as exc:
         return str(exc)
-    return pixels, predictor.training_copy(pixels, facts)
+    return pixels, predictor.training_copy(pixels, facts), (facts.width, facts.height)
 
 
 def _skip_reason(path: Path) -> str | None:
@@ -98,10 +98,17 @@ def _name(item: Any, position: int) -> str:
     return str(item) if isinstance(item, Path | str) else f"image {position}"
 
 
+# Called with each batch's decoded pictures (N, H, W, C) and their sources' (N, 2) widths
+# and heights: how `predict --check-shift` sees the images without a second decode.
+BatchObserver = Callable[[np.ndarray, np.ndarray], None]
+
+
 def predict_items(predictor: Predictor, items: Iterable[Any], batch: int = BATCH,
-                  workers: int | None = None) -> Iterator[Prediction]:
+                  workers: int | None = None, observe: BatchObserver | None = None
+                  ) -> Iterator[Prediction]:
     """Predictions for `items` (paths, PIL images, arrays) in order, `batch` at a time;
-    decoding runs on `workers` threads (Pillow decodes outside the GIL)."""
+    decoding runs on `workers` threads (Pillow decodes outside the GIL); `observe` sees
+    each batch of readable images."""
     # Threads are capped by memory too: each may hold an image up to the pixel limit.
     workers = decode_threads(workers or min(8, os.cpu_count() or 1))
     iterator = iter(enumerate(items))
@@ -109,8 +116,11 @@ def predict_items(predictor: Predictor, items: Iterable[Any], batch: int = BATCH
         while chunk := list(islice(iterator, batch)):
             decoded = list(pool.map(lambda pair: _decode(predictor, pair[1], workers), chunk))
             good = [i for i, found in enumerate(decoded) if not isinstance(found, str)]
-            probabilities, scores = (predictor.read(np.stack([decoded[i][0] for i in good]))
-                                     if good else (np.zeros((0, len(predictor.classes))), None))
+            pictures = np.stack([decoded[i][0] for i in good]) if good else None
+            probabilities, scores = (predictor.read(pictures) if pictures is not None
+                                     else (np.zeros((0, len(predictor.classes))), None))
+            if observe is not None and pictures is not None:
+                observe(pictures, np.array([decoded[i][2] for i in good]))
             rows = dict(zip(good, probabilities, strict=True))
             unfamiliarity = dict(zip(good, scores, strict=True)) if scores is not None else {}
             for i, (position, item) in enumerate(chunk):
@@ -131,9 +141,10 @@ def predict_items(predictor: Predictor, items: Iterable[Any], batch: int = BATCH
 
 
 def predict_files(predictor: Predictor, files: list[Path], batch: int = BATCH,
-                  workers: int | None = None) -> Iterator[Prediction]:
+                  workers: int | None = None, observe: BatchObserver | None = None
+                  ) -> Iterator[Prediction]:
     """Predictions for image files, in order (see `predict_items`)."""
-    return predict_items(predictor, files, batch, workers)
+    return predict_items(predictor, files, batch, workers, observe)
 
 
 def _reading(predictor: Predictor, source: str, prob: np.ndarray) -> Prediction:

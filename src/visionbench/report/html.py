@@ -37,6 +37,7 @@ from visionbench.evaluate.explain import unfaithful_methods
 from visionbench.evaluate.leaderboard import recommendation_sentence
 from visionbench.evaluate.metrics import METRICS
 from visionbench.evaluate.robustness import SEVERITY
+from visionbench.evaluate.shift import verdict
 from visionbench.rasters import open_raster
 from visionbench.registry import Registry
 from visionbench.report import charts
@@ -56,6 +57,7 @@ from visionbench.rundir.documents import (
     ModelCard,
     ModelMetrics,
     Robustness,
+    ShiftDocument,
     Status,
     Sweep,
     Unfamiliar,
@@ -359,6 +361,9 @@ def _summary(page: Page, run: Run) -> None:
     primary = run.board.primary_metric
     if chosen:
         page.add(f'<p class="ok">{_recommendation(run, chosen, primary)}</p>')
+        shifted = _shift_banner(run)
+        if shifted:
+            page.add(f'<div class="warn">{html.escape(shifted)}</div>')
     else:
         page.add(f'<div class="warn">{html.escape(recommendation_sentence(run.board))}</div>')
     for warning in _warnings(run):
@@ -689,6 +694,60 @@ def _label_issue_list(page: Page, run: Run, found: LabelIssues, split: str) -> N
                 f"<th>p</th></tr></thead><tbody>{rows}</tbody></table>"
                 "<p class=\"muted\">Every issue is in data/label_issues.json.</p>"
                 if shown else ""))
+
+
+def _shift_banner(run: Run) -> str | None:
+    """The sentence beside the headline when the test images have shifted from the
+    training images (None when they have not, or were not tested)."""
+    document = run.folder.read(ShiftDocument)
+    test = document.splits.get("test") if document is not None else None
+    if test is None or not test.shifted:
+        return None
+    return (verdict(test, "The test images") + ": scores on validation, which chose the "
+            "model, overstate what test and real use show; see 'Shift between splits'.")
+
+
+@SECTIONS.register("03-shift")
+def _shift(page: Page, run: Run) -> None:
+    """Whether validation and test images come from the training images' distribution,
+    and which image properties moved (nothing when the run did not test)."""
+    document = run.folder.read(ShiftDocument)
+    if document is None or not document.splits:
+        return
+    page.section("shift", "Shift between splits")
+    rows = "".join(
+        f"<tr><td>{split}</td><td>{found.images:,} vs {found.reference_images:,}</td>"
+        f"<td>{display.p_value(found.p_value, found.permutations + 1)}</td>"
+        f"<td>{_fmt(found.auc, 3)}</td>"
+        f"<td>{'shifted' if found.shifted else 'no shift found'}</td></tr>"
+        for split, found in document.splits.items())
+    page.add(
+        '<p class="muted">Each split against a sample of training images (stratified by '
+        f"class), on a generic embedding ({html.escape(document.embedding)}): a kernel "
+        "two-sample test (maximum mean discrepancy, permutation p-value; shifted below "
+        f"{document.alpha:g}) and, as its effect size, the cross-validated AUC of a "
+        "classifier telling the split's images from training images (0.5: it cannot). A "
+        "shifted test split means validation scores overstate what test and real use "
+        "show. Beside it, simple image properties compared one by one "
+        "(Kolmogorov-Smirnov distance, largest first; moved: significant after "
+        f"Bonferroni's correction and at least {document.smallest_distance:g}).</p>"
+        "<table><thead><tr><th>split</th><th>images vs training</th><th>p</th>"
+        f"<th>classifier AUC</th><th>verdict</th></tr></thead><tbody>{rows}</tbody></table>")
+    for split, found in document.splits.items():
+        cells = "".join(
+            f"<tr><td>{html.escape(row.name)}</td><td>{_fmt(row.distance, 3)}</td>"
+            f"<td>{display.p_value(row.p_value)}</td><td>{_quartiles(row.reference)}</td>"
+            f"<td>{_quartiles(row.other)}</td><td>{'moved' if row.moved else ''}</td></tr>"
+            for row in found.properties)
+        page.add(f"<h3>Image properties: {split} against training</h3><table><thead><tr>"
+                 "<th>property</th><th>distance</th><th>p</th><th>training median "
+                 f"[quartiles]</th><th>{split} median [quartiles]</th><th></th></tr></thead>"
+                 f"<tbody>{cells}</tbody></table>")
+
+
+def _quartiles(values: list[float]) -> str:
+    low, middle, high = values
+    return f"{middle:.3g} <span class=\"muted\">[{low:.3g}, {high:.3g}]</span>"
 
 
 @SECTIONS.register("03-unfamiliar")

