@@ -378,3 +378,27 @@ def test_the_app_keeps_no_batch_after_the_next_one(run, tmp_path, monkeypatch):
     # Streamlit keeps only small pictures the app decoded itself, never the uploads.
     # (Each upload here is 1.3 MB; a shown picture at most 384 px a side.)
     assert len(stored) >= 18 and max(stored) < 400_000 < batch_bytes / 6, stored
+
+
+def test_a_batch_of_uploads_is_checked_for_shift_against_the_training_images(run, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    def dark(image: Image.Image) -> Image.Image:
+        return Image.fromarray((np.asarray(image).astype(float) * 0.3).astype(np.uint8))
+
+    at = _app(run, tmp_path / "launch")
+    # The data's own kind of image (the pattern's index sets its frequency): copies of the
+    # run's images, as a scanner would send more of the same.
+    familiar = [(f"scan {i}.png", _png(pattern(i % 3, i // 3)), "image/png")
+                for i in range(24)]
+    at.file_uploader(key="images").set_value(familiar).run()
+    assert not at.exception
+    said = [_text(c) for c in at.caption if _text(c).startswith("Shift: ")]
+    assert said and "these 24 images look like the training images" in said[0]
+    darker = [(name, _png(dark(pattern(i % 3, i // 3))), kind)
+              for i, (name, _, kind) in enumerate(familiar)]
+    at.file_uploader(key="images").set_value(darker).run()
+    warned = [_text(w) for w in at.warning if _text(w).startswith("Shift: ")]
+    assert warned and "differ from the training images" in warned[0]
+    assert "brightness" in warned[0]

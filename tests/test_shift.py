@@ -189,3 +189,92 @@ def test_check_shift_refuses_too_few_images_an_export_and_a_run_without_a_sample
     capsys.readouterr()
     assert main(["predict", str(tmp_path / "export"), str(data), "--check-shift"]) == 2
     assert "an export does not hold" in capsys.readouterr().err
+
+
+def test_weak_bins_find_the_bin_that_fails_and_correct_for_every_bin_tried():
+    from visionbench.evaluate.segments import bin_edges, holm, weak_bins
+
+    rng = np.random.default_rng(5)
+    darkness = rng.uniform(size=600)
+    # Right 90 % of the time, except in the darkest tenth (50 %).
+    correct = rng.uniform(size=600) > np.where(darkness < 0.1, 0.5, 0.1)
+    edges = {"brightness": bin_edges(rng.uniform(size=1000), 10), "noise": np.array([0.5])}
+    found = weak_bins({"brightness": darkness, "noise": rng.uniform(size=600)}, edges,
+                      correct, 0.05)
+    assert len(found) == 12
+    assert [(row.name, row.bin) for row in found if row.weak] == [("brightness", 0)]
+    assert all(row.adjusted >= row.p_value for row in found)
+    assert holm([0.01, 0.04, 0.03]) == [0.03, 0.06, 0.06]
+
+
+def test_segments_take_their_edges_from_training_and_test_never_moves_them(random_run):
+    from visionbench.evaluate.segments import bin_edges
+    from visionbench.evaluate.shift import PROPERTIES
+
+    found = json.loads((random_run / "mlp" / "segments.json").read_text())
+    assert {row["property"] for row in found["rows"]} <= set(PROPERTIES.names()) | {
+        "source size", "aspect ratio"}
+    assert sum(row["images"] for row in found["rows"] if row["property"] == "brightness") \
+        == 16, "every test image falls in one brightness bin"
+    uppers = [row["high"] for row in found["rows"] if row["property"] == "brightness"][:-1]
+    # The edges are the quartiles of (a sample of) the training images' brightness.
+    from visionbench.config import load_config
+    from visionbench.data.dataset import prepare_data
+    from visionbench.evaluate.shift import brightness
+
+    data = prepare_data(load_config(random_run / "config.yaml").data)
+    train = data.positions("train")
+    expected = bin_edges(brightness(np.asarray(data.images[data.index[train]])), 4)
+    assert np.allclose(uppers, expected)
+
+
+def test_the_report_names_a_weak_segment_with_its_interval(random_run, tmp_path):
+    import shutil
+
+    from visionbench.report.html import write_report
+    from visionbench.rundir.documents import Interval, SegmentRow, Segments
+    from visionbench.rundir.layout import RunFolder
+
+    copy = tmp_path / "run"
+    shutil.copytree(random_run, copy)
+    folder = RunFolder(copy)
+    weak = SegmentRow(property="brightness", bin=0, low=None, high=0.31, images=40,
+                      accuracy=Interval(value=0.61, low=0.52, high=0.70), p_value=0.001,
+                      adjusted=0.004, weak=True)
+    folder.model("mlp").write(Segments(primary_metric="accuracy", bins=4, alpha=0.05,
+                                       accuracy=Interval(value=0.84, low=0.8, high=0.88),
+                                       rows=[weak]))
+    page = write_report(folder).read_text()
+    section = page[page.index('id="weak-segments"'):]
+    assert "brightness below 0.31" in section and "0.610 [0.520, 0.700]" in section
+
+
+def test_inspect_tests_the_splits_for_shift_before_any_training(shifted_run, tmp_path,
+                                                                 capsys):
+    config = tmp_path / "inspect.yaml"
+    config.write_text(CONFIG.format(source="presplit", path=shifted_run.parents[2] / "mri",
+                                    split="", more="")
+                      + f"output: {{dir: {tmp_path / 'out'}}}\n")
+    capsys.readouterr()
+    assert main(["inspect", str(config), "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["shift"]["splits"]["test"]["shifted"]
+    assert "dark" in found["quality"]["issues"]
+    assert main(["inspect", str(config), "--out", str(tmp_path / "again")]) == 0
+    assert "shift: the test images differ from the training images" in capsys.readouterr().out
+
+
+def test_a_run_says_a_shifted_split_before_training(shifted_run, tmp_path):
+    from visionbench.config import load_config
+    from visionbench.orchestrate import run_config
+
+    config = tmp_path / "again.yaml"
+    config.write_text(CONFIG.format(source="presplit", path=shifted_run.parents[2] / "mri",
+                                    split="", more="")
+                      + f"output: {{dir: {tmp_path / 'out'}}}\n")
+    said: list[str] = []
+    run_config(load_config(config), report=said.append)
+    warning = next(line for line in said if "differ from the training images" in line)
+    assert warning.startswith("warning: the test images differ")
+    assert said.index(warning) < next(i for i, line in enumerate(said)
+                                      if line.startswith("mlp: 1 epochs"))

@@ -115,6 +115,16 @@ def inspect(
     report["cache_usage"] = vars(cache_usage())
     # An inspection folder holds the data part of a run folder.
     RunFolder(folder).write(DataRecord.model_validate(data.record))
+    shift = cfg.evaluate.shift
+    if shift is not None:
+        from visionbench.orchestrate.shift import measure_shift
+        from visionbench.orchestrate.unfamiliar import embed_splits
+        from visionbench.rundir import ShiftDocument
+
+        embedded = embed_splits(data, shift.images, cfg.train.seed, cfg.train.progress)
+        measure_shift(RunFolder(folder), data, embedded, shift, cfg.train.seed)
+        found = RunFolder(folder).read(ShiftDocument)
+        report["shift"] = found.model_dump(mode="json") if found is not None else None
     save_config(cfg, folder)
     report["output"] = str(folder)
     if as_json:
@@ -430,7 +440,7 @@ def predict_command(
 def _report_shift(shift: BatchShift) -> None:
     """The verdict of `predict --check-shift` and the properties that moved most."""
     found = shift.result()
-    _report(f"shift: {shift.describe(found)}")
+    _report(f"shift: {shift.describe(found, properties=False)}")
     for row in found.properties[:3]:
         _report(f"  {row.name}: median {row.other[1]:.3g} here, {row.reference[1]:.3g} in "
                 f"training (distance {row.distance:.2f}{', moved' if row.moved else ''})")
@@ -625,11 +635,30 @@ def _print_inspection(report: dict[str, Any]) -> None:
         stdout.print(f"{report['ignored_files']['count']} non-image file(s) ignored")
     for warning in report["warnings"]:
         stdout.print(Text("warning: ", "yellow") + warning["message"])
+    _print_quality_and_shift(report)
     usage = report["cache_usage"]
     stdout.print(f"decode cache: {usage['root']} ({usage['entries']} decoded dataset(s), "
                  f"{display.megabytes(usage['bytes'])}; `visionbench cache clear` empties it)",
                  soft_wrap=True)
     stdout.print(f"charts and data.json in {report['output']}", soft_wrap=True)
+
+
+def _print_quality_and_shift(report: dict[str, Any]) -> None:
+    """The image-quality issues found, and each split's shift test against training."""
+    from visionbench.evaluate.shift import verdict
+    from visionbench.rundir import ImageQuality, ShiftDocument
+
+    quality = ImageQuality.model_validate(report["quality"]) if report.get("quality") else None
+    for issue in (quality.issues.values() if quality else []):
+        if issue.images:
+            where = ", ".join(f"{split} {sum(counts.values()):,}"
+                              for split, counts in issue.counts.items())
+            stdout.print(printable(f"image quality: {issue.meaning}: {issue.images:,} "
+                                   f"({where})"), markup=False, highlight=False)
+    shift = ShiftDocument.model_validate(report["shift"]) if report.get("shift") else None
+    for split, found in (shift.splits.items() if shift else []):
+        stdout.print(f"shift: {verdict(found, f'the {split} images')}", markup=False,
+                     highlight=False, soft_wrap=True)
 
 
 def _error(message: str) -> None:

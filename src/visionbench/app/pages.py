@@ -22,9 +22,10 @@ from visionbench.app.uploads import UploadLimits, screen_uploads
 from visionbench.errors import UserError
 from visionbench.evaluate.leaderboard import board_table, recommendation_sentence
 from visionbench.predict import Explanation, Prediction, Predictor, load
+from visionbench.predict.shift import FEWEST
 from visionbench.predict.stream import RowWriter
 from visionbench.rasters import open_raster
-from visionbench.rundir import Leaderboard, RunFolder, Status
+from visionbench.rundir import Leaderboard, RunFolder, ShiftDocument, Status
 
 LIMITS = UploadLimits()
 # The session-state key under which the predict page keeps the predictions it shows.
@@ -76,6 +77,20 @@ def _explanation(run_dir: str, model: str, image: bytes) -> Explanation | str:
         return _predictor(run_dir, model).explain(io.BytesIO(image))
     except UserError as exc:
         return str(exc)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _shift(run_dir: str, model: str, images: tuple[bytes, ...]) -> tuple[bool, str] | None:
+    """Whether the dropped batch has shifted from the training images, and the sentence
+    (None: the run holds no training sample to compare with)."""
+    predictor = _predictor(run_dir, model)
+    if predictor.run is None or not predictor.run.has(ShiftDocument):
+        return None
+    try:
+        found, sentence = predictor.check_shift([io.BytesIO(data) for data in images])
+    except UserError as exc:
+        return False, str(exc)
+    return found.shifted, sentence
 
 
 def _board(run_dir: Path) -> Leaderboard | None:
@@ -133,6 +148,11 @@ def predict_page(settings: AppSettings) -> None:
     if predictions:
         st.download_button("Download these predictions (CSV)", _csv(predictor, predictions),
                            file_name="visionbench-predictions.csv", mime="text/csv")
+    if sum(p.error is None for p in predictions) >= FEWEST:
+        with st.spinner("Comparing these images with the training images…"):
+            shift = _shift(run_dir, model, images)
+        if shift is not None:
+            (st.warning if shift[0] else st.caption)(plain(f"Shift: {shift[1]}."))
     for position, (image, prediction) in enumerate(zip(images, predictions, strict=True)):
         with st.container(border=True):
             _show(predictor, prediction, image, position,

@@ -22,6 +22,7 @@ import numpy as np
 
 from visionbench.data.dataset import SPLITS, PreparedData
 from visionbench.data.duplicates import place_label
+from visionbench.data.quality import image_quality
 from visionbench.fileio import write_json
 from visionbench.pictures import PNG_OPTIONS, contact_sheet, save_png, tile
 from visionbench.rundir.layout import class_chart, duplicate_pairs_chart, sample_chart
@@ -216,6 +217,7 @@ def inspect_data(data: PreparedData, out_dir: Path) -> dict[str, Any]:
         "ignored_files": record["ignored_files"],
         "duplicates": record["duplicates"],
         "variance": _cached_variance(data),
+        "quality": image_quality(data, out_dir),
         "warnings": record["warnings"],
         "cache": record["cache"],
         "artifacts": artifacts,

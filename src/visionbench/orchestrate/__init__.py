@@ -14,6 +14,7 @@ from visionbench.config import Config, load_config
 from visionbench.data.dataset import PreparedData, prepare_data, training_hashes
 from visionbench.data.inspect import inspect_data
 from visionbench.errors import InterruptedRunError, UserError
+from visionbench.evaluate.shift import verdict
 from visionbench.orchestrate.collect import RunResult, finish_run
 from visionbench.orchestrate.execute import Report, run_models
 from visionbench.orchestrate.plan import (
@@ -97,7 +98,7 @@ def run_config(
     if not run.has(Inspection):
         run.write(Inspection.model_validate(inspect_data(data, run.data_dir)))
     report(f"run folder: {run.path}")
-    _generic_embedding_steps(run, config, data)
+    _generic_embedding_steps(run, config, data, report)
     # One executor session for the whole run (a Ray started once, not per batch of tasks).
     with executor_session(config.execution):
         if config.sweep is not None:
@@ -130,10 +131,12 @@ def run_config(
     return result
 
 
-def _generic_embedding_steps(run: RunFolder, config: Config, data: PreparedData) -> None:
+def _generic_embedding_steps(run: RunFolder, config: Config, data: PreparedData,
+                             report: Report) -> None:
     """What reads the generic embedding, once per run and before any model: the generic
     unfamiliar-image detector and the shift test between splits (each skipped when
-    switched off, or already written by the run being resumed)."""
+    switched off, or already written by the run being resumed); a shifted split is said
+    before hours of training."""
     unfamiliar, shift = config.evaluate.unfamiliar, config.evaluate.shift
     detector = unfamiliar is not None and unfamiliar.generic and not run.has(GenericUnfamiliar)
     shifting = shift is not None and not run.has(ShiftDocument)
@@ -146,6 +149,10 @@ def _generic_embedding_steps(run: RunFolder, config: Config, data: PreparedData)
         fit_generic(run, embedded, unfamiliar.train_images, config.train.seed)
     if shifting and shift is not None:
         measure_shift(run, data, embedded, shift, config.train.seed)
+        found = run.read(ShiftDocument)
+        for split, tested in (found.splits.items() if found is not None else []):
+            if tested.shifted:
+                report(f"warning: {verdict(tested, f'the {split} images')}")
 
 
 def continue_run(path: Path, epochs: int, only: list[str] | None = None,

@@ -12,6 +12,7 @@ from visionbench.data.dataset import PreparedData
 from visionbench.errors import UserError
 from visionbench.evaluate.leaderboard import evaluate_folder
 from visionbench.orchestrate.label_issues import write_label_issues
+from visionbench.orchestrate.segments import write_segments
 from visionbench.report.html import write_report
 from visionbench.rundir.documents import Leaderboard, ModelMetrics, RunDocument, RunEntry
 from visionbench.rundir.layout import RunFolder
@@ -50,7 +51,8 @@ class RunResult:
 def finish_run(result: RunResult, config: Config, data: PreparedData,
                report: Callable[[str], None] = print) -> None:
     """Record each model's status, evaluate the run from its predictions, find label issues
-    (with `evaluate.label_issues`), write the report, then log the run to the config's
+    (with `evaluate.label_issues`) and weak segments (with `evaluate.segments`), write the
+    report, then log the run to the config's
     trackers."""
     result.run.write(RunDocument(
         name=config.output.name, folder=str(result.run.path),
@@ -68,6 +70,11 @@ def finish_run(result: RunResult, config: Config, data: PreparedData,
         except UserError as exc:
             # The models' results stand; this one finding is missing, and says why.
             report(str(exc))
+    if config.evaluate.segments is not None:
+        write_segments(result.run, config.evaluate.segments, data,
+                       [row.model for row in result.board.rows],
+                       result.board.primary_metric, config.evaluate.confidence,
+                       config.train.seed)
     write_report(result.run, config.train.progress)
     # Last: the run folder is complete before anything is sent elsewhere.
     track_run(result.run, config.tracking, report)

@@ -48,6 +48,7 @@ from visionbench.rundir.documents import (
     GenericUnfamiliar,
     ModelCard,
     ModelMetrics,
+    SplitShift,
     TrainingHashes,
     Unfamiliar,
 )
@@ -246,6 +247,14 @@ class Predictor:
         from visionbench.predict.stream import predict_items
 
         return list(predict_items(self, list(images)))
+
+    def check_shift(self, images: list[ImageInput]) -> tuple[SplitShift, str]:
+        """Whether `images` come from the distribution of the run's training images: the
+        run's shift test against its training sample (`predict --check-shift`), and its
+        sentence."""
+        from visionbench.predict.shift import check_shift
+
+        return check_shift(self, list(images))
 
     def explain(self, image: ImageInput, method: str | None = None, target: str | None = None
                 ) -> Explanation:

@@ -15,7 +15,7 @@ from visionbench.evaluate.shift import (
     source_properties,
     verdict,
 )
-from visionbench.predict.model import Predictor
+from visionbench.predict.model import ImageInput, Predictor
 from visionbench.rundir.documents import ShiftDocument, SplitShift
 from visionbench.runtime import embedding
 from visionbench.schemas.evaluate import ShiftConfig
@@ -68,11 +68,12 @@ class BatchShift:
             self.properties[place] = {name: float(values[number])
                                       for name, values in measured.items()}
 
-    def describe(self, found: SplitShift) -> str:
-        """The verdict on the images seen (see `evaluate.shift.verdict`)."""
+    def describe(self, found: SplitShift, properties: bool = True) -> str:
+        """The verdict on the images seen, with (`properties`) the ones that moved most
+        (see `evaluate.shift.verdict`)."""
         what = (f"these {self.seen:,} images" if self.seen == found.images else
                 f"these {self.seen:,} images (a sample of {found.images:,})")
-        return verdict(found, what, properties=False)
+        return verdict(found, what, properties)
 
     def result(self) -> SplitShift:
         """The test of the sample of new images against the training sample."""
@@ -87,3 +88,24 @@ class BatchShift:
                                permutations=self.document.permutations,
                                smallest_distance=self.document.smallest_distance)
         return compare(self.reference, (embeddings, properties), settings)
+
+
+def check_shift(predictor: Predictor, images: list[ImageInput], batch: int = 64
+                ) -> tuple[SplitShift, str]:
+    """The shift test of `images` (paths, files, PIL images, arrays) against the run's
+    training sample, as `predict --check-shift` runs it, and its sentence; unreadable
+    images are left out (their predictions say why)."""
+    found = BatchShift(predictor)
+    for first in range(0, len(images), batch):
+        pictures, sizes = [], []
+        for image in images[first:first + batch]:
+            try:
+                pixels, facts = predictor.decode(image)
+            except UserError:
+                continue
+            pictures.append(pixels)
+            sizes.append((facts.width, facts.height))
+        if pictures:
+            found.add(np.stack(pictures), np.array(sizes))
+    result = found.result()
+    return result, found.describe(result)

@@ -32,6 +32,7 @@ from visionbench.data.describe import (
     describe_splits,
 )
 from visionbench.data.duplicates import place_label
+from visionbench.data.quality import QUALITY_ISSUES, quality_chart
 from visionbench.errors import UserError
 from visionbench.evaluate.explain import unfaithful_methods
 from visionbench.evaluate.leaderboard import recommendation_sentence
@@ -57,6 +58,8 @@ from visionbench.rundir.documents import (
     ModelCard,
     ModelMetrics,
     Robustness,
+    SegmentRow,
+    Segments,
     ShiftDocument,
     Status,
     Sweep,
@@ -748,6 +751,108 @@ def _shift(page: Page, run: Run) -> None:
 def _quartiles(values: list[float]) -> str:
     low, middle, high = values
     return f"{middle:.3g} <span class=\"muted\">[{low:.3g}, {high:.3g}]</span>"
+
+
+@SECTIONS.register("03-weak-segments")
+def _weak_segments(page: Page, run: Run) -> None:
+    """Where each model does worse: bins of image properties whose test accuracy is
+    significantly below the rest (nothing when the run measured none)."""
+    found = {row.model: document for row in run.board.rows
+             if (document := run.folder.model(row.model).read(Segments)) is not None}
+    if not found:
+        return
+    page.section("weak-segments", "Weak segments")
+    first = next(iter(found.values()))
+    tried = len(first.rows)
+    page.add(
+        '<p class="muted">Each image property is cut into '
+        f"{first.bins} bins at the quartiles of training images (never test); a bin is weak "
+        "when its test accuracy is significantly below the rest of the test split "
+        f"(one-sided Fisher exact test, Holm-corrected over the {tried} bins tried per "
+        f"model, alpha {first.alpha:g}). Intervals: exact for accuracy, bootstrap for "
+        f"{html.escape(first.primary_metric)}. Every bin is in each model's "
+        "segments.json.</p>")
+    headline = first.primary_metric != "accuracy"
+    rows = []
+    for model, document in found.items():
+        for row in document.rows:
+            if row.weak:
+                rows.append(
+                    f"<tr><td>{html.escape(model)}</td><td>{html.escape(_bin_name(row))}</td>"
+                    f"<td>{row.images:,}</td><td>{display.interval(row.accuracy, 3)}</td>"
+                    f"<td>{display.interval(document.accuracy, 3)}</td>"
+                    + (f"<td>{display.interval(row.primary, 3)}</td>" if headline else "")
+                    + f"<td>{display.p_value(row.adjusted)}</td></tr>")
+    if not rows:
+        page.add("<p>No bin of any property is significantly weaker than the rest of the "
+                 "test split, for any model.</p>")
+        return
+    page.add("<table><thead><tr><th>model</th><th>segment</th><th>test images</th>"
+             "<th>accuracy there</th><th>accuracy on all test</th>"
+             + (f"<th>{html.escape(first.primary_metric)} there</th>" if headline else "")
+             + f"<th>adjusted p</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def _bin_name(row: SegmentRow) -> str:
+    """'brightness below 0.31', 'brightness 0.31 to 0.45', 'brightness 0.62 and above'."""
+    if row.low is None and row.high is not None:
+        return f"{row.property} below {row.high:.3g}"
+    if row.high is None and row.low is not None:
+        return f"{row.property} {row.low:.3g} and above"
+    return f"{row.property} {row.low:.3g} to {row.high:.3g}"
+
+
+@SECTIONS.register("03-quality")
+def _quality(page: Page, run: Run) -> None:
+    """Image-quality issues per split and class, with examples, and each model's accuracy
+    on the test images that have each issue (nothing when the inspection found none)."""
+    quality = run.inspection.quality if run.inspection else None
+    found = {name: issue for name, issue in (quality.issues.items() if quality else [])
+             if issue.images}
+    if quality is None or not found:
+        return
+    page.section("quality", "Image quality")
+    # An "issue" every image has is a property of the dataset: said once, not scored.
+    everywhere = [issue.meaning for issue in found.values() if issue.images == quality.images]
+    if everywhere:
+        page.add(f"<p>Every image: {html.escape(', '.join(everywhere))}.</p>")
+    found = {name: issue for name, issue in found.items() if issue.images < quality.images}
+    if not found:
+        return
+    segments = {row.model: document for row in run.board.rows
+                if (document := run.folder.model(row.model).read(Segments)) is not None}
+    page.add(f'<p class="muted">Checked on all {quality.images:,} images: cleanvision\'s '
+             "checks (too dark, too light, blurry, low information, odd source size or "
+             "aspect ratio, stored as grey), given the decoded images and the files' own "
+             "sizes and modes, and grey content stored as colour. An image may have several. "
+             "Per model: accuracy on the test images with the issue, and whether it is "
+             "significantly below the rest (Fisher exact, Holm-corrected).</p>")
+    splits = [split for split in ("train", "val", "test")
+              if any(split in issue.counts for issue in found.values())]
+    heads = "".join(f"<th>{split}</th>" for split in splits)
+    heads += "".join(f"<th>{html.escape(model)}: test accuracy</th>" for model in segments)
+    rows = []
+    for name, issue in found.items():
+        cells = "".join(
+            f"<td>{sum(issue.counts.get(split, {}).values()):,}</td>" for split in splits)
+        for document in segments.values():
+            row = next((r for r in document.quality if r.property == name), None)
+            cells += ("<td>–</td>" if row is None else
+                      f"<td>{display.interval(row.accuracy, 3)}"
+                      f"{' <b>weak</b>' if row.weak else ''}</td>")
+        by_class = "; ".join(
+            f"{html.escape(split)}: " + ", ".join(f"{html.escape(label)} {count:,}"
+                                                  for label, count in counts.items())
+            for split, counts in issue.counts.items())
+        rows.append(f"<tr><td>{html.escape(issue.meaning)}<br><span class=\"muted\">"
+                    f"{by_class}</span></td><td>{issue.images:,}</td>{cells}</tr>")
+    page.add(f"<table><thead><tr><th>issue</th><th>images</th>{heads}</tr></thead>"
+             f"<tbody>{''.join(rows)}</tbody></table>")
+    for name, issue in found.items():
+        # The file is named by visionbench from a known issue, never by the document.
+        if issue.picture and name in QUALITY_ISSUES:
+            page.add(f"<h3>{html.escape(issue.meaning)}: examples</h3>"
+                     + _image(quality_chart(run.folder.data_dir, name), issue.meaning))
 
 
 @SECTIONS.register("03-unfamiliar")

@@ -245,13 +245,39 @@ class LabelIssuesOfTest(LabelIssues):
     FILE: ClassVar[str] = "data/label_issues_test.json"
 
 
+class QualityIssue(BaseModel):
+    """One image-quality issue: how many images have it, per split and class, which test
+    images (for each model's accuracy on them), and a few examples."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    meaning: str
+    images: int
+    counts: dict[str, dict[str, int]] = Field(description="Split -> class -> images.")
+    test_ids: list[str] = Field(default_factory=list)
+    examples: list[str] = Field(default_factory=list)
+    picture: str | None = Field(None, description="Thumbnails of the examples, in data/.")
+
+
+class ImageQuality(BaseModel):
+    """Image-quality issues of the dataset (cleanvision's checks and grey stored as
+    colour); an image may have several."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    images: int
+    issues: dict[str, QualityIssue] = Field(default_factory=dict)
+
+
 class Inspection(DataRecord):
-    """`data/inspect.json`: the data record with image statistics and class variance."""
+    """`data/inspect.json`: the data record with image statistics, class variance and
+    image-quality issues."""
 
     FILE: ClassVar[str] = "data/inspect.json"
 
     image_stats: dict[str, Any] = Field(default_factory=dict)
     variance: dict[str, Any] = Field(default_factory=dict)
+    quality: ImageQuality | None = None
     artifacts: list[str] = Field(default_factory=list)
 
 
@@ -548,6 +574,43 @@ class ShiftDocument(Document):
     splits: dict[str, SplitShift] = Field(default_factory=dict,
                                           description="Split -> its test against training.")
     reference_checksum: str
+
+
+class SegmentRow(BaseModel):
+    """One quantile bin of one image property on the test split."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    property: str
+    bin: int
+    low: float | None = Field(description="Lower edge (from training images); None: open.")
+    high: float | None = Field(description="Upper edge (from training images); None: open.")
+    images: int
+    accuracy: Interval = Field(description="With its exact (Clopper-Pearson) interval.")
+    primary: Interval | None = Field(None, description="The headline metric, with a "
+                                     "bootstrap interval (None where undefined).")
+    p_value: float = Field(description="One-sided Fisher exact test: accuracy below the "
+                           "rest of the test split.")
+    adjusted: float = Field(description="Holm-adjusted over every bin of every property.")
+    weak: bool
+
+
+class Segments(Document):
+    """`<model>/segments.json`: the model's accuracy and headline metric per quantile bin
+    of each image property on the test split (edges from training images), and which bins
+    are significantly weaker than the rest."""
+
+    FILE: ClassVar[str] = "segments.json"
+    LEVEL: ClassVar[Literal["run", "model", "export"]] = "model"
+
+    primary_metric: str
+    bins: int
+    alpha: float
+    accuracy: Interval = Field(description="On the whole test split.")
+    rows: list[SegmentRow] = Field(default_factory=list)
+    quality: list[SegmentRow] = Field(
+        default_factory=list, description="The test images with each image-quality issue "
+        "(`property`: the issue; no edges), tested the same way, Holm-corrected apart.")
 
 
 class Explanations(Document):

@@ -69,6 +69,19 @@ class ShiftConfig(StrictModel):
                                      "significant after Bonferroni's correction).")
 
 
+class SegmentsConfig(StrictModel):
+    """Weak segments: each model's accuracy and headline metric per quantile bin of every
+    image property on the test split (edges from training images), and the bins whose
+    accuracy is significantly below the rest of the test split (Fisher exact, Holm's
+    correction over every bin tried)."""
+
+    bins: int = Field(4, ge=2, le=10, description="Quantile bins per property.")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="A bin is weak when its Holm-"
+                         "adjusted p-value is below it.")
+    resamples: int = Field(200, ge=0, description="Bootstrap resamples for the headline "
+                           "metric's interval per bin (0: none).")
+
+
 class UnfamiliarConfig(StrictModel):
     """Unfamiliar images: a detector on the model's own penultimate features (`method`;
     fitted after training on a stratified sample of training images), combined with one on
@@ -199,6 +212,9 @@ class EvaluateConfig(StrictModel):
     shift: ShiftConfig | None = Field(
         default_factory=ShiftConfig, description="Test whether validation and test "
         "images come from the training images' distribution (null: no test).")
+    segments: SegmentsConfig | None = Field(
+        default_factory=SegmentsConfig, description="Where each model is weak: accuracy per "
+        "bin of simple image properties on test (null: not measured).")
     references: dict[str, Reference] = Field(
         default_factory=dict,
         description="Name -> published or earlier numbers on the same test split, shown as "
