@@ -338,3 +338,20 @@ def test_separation_auroc_equals_scikit_learns():
     assert found["auroc"] == pytest.approx(expected, abs=1e-12)
     assert found["auroc_low"] < expected < found["auroc_high"]
     assert found["flagged"] == pytest.approx((foreign > 1.0).mean())
+
+
+def test_the_bootstrap_auroc_equals_scikit_learns_with_the_same_weights():
+    from sklearn.metrics import roc_auc_score
+
+    from visionbench.evaluate.unfamiliar import weighted_auroc
+
+    rng = np.random.default_rng(2)
+    familiar = rng.normal(size=60).round(1)  # rounded: ties count half, as in scikit-learn
+    foreign = (rng.normal(size=25) + 1).round(1)
+    weights = [rng.integers(0, 4, size=(3, len(side))).astype(float)
+               for side in (familiar, foreign)]
+    ours = weighted_auroc(familiar, foreign, *weights)
+    for row in range(3):
+        expected = roc_auc_score(np.r_[np.zeros(60), np.ones(25)], np.r_[familiar, foreign],
+                                 sample_weight=np.r_[weights[0][row], weights[1][row]])
+        assert ours[row] == pytest.approx(expected, abs=1e-12)

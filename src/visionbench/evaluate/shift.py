@@ -54,12 +54,14 @@ def mmd_test(reference: np.ndarray, other: np.ndarray, permutations: int = 1000,
     Gaussian kernel whose width is the median distance between the pooled points, the
     MMD² of the two sets, and the share of `permutations` random relabellings of the
     pooled points whose MMD² reaches it (the observed one counted, so p > 0)."""
-    pooled = np.vstack([reference, other]).astype(np.float64)
-    pooled = (pooled - pooled.mean(axis=0)) / (pooled.std(axis=0) + 1e-12)
+    # float32: twice the speed of the matrix products, and every labelling's statistic
+    # is rounded alike, so the permutation p-value is unaffected.
+    pooled = np.vstack([reference, other]).astype(np.float32)
+    pooled = (pooled - pooled.mean(axis=0)) / (pooled.std(axis=0) + 1e-6)
     distances = _squared_distances(pooled)
     off_diagonal = distances[~np.eye(len(pooled), dtype=bool)]
     width = float(np.median(off_diagonal)) if off_diagonal.size else 1.0
-    kernel = np.exp(-distances / max(width, 1e-12))
+    kernel = np.exp(-distances / max(width, 1e-12)).astype(np.float32)
     rng = np.random.default_rng(seed)
     n, total = len(reference), len(pooled)
     # Column j weighs the points of one labelling: +1/n for "reference", -1/m for "other";
@@ -68,10 +70,10 @@ def mmd_test(reference: np.ndarray, other: np.ndarray, permutations: int = 1000,
     labels[:n, 0] = True
     for column in range(1, permutations + 1):
         labels[rng.permutation(total)[:n], column] = True
-    weights = np.where(labels, 1 / max(n, 1), -1 / max(total - n, 1))
+    weights = np.where(labels, 1 / max(n, 1), -1 / max(total - n, 1)).astype(np.float32)
     statistics = np.einsum("ij,ij->j", weights, kernel @ weights)
     observed = statistics[0]
-    p_value = (1 + int((statistics[1:] >= observed - 1e-12).sum())) / (permutations + 1)
+    p_value = (1 + int((statistics[1:] >= observed).sum())) / (permutations + 1)
     return TwoSampleTest(mmd2=float(observed), p_value=float(p_value),
                          permutations=permutations)
 
@@ -79,23 +81,26 @@ def mmd_test(reference: np.ndarray, other: np.ndarray, permutations: int = 1000,
 def distinguishability(reference: np.ndarray, other: np.ndarray, seed: int = 0) -> float:
     """The cross-validated (5-fold) ROC AUC of a logistic regression telling `other` from
     `reference` on their first principal components: 0.5 when it cannot, 1 when every
-    image gives its set away."""
+    image gives its set away. The components are fitted once on the pooled points, which
+    reads no label, so no fold learns from its held-out images."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    points = np.vstack([reference, other])
+    points = np.vstack([reference, other]).astype(np.float32)
     labels = np.r_[np.zeros(len(reference)), np.ones(len(other))]
     folds = min(5, len(reference), len(other))
     if folds < 2:
         return float("nan")
+    points = (points - points.mean(axis=0)) / (points.std(axis=0) + 1e-6)
     components = max(1, min(32, points.shape[1], len(points) // 4))
-    model = make_pipeline(StandardScaler(), PCA(components, random_state=seed),
-                          LogisticRegression(max_iter=1000))
-    scores = cross_val_predict(model, points, labels, method="predict_proba",
+    # Two power iterations find the leading components of an embedding closely enough,
+    # ten times faster than the default; any label-free projection keeps the test valid.
+    projected = PCA(components, svd_solver="randomized", iterated_power=2,
+                    random_state=seed).fit_transform(points)
+    scores = cross_val_predict(LogisticRegression(max_iter=1000), projected, labels,
+                               method="predict_proba",
                                cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
     return float(roc_auc_score(labels, scores[:, 1]))
 

@@ -25,7 +25,7 @@ from visionbench.orchestrate.plan import (
 )
 from visionbench.orchestrate.shift import measure_shift
 from visionbench.orchestrate.sweep import run_sweep
-from visionbench.orchestrate.unfamiliar import embed_splits, fit_generic
+from visionbench.orchestrate.unfamiliar import embed_splits, fit_generic, foreign_sets
 from visionbench.provenance import command_line, save_config
 from visionbench.rundir.documents import (
     DataRecord,
@@ -146,7 +146,8 @@ def _generic_embedding_steps(run: RunFolder, config: Config, data: PreparedData,
                  shift.images if shifting and shift else 0)
     embedded = embed_splits(data, sample, config.train.seed, config.train.progress)
     if detector and unfamiliar is not None:
-        fit_generic(run, embedded, unfamiliar.train_images, config.train.seed)
+        fit_generic(run, embedded, unfamiliar.train_images, config.train.seed,
+                    foreign_sets(data, unfamiliar))
     if shifting and shift is not None:
         measure_shift(run, data, embedded, shift, config.train.seed)
         found = run.read(ShiftDocument)

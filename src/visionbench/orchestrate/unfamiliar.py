@@ -31,6 +31,9 @@ from visionbench.train.loop import Trainer
 # The generic embedding's detector: on the quickstart's 60 foreign images it flagged all
 # with 3.6 % of the test digits (kNN: all, with 4.5 %); benchmarks/README.md.
 GENERIC_METHOD = "mahalanobis"
+# The generic detector's scores of each foreign set, kept with its arrays (the `scores_`
+# prefix keeps them out of the scorer): every model's measure reads them.
+FOREIGN_SCORES = "scores_foreign:"
 
 
 @dataclass
@@ -64,11 +67,12 @@ def embed_splits(data: PreparedData, train_images: int, seed: int, progress: str
 
 
 def fit_generic(run: RunFolder, embedded: GenericEmbeddings, train_images: int,
-                seed: int) -> None:
+                seed: int, foreign: dict[str, np.ndarray] | None = None) -> None:
     """The run's generic-embedding detector: fitted on up to `train_images` of the
-    training sample (stratified by class), scoring every validation and test image;
-    written as `unfamiliar_generic.json` and its arrays. Nothing without a validation
-    split (no threshold could be chosen)."""
+    training sample (stratified by class), scoring every validation and test image and
+    each `foreign` set (once for all the run's models); written as
+    `unfamiliar_generic.json` and its arrays. Nothing without a validation split (no
+    threshold could be chosen)."""
     found = embedded.splits
     if "val" not in found or "train" not in found:
         return
@@ -79,6 +83,9 @@ def fit_generic(run: RunFolder, embedded: GenericEmbeddings, train_images: int,
     for split in ("val", "test"):
         if split in found:
             arrays[f"scores_{split}"] = score(GENERIC_METHOD, arrays, found[split])
+    for name, pictures in (foreign or {}).items():
+        seen = embedding.embed(torch.from_numpy(pictures).permute(0, 3, 1, 2))
+        arrays[FOREIGN_SCORES + name] = score(GENERIC_METHOD, arrays, seen)
     checksum = run.write_generic_unfamiliar_arrays(arrays)
     run.write(GenericUnfamiliar(embedding=embedding.describe(), method=GENERIC_METHOD,
                                 train_images=len(labels), arrays_checksum=checksum))
@@ -110,7 +117,9 @@ def fit_model_detector(trainer: Trainer, splits: dict[str, SplitImages],
         for name, pictures in foreign.items():
             steps.step(f"foreign images: {name}")
             features[name] = features_of(trainer.evaluated_model, trainer.pipeline, pictures)
-            if scores is not None:
+            if scores is not None and FOREIGN_SCORES + name in arrays:
+                scores[name] = arrays[FOREIGN_SCORES + name]
+            elif scores is not None:  # a run whose generic detector predates the sets
                 seen = embedding.embed(torch.from_numpy(pictures).permute(0, 3, 1, 2))
                 scores[name] = score(document.method, arrays, seen)
     found = fit_unfamiliar(
