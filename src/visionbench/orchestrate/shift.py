@@ -9,6 +9,7 @@ import numpy as np
 from visionbench.data.dataset import PreparedData
 from visionbench.evaluate.robustness import stratified_sample
 from visionbench.evaluate.shift import (
+    PROPERTIES,
     as_arrays,
     compare,
     pixel_properties,
@@ -21,12 +22,17 @@ from visionbench.runtime import embedding
 from visionbench.schemas.evaluate import ShiftConfig
 
 
-def properties_of(data: PreparedData, positions: np.ndarray) -> dict[str, np.ndarray]:
+def properties_of(data: PreparedData, positions: np.ndarray, batch: int = 512
+                  ) -> dict[str, np.ndarray]:
     """The image properties of the images at `positions` (into the data's ids): their
-    decoded pixels', and their source files' size and aspect ratio."""
+    decoded pixels', read a batch at a time (a whole split's pixels need not fit in
+    memory), and their source files' size and aspect ratio."""
     rows = data.index[positions]
-    pixels = np.asarray(data.images[rows])
-    return {**pixel_properties(pixels),
+    parts = [pixel_properties(np.asarray(data.images[rows[first:first + batch]]))
+             for first in range(0, len(rows), batch)]
+    pixels = {name: np.concatenate([part[name] for part in parts]) if parts else np.zeros(0)
+              for name in PROPERTIES.names()}
+    return {**pixels,
             **source_properties(data.decoded.width[rows], data.decoded.height[rows])}
 
 
