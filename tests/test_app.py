@@ -401,4 +401,10 @@ def test_a_batch_of_uploads_is_checked_for_shift_against_the_training_images(run
     at.file_uploader(key="images").set_value(darker).run()
     warned = [_text(w) for w in at.warning if _text(w).startswith("Shift: ")]
     assert warned and "differ from the training images" in warned[0]
-    assert "brightness" in warned[0]
+    assert "moved most: " in warned[0]
+    # The same test through the library: darkening moved the brightness.
+    from visionbench import load
+
+    found, _ = load(run).check_shift([io.BytesIO(data) for _, data, _ in darker])
+    assert found.shifted
+    assert next(row for row in found.properties if row.name == "brightness").moved
