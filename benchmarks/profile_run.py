@@ -8,7 +8,7 @@ It runs the config exactly as `visionbench run` does, under cProfile, and prints
   apart), between one model's last step and the next one's first, and after the last;
 - the cumulative seconds of each phase of the run (data preparation, inspection, building
   models, training epochs, validation, test evaluation, robustness, explanations, TTA, label
-  issues, the report);
+  issues, the trust checks of issue 27, the report);
 - the functions that cost most among those no training step reaches (own time): overhead
   that is not shared with training, where it hides.
 Use the same config on the GPU (`--set train.device=cuda`) to see what is not training
@@ -45,6 +45,13 @@ PHASES = [
     ("explanations", "evaluate/model_explanations.py", "explain_test_set"),
     ("test-time augmentation rows", "orchestrate/execute.py", "_record_tta"),
     ("label issues", "orchestrate/label_issues.py", "write_label_issues"),
+    ("trust: generic embedding (detector and shift test)", "orchestrate/unfamiliar.py",
+     "embed_splits"),
+    ("trust: generic detector", "orchestrate/unfamiliar.py", "fit_generic"),
+    ("trust: models' own detectors", "orchestrate/unfamiliar.py", "fit_model_detector"),
+    ("trust: shift test", "orchestrate/shift.py", "measure_shift"),
+    ("trust: image quality", "data/quality.py", "image_quality"),
+    ("trust: weak segments", "orchestrate/segments.py", "write_segments"),
     ("leaderboard, comparison and report", "orchestrate/collect.py", "finish_run"),
     ("whole run", "orchestrate/__init__.py", "run_config"),
 ]
