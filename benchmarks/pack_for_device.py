@@ -114,8 +114,8 @@ def pack_foreign(shared: Path, target: Path) -> None:
     scikit-image ships), `xrays` (chest X-rays of the official test split) and `mris` (the
     brain Testing images at 224 px)."""
     import skimage.data
-    from unfamiliar_check import PHOTOS
 
+    from unfamiliar_check import PHOTOS
     from visionbench.data.sources import read_idx
 
     for name in ("digits", "photos"):
