@@ -14,11 +14,13 @@ from PIL import Image
 from conftest import make_class_folders, run_yaml
 from visionbench.cli import main
 from visionbench.evaluate.shift import (
+    Pixels,
     brightness,
     colourfulness,
     distinguishability,
     mmd_test,
     moved,
+    pixel_properties,
     property_shifts,
     sharpness,
 )
@@ -45,8 +47,8 @@ def test_the_two_sample_test_finds_a_small_shift_and_the_classifier_sees_it():
     assert 0.35 < distinguishability(reference, rng.normal(size=(200, 16))) < 0.65
 
 
-def _images(values: list[np.ndarray]) -> np.ndarray:
-    return np.stack([v.astype(np.uint8) for v in values])
+def _images(values: list[np.ndarray]) -> Pixels:
+    return Pixels(np.stack([v.astype(np.uint8) for v in values]))
 
 
 def test_properties_read_what_they_name():
@@ -61,6 +63,26 @@ def test_properties_read_what_they_name():
     stripes[:, ::2] = 255
     blurred = np.full((16, 16, 1), 127)
     assert sharpness(_images([stripes]))[0] > 100 * max(sharpness(_images([blurred]))[0], 1e-9)
+
+
+def test_properties_equal_their_float_definitions():
+    # The shared views (channel planes, integer sums) are a speed-up, not a new definition.
+    images = np.random.default_rng(1).integers(0, 256, (5, 23, 17, 3), dtype=np.uint8)
+    rgb = images.astype(np.float64) / 255
+    grey = rgb @ np.array([0.299, 0.587, 0.114])
+    red_green = rgb[..., 0] - rgb[..., 1]
+    yellow_blue = 0.5 * (rgb[..., 0] + rgb[..., 1]) - rgb[..., 2]
+    laplacian = (grey[:, 1:-1, :-2] + grey[:, 1:-1, 2:] + grey[:, :-2, 1:-1]
+                 + grey[:, 2:, 1:-1] - 4 * grey[:, 1:-1, 1:-1])
+    expected = {
+        "brightness": grey.mean(axis=(1, 2)), "contrast": grey.std(axis=(1, 2)),
+        "sharpness": laplacian.var(axis=(1, 2)),
+        "colourfulness": np.hypot(red_green.std(axis=(1, 2)), yellow_blue.std(axis=(1, 2)))
+        + 0.3 * np.hypot(red_green.mean(axis=(1, 2)), yellow_blue.mean(axis=(1, 2))),
+    }
+    found = pixel_properties(images, batch=2)
+    for name, values in expected.items():
+        assert found[name] == pytest.approx(values, rel=1e-5), name
 
 
 def test_property_shifts_put_the_largest_first_and_moved_corrects_for_the_number_tried():
@@ -220,11 +242,10 @@ def test_segments_take_their_edges_from_training_and_test_never_moves_them(rando
     # The edges are the quartiles of (a sample of) the training images' brightness.
     from visionbench.config import load_config
     from visionbench.data.dataset import prepare_data
-    from visionbench.evaluate.shift import brightness
 
     data = prepare_data(load_config(random_run / "config.yaml").data)
     train = data.positions("train")
-    expected = bin_edges(brightness(np.asarray(data.images[data.index[train]])), 4)
+    expected = bin_edges(brightness(Pixels(np.asarray(data.images[data.index[train]]))), 4)
     assert np.allclose(uppers, expected)
 
 

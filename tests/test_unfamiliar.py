@@ -116,6 +116,7 @@ evaluate:
   explain: {{images: 0}}
   error_examples: 0
   unfamiliar: {{method: mahalanobis, keep: 0.9, train_images: 40}}
+  ensembles: {{pair: [cnn, mlp]}}
 """)
 
 
@@ -225,6 +226,31 @@ def test_the_library_and_every_answer_carry_the_flag(run, tmp_path):
     assert probabilities.shape == (4, 3) and scores.shape == (4,)
     assert np.allclose(probabilities, predictor.probabilities(
         np.stack([predictor.decode(p)[0] for p in images])))
+
+
+def test_an_ensemble_answers_with_its_first_members_detector(run, tmp_path):
+    from visionbench import load
+
+    images = _foreign(tmp_path / "in")
+    pair, cnn = load(run, "pair"), load(run, "cnn")
+    assert pair.unfamiliar is not None and pair.members_names == ["cnn", "mlp"]
+    assert (pair.unfamiliar.method, pair.unfamiliar.threshold) == \
+        (cnn.unfamiliar.method, cnn.unfamiliar.threshold)
+    pictures = np.stack([pair.decode(p)[0] for p in images])
+    probabilities, scores = pair.read(pictures)
+    assert np.allclose(scores, cnn.read(pictures)[1])
+    assert not np.allclose(probabilities, cnn.read(pictures)[0]), "still the ensemble's answer"
+    found = {Path(p.source).name: p for p in pair.predict(images)}
+    assert found["black.png"].unfamiliar is True
+    pytest.importorskip("onnxscript")
+    from visionbench.cli import main
+
+    assert main(["export", str(run), "--model", "pair", "--out", str(tmp_path / "pair")]) == 0
+    card = json.loads((tmp_path / "pair" / "model.json").read_text())
+    assert card["unfamiliar"]["threshold"] == cnn.unfamiliar.threshold
+    exported = {Path(p.source).name: p for p in load(tmp_path / "pair").predict(images)}
+    assert {n: p.unfamiliar for n, p in exported.items()} == \
+        {n: p.unfamiliar for n, p in found.items()}
 
 
 def test_an_export_scores_unfamiliarity_in_its_graph_as_the_run_does(run, tmp_path, capsys):

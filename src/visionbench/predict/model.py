@@ -344,8 +344,12 @@ def load(run_dir: Path | str, model: str | None = None) -> Predictor:
     if metrics.tta:
         predictor.views = list(metrics.tta["views"])
     _readings(predictor, folder, data)
-    if len(folders) == 1:
-        # One network (itself, or the model its test-time augmentation row averages).
+    if not metrics.fold_ensemble:
+        # One network (itself, or the model its test-time augmentation row averages), or
+        # an ensemble's first member: the members learnt from the same training images and
+        # set their thresholds on the same validation images, so one member's detector
+        # (with the generic embedding's) says whether an image is unlike them. Fold models
+        # have none (the folds share no validation split).
         detector = folders[0].read(Unfamiliar)
         if detector is not None:
             predictor.unfamiliar = UnfamiliarCheck(
