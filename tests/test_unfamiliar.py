@@ -242,6 +242,8 @@ def test_an_ensemble_answers_with_its_first_members_detector(run, tmp_path):
     assert not np.allclose(probabilities, cnn.read(pictures)[0]), "still the ensemble's answer"
     found = {Path(p.source).name: p for p in pair.predict(images)}
     assert found["black.png"].unfamiliar is True
+    report = (run / "report.html").read_text(encoding="utf-8")
+    assert "pair answers with cnn&#x27;s detector" in report
     pytest.importorskip("onnxscript")
     from visionbench.cli import main
 

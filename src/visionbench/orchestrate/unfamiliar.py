@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from visionbench.data.dataset import PreparedData
+from visionbench.data.decode import with_channels
 from visionbench.data.foreign import folder_images, generated_sets
 from visionbench.evaluate.robustness import stratified_sample
 from visionbench.evaluate.unfamiliar import (
@@ -47,23 +48,35 @@ class GenericEmbeddings:
     labels: np.ndarray
 
 
+# Images read from the decoded cache per step of `embed_splits`: memory stays bounded
+# however large a split is.
+EMBED_CHUNK = 2048
+
+
 def embed_splits(data: PreparedData, train_images: int, seed: int, progress: str
                  ) -> GenericEmbeddings:
     """The generic embedding of up to `train_images` training images (stratified by
-    class) and of every validation and test image."""
+    class) and of every validation and test image, read a chunk at a time."""
     splits = [split for split in ("train", "val", "test") if len(data.positions(split))]
     found: dict[str, np.ndarray] = {}
     positions, labels = np.zeros(0, int), np.zeros(0, int)
     with Steps("generic embedding", len(splits), progress) as steps:
         for split in splits:
-            images, targets = data.arrays(split)
+            chosen = data.positions(split)
             if split == "train":
-                keep = stratified_sample(targets, train_images, seed)
-                positions, labels = data.positions("train")[keep], targets[keep]
-                images = images[keep]
-            steps.step(f"generic embedding of {len(images):,} {split} images")
-            found[split] = embedding.embed(torch.from_numpy(images).permute(0, 3, 1, 2))
+                keep = stratified_sample(data.targets[chosen], train_images, seed)
+                chosen = positions = chosen[keep]
+                labels = data.targets[chosen]
+            steps.step(f"generic embedding of {len(chosen):,} {split} images")
+            found[split] = np.concatenate([_embedded(data, chosen[first:first + EMBED_CHUNK])
+                                           for first in range(0, len(chosen), EMBED_CHUNK)])
     return GenericEmbeddings(found, positions, labels)
+
+
+def _embedded(data: PreparedData, positions: np.ndarray) -> np.ndarray:
+    """The generic embedding of the images at `positions` (into the data's ids)."""
+    pictures = with_channels(np.asarray(data.images[data.index[positions]]), data.channels)
+    return embedding.embed(torch.from_numpy(pictures).permute(0, 3, 1, 2))
 
 
 def fit_generic(run: RunFolder, embedded: GenericEmbeddings, train_images: int,

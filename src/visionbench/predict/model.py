@@ -327,7 +327,7 @@ def load(run_dir: Path | str, model: str | None = None) -> Predictor:
         folders = folder.folds()
         names = [f"{model} fold {k + 1}" for k in range(len(folders))]
     else:
-        names = metrics.ensemble or ([metrics.tta["model"]] if metrics.tta else [model])
+        names = metrics.networks
         folders = [run.model(name) for name in names]
     members, cards = [], []
     for member in folders:

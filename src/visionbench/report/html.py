@@ -904,6 +904,15 @@ def _unfamiliar(page: Page, run: Run) -> None:
         + f'<div class="scroll"><table><thead><tr><th>model</th><th>detector</th>'
         f"<th>validation flagged</th><th>test flagged</th>{head}</tr></thead>"
         f"<tbody>{''.join(body)}</tbody></table></div>")
+    borrowed = [f"{row.model} answers with {metrics.networks[0]}'s"
+                for row in run.board.rows if row.model not in found
+                and (metrics := run.folder.model(row.model).read(ModelMetrics)) is not None
+                and not metrics.fold_ensemble and metrics.networks[0] in found]
+    if borrowed:
+        page.add(f'<p class="muted">{html.escape("; ".join(borrowed))} detector: an '
+                 "ensemble or a test-time augmentation row flags images with its first "
+                 "network's detector (they learnt from the same training images and were "
+                 "set on the same validation images).</p>")
 
 
 @SECTIONS.register("04-models")

@@ -129,6 +129,13 @@ class ModelMetrics(Document):
         """Whether the model finished."""
         return self.status is Status.OK
 
+    @property
+    def networks(self) -> list[str]:
+        """The run's models whose weights give this row's answers: an ensemble's members,
+        the model of a test-time augmentation row, else this model itself (a fold
+        ensemble's are its fold models, in the model's own folder)."""
+        return self.ensemble or ([self.tta["model"]] if self.tta else [self.model])
+
 
 class ModelCard(Document):
     """`<model>/model.json`: what a trained model is, so it can be rebuilt and fed from its
