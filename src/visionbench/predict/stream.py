@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -113,8 +113,17 @@ def predict_items(predictor: Predictor, items: Iterable[Any], batch: int = BATCH
     workers = decode_threads(workers or min(8, os.cpu_count() or 1))
     iterator = iter(enumerate(items))
     with ThreadPoolExecutor(workers) as pool:
-        while chunk := list(islice(iterator, batch)):
-            decoded = list(pool.map(lambda pair: _decode(predictor, pair[1], workers), chunk))
+
+        def submitted() -> list[tuple[tuple[int, Any], Future]]:
+            return [(pair, pool.submit(_decode, predictor, pair[1], workers))
+                    for pair in islice(iterator, batch)]
+
+        pending = submitted()
+        while pending:
+            chunk = [pair for pair, _ in pending]
+            decoded = [future.result() for _, future in pending]
+            # The next batch decodes on the pool while this one is read by the model.
+            pending = submitted()
             good = [i for i, found in enumerate(decoded) if not isinstance(found, str)]
             pictures = np.stack([decoded[i][0] for i in good]) if good else None
             probabilities, scores = (predictor.read(pictures) if pictures is not None
