@@ -383,3 +383,25 @@ def test_the_bootstrap_auroc_equals_scikit_learns_with_the_same_weights():
         expected = roc_auc_score(np.r_[np.zeros(60), np.ones(25)], np.r_[familiar, foreign],
                                  sample_weight=np.r_[weights[0][row], weights[1][row]])
         assert ours[row] == pytest.approx(expected, abs=1e-12)
+
+
+def test_the_generic_embedding_folds_its_norms_without_changing_what_it_computes():
+    import timm
+    import torch
+    from timm.layers import BatchNormAct2d
+
+    from visionbench.models.backbones import load_weights, resolve_weights
+    from visionbench.runtime.embedding import NETWORK, fold_batch_norms, generic_embedding
+
+    plain = timm.create_model(NETWORK)
+    load_weights(plain, resolve_weights(NETWORK, True), "classifier")
+    plain.reset_classifier(0)
+    plain.eval()
+    folded = generic_embedding("cpu").network
+    assert not any(isinstance(m, BatchNormAct2d) for m in folded.modules())
+    assert fold_batch_norms(folded) == 0, "folding twice changes nothing"
+    images = torch.rand(4, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected, found = plain(images), folded(images.contiguous(
+            memory_format=torch.channels_last))
+    assert torch.allclose(found, expected, atol=1e-4, rtol=1e-4)
