@@ -24,8 +24,10 @@ from visionbench.config import load_config
 from visionbench.data.dataset import PreparedData, prepare_data
 from visionbench.evaluate.robustness import stratified_sample
 from visionbench.evaluate.shift import compare, verdict
-from visionbench.orchestrate.shift import properties_of
+from visionbench.orchestrate.shift import measure_shift, properties_of
 from visionbench.orchestrate.unfamiliar import embed_splits
+from visionbench.rundir.documents import ShiftDocument
+from visionbench.rundir.layout import RunFolder
 from visionbench.schemas.evaluate import ShiftConfig
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -38,18 +40,15 @@ def _data(source: str, path: Path, size: int, folder: Path) -> PreparedData:
     return prepare_data(load_config(config).data)
 
 
-def split_against_training(name: str, data: PreparedData, settings: ShiftConfig) -> None:
-    """The run's test of its validation and test splits against training."""
+def split_against_training(name: str, data: PreparedData, settings: ShiftConfig,
+                           folder: Path) -> None:
+    """The run's own test of its validation and test splits against training
+    (`measure_shift`, into a scratch run folder)."""
     started = time.perf_counter()
-    embedded = embed_splits(data, settings.images, 0, "quiet")
-    keep = stratified_sample(embedded.labels, settings.images, 0)
-    reference = (embedded.splits["train"][keep], properties_of(data, embedded.positions[keep]))
-    rng = np.random.default_rng(0)
-    for split in ("val", "test"):
-        positions = data.positions(split)
-        chosen = np.sort(rng.permutation(len(positions))[:settings.images])
-        found = compare(reference, (embedded.splits[split][chosen],
-                                    properties_of(data, positions[chosen])), settings)
+    run = RunFolder(folder / f"{name} run")
+    run.path.mkdir()
+    measure_shift(run, data, embed_splits(data, settings.images, 0, "quiet"), settings, 0)
+    for split, found in run.require(ShiftDocument).splits.items():
         print(f"{name} {split}: {verdict(found, f'the {split} images')}")
     print(f"  ({time.perf_counter() - started:.0f} s with embedding)")
 
@@ -92,9 +91,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         chest = _data("presplit", SHARED / "chest_xray_224", args.size, folder)
-        split_against_training("chest X-ray", chest, settings)
+        split_against_training("chest X-ray", chest, settings, folder)
         brain = _data("presplit", SHARED / "brain_tumor_mri", args.size, folder)
-        split_against_training("brain MRI", brain, settings)
+        split_against_training("brain MRI", brain, settings, folder)
         false_alarms("brain MRI Training", _data("folder", SHARED / "brain_tumor_mri" /
                                                  "Training", args.size, folder),
                      args.splits, settings)
