@@ -81,6 +81,10 @@ def test_external_model_gets_the_same_predictions_file_and_metrics(kind, tmp_pat
     assert (folder / "keras" / "robustness.json").is_file()
     board = json.loads((folder / "leaderboard.json").read_text())
     assert board["rows"][0]["model"] == "keras" and board["rows"][0]["mark"] == "recommended"
+    # A model trained elsewhere gives no features: it gets no unfamiliar-image detector
+    # (and the run goes on), rather than a detector on features it does not have.
+    assert not (folder / "keras" / "unfamiliar.json").exists()
+    assert "Unfamiliar images" not in (folder / "report.html").read_text(encoding="utf-8")
 
 
 def test_external_model_that_does_not_fit_is_a_one_line_error(tmp_path, capsys):
