@@ -121,7 +121,8 @@ def inspect(
         from visionbench.orchestrate.unfamiliar import embed_splits
         from visionbench.rundir import ShiftDocument
 
-        embedded = embed_splits(data, shift.images, cfg.train.seed, cfg.train.progress)
+        embedded = embed_splits(data, shift.images, cfg.train.seed, cfg.train.progress,
+                                cfg.train.device)
         measure_shift(RunFolder(folder), data, embedded, shift, cfg.train.seed)
         found = RunFolder(folder).read(ShiftDocument)
         report["shift"] = found.model_dump(mode="json") if found is not None else None

@@ -144,10 +144,11 @@ def _generic_embedding_steps(run: RunFolder, config: Config, data: PreparedData,
         return
     sample = max(unfamiliar.train_images if detector and unfamiliar else 0,
                  shift.images if shifting and shift else 0)
-    embedded = embed_splits(data, sample, config.train.seed, config.train.progress)
+    embedded = embed_splits(data, sample, config.train.seed, config.train.progress,
+                            config.train.device)
     if detector and unfamiliar is not None:
         fit_generic(run, embedded, unfamiliar.train_images, config.train.seed,
-                    foreign_sets(data, unfamiliar))
+                    foreign_sets(data, unfamiliar), config.train.device)
     if shifting and shift is not None:
         measure_shift(run, data, embedded, shift, config.train.seed)
         found = run.read(ShiftDocument)

@@ -53,10 +53,12 @@ class GenericEmbeddings:
 EMBED_CHUNK = 2048
 
 
-def embed_splits(data: PreparedData, train_images: int, seed: int, progress: str
-                 ) -> GenericEmbeddings:
+def embed_splits(data: PreparedData, train_images: int, seed: int, progress: str,
+                 device: str = "cpu") -> GenericEmbeddings:
     """The generic embedding of up to `train_images` training images (stratified by
-    class) and of every validation and test image, read a chunk at a time."""
+    class) and of every validation and test image, read a chunk at a time, on the GPU
+    when `device` (a `train.device` name) trains on one."""
+    on = embedding.device_for(device)
     splits = [split for split in ("train", "val", "test") if len(data.positions(split))]
     found: dict[str, np.ndarray] = {}
     positions, labels = np.zeros(0, int), np.zeros(0, int)
@@ -68,24 +70,26 @@ def embed_splits(data: PreparedData, train_images: int, seed: int, progress: str
                 chosen = positions = chosen[keep]
                 labels = data.targets[chosen]
             steps.step(f"generic embedding of {len(chosen):,} {split} images")
-            found[split] = np.concatenate([_embedded(data, chosen[first:first + EMBED_CHUNK])
-                                           for first in range(0, len(chosen), EMBED_CHUNK)])
+            found[split] = np.concatenate([
+                _embedded(data, chosen[first:first + EMBED_CHUNK], on)
+                for first in range(0, len(chosen), EMBED_CHUNK)])
     return GenericEmbeddings(found, positions, labels)
 
 
-def _embedded(data: PreparedData, positions: np.ndarray) -> np.ndarray:
+def _embedded(data: PreparedData, positions: np.ndarray, device: torch.device) -> np.ndarray:
     """The generic embedding of the images at `positions` (into the data's ids)."""
     pictures = with_channels(np.asarray(data.images[data.index[positions]]), data.channels)
-    return embedding.embed(torch.from_numpy(pictures).permute(0, 3, 1, 2))
+    return embedding.embed(torch.from_numpy(pictures).permute(0, 3, 1, 2).to(device))
 
 
 def fit_generic(run: RunFolder, embedded: GenericEmbeddings, train_images: int,
-                seed: int, foreign: dict[str, np.ndarray] | None = None) -> None:
+                seed: int, foreign: dict[str, np.ndarray] | None = None,
+                device: str = "cpu") -> None:
     """The run's generic-embedding detector: fitted on up to `train_images` of the
     training sample (stratified by class), scoring every validation and test image and
-    each `foreign` set (once for all the run's models); written as
-    `unfamiliar_generic.json` and its arrays. Nothing without a validation split (no
-    threshold could be chosen)."""
+    each `foreign` set (once for all the run's models, embedded as `embed_splits` does for
+    `device`); written as `unfamiliar_generic.json` and its arrays. Nothing without a
+    validation split (no threshold could be chosen)."""
     found = embedded.splits
     if "val" not in found or "train" not in found:
         return
@@ -97,7 +101,8 @@ def fit_generic(run: RunFolder, embedded: GenericEmbeddings, train_images: int,
         if split in found:
             arrays[f"scores_{split}"] = score(GENERIC_METHOD, arrays, found[split])
     for name, pictures in (foreign or {}).items():
-        seen = embedding.embed(torch.from_numpy(pictures).permute(0, 3, 1, 2))
+        seen = embedding.embed(torch.from_numpy(pictures).permute(0, 3, 1, 2).to(
+            embedding.device_for(device)))
         arrays[FOREIGN_SCORES + name] = score(GENERIC_METHOD, arrays, seen)
     checksum = run.write_generic_unfamiliar_arrays(arrays)
     run.write(GenericUnfamiliar(embedding=embedding.describe(), method=GENERIC_METHOD,

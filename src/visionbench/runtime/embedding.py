@@ -80,6 +80,16 @@ def fold_batch_norms(module: nn.Module) -> int:
     return folded + sum(fold_batch_norms(child) for child in module.children())
 
 
+def device_for(name: str) -> torch.device:
+    """Where the generic embedding runs for a run whose `train.device` is `name`: its CUDA
+    device when it trains on one, else the CPU (Apple's MPS has not been tried with the
+    antialiased resize)."""
+    from visionbench.runtime.device import pick_device
+
+    picked = pick_device(name)
+    return picked if picked.type == "cuda" else torch.device("cpu")
+
+
 def describe() -> str:
     """What the embedding is, for the run's documents and the report."""
     return f"{NETWORK} ImageNet features at {SIZE} px"
