@@ -125,11 +125,17 @@ class Mahalanobis:
 
     def score(self, arrays: Tensors, features: torch.Tensor) -> torch.Tensor:
         mu, precision = arrays["mu"], arrays["precision"]
-        distances = []
-        for centre in range(mu.shape[0]):
-            centred = features - mu[centre]
-            distances.append(((centred @ precision) * centred).sum(dim=1))
-        return 0.5 * torch.stack(distances, dim=1).min(dim=1).values
+        # (f - m)'P(f - m) = f'Pf - 2 f'Pm + m'Pm for every class mean m at once: one
+        # product with the precision instead of one per class (ten times fewer operations
+        # for ten classes). Everything is first centred on the mean of the class means,
+        # so the three terms stay of the size of the distances (no cancellation).
+        origin = mu.mean(dim=0)
+        centred, centres = features - origin, mu - origin
+        projected = centred @ precision
+        distances = ((projected * centred).sum(dim=1, keepdim=True)
+                     - 2 * projected @ centres.T
+                     + ((centres @ precision) * centres).sum(dim=1))
+        return 0.5 * distances.min(dim=1).values
 
 
 @DETECTORS.register("energy")
