@@ -85,6 +85,13 @@ def test_external_model_gets_the_same_predictions_file_and_metrics(kind, tmp_pat
     # (and the run goes on), rather than a detector on features it does not have.
     assert not (folder / "keras" / "unfamiliar.json").exists()
     assert "Unfamiliar images" not in (folder / "report.html").read_text(encoding="utf-8")
+    # Predicting with it is refused in one line that says why (not "retrain it").
+    from visionbench import load
+    from visionbench.errors import UserError
+
+    with pytest.raises(UserError, match=r"evaluated from .* trained elsewhere") as refused:
+        load(folder, "keras")
+    assert "\n" not in str(refused.value) and "retrain" not in str(refused.value)
 
 
 def test_external_model_that_does_not_fit_is_a_one_line_error(tmp_path, capsys):

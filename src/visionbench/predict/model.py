@@ -329,6 +329,10 @@ def load(run_dir: Path | str, model: str | None = None) -> Predictor:
     else:
         names = metrics.networks
         folders = [run.model(name) for name in names]
+    if metrics.external:
+        raise UserError(f"model {model} of {run_dir} was evaluated from {metrics.external}, "
+                        "a model trained elsewhere: visionbench keeps its scores, not the "
+                        "model; predict with that file in its own runtime")
     members, cards = [], []
     for member in folders:
         card = member.read(ModelCard)
