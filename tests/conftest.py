@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# A recipe's smoke run: one epoch, a small bootstrap, one corruption, few explained images.
+FAST = ["train.epochs=1", "train.progress=quiet", "evaluate.bootstrap=100",
+        "evaluate.robustness={noise: [0.1]}", "evaluate.explain.images=2",
+        "evaluate.explain.steps=4", "evaluate.explain.samples=2", "evaluate.error_examples=4"]
 
 
 @pytest.fixture(autouse=True)
@@ -140,6 +146,40 @@ train: {{epochs: 2, progress: quiet}}
 evaluate: {{bootstrap: 0, robustness: {{}}, explain: {{images: 2, steps: 2, samples: 2,
            methods: [occlusion]}}, error_examples: 0}}
 """)
+
+
+def smoke_run(recipe: str, overrides: list[str], root: Path) -> Any:
+    """Recipe `recipe` in its smoke version (`FAST`), its runs under `root/runs`; the
+    `RunResult`, every model finished."""
+    from visionbench.config import load_config
+    from visionbench.orchestrate import run_config
+
+    config = load_config(recipe, [*overrides, *FAST, f"output.dir={root / 'runs'}"])
+    result = run_config(config, report=lambda _: None)
+    assert {n: m.error for n, m in result.models.items() if not m.ok} == {}
+    return result
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A finished run shared by the tests of a session: never change it (copy it first)."""
+
+    result: Any
+    root: Path
+
+    @property
+    def folder(self) -> Path:
+        """The run folder."""
+        return self.result.folder
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory: pytest.TempPathFactory) -> FinishedRun:
+    """The quickstart recipe's smoke run, trained once for every test that reads one."""
+    root = tmp_path_factory.mktemp("quickstart")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VISIONBENCH_CACHE", str(root / "cache"))
+        return FinishedRun(smoke_run("quickstart", [], root), root)
 
 
 @pytest.fixture

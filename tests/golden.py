@@ -6,12 +6,19 @@ the file list, and the report's visible text with numbers masked. `compare` chec
 folder against a stored snapshot (`tests/golden/<name>.json`); floats agree within a small
 relative tolerance.
 
-Values are compared only on the numerics that wrote the snapshot (CPU vendor, torch's CPU
-kernel capability, torch version): training's floating point differs between vector units
-(an AMD EPYC with AVX2 and an Intel Xeon with AVX-512 gave the quickstart's wide CNN other
-weights after one epoch, and one test prediction flipped), and from there a confusion count,
-a significance mark or the recommendation may differ. Elsewhere the snapshot still holds the
-run's shape: the same files, and every document with the same keys at every depth.
+Training's floating point differs between vector units (an AMD EPYC with AVX2 and an Intel
+Xeon with AVX-512 gave the quickstart's wide CNN other weights after one epoch, and one test
+prediction flipped), so what training wrote is compared by value only on the numerics that
+wrote the snapshot (CPU vendor, torch's CPU kernel capability, torch version). Everywhere
+else the comparison still holds, by value:
+- the run's shape: the same files, every document with the same keys at every depth;
+- what does not depend on training: the data record, the inspection, the training images'
+  hashes, the models' statuses (`DATA_FILES`);
+- everything computed from saved predictions, and the report's wording: a copy of the run
+  gets the snapshot's own training outputs (predictions, histories, metrics, detectors'
+  documents), is evaluated again as `visionbench evaluate` does, and its leaderboard,
+  comparison, evaluations and report must equal the snapshot's (`EVALUATED`).
+What was not compared by value is named in a `SnapshotWarning`, never skipped silently.
 
 Set `VISIONBENCH_UPDATE_GOLDEN=1` to rewrite the snapshots (only after a change that is
 meant to alter results, and say so in the commit).
@@ -25,7 +32,10 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
+import tempfile
+import warnings
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -46,6 +56,19 @@ PICTURES = (".png", ".jpg")
 REL_TOL = 1e-4
 # The snapshot's entry naming the numerics that wrote it (no run file has this name).
 NUMERICS = "@numerics"
+# What training's floating point does not touch: compared by value on any machine.
+DATA_FILES = ("data.json", "data/inspect.json", "data/training_hashes.json", "run.json")
+# What `visionbench evaluate` recomputes from the saved predictions (and the report).
+EVALUATED = ("leaderboard.json", "leaderboard.csv", "comparison.json", "evaluation.json",
+             "report.html")
+
+
+class SnapshotWarning(UserWarning):
+    """Part of a snapshot could not be compared by value on this machine."""
+
+
+def _evaluated(relative: str) -> bool:
+    return relative in EVALUATED or relative.rsplit("/", 1)[-1] == "evaluation.json"
 
 
 def _mask(value: Any) -> Any:
@@ -94,10 +117,12 @@ def _unrooted(value: Any, root: str, mark: str = "<root>") -> Any:
     return value.replace(root, mark) if isinstance(value, str) else value
 
 
-def digest(folder: Path, root: Path | None = None) -> dict[str, Any]:
-    """What of the run folder must stay the same, keyed by relative path; the folder itself,
-    the Python environment and `root` (a test's temporary folder) are written `<root>`
-    wherever they appear, the shared data folder `<data>`."""
+def digest(folder: Path, root: Path | None = None, aliases: tuple[Path, ...] = ()
+           ) -> dict[str, Any]:
+    """What of the run folder must stay the same, keyed by relative path; the folder itself
+    (and `aliases`: other places it was), the Python environment and `root` (a test's
+    temporary folder) are written `<root>` wherever they appear, the shared data folder
+    `<data>`."""
     found: dict[str, Any] = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         relative = path.relative_to(folder).as_posix()
@@ -121,7 +146,9 @@ def digest(folder: Path, root: Path | None = None) -> dict[str, Any]:
             found[relative] = "<text>"
         else:
             found[relative] = "<file>"
-    found = _unrooted(_unrooted(found, str(folder)), sys.prefix)  # weights in site-packages
+    for place in (folder, *aliases):
+        found = _unrooted(found, str(place))
+    found = _unrooted(found, sys.prefix)  # weights in site-packages
     # The studies' data lie wherever the checkout's ../shared is (CI clones elsewhere).
     found = _unrooted(found, str(SHARED_DATA), "<data>")
     return _unrooted(found, str(root)) if root is not None else found
@@ -185,12 +212,90 @@ def _shape(value: Any) -> Any:
     return "<list>" if isinstance(value, list) else "<value>"
 
 
+def _restore(snapshot: Any, raw: Any, seen: Any) -> Any:
+    """The snapshot's content as a file holds it: where the snapshot masked a value (volatile,
+    or a path written `<root>`), this machine's value from the same place (`raw` is this
+    machine's file, `seen` its digest)."""
+    if snapshot == "<volatile>":
+        return raw
+    if isinstance(snapshot, dict):
+        raw, seen = (raw if isinstance(raw, dict) else {}), (seen if isinstance(seen, dict) else {})
+        # The snapshot's keys are sorted; the file's order is what the code wrote (and what
+        # the report iterates in).
+        order = [key for key in raw if key in snapshot] + [k for k in snapshot if k not in raw]
+        return {key: _restore(snapshot[key], raw.get(key), seen.get(key)) for key in order}
+    if isinstance(snapshot, list):
+        paired = isinstance(raw, list) and isinstance(seen, list) and len(raw) == len(snapshot)
+        return [_restore(item, raw[i] if paired else None, seen[i] if paired else None)
+                for i, item in enumerate(snapshot)]
+    return raw if isinstance(snapshot, str) and snapshot == seen else snapshot
+
+
+def _transplant(folder: Path, copy: Path, before: dict[str, Any], now: dict[str, Any]) -> None:
+    """Write into `copy` the snapshot's training outputs: every JSON document and CSV that
+    is neither data (`DATA_FILES`) nor recomputed from predictions (`EVALUATED`)."""
+    for relative, content in before.items():
+        source, target = folder / relative, copy / relative
+        if relative in DATA_FILES or _evaluated(relative) or not source.is_file():
+            continue
+        if source.suffix == ".json":
+            document = _restore(content, json.loads(source.read_text(encoding="utf-8")),
+                                now.get(relative))
+            # Checksums are of this machine's content: a document without one still reads,
+            # and a model's predictions are the snapshot's now.
+            document.pop("checksum", None)
+            if relative.endswith("metrics.json"):
+                document.pop("files", None)
+            target.write_text(json.dumps(document), encoding="utf-8")
+        elif source.suffix == ".csv":
+            rows = list(csv.reader(io.StringIO(source.read_text(encoding="utf-8"))))
+            with target.open("w", newline="", encoding="utf-8") as handle:
+                csv.writer(handle).writerows(_restore(content, rows, now.get(relative)))
+
+
+def _reevaluated(folder: Path, before: dict[str, Any], now: dict[str, Any],
+                 root: Path | None) -> dict[str, Any]:
+    """The `EVALUATED` files of a copy of the run that holds the snapshot's training outputs,
+    evaluated again from them as `visionbench evaluate` does."""
+    from visionbench.config import load_config
+    from visionbench.evaluate.leaderboard import evaluate_folder
+    from visionbench.report.html import write_report
+    from visionbench.rundir import RunFolder
+
+    with tempfile.TemporaryDirectory() as scratch:
+        # The report names the run by its folder and the one above it.
+        copy = Path(scratch) / folder.parent.name / folder.name
+        shutil.copytree(folder, copy, symlinks=True)
+        _transplant(folder, copy, before, now)
+        run = RunFolder(copy).check()
+        config = load_config(run.config_file)
+        evaluate_folder(run, config.evaluate, list(run.outcomes(list(config.models))), "quiet")
+        write_report(run, "quiet")
+        again = digest(copy, root, aliases=(folder,))
+    return {relative: content for relative, content in again.items() if _evaluated(relative)}
+
+
+def _without_additions(before: dict[str, Any], now: dict[str, Any], new_files: tuple[str, ...],
+                       new_keys: tuple[str, ...]) -> None:
+    """Drop from `now` the files and top-level keys the snapshot may lack."""
+    for relative in list(now):
+        if relative not in before and relative.endswith(new_files):
+            del now[relative]
+    for relative, content in now.items():
+        if isinstance(content, dict) and isinstance(before.get(relative), dict):
+            for key in new_keys:
+                if key not in before[relative]:
+                    content.pop(key, None)
+
+
 def compare(folder: Path, name: str, *, root: Path | None = None, new_files: tuple[str, ...] = (),
             new_keys: tuple[str, ...] = ()) -> list[str]:
     """Differences between the run folder and snapshot `name` (empty: the same).
 
     `new_files` (relative paths or suffixes) and `new_keys` (top-level keys of JSON
     documents) may exist now that the snapshot does not have: additions, not changes.
+    On other numerics than the snapshot's, what could not be compared by value is named in
+    a `SnapshotWarning`.
     """
     now = digest(folder, root)
     path = GOLDEN / f"{name}.json"
@@ -201,16 +306,25 @@ def compare(folder: Path, name: str, *, root: Path | None = None, new_files: tup
         path.write_text(text + "\n", encoding="utf-8")
         return []
     before = json.loads(path.read_text(encoding="utf-8"))
-    if before.pop(NUMERICS, None) != numerics():
-        before, now = _shape(before), _shape(now)
-    for relative in list(now):
-        if relative not in before and relative.endswith(new_files):
-            del now[relative]
-    for relative, content in now.items():
-        if isinstance(content, dict) and isinstance(before.get(relative), dict):
-            for key in new_keys:
-                if key not in before[relative]:
-                    content.pop(key, None)
+    written_on = before.pop(NUMERICS, None)
+    _without_additions(before, now, new_files, new_keys)
     problems: list[str] = []
-    _same(before, now, name, problems)
+    if written_on == numerics():
+        _same(before, now, name, problems)
+        return problems
+    _same(_shape(before), _shape(now), name, problems)
+    again = _reevaluated(folder, before, now, root)
+    _without_additions(before, again, new_files, new_keys)
+    for relative in sorted(before):
+        if relative in DATA_FILES and relative in now:
+            _same(before[relative], now[relative], f"{name}.{relative}", problems)
+        elif relative in again:
+            _same(before[relative], again[relative], f"{name}.{relative}", problems)
+    by_shape = [relative for relative, content in before.items()
+                if relative not in DATA_FILES and not _evaluated(relative)
+                and isinstance(content, dict | list)]
+    warnings.warn(SnapshotWarning(
+        f"snapshot {name} was made on {written_on}, this machine is {numerics()}: its "
+        f"training outputs were compared by shape only ({', '.join(sorted(by_shape))}); "
+        "the data, the evaluation from its predictions and the report by value"), stacklevel=2)
     return problems

@@ -10,32 +10,27 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import SHARED_DATA, make_class_folders
+from conftest import SHARED_DATA, make_class_folders, smoke_run
 from golden import compare
-from visionbench.config import load_config
-from visionbench.orchestrate import run_config
-
-FAST = ["train.epochs=1", "train.progress=quiet", "evaluate.bootstrap=100",
-        "evaluate.robustness={noise: [0.1]}", "evaluate.explain.images=2",
-        "evaluate.explain.steps=4", "evaluate.explain.samples=2", "evaluate.error_examples=4"]
 
 
-def _run(recipe: str, overrides: list[str], tmp_path):
-    config = load_config(recipe, [*overrides, *FAST, f"output.dir={tmp_path / 'runs'}"])
-    result = run_config(config, report=lambda _: None)
-    failed = {n: m.error for n, m in result.models.items() if not m.ok}
-    assert failed == {}
+def _same_as_snapshot(result, recipe: str, root) -> None:
     assert (result.folder / "report.html").is_file()
     # The same results, file for file, as the snapshot (rewritten when the recommendation
     # moved from the test split to validation, which changed marks and wording only).
-    assert compare(result.folder, recipe, root=tmp_path, new_files=("model.json",),
+    assert compare(result.folder, recipe, root=root, new_files=("model.json",),
                    new_keys=("schema_version", "checksum", "files")) == []
+
+
+def _run(recipe: str, overrides: list[str], tmp_path):
+    result = smoke_run(recipe, overrides, tmp_path)
+    _same_as_snapshot(result, recipe, tmp_path)
     return result
 
 
-def test_quickstart_recipe_smoke(tmp_path):
-    result = _run("quickstart", [], tmp_path)
-    assert len(result.models) == 3
+def test_quickstart_recipe_smoke(quickstart_run):
+    _same_as_snapshot(quickstart_run.result, "quickstart", quickstart_run.root)
+    assert len(quickstart_run.result.models) == 3
 
 
 def test_photo_filter_recipe_on_a_synthetic_five_class_folder(tmp_path):
