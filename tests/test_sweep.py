@@ -22,8 +22,8 @@ def swept(tmp_path_factory: pytest.TempPathFactory):
     given = []
     real = sweep.train_model
     patch = pytest.MonkeyPatch()
-    patch.setattr(sweep, "train_model", lambda config, name, data, *a, **k: (
-        given.append(data), real(config, name, data, *a, **k))[1])
+    patch.setattr(sweep, "train_model", lambda task, **k: (
+        given.append(task.data), real(task, **k))[1])
     try:
         run = run_yaml(root, "tune", f"""
 data: {{source: folder, path: {data}, preprocess: {{size: 12}}}}

@@ -564,10 +564,10 @@ def test_ctrl_c_keeps_the_model_as_interrupted_and_says_how_to_resume(tmp_path, 
     import visionbench.orchestrate.execute as execute
     real = execute.train_model
 
-    def stop_at_b(config, name, *args, **kwargs):
-        if name == "b":
+    def stop_at_b(task, **kwargs):
+        if task.name == "b":
             raise KeyboardInterrupt
-        return real(config, name, *args, **kwargs)
+        return real(task, **kwargs)
 
     monkeypatch.setattr(execute, "train_model", stop_at_b)
     cfg = tiny_config(tmp_path, {"a": MLP, "b": MLP, "c": MLP})

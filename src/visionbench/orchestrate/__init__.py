@@ -25,6 +25,7 @@ from visionbench.orchestrate.plan import (
 )
 from visionbench.orchestrate.shift import measure_shift
 from visionbench.orchestrate.sweep import run_sweep
+from visionbench.orchestrate.task import Mode
 from visionbench.orchestrate.unfamiliar import embed_splits, fit_generic, foreign_sets
 from visionbench.provenance import command_line, save_config
 from visionbench.rundir.documents import (
@@ -113,7 +114,7 @@ def run_config(
                            else {})
         interrupted = False
         try:
-            run_models(config, data, run, names, "resume" if resume else "new", 0, report,
+            run_models(config, data, run, names, Mode.RESUME if resume else Mode.NEW, 0, report,
                        result.models)
         except KeyboardInterrupt:
             interrupted = True
@@ -181,7 +182,7 @@ def continue_run(path: Path, epochs: int, only: list[str] | None = None,
     result = RunResult(run, run.outcomes(list(config.models)))
     outcomes: dict[str, ModelMetrics] = {}
     try:
-        run_models(config, data, run, names, "continue", epochs, report, outcomes)
+        run_models(config, data, run, names, Mode.CONTINUE, epochs, report, outcomes)
     finally:
         for name, outcome in outcomes.items():
             if outcome.ok:

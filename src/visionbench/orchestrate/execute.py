@@ -38,6 +38,7 @@ from visionbench.orchestrate.plan import (
     fingerprint,
     same_training,
 )
+from visionbench.orchestrate.task import FoldItem, Mode, ModelTask
 from visionbench.orchestrate.unfamiliar import fit_model_detector
 from visionbench.provenance import code_version, command_line, describe_hardware
 from visionbench.rundir.documents import (
@@ -92,53 +93,46 @@ def _splits(data: PreparedData, device: torch.device, budget: int) -> dict[str, 
     }
 
 
-def _continue_hint(mode: str) -> str:
-    if mode != "continue":
+def _continue_hint(mode: Mode) -> str:
+    if mode is not Mode.CONTINUE:
         return "start a new run instead"
     return ("an interrupted `continue` with another --epochs is in its checkpoint: run that "
             "`continue` again to finish it (the model is kept as it was until then)")
 
 
 def train_model(
-    config: Config,
-    name: str,
-    data: PreparedData,
-    folder: ModelFolder,
+    task: ModelTask,
     *,
-    mode: str = "new",
-    extra_epochs: int = 0,
     report: Report = print,
     callbacks: Sequence[Callback] = (),
     tta: ModelFolder | None = None,
 ) -> ModelMetrics:
-    """Train (or resume, or continue) one model; write its folder; return its metrics.
-    `callbacks` join the trainer's own (a sweep's pruning); with `tta` (and
-    `evaluate.tta` set), the model's test-time augmentation row is written there.
-
-    `mode`: `new` trains from scratch, `resume` continues an interrupted checkpoint,
-    `continue` adds `extra_epochs` to a finished model.
-    """
-    model_cfg = config.models[name]
+    """Train (or resume, or continue: `task.mode`) one model; write its folder; return its
+    metrics. `callbacks` join the trainer's own (a sweep's pruning); with `tta` (and
+    `evaluate.tta` set), the model's test-time augmentation row is written there."""
+    config, name, data, folder, mode = task.config, task.name, task.data, task.folder, task.mode
+    model_cfg = task.model
     train_cfg = model_cfg.train
     device = pick_device(train_cfg.device)
     saved = fingerprint(config, name, data.classes)
     # What the run folder will say once a `continue` is done.
-    longer = extended(config, name, extra_epochs) if mode == "continue" else config
+    longer = (extended(config, name, task.extra_epochs) if mode is Mode.CONTINUE
+              else config)
     target = saved if longer is config else fingerprint(longer, name, data.classes)
     state, continuing = None, False
-    if mode != "new" and folder.last_checkpoint.is_file():
+    if mode is not Mode.NEW and folder.last_checkpoint.is_file():
         state = read_checkpoint(folder.last_checkpoint)
         # A `continue` killed before it ended left its own checkpoint: the same command
         # again resumes it instead of refusing (the finished model is untouched meanwhile).
-        continuing = mode == "continue" and same_training(state["meta"]["fingerprint"],
+        continuing = mode is Mode.CONTINUE and same_training(state["meta"]["fingerprint"],
                                                           target)
         if not continuing:
             check_resumable(state["meta"]["fingerprint"], saved, name,
                             hint=_continue_hint(mode))
-    elif mode == "continue":
+    elif mode is Mode.CONTINUE:
         raise UserError(f"model {name} has no checkpoint in {folder.checkpoints} to continue "
                         "from")
-    if mode == "continue":
+    if mode is Mode.CONTINUE:
         # Continuing rewrites the model folder: its final state so far is kept as a record.
         finished = folder.read(ModelMetrics)
         if finished is not None and finished.ok and finished.epochs:
@@ -166,8 +160,8 @@ def train_model(
     if state is not None:
         trainer.load_state_dict(state)
         trainer.meta = {"fingerprint": saved}
-        if mode == "continue" and not continuing:
-            trainer.extend(extra_epochs)
+        if mode is Mode.CONTINUE and not continuing:
+            trainer.extend(task.extra_epochs)
     started = time.perf_counter()
     if train_cfg.distributed is not None:
         if callbacks:
@@ -178,7 +172,7 @@ def train_model(
         found = fit_distributed(FitSpec(
             built, train_cfg, trainer.stages, splits["train"], splits.get("val"),
             data.classes, device, trainer.meta, state, checkpoints,
-            (name, train_cfg.progress), continued=mode == "continue"), train_cfg.distributed)
+            (name, train_cfg.progress), continued=mode is Mode.CONTINUE), train_cfg.distributed)
         trainer.load_state_dict(found)
         built.notes.append(f"trained by {train_cfg.distributed.processes} processes "
                            "(DistributedDataParallel); their weights differed by at most "
@@ -194,61 +188,51 @@ def train_model(
                            config=model_cfg.model_dump(mode="json")))
     folder.write(History(epochs=trainer.history, events=trainer.events,
                          stages=trainer.freeze_reports))
-    metrics: dict[str, Any] = {
-        "model": name,
-        "status": Status.OK,
-        "description": model_cfg.description,
-        "parameters": built.parameter_count(),
-        "stages": trainer.freeze_reports,
-        "epochs": trainer.epoch,
-        "device": str(device),
-        "hardware": describe_hardware(str(device)),
-        "command": command_line(),
-        "code": code_version(),
-        "input": {"size": list(built.input.size), "channels": built.input.channels,
-                  "mean": list(built.input.mean), "std": list(built.input.std),
-                  "per_image": built.input.per_image},
-        "notes": built.notes,
-        "timing": {
-            "train_seconds": round(trainer.train_seconds, 3),
-            "wall_seconds_this_call": round(wall, 3),
-            "images_per_second": round(trainer.images_seen / max(trainer.train_seconds, 1e-9), 1),
-        },
-    }
-    _record_evaluations(trainer, splits, data, folder, config, train_cfg.seed, metrics,
-                        train_cfg.progress, explain_settings(config, name))
-    metrics["files"] = folder.predictions_checksums()
-    outcome = ModelMetrics.model_validate(metrics)
+    scores = _record_evaluations(trainer, splits, task, explain_settings(config, name))
+    outcome = ModelMetrics(
+        model=name, status=Status.OK, description=model_cfg.description,
+        parameters=built.parameter_count(), stages=trainer.freeze_reports,
+        epochs=trainer.epoch, device=str(device), hardware=describe_hardware(str(device)),
+        command=command_line(), code=code_version(),
+        input={"size": list(built.input.size), "channels": built.input.channels,
+               "mean": list(built.input.mean), "std": list(built.input.std),
+               "per_image": built.input.per_image},
+        notes=built.notes,
+        timing={"train_seconds": round(trainer.train_seconds, 3),
+                "wall_seconds_this_call": round(wall, 3),
+                "images_per_second": round(trainer.images_seen
+                                           / max(trainer.train_seconds, 1e-9), 1)},
+        **scores, files=folder.predictions_checksums())
     folder.write(outcome)
     report(_summary_line(outcome))
     if tta is not None and config.evaluate.tta is not None:
         views = view_names(config.evaluate.tta, family_of(model_cfg).tta_crops(model_cfg))
         report(_summary_line(_record_tta(trainer, splits, data.classes, tta, outcome, views,
                                          train_cfg.progress)))
-    if train_cfg.repeats > 1 and mode != "continue":
-        outcome.repeats = _train_repeats(config, name, data, folder, report)
+    if train_cfg.repeats > 1 and mode is not Mode.CONTINUE:
+        outcome.repeats = _train_repeats(task, report)
         folder.write(outcome)
     return outcome
 
 
-def _train_repeats(config: Config, name: str, data: PreparedData, folder: ModelFolder,
-                   report: Report) -> list[dict[str, Any]]:
+def _train_repeats(task: ModelTask, report: Report) -> list[dict[str, Any]]:
     """Train the extra repeats of a model (seeds seed+1...) into `<model>/repeats/<k>/`.
 
     Repeats keep predictions, history and metrics (no checkpoints, no pictures, no
     robustness): enough for mean and standard deviation across seeds.
     """
-    base = config.models[name].train
+    base = task.model.train
     found = []
     for repeat in range(1, base.repeats):
-        sub = folder.repeat(repeat)
+        sub = task.folder.repeat(repeat)
         done = sub.read(ModelMetrics)
         if done is not None:
             found.append(done)
             continue
-        variant = light_config(config, name)
-        variant.models[name].train.seed = base.seed + repeat
-        metrics = train_model(variant, name, data, sub, report=report)
+        variant = light_config(task.config, task.name)
+        variant.models[task.name].train.seed = base.seed + repeat
+        metrics = train_model(task.but(config=variant, folder=sub, mode=Mode.NEW,
+                                       repeat=repeat), report=report)
         metrics.seed = base.seed + repeat
         sub.write(metrics)
         found.append(metrics)
@@ -270,37 +254,29 @@ def light_config(config: Config, name: str) -> Config:
     return variant
 
 
-def cross_validate(
-    config: Config,
-    name: str,
-    data: PreparedData,
-    folder: ModelFolder,
-    *,
-    mode: str = "new",
-    report: Report = print,
-) -> ModelMetrics:
-    """k-fold cross-validation of model `name`: one model per fold, that fold as validation,
-    into `<model>/folds/<k>/` (a finished fold is kept on resume), again per extra repeat
-    with the folds cut anew (`<model>/repeats/<r>/folds/<k>/`); then the test split is
-    predicted by the model refit on every non-test image (into its own folder) or by the
-    mean of the fold models (`split.test_with`). Its validation predictions are the first
-    repeat's out-of-fold ones: every training image once, predicted by the fold model that
-    did not learn it, so the recommendation is made on all of them."""
+def cross_validate(task: ModelTask, *, report: Report = print) -> ModelMetrics:
+    """k-fold cross-validation of the task's model: one model per fold, that fold as
+    validation, into `<model>/folds/<k>/` (a finished fold is kept on resume), again per
+    extra repeat with the folds cut anew (`<model>/repeats/<r>/folds/<k>/`); then the test
+    split is predicted by the model refit on every non-test image (into its own folder) or
+    by the mean of the fold models (`split.test_with`). Its validation predictions are the
+    first repeat's out-of-fold ones: every training image once, predicted by the fold model
+    that did not learn it, so the recommendation is made on all of them."""
+    name, data, folder = task.name, task.data, task.folder
     folds = data.config.split.folds
     assert folds is not None, "cross_validate needs split.folds"
     # Repeated cross-validation: the recommendation and the test model come from the first
     # repeat, the statistics from all.
-    done = _train_folds(*_repeat(config, name, data, folder, 0), report)
-    for repeat in range(1, config.models[name].train.repeats):
-        _train_folds(*_repeat(config, name, data, folder, repeat), report)
+    done = _train_folds(_repeat(task, 0), report)
+    for repeat in range(1, task.model.train.repeats):
+        _train_folds(_repeat(task, repeat), report)
     if data.config.split.test_with == "fold_ensemble":
-        outcome, note = _fold_ensemble(config, name, data, folder, done), (
+        outcome, note = _fold_ensemble(task, done), (
             f"cross-validated on {folds} folds; the test split is predicted by the mean of "
             "the fold models' probabilities")
     else:
-        refit, note = _refit(config, name, done)
-        outcome = train_model(refit, name, data.refit_view(), folder, mode=mode,
-                              report=report)
+        refit, note = _refit(task.config, name, done)
+        outcome = train_model(task.but(config=refit, data=data.refit_view()), report=report)
     out_of_fold = _out_of_fold(data, [folder.fold(k) for k in range(folds)], done)
     folder.write_predictions("val", out_of_fold, data.classes)
     outcome.val = _score(out_of_fold)
@@ -316,64 +292,58 @@ def cross_validate(
     return outcome
 
 
-def _repeat(config: Config, name: str, data: PreparedData, folder: ModelFolder, repeat: int
-            ) -> tuple[Config, str, PreparedData, ModelFolder, str]:
+def _repeat(task: ModelTask, repeat: int) -> ModelTask:
     """What repeat `repeat` of a cross-validation trains with: the light config (reseeded
-    after the first repeat), the data (its folds cut anew after the first), the folder its
-    folds go into, and the label its lines carry."""
-    variant = light_config(config, name)
+    after the first repeat), the data (its folds cut anew after the first) and the folder
+    its folds go into."""
+    variant = light_config(task.config, task.name)
     if not repeat:
-        return variant, name, data, folder, ""
-    variant.models[name].train.seed = config.models[name].train.seed + repeat
-    return (variant, name, data.refold(data.config.split.seed + repeat),
-            folder.repeat(repeat),
-            f" (repeat {repeat + 1}/{config.models[name].train.repeats})")
+        return task.but(config=variant)
+    variant.models[task.name].train.seed = task.model.train.seed + repeat
+    return task.but(config=variant, data=task.data.refold(task.data.config.split.seed + repeat),
+                    folder=task.folder.repeat(repeat), repeat=repeat,
+                    repeats=task.model.train.repeats)
 
 
-def _train_folds(config: Config, name: str, data: PreparedData, folder: ModelFolder,
-                 repeat: str, report: Report) -> list[ModelMetrics]:
-    """One model per fold of `data`, into `folder/folds/<k>/`; a finished fold is kept."""
-    return [_train_fold(config, name, data, folder, repeat, k, report)
-            for k in range(data.config.split.folds or 0)]
+def _train_folds(task: ModelTask, report: Report) -> list[ModelMetrics]:
+    """One model per fold of the task's data, into `<folder>/folds/<k>/`; a finished fold
+    is kept."""
+    return [_train_fold(task, k, report) for k in range(task.data.config.split.folds or 0)]
 
 
-def _train_fold(config: Config, name: str, data: PreparedData, folder: ModelFolder,
-                repeat: str, k: int, report: Report) -> ModelMetrics:
-    sub = folder.fold(k)
+def _train_fold(task: ModelTask, k: int, report: Report) -> ModelMetrics:
+    sub = task.folder.fold(k)
     finished = sub.read(ModelMetrics)
     if finished is not None and finished.ok:
         return finished
-    folds = data.config.split.folds
-    return train_model(config, name, data.fold_view(k), sub,
-                       report=lambda line: report(f"fold {k + 1}/{folds}{repeat} of {line}"))
+    fold = task.but(data=task.data.fold_view(k), folder=sub, mode=Mode.NEW, fold=k)
+    return train_model(fold, report=lambda line: report(fold.label(line)))
 
 
-def fold_items(config: Config, names: list[str]) -> list[str]:
-    """`model|repeat|fold` for every fold of every cross-validated model: the tasks a
-    parallel executor runs before each model's own (which then finds its folds done)."""
+def fold_items(config: Config, names: list[str]) -> list[FoldItem]:
+    """Every fold of every cross-validated model: the tasks a parallel executor runs before
+    each model's own (which then finds its folds done)."""
     folds = config.data.split.folds or 0
-    return [f"{name}|{repeat}|{k}" for name in names
+    return [FoldItem(name, repeat, k) for name in names
             if family_of(config.models[name]).trainable
             for repeat in range(config.models[name].train.repeats) for k in range(folds)]
 
 
-def train_fold(job: Job, item: str) -> ModelMetrics | None:
-    """One fold of one repeat of a model (`model|repeat|fold`), as a task of its own. A
-    failure is left for the model's own task, which trains the fold again and records
-    why it failed."""
-    name, repeat, k = item.split("|")
-    setup = _repeat(job.config, name, job.data, job.run.model(name), int(repeat))
+def train_fold(job: Job, item: FoldItem) -> ModelMetrics | None:
+    """One fold of one repeat of a model, as a task of its own. A failure is left for the
+    model's own task, which trains the fold again and records why it failed."""
+    task = ModelTask(job.config, item.model, job.data, job.run.model(item.model))
     try:
-        return _train_fold(*setup, int(k), job.report)
+        return _train_fold(_repeat(task, item.repeat), item.fold, job.report)
     except Exception:  # the model's own task retrains and records the failure
         return None
 
 
-def _fold_ensemble(config: Config, name: str, data: PreparedData, folder: ModelFolder,
-                   done: list[ModelMetrics]) -> ModelMetrics:
+def _fold_ensemble(task: ModelTask, done: list[ModelMetrics]) -> ModelMetrics:
     """The model as the mean of its fold models: test predictions averaged from theirs (as
     predict averages them), error pictures on test; robustness and explanations are each
     fold model's to make (they run on one network)."""
+    config, name, data, folder = task.config, task.name, task.data, task.folder
     folds = [folder.fold(k) for k in range(len(done))]
     found = [f.read_predictions("test", data.classes, m) for f, m in
              zip(folds, done, strict=True)]
@@ -477,15 +447,16 @@ class Evaluator(Protocol):
         ...
 
 
-def _record_evaluations(
-    evaluator: Evaluator, splits: dict[str, SplitImages], data: PreparedData,
-    folder: ModelFolder, config: Config, seed: int, metrics: dict[str, Any], progress: str,
-    explain: ExplainConfig | None = None,
-) -> None:
+def _record_evaluations(evaluator: Evaluator, splits: dict[str, SplitImages], task: ModelTask,
+                        explain: ExplainConfig | None = None) -> dict[str, SplitScore]:
     """Predictions of val and test, then error pictures, robustness and (with `explain`)
-    explanation maps on test, each long step shown as `progress` says."""
+    explanation maps on test, each long step shown as the model's `train.progress` says;
+    returns the score of each split predicted."""
+    config, data, folder = task.config, task.data, task.folder
+    seed, progress = task.model.train.seed, task.model.train.progress
     name = folder.path.name
     predicted: dict[str, tuple[Evaluation, Predictions]] = {}
+    scores: dict[str, SplitScore] = {}
     wanted = [split for split in ("val", "test") if split in splits]
     # The detector needs training features and a validation split to set its threshold;
     # a model trained elsewhere gives no features.
@@ -497,8 +468,8 @@ def _record_evaluations(
             result = (evaluator.evaluate(splits[split], features=True)
                       if isinstance(evaluator, Trainer) and unfamiliar is not None
                       else evaluator.evaluate(splits[split]))
-            metrics[split] = {"loss": result.loss, "accuracy": result.accuracy,
-                              "images": len(splits[split])}
+            scores[split] = SplitScore(loss=result.loss, accuracy=result.accuracy,
+                                       images=len(splits[split]))
             predictions = Predictions(splits[split].ids, splits[split].targets.numpy(),
                                       result.probabilities.numpy())
             folder.write_predictions(split, predictions, data.classes)
@@ -508,7 +479,7 @@ def _record_evaluations(
             evaluator, splits, {split: found for split, (found, _) in predicted.items()},
             data, unfamiliar, folder, seed, progress))
     if "test" not in predicted:
-        return
+        return scores
     result, predictions = predicted["test"]
     settings = config.evaluate
     # Read once: the error pictures and the explanations both need the test images.
@@ -530,30 +501,26 @@ def _record_evaluations(
             # The model itself is fine: keep it, say why it has no maps.
             found = Explanations(error=str(exc))
         folder.write(found)
+    return scores
 
 
-def evaluate_external(config: Config, name: str, data: PreparedData, folder: ModelFolder,
-                      report: Report = print) -> ModelMetrics:
+def evaluate_external(task: ModelTask, report: Report = print) -> ModelMetrics:
     """Evaluate a model trained elsewhere (ONNX/TorchScript) into its model folder."""
-    model_cfg = config.models[name]
+    model_cfg, data, name = task.model, task.data, task.name
     family = family_of(model_cfg)
     assert isinstance(family, ExternalFamily)
     spec = family.input_spec(model_cfg, data_facts(data))
     model = ExternalModel(model_cfg, spec, len(data.classes))
     splits = _splits(data, model.device, model_cfg.train.memory_budget_mb)
     wanted = model_cfg.input
-    metrics: dict[str, Any] = {
-        "model": name, "status": Status.OK, "description": model_cfg.description,
-        "external": str(model_cfg.external), "parameters": None, "epochs": 0,
-        "input": {"size": list(spec.size), "channels": spec.channels, "mean": list(spec.mean),
-                  "std": list(spec.std), "layout": wanted.layout, "scale": wanted.scale},
-        "timing": {},
-    }
-    _record_evaluations(model, splits, data, folder, config, model_cfg.train.seed, metrics,
-                        model_cfg.train.progress)
-    metrics["files"] = folder.predictions_checksums()
-    outcome = ModelMetrics.model_validate(metrics)
-    folder.write(outcome)
+    scores = _record_evaluations(model, splits, task)
+    outcome = ModelMetrics(
+        model=name, status=Status.OK, description=model_cfg.description,
+        external=str(model_cfg.external), parameters=None, epochs=0,
+        input={"size": list(spec.size), "channels": spec.channels, "mean": list(spec.mean),
+               "std": list(spec.std), "layout": wanted.layout, "scale": wanted.scale},
+        timing={}, **scores, files=task.folder.predictions_checksums())
+    task.folder.write(outcome)
     accuracy = outcome.test.accuracy if outcome.test else 0.0
     report(f"{name} (external): test accuracy {accuracy:.4f}")
     return outcome
@@ -628,18 +595,23 @@ class Job:
     config: Config
     data: PreparedData
     run: RunFolder
-    mode: str
+    mode: Mode
     extra_epochs: int
     report: Report
+
+    def task(self, name: str) -> ModelTask:
+        """Model `name`'s work in this job."""
+        return ModelTask(self.config, name, self.data, self.run.model(name), self.mode,
+                         self.extra_epochs)
 
 
 def train_one(job: Job, name: str) -> ModelMetrics:
     """Model `name` of the job's run, trained (cross-validated, or evaluated when external)
     into its folder. A failure is recorded in the folder and returned, not raised, so the
     other models go on; Ctrl-C is recorded and raised."""
-    config, data, report = job.config, job.data, job.report
-    folder = job.run.model(name)
-    if job.mode == "resume":
+    task = job.task(name)
+    config, data, report, folder = job.config, job.data, job.report, task.folder
+    if job.mode is Mode.RESUME:
         previous = folder.read(ModelMetrics)
         if previous is not None and previous.ok:
             report(f"{name}: already trained, kept")
@@ -648,18 +620,17 @@ def train_one(job: Job, name: str) -> ModelMetrics:
         if not family_of(config.models[name]).trainable:
             # In a cross-validated run every model is scored on all training images.
             scored = data.pool_view() if config.data.split.folds is not None else data
-            return evaluate_external(config, name, scored, folder, report)
-        if config.data.split.folds is not None and job.mode != "continue":
-            return cross_validate(config, name, data, folder, mode=job.mode, report=report)
+            return evaluate_external(task.but(data=scored), report)
+        if config.data.split.folds is not None and job.mode is not Mode.CONTINUE:
+            return cross_validate(task, report=report)
         tta = config.evaluate.tta
         wanted = tta is not None and (tta.models is None or name in tta.models)
-        return train_model(config, name, data, folder, mode=job.mode,
-                           extra_epochs=job.extra_epochs, report=report,
+        return train_model(task, report=report,
                            tta=job.run.model(tta_name(name)) if wanted else None)
     except KeyboardInterrupt:
         # The model stays in the run's records as interrupted; the run stops here. A
         # `continue` leaves the finished model as it was (its checkpoint resumes later).
-        if job.mode != "continue":
+        if job.mode is not Mode.CONTINUE:
             folder.write(_interrupted(name))
         raise
     except Exception as exc:  # one model's failure must not end the run
@@ -667,7 +638,7 @@ def train_one(job: Job, name: str) -> ModelMetrics:
         if not isinstance(exc, UserError | TrainingDivergedError):
             folder.write_error_log(traceback.format_exc())
         outcome = ModelMetrics(model=name, status=Status.FAILED, error=reason, exit_code=code)
-        if job.mode == "continue":
+        if job.mode is Mode.CONTINUE:
             report(f"{name}: continue FAILED: {reason}; the model is kept as it was")
             return outcome
         folder.write(outcome)
@@ -681,7 +652,7 @@ def _interrupted(name: str) -> ModelMetrics:
 
 
 def run_models(
-    config: Config, data: PreparedData, run: RunFolder, names: list[str], mode: str,
+    config: Config, data: PreparedData, run: RunFolder, names: list[str], mode: Mode,
     extra_epochs: int, report: Report, outcomes: dict[str, ModelMetrics],
 ) -> None:
     """Train `names` with the config's executor (one after the other, or as parallel Ray
@@ -693,7 +664,7 @@ def run_models(
     job = Job(config, data, run, mode, extra_epochs, report if local else print)
     execute = EXECUTORS.get(settings.executor)
     try:
-        if config.data.split.folds is not None and mode != "continue" and not local:
+        if config.data.split.folds is not None and mode is not Mode.CONTINUE and not local:
             # In parallel, every fold is a task of its own first; each model's task then
             # refits (or averages) from its finished folds.
             execute(train_fold, job, fold_items(config, names), settings,
@@ -701,7 +672,7 @@ def run_models(
         execute(train_one, job, names, settings, outcomes.__setitem__)
     except KeyboardInterrupt:
         # (A `continue` leaves the finished models as they were.)
-        for name in names if mode != "continue" else []:
+        for name in names if mode is not Mode.CONTINUE else []:
             if name not in outcomes and run.model(name).path.is_dir():
                 outcomes[name] = _interrupted(name)
                 run.model(name).write(outcomes[name])

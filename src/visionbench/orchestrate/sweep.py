@@ -17,6 +17,7 @@ from visionbench.data.dataset import PreparedData
 from visionbench.errors import UserError
 from visionbench.evaluate.metrics import METRICS, compute
 from visionbench.orchestrate.execute import Report, light_config, train_model
+from visionbench.orchestrate.task import ModelTask
 from visionbench.rundir.documents import Sweep
 from visionbench.rundir.layout import RunFolder
 from visionbench.runtime.executors import EXECUTORS
@@ -121,9 +122,9 @@ def run_trial(job: TrialJob, item: str) -> dict[str, Any]:
     try:
         variant.models[settings.model] = tuned_model(config, values)
         folder = job.run.sweep_trial(number)
-        metrics = train_model(light_config(variant, settings.model), settings.model,
-                              job.blind, folder, report=lambda line: None,
-                              callbacks=[Pruning(trial, job.curve)])
+        metrics = train_model(ModelTask(light_config(variant, settings.model), settings.model,
+                                        job.blind, folder),
+                              report=lambda line: None, callbacks=[Pruning(trial, job.curve)])
         val = folder.read_predictions("val", job.blind.classes, metrics)
     except optuna.TrialPruned as exc:
         return {"state": "pruned", "reason": str(exc)}

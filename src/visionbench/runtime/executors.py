@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,14 +20,14 @@ from visionbench.errors import UserError
 from visionbench.registry import Registry
 from visionbench.schemas.execution import ExecutionConfig
 
-Task = Callable[[Any, str], Any]
-Done = Callable[[str, Any], None]
+Task = Callable[[Any, Any], Any]
+Done = Callable[[Any, Any], None]
 Executor = Callable[[Task, Any, list[str], ExecutionConfig, Done], None]
 EXECUTORS: Registry[Executor] = Registry("executor")
 
 
 @EXECUTORS.register("local")
-def run_locally(task: Task, shared: Any, items: list[str], settings: ExecutionConfig,
+def run_locally(task: Task, shared: Any, items: Sequence[Any], settings: ExecutionConfig,
                 done: Done) -> None:
     """Each item in order, in this process."""
     for item in items:
@@ -35,7 +35,7 @@ def run_locally(task: Task, shared: Any, items: list[str], settings: ExecutionCo
 
 
 @EXECUTORS.register("ray")
-def run_on_ray(task: Task, shared: Any, items: list[str], settings: ExecutionConfig,
+def run_on_ray(task: Task, shared: Any, items: Sequence[Any], settings: ExecutionConfig,
                done: Done) -> None:
     """Every item as a Ray task asking `settings.cpus` CPUs and `settings.gpus` GPUs; the
     shared object goes to Ray's object store once (its arrays are read there without a copy
