@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -275,3 +277,27 @@ def test_references_are_written_flat_and_their_metric_names_checked(tmp_path):
     with pytest.raises(UserError, match="unknown metric 'acuracy'; did you mean 'accuracy'"):
         config_from_dict({"data": {"source": "digits"}, "evaluate": {"references": {
             "study": {"acuracy": 0.74}}}})
+
+
+def test_a_bad_key_is_refused_before_torch_or_any_registering_module_loads(tmp_path):
+    # The command line's own path: the error comes from the config's structure alone.
+    path = write(tmp_path, "data: {source: digits}\nmodles: {a: {preset: mlp}}\n")
+    script = (
+        "import sys\n"
+        "from visionbench.cli import main\n"
+        f"assert main(['run', {str(path)!r}]) == 2\n"
+        "heavy = sorted({name.split('.')[0] for name in sys.modules} & "
+        "{'torch', 'captum', 'timm', 'ray', 'torchvision', 'sklearn', 'cleanlab'})\n"
+        "print('loaded:', heavy)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert "unknown key 'modles'; did you mean 'models'?" in done.stderr
+    assert "loaded: []" in done.stdout, done.stdout + done.stderr
+
+
+def test_a_misspelt_registered_name_is_still_refused_with_its_line(tmp_path):
+    path = write(tmp_path, "data: {source: digits}\nmodels:\n  a: {preset: mlp}\n"
+                 "train:\n  optimizer: {name: adamm}\n")
+    with pytest.raises(UserError, match=r"line 5: train.optimizer.name: unknown optimizer "
+                       r"'adamm'; did you mean 'adam'\?"):
+        load_config(path)

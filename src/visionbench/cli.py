@@ -102,13 +102,14 @@ def inspect(
         _inspect_run(Path(config), model, split, as_json)
         return
     from visionbench.config import load_config
+
+    cfg = load_config(config, set_ or [])
     from visionbench.data.cache import cache_usage
     from visionbench.data.dataset import prepare_data
     from visionbench.data.inspect import inspect_data
     from visionbench.provenance import save_config
     from visionbench.rundir import DataRecord, RunFolder
 
-    cfg = load_config(config, set_ or [])
     data = prepare_data(cfg.data)
     folder = out or cfg.output.dir / str(cfg.output.name) / "inspect"
     report = inspect_data(data, folder)
@@ -185,12 +186,14 @@ def run_command(
 ) -> None:
     """Train every model of a config and write the run folder."""
     from visionbench.config import load_config
-    from visionbench.orchestrate import run_config
 
     if retrain and resume is None:
         raise UserError("--retrain needs --resume RUN_DIR")
     extra = [f"train.distributed={{processes: {nproc}}}"] if nproc else []
     cfg = load_config(config, [*(set_ or []), *extra])
+    # Training's modules load once the config is known to be good.
+    from visionbench.orchestrate import run_config
+
     _finish(run_config(cfg, resume=resume, only=model, retrain=retrain, report=_report))
 
 
@@ -513,9 +516,11 @@ def lr_find_command(
     """Sweep the learning rate over a few hundred steps and draw the loss against it, with
     the rate where it falls fastest marked: a hint to read off the picture."""
     from visionbench.config import load_config
+
+    cfg = load_config(config, set_ or [])
     from visionbench.orchestrate.lr_find import lr_find
 
-    found = lr_find(load_config(config, set_ or []), model, steps, start, end)
+    found = lr_find(cfg, model, steps, start, end)
     curve = found.curve
     ended = " (stopped early: the loss diverged)" if curve.stopped_early else ""
     stdout.print(f"lr-find: {len(curve.rates)} steps from {curve.rates[0]:.2g} to "

@@ -22,15 +22,13 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from visionbench import registries  # noqa: F401 - fills every registry before validation
 from visionbench.data.sources import SOURCES
 from visionbench.errors import UserError
-from visionbench.evaluate.tta import TTA_SUFFIX
 from visionbench.models.presets import PRESETS
 from visionbench.rundir.layout import name_problem
-from visionbench.schemas.base import StrictModel
+from visionbench.schemas.base import STRUCTURE_ONLY, StrictModel
 from visionbench.schemas.data import DataCommon
-from visionbench.schemas.evaluate import EvaluateConfig
+from visionbench.schemas.evaluate import TTA_SUFFIX, EvaluateConfig
 from visionbench.schemas.execution import ExecutionConfig
 from visionbench.schemas.models import ModelConfig
 from visionbench.schemas.sweep import SweepConfig, with_setting
@@ -39,9 +37,6 @@ from visionbench.schemas.train import TrainConfig
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
-# The modules that fill the registries the config's name fields are checked against
-# (metrics, corruptions, explanation methods, optimizers, schedules, balancing, outputs,
-# activations, layer types, model families): imported before anything is validated.
 DataConfig = Annotated[
     Union[tuple(cls for _, cls in SOURCES.items())],  # noqa: UP007 - built from the registry
     Field(discriminator="source"),
@@ -199,6 +194,13 @@ def config_from_dict(
             for name, entry in raw["models"].items()
         }
     try:
+        # The structure first: a misspelt key or a wrong value is refused in a fraction of a
+        # second, before the modules that fill the registries (torch, Captum, timm) load.
+        Config.model_validate(raw, context={STRUCTURE_ONLY: True})
+        # They fill the registries the names are checked against (metrics, corruptions,
+        # explanation methods, optimizers, schedules, balancing, outputs, activations,
+        # layer types, model families, trackers, executors).
+        from visionbench import registries  # noqa: F401
         config = Config.model_validate(raw)
     except ValidationError as exc:
         raise UserError(_describe(exc, raw, source, lines or {}, overridden)) from None

@@ -24,9 +24,8 @@ import torch.nn.functional as F  # noqa: N812 - the usual name
 
 from visionbench.errors import UserError
 from visionbench.runtime.progress import ignore
-from visionbench.schemas.evaluate import TtaConfig
+from visionbench.schemas.evaluate import TTA_SUFFIX, TtaConfig
 
-TTA_SUFFIX = "+tta"
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 

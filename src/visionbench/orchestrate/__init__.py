@@ -10,6 +10,9 @@ import shlex
 import shutil
 from pathlib import Path
 
+# Every registry filled for whatever runs a config's work: a Ray worker gets the config
+# unpickled, without `load_config` (which fills them once a config's structure is valid).
+from visionbench import registries  # noqa: F401
 from visionbench.config import Config, load_config
 from visionbench.data.dataset import PreparedData, prepare_data, training_hashes
 from visionbench.data.inspect import inspect_data

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, model_validator
 
-from visionbench.schemas.base import Registered, StrictModel
+from visionbench.schemas.base import Registered, StrictModel, structure_only
 
 Metric = Annotated[str, Registered("metric")]
 
@@ -16,6 +16,8 @@ ALL_METRICS = [
     "f1_weighted", "global_f1", "roc_auc_macro", "roc_auc_weighted", "log_loss", "cohen_kappa",
     "matthews_corrcoef", "top_2_accuracy", "brier_score", "expected_calibration_error",
 ]
+# A model's test-time augmentation row is `<model>+tta`: no model may end with it.
+TTA_SUFFIX = "+tta"
 HEADLINE = ["accuracy", "balanced_accuracy", "f1_macro", "roc_auc_macro", "log_loss"]
 
 
@@ -223,8 +225,9 @@ class EvaluateConfig(StrictModel):
         "reference rows; every model is tested against each (exact binomial for accuracy).")
 
     @model_validator(mode="after")
-    def _primary_is_computed(self) -> EvaluateConfig:
-        # The recommendation and every mark are made on the primary metric.
-        if self.primary_metric not in self.metrics:
+    def _primary_is_computed(self, info: ValidationInfo) -> EvaluateConfig:
+        # The recommendation and every mark are made on the primary metric (whose name is
+        # checked with the others once the registries are filled).
+        if not structure_only(info) and self.primary_metric not in self.metrics:
             self.metrics = [self.primary_metric, *self.metrics]
         return self

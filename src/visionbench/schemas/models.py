@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, model_validator
 
 from visionbench.registry import catalogue
-from visionbench.schemas.base import Registered, StrictModel
+from visionbench.schemas.base import Registered, StrictModel, structure_only
 from visionbench.schemas.train import OptimizerConfig, TrainConfig
 
 Activation = Annotated[str, Registered("activation")]
@@ -165,7 +165,9 @@ class ModelConfig(StrictModel):
         return self.family or _families_selected(self)[0].name
 
     @model_validator(mode="after")
-    def _one_family(self) -> ModelConfig:
+    def _one_family(self, info: ValidationInfo) -> ModelConfig:
+        if structure_only(info):
+            return self
         families = catalogue("model family")
         if self.family is None:
             chosen = _families_selected(self)
