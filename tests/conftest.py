@@ -19,6 +19,22 @@ FAST = ["train.epochs=1", "train.progress=quiet", "evaluate.bootstrap=100",
         "evaluate.explain.steps=4", "evaluate.explain.samples=2", "evaluate.error_examples=4"]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true",
+                     help="also run the tests marked slow (whole runs end to end, real data, "
+                     "browsers, Ray, exports); CI runs them")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without `--slow`, the slow tests are left out (deselected, and counted as such)."""
+    if config.getoption("--slow"):
+        return
+    slow = [item for item in items if "slow" in item.keywords]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if "slow" not in item.keywords]
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch

@@ -234,6 +234,7 @@ def _browser() -> tuple[object, str]:
     return sync_playwright, chromium
 
 
+@pytest.mark.slow
 def test_a_real_browser_uploads_a_scan_and_reads_the_answer(run, tmp_path):
     sync_playwright, chromium = _browser()
     port = _free_port()
@@ -339,6 +340,7 @@ def test_hostile_drops_run_nothing_and_the_uploader_refuses_other_types(run, tmp
     assert "Invalid file extension" in at.exception[0].message
 
 
+@pytest.mark.slow
 def test_the_app_keeps_no_batch_after_the_next_one(run, tmp_path, monkeypatch):
     import gc
     import tracemalloc

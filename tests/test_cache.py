@@ -83,6 +83,7 @@ def test_interrupted_decode_leaves_no_trusted_entry(class_folder, tmp_path, monk
     ).from_cache
 
 
+@pytest.mark.slow
 def test_process_pool_gives_the_same_result_as_one_process(class_folder, tmp_path, monkeypatch):
     serial = decode(
         folder_source(class_folder), PreprocessConfig(size=16), tmp_path / "a", workers=1
@@ -103,6 +104,7 @@ def test_mixed_sizes_without_size_is_an_error(class_folder, tmp_path):
         decode(folder_source(class_folder), PreprocessConfig(), tmp_path / "c")
 
 
+@pytest.mark.slow
 def test_arrays_keep_native_size(tmp_path):
     source = SOURCES.get("digits")(source="digits").load()
     decoded = decode(source, PreprocessConfig(color="grayscale"), tmp_path / "c")

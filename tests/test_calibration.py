@@ -191,6 +191,7 @@ def test_predict_returns_calibrated_probabilities_and_the_set(calibrated, capsys
         assert named[0] == classes[int(prob.argmax())]
 
 
+@pytest.mark.slow
 def test_the_export_carries_the_temperature_and_the_sets(calibrated, tmp_path, capsys):
     from visionbench.orchestrate.export import export_model
 

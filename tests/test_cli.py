@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 
@@ -41,6 +42,7 @@ def test_inspect_json_on_a_folder(class_folder, tmp_path, capsys):
     assert report["variance"]["fisher_ratio"] > 0
 
 
+@pytest.mark.slow
 def test_inspect_human_output_on_quickstart(tmp_path, capsys):
     code, stdout, _ = run(["inspect", "quickstart", "--out", str(tmp_path / "q")], capsys)
     assert code == 0
@@ -95,12 +97,10 @@ def test_console_script_prints_no_traceback(tmp_path):
     assert "config file not found" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_run_then_continue_writes_the_run_folder(tmp_path, capsys):
-    out = tmp_path / "runs"
-    args = ["--set", f"output.dir={out}", "--set", "train.epochs=1", "--set",
-            "data.split.limit_per_class=30", "--set", "train.progress=quiet"]
-    assert main(["run", "quickstart", *args]) == 0
-    folder = next((out / "quickstart").iterdir())
+def test_run_then_continue_writes_the_run_folder(quickstart_run, tmp_path, capsys):
+    # The session's finished quickstart run, copied: this test changes it.
+    folder = tmp_path / "quickstart" / quickstart_run.folder.name
+    shutil.copytree(quickstart_run.folder, folder)
     for name in ("config.yaml", "data.json", "leaderboard.csv", "leaderboard.md", "run.json"):
         assert (folder / name).is_file(), name
     for model in ("small_cnn", "wide_cnn", "mlp"):
@@ -115,14 +115,14 @@ def test_run_then_continue_writes_the_run_folder(tmp_path, capsys):
                      "robustness.json", "misclassified.png", "error_rate.png",
                      "explanations.json"):
             assert (folder / model / name).is_file(), (model, name)
-    out_text = capsys.readouterr().out
-    assert "leaderboard" in out_text and "accuracy [95 % CI]" in out_text
     board = (folder / "leaderboard.json").read_text()
     # Every number comes back from the predictions alone, without any model weights.
     for model in ("small_cnn", "wide_cnn", "mlp"):
         (folder / model / "model.safetensors").unlink()
     assert main(["evaluate", str(folder)]) == 0
     assert (folder / "leaderboard.json").read_text() == board
+    out_text = capsys.readouterr().out
+    assert "leaderboard" in out_text and "accuracy [95 % CI]" in out_text
     assert main(["continue", str(folder), "--epochs", "1", "--model", "mlp"]) == 0
     history = json.loads((folder / "mlp" / "history.json").read_text())
     assert [row["epoch"] for row in history["epochs"]] == [1, 2]
@@ -205,6 +205,7 @@ def test_damaged_run_folder_documents_are_one_line_errors(tmp_path, capsys):
     assert "metrics.json is damaged" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_cache_info_and_clear(tmp_path, capsys, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("VISIONBENCH_CACHE", str(cache))

@@ -18,6 +18,9 @@ from visionbench.schemas.train import DistributedConfig
 from visionbench.train.distributed import FitSpec, fit_distributed
 from visionbench.train.loop import Trainer, plan_stages
 
+# Whole runs end to end: with `pytest --slow` (CI).
+pytestmark = pytest.mark.slow
+
 
 def _setup(class_folder):
     config = config_from_dict({

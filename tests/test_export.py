@@ -15,6 +15,9 @@ import pytest
 from conftest import make_class_folders, pattern, run_yaml
 from visionbench.cli import main
 
+# Whole runs end to end: with `pytest --slow` (CI).
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 

@@ -51,6 +51,7 @@ def test_on_other_numerics_the_run_is_evaluated_again_from_the_snapshots_outputs
                               **QUICKSTART) == []
 
 
+@pytest.mark.slow
 def test_on_other_numerics_other_trained_weights_still_match(tmp_path, monkeypatch):
     # Another training seed stands for another machine's floating point: other weights,
     # other predictions, the same data.

@@ -17,6 +17,9 @@ import pytest
 from conftest import edit_document, make_class_folders, pattern, small_tmpfs
 from visionbench.cli import main
 
+# Whole runs end to end: with `pytest --slow` (CI).
+pytestmark = pytest.mark.slow
+
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+# Whole runs end to end: with `pytest --slow` (CI).
+pytestmark = pytest.mark.slow
+
 CONFIG = """
 data: {source: digits, split: {val: 0.25, test: 0.25, seed: 1, limit_per_class: 20}}
 models:

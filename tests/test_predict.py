@@ -229,6 +229,7 @@ def test_a_training_id_cannot_point_outside_the_data_folder(tmp_path):
     assert training_file(None, "a.png") is None
 
 
+@pytest.mark.slow
 def test_load_works_in_a_fresh_python_as_a_notebook_would(run, tmp_path):
     import subprocess
     import sys
@@ -247,6 +248,7 @@ def test_load_works_in_a_fresh_python_as_a_notebook_would(run, tmp_path):
     assert predicted in ("cat", "dog", "fox") and total == "1.0"
 
 
+@pytest.mark.slow
 def test_the_photo_filter_sorts_a_scanners_output(tmp_path, capsys):
     """The scanning company's job end to end: the photo-filter recipe on its five kinds of
     scans, then new scans sorted into photo / not_photo folders."""

@@ -12,6 +12,9 @@ import pytest
 
 from visionbench.cli import main
 
+# Whole runs end to end: with `pytest --slow` (CI).
+pytestmark = pytest.mark.slow
+
 CONFIG = """
 data: {{source: digits, split: {{seed: 1}}}}
 models:

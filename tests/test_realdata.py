@@ -8,7 +8,7 @@ from conftest import SHARED_DATA
 from visionbench.cli import main
 
 BRAIN = SHARED_DATA / "brain_tumor_mri"
-pytestmark = pytest.mark.realdata
+pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 
 
 @pytest.mark.skipif(not BRAIN.is_dir(), reason="../shared/data/brain_tumor_mri is absent")

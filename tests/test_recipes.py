@@ -33,6 +33,7 @@ def test_quickstart_recipe_smoke(quickstart_run):
     assert len(quickstart_run.result.models) == 3
 
 
+@pytest.mark.slow
 def test_photo_filter_recipe_on_a_synthetic_five_class_folder(tmp_path):
     folder = make_class_folders(tmp_path / "scans", {
         "Photo": 10, "Painting": 14, "Schematics": 14, "Sketch": 14, "Text": 14})
@@ -47,6 +48,7 @@ def _needs(name: str):
                               reason=f"../shared/data/{name} is absent")
 
 
+@pytest.mark.slow
 @_needs("mnist_t10k")
 def test_mnist_recipe_smoke(tmp_path):
     result = _run("mnist", [f"data.path={SHARED_DATA / 'mnist_t10k'}",
@@ -101,6 +103,7 @@ def _results_script():
     return module
 
 
+@pytest.mark.slow
 @_needs("brain_tumor_mri")
 def test_brain_tumor_recipe_smoke(tmp_path):
     result = _run("brain_tumor", [
@@ -116,6 +119,7 @@ def test_brain_tumor_recipe_smoke(tmp_path):
     assert "missed positives" in board
 
 
+@pytest.mark.slow
 @_needs("chest_xray_224")
 def test_chest_xray_recipe_smoke(tmp_path):
     result = _run("chest_xray", [

@@ -71,6 +71,7 @@ def test_an_image_declaring_too_many_pixels_is_refused_before_it_is_decoded(tmp_
     assert threads == 1 or threads * rasters.PIXEL_FLOOR * rasters.BYTES_PER_PIXEL <= budget
 
 
+@pytest.mark.slow
 def test_predict_reads_only_regular_files_and_a_csv_stays_in_its_folder(pets_run, tmp_path,
                                                                              capsys):
     secret = tmp_path / "victim" / "thesis.png"
@@ -159,6 +160,7 @@ def _contents(paths: list[Path]) -> list[bytes]:
     return sorted(p.read_bytes() for p in paths)
 
 
+@pytest.mark.slow
 def test_two_sorts_into_one_folder_at_once_lose_nothing(pets_run, tmp_path):
     batches = _same_named_batches(tmp_path / "in", 2, 40)
     before = _contents([p for b in batches for p in b.iterdir()])

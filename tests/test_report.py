@@ -287,6 +287,7 @@ def test_quickstart_charts_have_no_overlapping_or_clipped_text(run_folder, tmp_p
     assert problems == []
 
 
+@pytest.mark.slow
 def test_the_quickstart_report_stays_under_3_mb_and_offline(tmp_path):
     # Every default of the quickstart that shapes the page (explanations, error examples,
     # robustness, bootstrap); fewer epochs change no picture's size.

@@ -77,6 +77,7 @@ def test_tensorboard_holds_each_models_curves(run):
     assert "accuracy/test" in events.Tags()["scalars"]
 
 
+@pytest.mark.slow
 def test_an_export_is_logged_with_its_model(run, tmp_path):
     from mlflow.tracking import MlflowClient
 

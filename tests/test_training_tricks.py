@@ -218,6 +218,7 @@ def test_policies_give_each_image_its_own_operations(policy):
     assert torch.equal(out, again)
 
 
+@pytest.mark.slow
 def test_lr_finder_suggests_a_rate_inside_the_sweep_on_a_toy_problem(tmp_path, capsys):
     from visionbench.cli import main
 

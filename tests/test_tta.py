@@ -82,6 +82,7 @@ def test_predict_with_the_tta_row_gives_the_runs_numbers(flipped, capsys):
                                rtol=0)
 
 
+@pytest.mark.slow
 def test_the_export_of_a_tta_row_averages_the_same_views(flipped, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     from visionbench.orchestrate.export import export_model

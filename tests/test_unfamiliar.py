@@ -228,6 +228,7 @@ def test_the_library_and_every_answer_carry_the_flag(run, tmp_path):
         np.stack([predictor.decode(p)[0] for p in images])))
 
 
+@pytest.mark.slow
 def test_an_ensemble_answers_with_its_first_members_detector(run, tmp_path):
     from visionbench import load
 
@@ -255,6 +256,7 @@ def test_an_ensemble_answers_with_its_first_members_detector(run, tmp_path):
         {n: p.unfamiliar for n, p in found.items()}
 
 
+@pytest.mark.slow
 def test_an_export_scores_unfamiliarity_in_its_graph_as_the_run_does(run, tmp_path, capsys):
     pytest.importorskip("onnxscript")
     from conftest import pattern
@@ -284,6 +286,7 @@ def test_an_export_scores_unfamiliarity_in_its_graph_as_the_run_does(run, tmp_pa
                                                        rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_an_export_whose_card_and_graph_disagree_on_the_detector_is_refused(run, tmp_path):
     pytest.importorskip("onnxscript")
     from visionbench import load
