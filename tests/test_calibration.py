@@ -113,10 +113,10 @@ def test_a_class_far_below_target_is_flagged():
     prob = np.tile([0.9, 0.1], (40, 1))
     labels = np.array([0] * 30 + [1] * 10)
     found = summarise(prob, labels, ["a", "b"], "lac", 0.9, 0.5, 100)
-    assert found["coverage"] == 0.75 and found["flagged"] == ["b"]
-    assert found["per_class"]["a"]["coverage"] == 1.0
+    assert found.coverage == 0.75 and found.flagged == ["b"]
+    assert found.per_class["a"].coverage == 1.0
     low, high = binomial_interval(30, 40)
-    assert (found["low"], found["high"]) == (low, high)
+    assert (found.low, found.high) == (low, high)
 
 
 def test_no_choice_reads_the_test_split():
@@ -132,9 +132,9 @@ def test_no_choice_reads_the_test_split():
              Predictions(ids, 1 - labels[300:], np.random.default_rng(9).dirichlet([1, 1], 300))]
     chosen = []
     for test in tests:
-        summary = evaluate_model(test, ["no", "yes"], settings, val=val).summary
-        chosen.append((summary["clinical"]["chosen_threshold"], summary["temperature"]["value"],
-                       summary["conformal"]["threshold"]))
+        summary = evaluate_model(test, ["no", "yes"], settings, val=val).document
+        chosen.append((summary.clinical.chosen_threshold, summary.temperature.value,
+                       summary.conformal.threshold))
     assert chosen[0] == chosen[1]
     other = Predictions(val.ids, val.y_true, scaled(val.prob, 2.0))
     picks = [recommend({"m": val, "m+tta": other}, {"m": 10, "m+tta": 10}, settings)
@@ -250,5 +250,5 @@ def test_the_per_class_flag_fires_on_sound_runs_about_as_often_as_its_level():
         cutoff = calibrate(prob[:500], labels[:500], "lac", 0.9)
         found = summarise(prob[500:], labels[500:], [str(k) for k in range(10)], "lac", 0.9,
                           cutoff, 500)
-        flagged_runs += bool(found["flagged"])
+        flagged_runs += bool(found.flagged)
     assert flagged_runs / 300 < 0.07, flagged_runs

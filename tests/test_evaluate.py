@@ -59,16 +59,16 @@ def test_mri_study_model_1_report_and_aggregated_table_are_reproduced():
     assert [round(values[k], 2) for k in ("precision_macro", "recall_macro", "f1_macro")] == [
         0.74, 0.65, 0.62]
     report = evaluate_model(Predictions([str(i) for i in range(len(y))], y, prob), MRI_CLASSES,
-                            EvaluateConfig(bootstrap=0)).summary
-    rows = report["per_class"]
+                            EvaluateConfig(bootstrap=0)).document
+    rows = report.per_class
     printed = {"glioma": (0.81, 0.17, 0.28, 100), "meningioma": (0.68, 0.88, 0.77, 115),
                "no_tumor": (0.58, 0.96, 0.73, 105), "pituitary": (0.88, 0.61, 0.72, 74)}
     for name, (precision, recall, f1, support) in printed.items():
         row = rows[name]
-        assert (round(row["precision"], 2), round(row["recall"], 2), round(row["f1"], 2),
-                row["support"]) == (precision, recall, f1, support)
+        assert (round(row.precision, 2), round(row.recall, 2), round(row.f1, 2),
+                row.support) == (precision, recall, f1, support)
     # Its listed VP / FP / FN.
-    assert [(rows[n]["tp"], rows[n]["fp"], rows[n]["fn"]) for n in MRI_CLASSES] == [
+    assert [(rows[n].tp, rows[n].fp, rows[n].fn) for n in MRI_CLASSES] == [
         (17, 4, 83), (101, 48, 14), (101, 72, 4), (45, 6, 29)]
 
 
@@ -143,13 +143,13 @@ def test_zero_division_is_defined_and_noted():
     y = np.array([0, 0, 1, 1])
     prob = np.array([[0.9, 0.1]] * 4)
     summary = evaluate_model(Predictions(list("abcd"), y, prob), ["a", "b"],
-                             EvaluateConfig(bootstrap=0)).summary
-    assert summary["per_class"]["b"]["precision"] == 0.0
+                             EvaluateConfig(bootstrap=0)).document
+    assert summary.per_class["b"].precision == 0.0
     # Notes are records: the report picks them by code, a reader sees the message.
-    assert summary["notes"][0].code == "one_class_only"
-    assert summary["notes"][0].message == "the model predicts one class only (a)"
+    assert summary.notes[0].code == "one_class_only"
+    assert summary.notes[0].message == "the model predicts one class only (a)"
     assert any(n.code == "never_predicted" and n.data == {"classes": ["b"]}
-               and "no image was predicted b" in n.message for n in summary["notes"])
+               and "no image was predicted b" in n.message for n in summary.notes)
 
 
 def test_confusion_matrix_matches_scikit_learn():
@@ -328,11 +328,11 @@ def test_threshold_is_chosen_on_validation_only():
     val_scores = np.array([0.1, 0.2, 0.3, 0.35, 0.4, 0.6, 0.7, 0.8])
     val_truth = np.array([0, 0, 0, 1, 0, 1, 1, 1], dtype=bool)
     youden = choose_threshold(val_scores, val_truth, ThresholdConfig(method="youden"))
-    assert youden["threshold"] == pytest.approx(0.6)
+    assert youden.threshold == pytest.approx(0.6)
     strict = choose_threshold(val_scores, val_truth,
                               ThresholdConfig(method="sensitivity", target_sensitivity=1.0))
-    assert strict["threshold"] == pytest.approx(0.35)
-    assert strict["val_sensitivity"] == 1.0 and strict["val_specificity"] == 0.75
+    assert strict.threshold == pytest.approx(0.35)
+    assert strict.val_sensitivity == 1.0 and strict.val_specificity == 0.75
 
 
 def test_clinical_reading_counts_missed_positives_of_the_group():
@@ -341,17 +341,17 @@ def test_clinical_reading_counts_missed_positives_of_the_group():
     val = Predictions(["v"] * len(y), y, prob)
     summary = evaluate_model(Predictions([str(i) for i in range(len(y))], y, prob), MRI_CLASSES,
                              EvaluateConfig(bootstrap=100), val=val, group=group,
-                             weights=bootstrap_weights(y, 100)).summary
-    clinical = summary["clinical"]
+                             weights=bootstrap_weights(y, 100)).document
+    clinical = summary.clinical
     # Tumours predicted "no tumour": 56 gliomas + 10 meningiomas + 6 pituitary.
-    assert clinical["argmax"]["missed_positives"]["value"] == 72
-    assert clinical["argmax"]["sensitivity"]["value"] == pytest.approx((289 - 72) / 289)
-    assert clinical["argmax"]["specificity"]["value"] == pytest.approx(101 / 105)
-    assert clinical["argmax"]["sensitivity"]["low"] < clinical["argmax"]["sensitivity"]["value"]
-    assert clinical["group"] == "any_tumour"
+    assert clinical.argmax.missed_positives.value == 72
+    assert clinical.argmax.sensitivity.value == pytest.approx((289 - 72) / 289)
+    assert clinical.argmax.specificity.value == pytest.approx(101 / 105)
+    assert clinical.argmax.sensitivity.low < clinical.argmax.sensitivity.value
+    assert clinical.group == "any_tumour"
     # The threshold chosen on validation, and the test reading at it, kept apart.
-    assert 0 < clinical["chosen_threshold"]["threshold"] <= 1
-    assert set(clinical["threshold"]) >= {"sensitivity", "specificity", "missed_positives"}
+    assert 0 < clinical.chosen_threshold.threshold <= 1
+    assert clinical.threshold is not None and clinical.threshold.missed_positives.value >= 0
 
 
 def test_predictions_round_trip(tmp_path):

@@ -239,10 +239,10 @@ def test_a_fold_interval_stays_within_the_values_its_metric_can_take():
             prob[0] = [0.1, 0.9]
         folds.append(Predictions([f"{i}" for i in range(4)], y, prob))
     found = fold_statistics(folds, EvaluateConfig(metrics=["accuracy", "cohen_kappa"]), 3)
-    accuracy = found["metrics"]["accuracy"]
-    assert accuracy["mean"] == pytest.approx(11 / 12) and accuracy["high"] == 1.0
-    assert accuracy["low"] >= 0.0
-    assert found["metrics"]["cohen_kappa"]["high"] <= 1.0
+    accuracy = found.metrics["accuracy"]
+    assert accuracy.mean == pytest.approx(11 / 12) and accuracy.high == 1.0
+    assert accuracy.low >= 0.0
+    assert found.metrics["cohen_kappa"].high <= 1.0
 
 
 def test_the_folds_section_says_which_validation_number_is_which_and_flags_a_low_test(

@@ -173,7 +173,7 @@ def _about(predictor: Predictor) -> list[str]:
                      f"{predictor.temperature:.2f}).")
     if predictor.conformal is not None:
         lines.append(f"Each image gets the set of classes that holds the true one "
-                     f"{predictor.conformal['coverage']:.0%} of the time (on average over "
+                     f"{predictor.conformal.coverage:.0%} of the time (on average over "
                      "images; calibrated on validation).")
     lines += [note[:1].upper() + note[1:] + "." for note in predictor.notes]
     return lines
@@ -229,7 +229,7 @@ def _show(predictor: Predictor, prediction: Prediction, image: bytes, position: 
             f" {comparison} {predictor.threshold:.3f}, the threshold chosen on validation."))
     if prediction.prediction_set is not None and predictor.conformal is not None:
         middle.markdown(plain(
-            f"{predictor.conformal['coverage']:.0%} prediction set: "
+            f"{predictor.conformal.coverage:.0%} prediction set: "
             f"{', '.join(prediction.prediction_set)}"))
     if prediction.uncertain:
         st.warning(plain(f"{prediction.source} is uncertain: its top probability {top:.3f} "

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 from scipy import stats
 
 from visionbench.evaluate.statistics import binomial_interval
 from visionbench.registry import Registry
+from visionbench.rundir.documents import ConformalClass, ConformalSummary
 
 # Scores are compared with the threshold at the precision probabilities are written with
 # (six decimals in predict's CSV and the app): the run, predict and the export then give
@@ -106,7 +106,7 @@ def below_target_p(hits: int, images: int, coverage: float, calibration_images: 
 
 def summarise(test_prob: np.ndarray, test_true: np.ndarray, classes: list[str], score: str,
               coverage: float, cutoff: float, calibration_images: int, level: float = 0.95
-              ) -> dict[str, Any]:
+              ) -> ConformalSummary:
     """Empirical coverage of the test sets with its interval, set sizes, and coverage per
     class; a class is flagged when its coverage is below what split conformal's own
     randomness explains (`below_target_p` under 1 - `level`, divided by the number of
@@ -122,16 +122,15 @@ def summarise(test_prob: np.ndarray, test_true: np.ndarray, classes: list[str], 
         hits, total = int(covered[mine].sum()), int(mine.sum())
         c_low, c_high = binomial_interval(hits, total, level)
         p_below = below_target_p(hits, total, coverage, calibration_images)
-        per_class[name] = {"coverage": hits / total if total else None, "low": c_low,
-                           "high": c_high, "images": total, "p_below": p_below,
-                           "below_target": p_below < (1 - level) / tested}
-    return {
-        "score": score, "coverage_target": coverage, "threshold": cutoff,
-        "calibration_images": calibration_images,
-        "coverage": float(covered.mean()) if len(covered) else None, "low": low, "high": high,
-        "mean_set_size": float(sizes.mean()) if len(sizes) else None,
-        "set_sizes": {str(size): int((sizes == size).sum())
-                      for size in range(1, len(classes) + 1)},
-        "per_class": per_class,
-        "flagged": [name for name, row in per_class.items() if row["below_target"]],
-    }
+        per_class[name] = ConformalClass(
+            coverage=hits / total if total else None, low=c_low, high=c_high, images=total,
+            p_below=p_below, below_target=p_below < (1 - level) / tested)
+    return ConformalSummary(
+        score=score, coverage_target=coverage, threshold=cutoff,
+        calibration_images=calibration_images,
+        coverage=float(covered.mean()) if len(covered) else None, low=low, high=high,
+        mean_set_size=float(sizes.mean()) if len(sizes) else None,
+        set_sizes={str(size): int((sizes == size).sum())
+                   for size in range(1, len(classes) + 1)},
+        per_class=per_class,
+        flagged=[name for name, row in per_class.items() if row.below_target])

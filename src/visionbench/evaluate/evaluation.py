@@ -34,7 +34,25 @@ from visionbench.evaluate.statistics import (
     paired_bootstrap,
     percentile_interval,
 )
-from visionbench.rundir.documents import Notice
+from visionbench.rundir.documents import (
+    BeforeAfter,
+    BinaryReading,
+    BootstrapSettings,
+    ChosenThreshold,
+    ClassRow,
+    ClinicalReading,
+    ConformalSummary,
+    ConfusedPair,
+    Confusion,
+    EvaluationDocument,
+    Interval,
+    Notice,
+    PrCurve,
+    Reliability,
+    ReliabilityBin,
+    RocCurve,
+    TemperatureScaling,
+)
 from visionbench.rundir.predictions import Predictions
 from visionbench.schemas.evaluate import EvaluateConfig, ThresholdConfig
 
@@ -43,9 +61,9 @@ CURVE_POINTS = 200
 
 @dataclass
 class ModelEvaluation:
-    """The JSON-ready evaluation and the bootstrap values kept for paired comparisons."""
+    """A model's evaluation document and the bootstrap values kept for paired comparisons."""
 
-    summary: dict[str, Any]
+    document: EvaluationDocument
     resampled: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -92,10 +110,10 @@ def _binary_counts(truth: np.ndarray, decided: np.ndarray, weights: np.ndarray
 
 
 def choose_threshold(scores: np.ndarray, truth: np.ndarray, cfg: ThresholdConfig
-                     ) -> dict[str, float]:
+                     ) -> ChosenThreshold:
     """A threshold on the positive score chosen on validation images only."""
     if truth.all() or not truth.any():
-        return {"threshold": 0.5, "note": "validation has one reading only; 0.5 used"}
+        return ChosenThreshold(threshold=0.5, note="validation has one reading only; 0.5 used")
     fpr, tpr, thresholds = roc_curve(truth, scores)
     if cfg.method == "youden":
         best = int(np.argmax(tpr - fpr))
@@ -104,43 +122,49 @@ def choose_threshold(scores: np.ndarray, truth: np.ndarray, cfg: ThresholdConfig
         # sensitivity is the highest such threshold.
         best = int(np.flatnonzero(tpr >= cfg.target_sensitivity)[0])
     threshold = float(min(thresholds[best], 1.0))
-    return {"threshold": threshold, "method": cfg.method, "val_sensitivity": float(tpr[best]),
-            "val_specificity": float(1 - fpr[best])}
+    return ChosenThreshold(threshold=threshold, method=cfg.method,
+                           val_sensitivity=float(tpr[best]),
+                           val_specificity=float(1 - fpr[best]))
 
 
-def _interval(point: float, resampled: np.ndarray | None, level: float) -> dict[str, float]:
-    entry = {"value": float(point)}
-    if resampled is not None:
-        finite = resampled[np.isfinite(resampled)]
-        if len(finite):
-            entry["low"], entry["high"] = percentile_interval(finite, level)
-    return entry
+def estimate(point: float, resampled: np.ndarray | None, level: float) -> Interval:
+    """`point` with the percentile interval of its finite bootstrap values (none without
+    them)."""
+    finite = resampled[np.isfinite(resampled)] if resampled is not None else np.array([])
+    if not len(finite):
+        return Interval(value=float(point))
+    low, high = percentile_interval(finite, level)
+    return Interval(value=float(point), low=low, high=high)
 
 
 def clinical_reading(
     test: Predictions, val: Predictions | None, positive: list[int], classes: list[str],
-    weights: np.ndarray | None, settings: EvaluateConfig,
-) -> dict[str, Any]:
-    """The positive-group reading at argmax and at a validation-chosen threshold."""
+    weights: np.ndarray | None, settings: EvaluateConfig, group: str | None = None,
+) -> ClinicalReading:
+    """The positive-group reading (named `group` when it has a name) at argmax and at a
+    validation-chosen threshold."""
     truth = np.isin(test.y_true, positive)
     score = test.prob[:, positive].sum(axis=1)
     rows = np.ones((1, len(truth)))
-    readings: dict[str, Any] = {"positive_classes": [classes[i] for i in positive]}
-    decisions = {"argmax": np.isin(test.y_pred, positive)}
+
+    def reading(decided: np.ndarray) -> BinaryReading:
+        point = _binary_counts(truth, decided, rows)
+        boot = _binary_counts(truth, decided, weights) if weights is not None else None
+        return BinaryReading(**{
+            key: estimate(value[0], None if boot is None else boot[key], settings.confidence)
+            for key, value in point.items()})
+
+    chosen = None
     if val is not None and len(val.y_true):
         chosen = choose_threshold(val.prob[:, positive].sum(axis=1),
                                   np.isin(val.y_true, positive), settings.threshold)
-        readings["chosen_threshold"] = chosen
-        decisions["threshold"] = score >= chosen["threshold"]
-    for name, decided in decisions.items():
-        point = _binary_counts(truth, decided, rows)
-        boot = _binary_counts(truth, decided, weights) if weights is not None else None
-        readings[name] = {
-            key: _interval(value[0], None if boot is None else boot[key], settings.confidence)
-            for key, value in point.items()
-        }
-    readings["auc"] = float(auc_ovr(score, truth, rows.T)[0])
-    return readings
+    return ClinicalReading(
+        positive_classes=[classes[i] for i in positive],
+        **({} if chosen is None else {"chosen_threshold": chosen}),
+        argmax=reading(np.isin(test.y_pred, positive)),
+        **({} if chosen is None else {"threshold": reading(score >= chosen.threshold)}),
+        auc=float(auc_ovr(score, truth, rows.T)[0]),
+        **({} if group is None else {"group": group}))
 
 
 def evaluate_model(
@@ -157,7 +181,7 @@ def evaluate_model(
     point = compute(names, test.y_true, test.prob)
     resampled = compute(names, test.y_true, test.prob, weights) if weights is not None else {}
     metrics = {
-        name: _interval(point[name][0], resampled.get(name), settings.confidence)
+        name: estimate(point[name][0], resampled.get(name), settings.confidence)
         for name in names
     }
     conf = confusion_matrix(test.y_true, test.y_pred, n_classes)
@@ -172,13 +196,14 @@ def evaluate_model(
         if 0 < truth.sum() < len(truth):
             fpr, tpr, _ = roc_curve(truth, test.prob[:, k])
             precision, recall, _ = precision_recall_curve(truth, test.prob[:, k])
-            roc[name] = dict(zip(("fpr", "tpr"), _downsample(fpr, tpr), strict=True))
-            pr[name] = dict(zip(("recall", "precision"), _downsample(recall, precision),
-                                strict=True))
+            roc[name] = RocCurve(**dict(zip(("fpr", "tpr"), _downsample(fpr, tpr),
+                                            strict=True)))
+            pr[name] = PrCurve(**dict(zip(("recall", "precision"),
+                                          _downsample(recall, precision), strict=True)))
             row["auc"] = float(auc_ovr(test.prob[:, k], truth.astype(bool),
                                        np.ones((len(truth), 1)))[0])
             row["average_precision"] = float(average_precision_score(truth, test.prob[:, k]))
-        per_class_rows[name] = row
+        per_class_rows[name] = ClassRow(**row)
     counts = conf[0]
     normalized = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     notes = undefined_notes(conf, classes)
@@ -187,20 +212,6 @@ def evaluate_model(
         only = classes[predicted_classes[0]]
         notes.insert(0, Notice(code="one_class_only", data={"class": only},
                                message=f"the model predicts one class only ({only})"))
-    summary: dict[str, Any] = {
-        "images": len(test.y_true),
-        "metrics": metrics,
-        "per_class": per_class_rows,
-        "confusion": {"counts": counts.astype(int).tolist(),
-                      "normalized": np.round(normalized, 6).tolist()},
-        "roc": roc,
-        "pr": pr,
-        "calibration": reliability(test),
-        "confusions": most_confused(counts, classes),
-        "notes": notes,
-        "bootstrap": {"resamples": 0 if weights is None else len(weights),
-                      "confidence": settings.confidence, "stratified": True},
-    }
     wanted = settings.calibration != "none" or settings.conformal is not None
     temperature = None
     if wanted and val is None:
@@ -210,17 +221,23 @@ def evaluate_model(
     elif settings.calibration == "temperature" and val is not None:
         temperature = fit_temperature(val.prob, val.y_true)
     positive = positive_classes(classes, group)
-    if positive is not None:
-        # The reading is of the probabilities predict returns: calibrated when scaling is on.
-        summary["clinical"] = clinical_reading(
-            with_temperature(test, temperature),
-            None if val is None else with_temperature(val, temperature),
-            positive, classes, weights, settings)
-        if group:
-            summary["clinical"]["group"] = group["name"]
-    if wanted and val is not None:
-        summary.update(acting_on_probabilities(test, val, classes, settings, temperature))
-    return ModelEvaluation(summary, {k: v for k, v in resampled.items()})
+    # The reading is of the probabilities predict returns: calibrated when scaling is on.
+    clinical = None if positive is None else clinical_reading(
+        with_temperature(test, temperature),
+        None if val is None else with_temperature(val, temperature),
+        positive, classes, weights, settings, group["name"] if group else None)
+    acting = (acting_on_probabilities(test, val, classes, settings, temperature)
+              if wanted and val is not None else {})
+    document = EvaluationDocument(
+        images=len(test.y_true), metrics=metrics, per_class=per_class_rows,
+        confusion=Confusion(counts=counts.astype(int).tolist(),
+                            normalized=np.round(normalized, 6).tolist()),
+        roc=roc, pr=pr, calibration=reliability(test),
+        confusions=most_confused(counts, classes), notes=notes,
+        bootstrap=BootstrapSettings(resamples=0 if weights is None else len(weights),
+                                    confidence=settings.confidence, stratified=True),
+        **({} if clinical is None else {"clinical": clinical}), **acting)
+    return ModelEvaluation(document, dict(resampled))
 
 
 def with_temperature(predictions: Predictions, temperature: float | None) -> Predictions:
@@ -235,25 +252,24 @@ CALIBRATION_METRICS = ["log_loss", "expected_calibration_error", "brier_score"]
 
 def acting_on_probabilities(test: Predictions, val: Predictions, classes: list[str],
                             settings: EvaluateConfig, temperature: float | None
-                            ) -> dict[str, Any]:
+                            ) -> dict[str, TemperatureScaling | ConformalSummary]:
     """What temperature scaling (`temperature`, fitted on `val`) and conformal sets
     (calibrated on `val`) do: the calibration metrics of test before and after scaling, and
     the sets' coverage and sizes on test (made from the calibrated probabilities when
     scaling is on, as predict returns them)."""
-    found: dict[str, Any] = {}
+    found: dict[str, TemperatureScaling | ConformalSummary] = {}
     test_prob, val_prob = test.prob, val.prob
     if temperature is not None:
         test_prob, val_prob = scaled(test.prob, temperature), scaled(val.prob, temperature)
         before = compute(CALIBRATION_METRICS, test.y_true, test.prob)
         after = compute(CALIBRATION_METRICS, test.y_true, test_prob)
-        found["temperature"] = {
-            "value": temperature, "fitted_on": "validation", "validation_images": len(val.y_true),
-            "validation_nll": {"before": negative_log_likelihood(val.prob, val.y_true),
-                               "after": negative_log_likelihood(val_prob, val.y_true)},
-            "test": {name: {"before": float(before[name][0]), "after": float(after[name][0])}
-                     for name in CALIBRATION_METRICS},
-            "reliability": reliability(Predictions(test.ids, test.y_true, test_prob)),
-        }
+        found["temperature"] = TemperatureScaling(
+            value=temperature, fitted_on="validation", validation_images=len(val.y_true),
+            validation_nll=BeforeAfter(before=negative_log_likelihood(val.prob, val.y_true),
+                                       after=negative_log_likelihood(val_prob, val.y_true)),
+            test={name: BeforeAfter(before=float(before[name][0]), after=float(after[name][0]))
+                  for name in CALIBRATION_METRICS},
+            reliability=reliability(Predictions(test.ids, test.y_true, test_prob)))
     if settings.conformal is not None:
         wanted = settings.conformal
         cutoff = calibrate(val_prob, val.y_true, wanted.score, wanted.coverage)
@@ -263,7 +279,7 @@ def acting_on_probabilities(test: Predictions, val: Predictions, classes: list[s
     return found
 
 
-def reliability(test: Predictions, bins: int = 10) -> dict[str, Any]:
+def reliability(test: Predictions, bins: int = 10) -> Reliability:
     """Reliability-diagram data: per confidence bin, mean confidence, accuracy and count
     (probabilities renormalised, as the calibration error reads them)."""
     confidence = renormalised(test.prob).max(axis=1)
@@ -273,13 +289,14 @@ def reliability(test: Predictions, bins: int = 10) -> dict[str, Any]:
     for b in range(bins):
         member = index == b
         if member.any():
-            rows.append({"low": b / bins, "high": (b + 1) / bins, "count": int(member.sum()),
-                         "confidence": float(confidence[member].mean()),
-                         "accuracy": float(correct[member].mean())})
-    return {"bins": rows}
+            rows.append(ReliabilityBin(low=b / bins, high=(b + 1) / bins,
+                                       count=int(member.sum()),
+                                       confidence=float(confidence[member].mean()),
+                                       accuracy=float(correct[member].mean())))
+    return Reliability(bins=rows)
 
 
-def most_confused(counts: np.ndarray, classes: list[str], top: int = 10) -> list[dict[str, Any]]:
+def most_confused(counts: np.ndarray, classes: list[str], top: int = 10) -> list[ConfusedPair]:
     """The largest off-diagonal cells: (true, predicted, count), largest first."""
     off = counts.copy().astype(float)
     np.fill_diagonal(off, 0)
@@ -288,8 +305,8 @@ def most_confused(counts: np.ndarray, classes: list[str], top: int = 10) -> list
     for flat in order:
         true, predicted = divmod(int(flat), len(classes))
         if off[true, predicted] > 0:
-            rows.append({"true": classes[true], "predicted": classes[predicted],
-                         "count": int(off[true, predicted])})
+            rows.append(ConfusedPair(true=classes[true], predicted=classes[predicted],
+                                     count=int(off[true, predicted])))
     return rows
 
 
@@ -302,7 +319,7 @@ def compare_models(
     describes the choice, it never makes it."""
     metric = METRICS.get(settings.primary_metric)
     names = list(evaluations)
-    value = {n: evaluations[n].summary["metrics"][metric.name]["value"] for n in names}
+    value = {n: evaluations[n].document.metrics[metric.name].value for n in names}
     sign = 1 if metric.higher_is_better else -1
     test_best = max(names, key=lambda n: sign * value[n]) if names else None
     pairs = []
@@ -318,8 +335,8 @@ def compare_models(
             pair["bootstrap"] = {
                 m: paired_bootstrap(
                     evaluations[a].resampled[m], evaluations[b].resampled[m],
-                    evaluations[a].summary["metrics"][m]["value"],
-                    evaluations[b].summary["metrics"][m]["value"], settings.confidence)
+                    evaluations[a].document.metrics[m].value,
+                    evaluations[b].document.metrics[m].value, settings.confidence)
                 for m in settings.metrics if m in shared
             }
             pair["delong"] = _delong_pairs(pa, pb, classes)

@@ -31,12 +31,16 @@ from visionbench.evaluate.statistics import (
 )
 from visionbench.evaluate.tta import tta_name
 from visionbench.rundir.documents import (
+    CleanTest,
     Comparison,
     DataRecord,
-    EvaluationDocument,
+    FoldMetric,
+    FoldStatistics,
     Leaderboard,
     LeaderboardRow,
     ModelMetrics,
+    RepeatStatistics,
+    Spread,
     Status,
     Sweep,
 )
@@ -103,21 +107,21 @@ def _evaluations(run: RunFolder, data: DataRecord, predictions: dict[str, Predic
         step(f"model {name}")
         evaluations[name] = evaluate_model(test, classes, settings, val=validation[name],
                                            group=group, weights=weights)
+        document = evaluations[name].document
         leaked = data.test_duplicates_of_training
         if leaked:
-            evaluations[name].summary["clean_test"] = clean_test(test, leaked, classes,
-                                                                 settings)
+            document.clean_test = clean_test(test, leaked, classes, settings)
         folds = run.model(name).repeated_folds()
         if folds:
-            evaluations[name].summary["folds"] = fold_statistics(
+            document.folds = fold_statistics(
                 [fold.read_predictions("val", classes) for fold in folds], settings,
                 len(run.model(name).folds()))
         repeats = run.model(name).repeats()
         if repeats:
-            evaluations[name].summary["repeats"] = repeat_statistics(
+            document.repeats = repeat_statistics(
                 [test, *(repeat.read_predictions("test", classes) for repeat in repeats)],
                 settings)
-        run.model(name).write(EvaluationDocument.model_validate(evaluations[name].summary))
+        run.model(name).write(document)
     return evaluations
 
 
@@ -133,7 +137,7 @@ def _compare(run: RunFolder, classes: list[str], outcomes: dict[str, ModelMetric
                           tuned={sweep.tuned} if sweep is not None else set())
     compared = compare_models(evaluations, predictions, classes, settings, selection)
     compared["references"] = against_references(
-        {name: found.summary for name, found in evaluations.items()}, settings.references,
+        {name: found.document for name, found in evaluations.items()}, settings.references,
         settings.alpha)
     compared["tta"] = [{**gain, "views": outcomes[name].tta["views"]}
                        for name in augmented if name in evaluations
@@ -141,8 +145,8 @@ def _compare(run: RunFolder, classes: list[str], outcomes: dict[str, ModelMetric
                                                 outcomes[name].tta["model"],
                                                 settings.primary_metric)) is not None]
     compared["folds"] = fold_comparisons(
-        {name: found.summary["folds"] for name, found in evaluations.items()
-         if "folds" in found.summary}, selection.get("recommended"), settings)
+        {name: found.document.folds for name, found in evaluations.items()
+         if found.document.folds is not None}, selection.get("recommended"), settings)
     comparison = Comparison.model_validate(compared)
     run.write(comparison)
     return _leaderboard(outcomes, evaluations, comparison, settings)
@@ -166,7 +170,7 @@ def _complete(folder: ModelFolder, split: str, classes: list[str], data: DataRec
 
 
 def clean_test(test: Predictions, leaked: set[str], classes: list[str],
-               settings: EvaluateConfig) -> dict[str, Any]:
+               settings: EvaluateConfig) -> CleanTest:
     """Headline metrics on the test images that do not duplicate a training image.
 
     A class can lose every test image to the duplicates: its recall is then undefined
@@ -177,30 +181,28 @@ def clean_test(test: Predictions, leaked: set[str], classes: list[str],
                          test.y_true[keep], test.prob[keep])
     weights = (bootstrap_weights(subset.y_true, settings.bootstrap, settings.seed)
                if settings.bootstrap and len(subset.y_true) else None)
-    found = evaluate_model(subset, classes, settings, weights=weights).summary
+    found = evaluate_model(subset, classes, settings, weights=weights).document
     support = {c: int((subset.y_true == i).sum()) for i, c in enumerate(classes)}
-    return {"images": int(keep.sum()), "removed": int((~keep).sum()),
-            "metrics": found["metrics"], "support": support,
-            "recall": {c: found["per_class"][c]["recall"] if support[c] else None
-                       for c in classes}}
+    return CleanTest(images=int(keep.sum()), removed=int((~keep).sum()),
+                     metrics=found.metrics, support=support,
+                     recall={c: found.per_class[c].recall if support[c] else None
+                             for c in classes})
 
 
-def repeat_statistics(runs: list[Predictions], settings: EvaluateConfig) -> dict[str, Any]:
+def repeat_statistics(runs: list[Predictions], settings: EvaluateConfig) -> RepeatStatistics:
     """Mean and sample standard deviation of each headline metric across training repeats."""
     names = applicable_metrics(settings.metrics, runs[0].prob.shape[1])
     values = {n: [] for n in names}
     for run in runs:
         for n, v in compute(names, run.y_true, run.prob).items():
             values[n].append(float(v[0]))
-    return {
-        "count": len(runs),
-        "metrics": {n: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)),
-                        "values": v} for n, v in values.items()},
-    }
+    return RepeatStatistics(count=len(runs), metrics={
+        n: Spread(mean=float(np.mean(v)), std=float(np.std(v, ddof=1)), values=v)
+        for n, v in values.items()})
 
 
 def fold_statistics(folds: list[Predictions], settings: EvaluateConfig, per_repeat: int
-                    ) -> dict[str, Any]:
+                    ) -> FoldStatistics:
     """Each applicable metric on each fold's validation predictions (every repeat's folds,
     `per_repeat` at a time), with their mean and a corrected t interval (the folds'
     training sets overlap: Nadeau & Bengio; Bouckaert & Frank for repeats)."""
@@ -216,12 +218,12 @@ def fold_statistics(folds: list[Predictions], settings: EvaluateConfig, per_repe
     for n, v in values.items():
         mean, low, high = corrected_interval(np.asarray(v), train_size, test_size,
                                              settings.confidence, METRICS.get(n).bounds)
-        found[n] = {"mean": mean, "low": low, "high": high, "values": v}
-    return {"count": len(folds), "repeats": len(folds) // max(per_repeat, 1),
-            "train_size": train_size, "test_size": test_size, "metrics": found}
+        found[n] = FoldMetric(mean=mean, low=low, high=high, values=v)
+    return FoldStatistics(count=len(folds), repeats=len(folds) // max(per_repeat, 1),
+                          train_size=train_size, test_size=test_size, metrics=found)
 
 
-def fold_comparisons(folds: dict[str, dict[str, Any]], recommended: str | None,
+def fold_comparisons(folds: dict[str, FoldStatistics], recommended: str | None,
                      settings: EvaluateConfig) -> list[dict[str, Any]]:
     """Every cross-validated model against the recommended one on the primary metric, fold
     by fold: the mean difference and the corrected resampled t-test (Nadeau & Bengio)."""
@@ -231,14 +233,14 @@ def fold_comparisons(folds: dict[str, dict[str, Any]], recommended: str | None,
     base = folds[recommended]
     found = []
     for name, other in folds.items():
-        if name == recommended or other["count"] != base["count"]:
+        if name == recommended or other.count != base.count:
             continue
-        differences = (np.asarray(other["metrics"][primary]["values"])
-                       - np.asarray(base["metrics"][primary]["values"]))
-        t, p = corrected_resampled_t(differences, base["train_size"], base["test_size"])
+        differences = (np.asarray(other.metrics[primary].values)
+                       - np.asarray(base.metrics[primary].values))
+        t, p = corrected_resampled_t(differences, base.train_size, base.test_size)
         found.append({"model": name, "against": recommended, "metric": primary,
                       "difference": float(differences.mean()), "t": t, "p_value": p,
-                      "folds": int(base["count"])})
+                      "folds": int(base.count)})
     return found
 
 
@@ -249,46 +251,44 @@ def _leaderboard(outcomes: dict[str, ModelMetrics], evaluations: dict[str, Model
     for name, outcome in outcomes.items():
         row: dict[str, Any] = {"model": name, "status": outcome.status}
         if name in evaluations:
-            summary = evaluations[name].summary
-            row["metrics"] = summary["metrics"]
-            clinical = summary.get("clinical", {}).get("argmax")
-            if clinical:
-                row["missed_positives"] = clinical["missed_positives"]["value"]
-            row["notes"] = summary["notes"]
-            if "clean_test" in summary:
-                row["clean_test"] = {"images": summary["clean_test"]["images"],
-                                     **summary["clean_test"]["metrics"][primary.name]}
-            if "folds" in summary:
-                row["folds"] = {"count": summary["folds"]["count"],
-                                "repeats": summary["folds"].get("repeats", 1),
-                                **{k: summary["folds"]["metrics"][primary.name][k]
-                                   for k in ("mean", "low", "high", "values")}}
+            document = evaluations[name].document
+            row["metrics"] = document.metrics
+            if document.clinical is not None:
+                row["missed_positives"] = document.clinical.argmax.missed_positives.value
+            row["notes"] = document.notes
+            if document.clean_test is not None:
+                row["clean_test"] = {"images": document.clean_test.images, **document.clean_test
+                                     .metrics[primary.name].model_dump(exclude_unset=True)}
+            if document.folds is not None:
+                row["folds"] = {"count": document.folds.count, "repeats": document.folds.repeats,
+                                **document.folds.metrics[primary.name].model_dump()}
                 tested = next((c for c in comparison.folds if c["model"] == name), None)
                 if tested is not None:
                     row["folds"]["p_value"] = tested["p_value"]
-            if "repeats" in summary:
-                row["repeats"] = {"count": summary["repeats"]["count"],
-                                  **summary["repeats"]["metrics"][primary.name]}
+            if document.repeats is not None:
+                row["repeats"] = {"count": document.repeats.count,
+                                  **document.repeats.metrics[primary.name].model_dump()}
         row["validation"] = comparison.selection.get("values", {}).get(name)
         row["parameters"] = outcome.parameters
         row["epochs"] = outcome.epochs
         row["train_seconds"] = outcome.timing.get("train_seconds")
         row["mark"] = comparison.marks.get(name, "")
         row["error"] = outcome.error or ""
-        rows.append(row)
+        rows.append(LeaderboardRow.model_validate(row))
     sign = 1 if primary.higher_is_better else -1
 
-    def key(row: dict[str, Any]) -> tuple[bool, float]:
-        value = row.get("metrics", {}).get(primary.name, {}).get("value")
+    def key(row: LeaderboardRow) -> tuple[bool, float]:
+        entry = row.metrics.get(primary.name)
+        value = None if entry is None else entry.value
         return (value is None, -sign * value if value is not None else 0.0)
 
     rows.sort(key=key)
-    computed = [m for m in settings.metrics if any(m in r.get("metrics", {}) for r in rows)]
+    computed = [m for m in settings.metrics if any(m in r.metrics for r in rows)]
     return Leaderboard(
         primary_metric=primary.name, confidence=settings.confidence, alpha=settings.alpha,
         metrics=computed, headline=headline_metrics(primary.name, settings.headline, computed),
         recommended=comparison.recommended, test_best=comparison.test_best,
-        rows=[LeaderboardRow.model_validate(r) for r in rows],
+        rows=rows,
         references={name: {"source": ref.source, "metrics": dict(ref.metrics)}
                     for name, ref in settings.references.items()})
 

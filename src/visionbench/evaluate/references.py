@@ -18,6 +18,7 @@ from typing import Any, Literal
 from scipy import stats
 
 from visionbench.evaluate.metrics import METRICS
+from visionbench.rundir.documents import EvaluationDocument
 from visionbench.schemas.evaluate import Reference
 
 
@@ -28,30 +29,28 @@ def binomial_p(correct: int, images: int, reference: float,
     return float(stats.binomtest(correct, images, reference, side).pvalue)
 
 
-def against_references(summaries: dict[str, dict[str, Any]],
+def against_references(evaluations: dict[str, EvaluationDocument],
                        references: dict[str, Reference], alpha: float) -> dict[str, Any]:
-    """For each reference and model: the tests and placements described in the module doc.
-
-    `summaries` are the models' evaluation summaries (`images`, `metrics` with intervals).
-    """
+    """For each reference and model (its evaluation): the tests and placements described
+    in the module doc."""
     found: dict[str, Any] = {}
     for name, reference in references.items():
         models = {}
-        for model, summary in summaries.items():
-            models[model] = {metric: _against(metric, value, summary, alpha)
+        for model, evaluation in evaluations.items():
+            models[model] = {metric: _against(metric, value, evaluation, alpha)
                              for metric, value in reference.metrics.items()
-                             if metric in summary["metrics"]}
+                             if metric in evaluation.metrics}
         found[name] = {"source": reference.source, "metrics": dict(reference.metrics),
                        "models": models}
     return found
 
 
-def _against(metric: str, reference: float, summary: dict[str, Any], alpha: float
+def _against(metric: str, reference: float, evaluation: EvaluationDocument, alpha: float
              ) -> dict[str, Any]:
-    entry = summary["metrics"][metric]
-    value = entry["value"]
+    entry = evaluation.metrics[metric]
+    value = entry.value
     if metric == "accuracy":
-        images = summary["images"]
+        images = evaluation.images
         correct = round(value * images)
         greater = binomial_p(correct, images, reference, "greater")
         less = binomial_p(correct, images, reference, "less")
@@ -59,12 +58,12 @@ def _against(metric: str, reference: float, summary: dict[str, Any], alpha: floa
                    else "no significant difference")
         return {"test": "exact binomial, one-sided", "p_greater": greater, "p_less": less,
                 "verdict": verdict}
-    if "low" not in entry:
+    if entry.low is None or entry.high is None:
         return {"test": "none (no interval)", "verdict": "untested"}
     higher = METRICS.get(metric).higher_is_better
-    if entry["low"] <= reference <= entry["high"]:
+    if entry.low <= reference <= entry.high:
         verdict = "within the interval"
     else:
-        above_interval = reference > entry["high"]
+        above_interval = reference > entry.high
         verdict = "better" if above_interval != higher else "worse"
     return {"test": "reference against the bootstrap interval", "verdict": verdict}

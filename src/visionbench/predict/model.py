@@ -40,6 +40,7 @@ from visionbench.predict.training import TrainingIndex, training_file
 from visionbench.rasters import open_raster
 from visionbench.rundir.documents import (
     Comparison,
+    ConformalSets,
     DataRecord,
     EvaluationDocument,
     Explanations,
@@ -156,7 +157,7 @@ class Predictor:
     # Temperature scaling fitted on validation (None: the probabilities as trained).
     temperature: float | None = None
     # Conformal sets: the score, its validation threshold and the coverage it gives.
-    conformal: dict[str, Any] | None = None
+    conformal: ConformalSets | None = None
     # An exported model: the onnxruntime session that replaces `members`.
     graph: Any = None
     # The unfamiliar-image detector (None: the run fitted none for this model).
@@ -235,8 +236,8 @@ class Predictor:
         """The classes of one image's conformal set (None without `evaluate.conformal`)."""
         if self.conformal is None:
             return None
-        members = prediction_sets(prob[None], self.conformal["score"],
-                                  self.conformal["threshold"])[0]
+        members = prediction_sets(prob[None], self.conformal.score,
+                                  self.conformal.threshold)[0]
         order = np.argsort(-prob, kind="stable")
         return [self.classes[k] for k in order if members[k]]
 
@@ -519,17 +520,17 @@ def _readings(predictor: Predictor, folder: ModelFolder, data: DataRecord) -> No
         predictor.gradcam_layer = explanations.gradcam_layer
     evaluation = folder.read(EvaluationDocument)
     if evaluation is not None and evaluation.temperature:
-        predictor.temperature = _positive(evaluation.temperature.get("value"),
+        predictor.temperature = _positive(evaluation.temperature.value,
                                           f"{folder.file(EvaluationDocument)}: temperature")
     if evaluation is not None and evaluation.conformal:
         found = evaluation.conformal
-        predictor.conformal = {"score": found["score"], "threshold": found["threshold"],
-                               "coverage": found["coverage_target"]}
+        predictor.conformal = ConformalSets(score=found.score, threshold=found.threshold,
+                                            coverage=found.coverage_target)
     clinical = evaluation.clinical if evaluation else None
     if clinical:
-        predictor.positive = clinical["positive_classes"]
-        chosen = clinical.get("chosen_threshold")
-        predictor.threshold = chosen["threshold"] if chosen else 0.5
+        predictor.positive = clinical.positive_classes
+        chosen = clinical.chosen_threshold
+        predictor.threshold = chosen.threshold if chosen else 0.5
     if folder.has_predictions("val"):
         val = with_temperature(folder.read_predictions("val", data.classes,
                                                        folder.read(ModelMetrics)),

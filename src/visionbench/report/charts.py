@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 from itertools import pairwise
-from typing import Any
+from typing import Any, Literal
 
 from visionbench import display
+from visionbench.rundir.documents import EvaluationDocument
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf"]
@@ -253,10 +254,9 @@ def _bulk_range(values: list[float], title: str) -> tuple[dict[str, Any], str]:
             f"{title} (axis cut at {top:g}: {above} value{'s' if above > 1 else ''} above)")
 
 
-def confusion(evaluation: dict[str, Any], classes: list[str], normalized: bool) -> Figure:
+def confusion(evaluation: EvaluationDocument, classes: list[str], normalized: bool) -> Figure:
     """Confusion matrix heat map (rows: true class)."""
-    key = "normalized" if normalized else "counts"
-    z = evaluation["confusion"][key]
+    z = evaluation.confusion.normalized if normalized else evaluation.confusion.counts
     return {"data": [{"type": "heatmap", "z": z, "x": classes, "y": classes,
                       "colorscale": "Blues", "reversescale": True,
                       "texttemplate": "%{z:.2f}" if normalized else "%{z}",
@@ -268,21 +268,25 @@ def confusion(evaluation: dict[str, Any], classes: list[str], normalized: bool) 
                                      "type": "category"})}
 
 
-def curves(evaluation: dict[str, Any], kind: str, classes: list[str]) -> Figure:
+def curves(evaluation: EvaluationDocument, kind: Literal["roc", "pr"], classes: list[str]
+           ) -> Figure:
     """ROC (kind 'roc') or precision-recall (kind 'pr') curves of `classes`, one-vs-rest."""
     data = []
-    per_class = evaluation["per_class"]
-    for name, points in evaluation[kind].items():
-        if name not in classes:
-            continue
-        if kind == "roc":
-            label = f"{name} (AUC {per_class[name].get('auc', float('nan')):.3f})"
-            data.append({"type": "scatter", "mode": "lines", "name": label,
-                         "x": points["fpr"], "y": points["tpr"]})
-        else:
-            label = f"{name} (AP {per_class[name].get('average_precision', float('nan')):.3f})"
-            data.append({"type": "scatter", "mode": "lines", "name": label,
-                         "x": points["recall"], "y": points["precision"]})
+    per_class = evaluation.per_class
+
+    def shown(value: float | None) -> float:
+        return float("nan") if value is None else value
+
+    for name, roc in evaluation.roc.items() if kind == "roc" else ():
+        if name in classes:
+            data.append({"type": "scatter", "mode": "lines",
+                         "name": f"{name} (AUC {shown(per_class[name].auc):.3f})",
+                         "x": roc.fpr, "y": roc.tpr})
+    for name, pr in evaluation.pr.items() if kind == "pr" else ():
+        if name in classes:
+            data.append({"type": "scatter", "mode": "lines",
+                         "name": f"{name} (AP {shown(per_class[name].average_precision):.3f})",
+                         "x": pr.recall, "y": pr.precision})
     if kind == "roc":
         data.append({"type": "scatter", "mode": "lines", "name": "chance", "x": [0, 1],
                      "y": [0, 1], "line": {"dash": "dot", "color": "#999"}})
@@ -295,18 +299,18 @@ def curves(evaluation: dict[str, Any], kind: str, classes: list[str]) -> Figure:
         title, xaxis={"title": {"text": axes[0]}}, yaxis={"title": {"text": axes[1]}})}
 
 
-def reliability(evaluation: dict[str, Any], colour: str) -> Figure:
+def reliability(evaluation: EvaluationDocument, colour: str) -> Figure:
     """Accuracy against confidence per bin; the diagonal is perfect calibration. With
     temperature scaling, the calibrated probabilities are drawn too (dashed)."""
-    curves = [("model", evaluation["calibration"]["bins"], "solid")]
-    temperature = evaluation.get("temperature")
+    curves = [("model", evaluation.calibration.bins, "solid")]
+    temperature = evaluation.temperature
     if temperature:
         curves = [("as trained", curves[0][1], "solid"),
-                  (f"temperature {temperature['value']:.2f}",
-                   temperature["reliability"]["bins"], "dash")]
+                  (f"temperature {temperature.value:.2f}", temperature.reliability.bins,
+                   "dash")]
     data = [{"type": "scatter", "mode": "lines+markers", "name": name,
-             "x": [b["confidence"] for b in bins], "y": [b["accuracy"] for b in bins],
-             "text": [f"{b['count']} images" for b in bins],
+             "x": [b.confidence for b in bins], "y": [b.accuracy for b in bins],
+             "text": [f"{b.count} images" for b in bins],
              "line": {"color": colour, "dash": dash}} for name, bins, dash in curves]
     data.append({"type": "scatter", "mode": "lines", "name": "perfect", "x": [0, 1],
                  "y": [0, 1], "line": {"dash": "dot", "color": "#999"}})

@@ -43,7 +43,9 @@ from visionbench.rasters import open_raster
 from visionbench.registry import Registry
 from visionbench.report import charts
 from visionbench.rundir.documents import (
+    ClinicalReading,
     Comparison,
+    ConformalSummary,
     DataRecord,
     EvaluationDocument,
     Explanations,
@@ -63,6 +65,7 @@ from visionbench.rundir.documents import (
     ShiftDocument,
     Status,
     Sweep,
+    TemperatureScaling,
     Unfamiliar,
     notices_with,
 )
@@ -412,11 +415,11 @@ def _recommendation(run: Run, chosen: str, primary: str) -> str:
     evaluation = run.evaluations.get(chosen)
     clinical = evaluation.clinical if evaluation else None
     if clinical:
-        argmax = clinical["argmax"]
+        argmax = clinical.argmax
         text += (f"<br>{html.escape(_positive_name(clinical))} at argmax: sensitivity "
-                 f"{display.interval(argmax['sensitivity'], 3)}, specificity "
-                 f"{display.interval(argmax['specificity'], 3)}; "
-                 f"<b>{int(argmax['missed_positives']['value'])} positive test images "
+                 f"{display.interval(argmax.sensitivity, 3)}, specificity "
+                 f"{display.interval(argmax.specificity, 3)}; "
+                 f"<b>{int(argmax.missed_positives.value)} positive test images "
                  "predicted negative</b>.")
     clean = run.row(chosen).clean_test
     if clean:
@@ -426,10 +429,10 @@ def _recommendation(run: Run, chosen: str, primary: str) -> str:
     return text
 
 
-def _positive_name(clinical: dict[str, Any]) -> str:
+def _positive_name(clinical: ClinicalReading) -> str:
     """'Positive reading (pneumonia)' or the group's name with its classes, each once."""
-    classes = clinical["positive_classes"]
-    group = clinical.get("group")
+    classes = clinical.positive_classes
+    group = clinical.group
     if group and [group] != classes:
         return f"Reading '{group}' ({', '.join(classes)})"
     return f"Positive class {', '.join(classes)}"
@@ -1071,8 +1074,6 @@ def _model_section(page: Page, folder: ModelFolder, row: LeaderboardRow,
     metrics = folder.read(ModelMetrics)
     if row.status is not Status.OK or document is None or metrics is None:
         return f'<div class="warn">{html.escape(row.error or "not evaluated")}</div>'
-    # The charts draw from the document's JSON form.
-    evaluation = document.model_dump(exclude_unset=True)
     parts = []
     if metrics.description:
         parts.append(f"<p>{html.escape(metrics.description)}</p>")
@@ -1091,16 +1092,16 @@ def _model_section(page: Page, folder: ModelFolder, row: LeaderboardRow,
     history = folder.read(History)
     if history and history.epochs:
         plots += [page.plot(f) for f in charts.training_curves(history.model_dump(), colour)]
-    plots.append(page.plot(charts.confusion(evaluation, classes, False)))
-    plots.append(page.plot(charts.confusion(evaluation, classes, True)))
-    if evaluation.get("roc"):
+    plots.append(page.plot(charts.confusion(document, classes, False)))
+    plots.append(page.plot(charts.confusion(document, classes, True)))
+    if document.roc:
         # With two classes the curves of the two classes mirror each other: draw the
         # positive one (class 1, or the configured positive group's class).
-        drawn = (evaluation.get("clinical") or {}).get("positive_classes", classes[1:]) \
-            if len(classes) == 2 else classes
-        plots.append(page.plot(charts.curves(evaluation, "roc", drawn)))
-        plots.append(page.plot(charts.curves(evaluation, "pr", drawn)))
-    plots.append(page.plot(charts.reliability(evaluation, colour)))
+        drawn = classes if len(classes) != 2 else (
+            document.clinical.positive_classes if document.clinical else classes[1:])
+        plots.append(page.plot(charts.curves(document, "roc", drawn)))
+        plots.append(page.plot(charts.curves(document, "pr", drawn)))
+    plots.append(page.plot(charts.reliability(document, colour)))
     found = folder.read(Robustness)
     if found and found.corruptions:
         plots.append(page.plot(charts.robustness(found.model_dump(), colour, SEVERITY)))
@@ -1113,19 +1114,18 @@ def _model_section(page: Page, folder: ModelFolder, row: LeaderboardRow,
     stats = ("precision", "recall", "specificity", "f1", "support", "tp", "fp", "fn", "auc")
     body = "".join(
         f"<tr><td>{html.escape(name)}</td>"
-        + "".join(f"<td>{_fmt(values.get(s), 0 if s in ('support', 'tp', 'fp', 'fn') else 3)}"
+        + "".join(f"<td>{_fmt(getattr(row, s), 0 if s in ('support', 'tp', 'fp', 'fn') else 3)}"
                   "</td>" for s in stats) + "</tr>"
-        for name, values in evaluation["per_class"].items())
+        for name, row in document.per_class.items())
     parts.append("<h3>Per class</h3><table class=\"sortable\"><thead><tr><th>class</th>"
                  + "".join(f"<th>{s}</th>" for s in stats) + f"</tr></thead><tbody>{body}"
                  "</tbody></table>")
-    clinical = evaluation.get("clinical")
-    if clinical:
-        parts.append(_clinical(clinical))
-    if evaluation.get("temperature"):
-        parts.append(_temperature(evaluation["temperature"]))
-    if evaluation.get("conformal"):
-        parts.append(_conformal(evaluation["conformal"]))
+    if document.clinical:
+        parts.append(_clinical(document.clinical))
+    if document.temperature:
+        parts.append(_temperature(document.temperature))
+    if document.conformal:
+        parts.append(_conformal(document.conformal))
     for note in document.notes:
         parts.append(f'<div class="warn">{html.escape(note.message)}</div>')
     for name, caption in (("misclassified", "Misclassified"),
@@ -1171,68 +1171,68 @@ def _explanations(explanations: Explanations, folder: ModelFolder) -> str:
             + _image(folder.picture("explanations"), "explanation maps"))
 
 
-def _temperature(found: dict[str, Any]) -> str:
+def _temperature(found: TemperatureScaling) -> str:
     """Temperature scaling: the fitted temperature and calibration before and after."""
     rows = "".join(
-        f"<tr><td>{html.escape(name.replace('_', ' '))}</td><td>{_fmt(values['before'])}</td>"
-        f"<td>{_fmt(values['after'])}</td></tr>" for name, values in found["test"].items())
-    nll = found["validation_nll"]
+        f"<tr><td>{html.escape(name.replace('_', ' '))}</td><td>{_fmt(values.before)}</td>"
+        f"<td>{_fmt(values.after)}</td></tr>" for name, values in found.test.items())
+    nll = found.validation_nll
     return ("<h3>Calibration</h3>"
-            f"<p>Temperature scaling: every logit divided by <b>{found['value']:.3f}</b>, "
-            f"fitted on the {found['validation_images']} validation images (their negative "
-            f"log-likelihood {nll['before']:.4f} → {nll['after']:.4f}). It never changes the "
+            f"<p>Temperature scaling: every logit divided by <b>{found.value:.3f}</b>, "
+            f"fitted on the {found.validation_images} validation images (their negative "
+            f"log-likelihood {nll.before:.4f} → {nll.after:.4f}). It never changes the "
             "predicted class; predict returns the calibrated probabilities. On test:</p>"
             "<table><thead><tr><th>metric</th><th>as trained</th><th>calibrated</th></tr>"
             f"</thead><tbody>{rows}</tbody></table>")
 
 
-def _conformal(found: dict[str, Any]) -> str:
+def _conformal(found: ConformalSummary) -> str:
     """Conformal prediction sets: coverage on test against the target, sizes, per class."""
-    target = found["coverage_target"]
+    target = found.coverage_target
     rows = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{_fmt(row['coverage'], 3)} "
-        f"[{_fmt(row['low'], 3)}, {_fmt(row['high'], 3)}]</td><td>{row['images']}</td>"
-        f"<td>{'below target' if row['below_target'] else ''}</td></tr>"
-        for name, row in found["per_class"].items())
-    sizes = ", ".join(f"{count} of size {size}" for size, count in found["set_sizes"].items()
+        f"<tr><td>{html.escape(name)}</td><td>{_fmt(row.coverage, 3)} "
+        f"[{_fmt(row.low, 3)}, {_fmt(row.high, 3)}]</td><td>{row.images}</td>"
+        f"<td>{'below target' if row.below_target else ''}</td></tr>"
+        for name, row in found.per_class.items())
+    sizes = ", ".join(f"{count} of size {size}" for size, count in found.set_sizes.items()
                       if count)
-    flagged = found["flagged"]
+    flagged = found.flagged
     warning = (f'<div class="warn">coverage of {html.escape(", ".join(flagged))} is below '
                f"the {target:.0%} target by more than the randomness of the calibration "
                "and test images explains (beta-binomial, corrected for the number of "
                "classes): the sets are reliable on average, not for this class</div>"
                if flagged else "")
     return ("<h3>Prediction sets</h3>"
-            f"<p>Split conformal sets ({html.escape(found['score'].upper())} score) for "
-            f"{target:.0%} coverage, calibrated on {found['calibration_images']} validation "
-            f"images: on test they held the true class for <b>{_fmt(found['coverage'], 3)}</b> "
-            f"of images [{_fmt(found['low'], 3)}, {_fmt(found['high'], 3)}], with "
-            f"{_fmt(found['mean_set_size'], 2)} classes on average ({html.escape(sizes)}). "
+            f"<p>Split conformal sets ({html.escape(found.score.upper())} score) for "
+            f"{target:.0%} coverage, calibrated on {found.calibration_images} validation "
+            f"images: on test they held the true class for <b>{_fmt(found.coverage, 3)}</b> "
+            f"of images [{_fmt(found.low, 3)}, {_fmt(found.high, 3)}], with "
+            f"{_fmt(found.mean_set_size, 2)} classes on average ({html.escape(sizes)}). "
             "The guarantee holds on average over images, not for each class:</p>"
             "<table><thead><tr><th>class</th><th>coverage [CI]</th><th>images</th><th></th>"
             f"</tr></thead><tbody>{rows}</tbody></table>{warning}")
 
 
-def _clinical(clinical: dict[str, Any]) -> str:
+def _clinical(clinical: ClinicalReading) -> str:
     """The positive reading at argmax and at the validation threshold; what is positive and
     where the threshold comes from are said once, above the table."""
     rows = []
-    chosen = clinical.get("chosen_threshold") or {}
-    for reading in ("argmax", "threshold"):
-        if reading not in clinical:
-            continue
-        values = clinical[reading]
-        label = "argmax" if reading == "argmax" else f"threshold {chosen['threshold']:.3f}"
+    chosen = clinical.chosen_threshold
+    readings = [("argmax", clinical.argmax)]
+    if clinical.threshold is not None and chosen is not None:
+        readings.append((f"threshold {chosen.threshold:.3f}", clinical.threshold))
+    for label, values in readings:
         rows.append(f"<tr><td>{html.escape(label)}</td>"
-                    + "".join(_interval(values[k]) for k in ("sensitivity", "specificity",
-                                                              "ppv", "npv"))
-                    + f"<td>{int(values['missed_positives']['value'])}</td>"
-                    f"<td>{int(values['false_alarms']['value'])}</td></tr>")
+                    + "".join(_interval(getattr(values, k)) for k in ("sensitivity",
+                                                                       "specificity",
+                                                                       "ppv", "npv"))
+                    + f"<td>{int(values.missed_positives.value)}</td>"
+                    f"<td>{int(values.false_alarms.value)}</td></tr>")
     source = ""
     if chosen:
         source = (f" The threshold on the positive probability is chosen on the validation "
-                  f"split only ({html.escape(str(chosen.get('method', '')))}"
-                  + (f"; {html.escape(chosen['note'])}" if chosen.get("note") else "") + ").")
+                  f"split only ({html.escape(chosen.method or '')}"
+                  + (f"; {html.escape(chosen.note)}" if chosen.note else "") + ").")
     return (f"<h3>Clinical reading</h3><p class=\"muted\">{html.escape(_positive_name(clinical))}"
             f" read as positive, the rest as negative.{source}</p>"
             "<table><thead><tr><th>decision</th><th>sensitivity</th><th>specificity</th>"

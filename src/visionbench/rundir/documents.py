@@ -341,6 +341,209 @@ class Sweep(Document):
     scales: dict[str, Literal["log", "linear", "category"]] = Field(default_factory=dict)
 
 
+class Part(BaseModel):
+    """Base of a document's nested parts: unknown keys are refused, as in documents."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClassRow(Part):
+    """One class on the test split: one-vs-rest counts and rates (AUC and average precision
+    only when the class and the rest both have test images)."""
+
+    precision: float
+    recall: float
+    specificity: float
+    f1: float
+    support: float
+    tp: float
+    fp: float
+    fn: float
+    tn: float
+    auc: float | None = None
+    average_precision: float | None = None
+
+
+class Confusion(Part):
+    """The confusion matrix (rows: true class, columns: predicted), as counts and as
+    shares of each true class."""
+
+    counts: list[list[int]]
+    normalized: list[list[float]]
+
+
+class RocCurve(Part):
+    """A class's ROC curve against the rest, at most `CURVE_POINTS` points."""
+
+    fpr: list[float]
+    tpr: list[float]
+
+
+class PrCurve(Part):
+    """A class's precision-recall curve against the rest."""
+
+    recall: list[float]
+    precision: list[float]
+
+
+class ReliabilityBin(Part):
+    """Test images whose top probability lies in [low, high): their mean confidence and
+    accuracy."""
+
+    low: float
+    high: float
+    count: int
+    confidence: float
+    accuracy: float
+
+
+class Reliability(Part):
+    """Reliability-diagram data: the non-empty confidence bins."""
+
+    bins: list[ReliabilityBin] = Field(default_factory=list)
+
+
+class ConfusedPair(Part):
+    """An off-diagonal cell of the confusion matrix."""
+
+    true: str
+    predicted: str
+    count: int
+
+
+class BootstrapSettings(Part):
+    """How the intervals were made."""
+
+    resamples: int
+    confidence: float
+    stratified: bool
+
+
+class ChosenThreshold(Part):
+    """The threshold on the positive score chosen on validation (or why 0.5 was used)."""
+
+    threshold: float
+    method: str | None = None
+    val_sensitivity: float | None = None
+    val_specificity: float | None = None
+    note: str | None = None
+
+
+class BinaryReading(Part):
+    """A positive/negative decision on test: rates and counts, each with its interval."""
+
+    sensitivity: Interval
+    specificity: Interval
+    ppv: Interval
+    npv: Interval
+    missed_positives: Interval
+    false_alarms: Interval
+    tp: Interval
+    tn: Interval
+
+
+class ClinicalReading(Part):
+    """The positive group read as one: at argmax, and at the threshold chosen on
+    validation."""
+
+    positive_classes: list[str]
+    chosen_threshold: ChosenThreshold | None = None
+    argmax: BinaryReading
+    threshold: BinaryReading | None = None
+    auc: float
+    group: str | None = Field(None, description="The positive group's name, when named.")
+
+
+class BeforeAfter(Part):
+    """A value before and after temperature scaling."""
+
+    before: float
+    after: float
+
+
+class TemperatureScaling(Part):
+    """The temperature fitted on validation, and calibration before and after."""
+
+    value: float
+    fitted_on: str
+    validation_images: int
+    validation_nll: BeforeAfter
+    test: dict[str, BeforeAfter] = Field(description="Calibration metric -> on test.")
+    reliability: Reliability
+
+
+class ConformalClass(Part):
+    """One class's coverage by the conformal sets on test."""
+
+    coverage: float | None
+    low: float
+    high: float
+    images: int
+    # Older folders did not test each class against the target.
+    p_below: float | None = None
+    below_target: bool = False
+
+
+class ConformalSummary(Part):
+    """Conformal sets: the threshold calibrated on validation; coverage and sizes on test."""
+
+    score: str
+    coverage_target: float
+    threshold: float
+    calibration_images: int
+    coverage: float | None
+    low: float
+    high: float
+    mean_set_size: float | None
+    set_sizes: dict[str, int] = Field(description="Set size -> test images.")
+    per_class: dict[str, ConformalClass]
+    flagged: list[str] = Field(default_factory=list)
+
+
+class CleanTest(Part):
+    """Headline metrics on the test images that do not duplicate a training image."""
+
+    images: int
+    removed: int
+    metrics: dict[str, Interval]
+    support: dict[str, int]
+    recall: dict[str, float | None] = Field(description="None: the class kept no image.")
+
+
+class Spread(Part):
+    """One metric across training repeats: mean, sample standard deviation, each value."""
+
+    mean: float
+    std: float
+    values: list[float]
+
+
+class RepeatStatistics(Part):
+    """Every headline metric across a model's training repeats (seeds)."""
+
+    count: int
+    metrics: dict[str, Spread]
+
+
+class FoldMetric(Part):
+    """One metric on each fold's validation images, its mean and corrected interval."""
+
+    mean: float
+    low: float
+    high: float
+    values: list[float]
+
+
+class FoldStatistics(Part):
+    """Every metric fold by fold (all repeats' folds), with corrected intervals."""
+
+    count: int
+    repeats: int = 1
+    train_size: float
+    test_size: float
+    metrics: dict[str, FoldMetric]
+
+
 class EvaluationDocument(Document):
     """`<model>/evaluation.json`: every number of one model on the test split."""
 
@@ -349,24 +552,26 @@ class EvaluationDocument(Document):
 
     images: int
     metrics: dict[str, Interval]
-    per_class: dict[str, dict[str, float]]
-    confusion: dict[str, Any]
-    roc: dict[str, Any] = Field(default_factory=dict)
-    pr: dict[str, Any] = Field(default_factory=dict)
-    calibration: dict[str, Any] = Field(default_factory=dict)
-    confusions: list[dict[str, Any]] = Field(default_factory=list)
+    per_class: dict[str, ClassRow]
+    confusion: Confusion
+    roc: dict[str, RocCurve] = Field(default_factory=dict)
+    pr: dict[str, PrCurve] = Field(default_factory=dict)
+    calibration: Reliability = Field(default_factory=Reliability)
+    confusions: list[ConfusedPair] = Field(default_factory=list)
     notes: list[Notice] = Field(default_factory=list)
-    bootstrap: dict[str, Any] = Field(default_factory=dict)
-    clinical: dict[str, Any] | None = None
-    clean_test: dict[str, Any] | None = None
-    repeats: dict[str, Any] | None = None
-    folds: dict[str, Any] | None = Field(None, description="k-fold: every metric on each "
-                                         "fold's validation images, mean and corrected interval.")
-    temperature: dict[str, Any] | None = Field(None, description="Temperature scaling: the "
-                                               "temperature fitted on validation, calibration "
-                                               "before and after.")
-    conformal: dict[str, Any] | None = Field(None, description="Conformal sets: the threshold "
-                                             "from validation; coverage and sizes on test.")
+    bootstrap: BootstrapSettings | None = None
+    clinical: ClinicalReading | None = None
+    clean_test: CleanTest | None = None
+    repeats: RepeatStatistics | None = None
+    folds: FoldStatistics | None = Field(None, description="k-fold: every metric on each "
+                                         "fold's validation images, mean and corrected "
+                                         "interval.")
+    temperature: TemperatureScaling | None = Field(None, description="Temperature scaling: "
+                                                   "the temperature fitted on validation, "
+                                                   "calibration before and after.")
+    conformal: ConformalSummary | None = Field(None, description="Conformal sets: the "
+                                               "threshold from validation; coverage and "
+                                               "sizes on test.")
 
 
 def _test_chosen_best(value: Any) -> Any:
@@ -657,6 +862,15 @@ class ExportUnfamiliar(BaseModel):
                                       description="Split -> share of its images flagged.")
 
 
+class ConformalSets(Part):
+    """What predict needs to make conformal sets: the score, its threshold calibrated on
+    validation, and the coverage it aims at."""
+
+    score: str
+    threshold: float
+    coverage: float
+
+
 class ExportCard(Document):
     """`model.json` of an export folder: everything needed to use `model.onnx` without
     visionbench — how to decode an image into its uint8 input, what comes out, the readings
@@ -681,8 +895,8 @@ class ExportCard(Document):
     temperature: float | None = Field(None, gt=0, allow_inf_nan=False,
                                       description="Temperature scaling fitted on validation, "
                                       "already inside the graph.")
-    conformal: dict[str, Any] | None = Field(None, description="Conformal sets: `score`, "
-                                             "its validation `threshold`, the `coverage`.")
+    conformal: ConformalSets | None = Field(None, description="Conformal sets: `score`, "
+                                            "its validation `threshold`, the `coverage`.")
     unfamiliar: ExportUnfamiliar | None = Field(None, description="The unfamiliar-image "
                                                 "detector scored inside the graph.")
     test_metrics: dict[str, Interval] = Field(default_factory=dict)

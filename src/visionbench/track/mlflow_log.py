@@ -11,7 +11,13 @@ from typing import Any
 
 import yaml
 
-from visionbench.rundir.documents import EvaluationDocument, History, Leaderboard, ModelCard
+from visionbench.rundir.documents import (
+    EvaluationDocument,
+    FoldStatistics,
+    History,
+    Leaderboard,
+    ModelCard,
+)
 from visionbench.rundir.layout import RunFolder
 from visionbench.schemas.tracking import TrackingConfig
 from visionbench.track.trackers import TRACKERS, epoch_curves, flatten
@@ -35,18 +41,18 @@ def _local_artifacts(uri: str) -> str | None:
     return (Path(uri.removeprefix(SQLITE)).resolve().parent / ARTIFACTS).as_uri()
 
 
-def _fold_metrics(folds: dict[str, Any] | None, now: int) -> list[Any]:
+def _fold_metrics(folds: FoldStatistics | None, now: int) -> list[Any]:
     """A cross-validated model's metrics: each fold's value (`fold_<metric>`, the fold's
     index as its step) and the mean over folds with its corrected interval
     (`cv_<metric>`, `_low`, `_high`)."""
     from mlflow.entities import Metric
 
     found = []
-    for name, summary in (folds or {}).get("metrics", {}).items():
+    for name, summary in (folds.metrics if folds else {}).items():
         found += [Metric(f"fold_{name}", float(value), now, step)
-                  for step, value in enumerate(summary.get("values", []))]
-        for suffix, key in (("", "mean"), ("_low", "low"), ("_high", "high")):
-            value = summary.get(key)
+                  for step, value in enumerate(summary.values)]
+        for suffix, value in (("", summary.mean), ("_low", summary.low),
+                              ("_high", summary.high)):
             if value is not None and math.isfinite(value):
                 found.append(Metric(f"cv_{name}{suffix}", float(value), now, 0))
     return found
