@@ -13,6 +13,7 @@ from visionbench.evaluate.evaluation import choose_threshold, compare_models, ev
 from visionbench.evaluate.metrics import METRICS, compute, confusion_matrix
 from visionbench.evaluate.selection import recommend
 from visionbench.evaluate.statistics import bootstrap_weights, delong, mcnemar, paired_bootstrap
+from visionbench.rundir.documents import EvaluationDocument, Selection
 from visionbench.rundir.predictions import Predictions, read_predictions, write_predictions
 from visionbench.schemas.evaluate import EvaluateConfig, ThresholdConfig
 
@@ -256,14 +257,14 @@ def test_comparison_marks_each_model_against_the_recommended_one_on_test():
     evaluations = {n: evaluate_model(p, ["a", "b", "c"], settings, weights=weights)
                    for n, p in preds.items()}
     comparison = compare_models(evaluations, preds, ["a", "b", "c"], settings,
-                                {"recommended": "twin"})
-    assert comparison["recommended"] == "twin"
-    assert comparison["marks"] == {"good": "no significant difference", "twin": "recommended",
+                                Selection(recommended="twin"))
+    assert comparison.recommended == "twin"
+    assert comparison.marks == {"good": "no significant difference", "twin": "recommended",
                                    "poor": "worse on test"}
-    assert comparison["test_best"] in ("good", "twin")
+    assert comparison.test_best in ("good", "twin")
     # Recommending the poor model shows the others as better on test, not as worse.
     against_poor = compare_models(evaluations, preds, ["a", "b", "c"], settings,
-                                  {"recommended": "poor"})["marks"]
+                                  Selection(recommended="poor")).marks
     assert against_poor["good"] == against_poor["twin"] == "better on test"
 
 
@@ -271,24 +272,24 @@ def test_the_recommendation_is_the_smallest_model_validation_cannot_tell_from_th
     val = _three_models(seed=11)
     sizes = {"good": 1000, "twin": 10, "poor": 1}
     choice = recommend(val, sizes, EvaluateConfig(bootstrap=300))
-    assert choice["best_on_validation"] in ("good", "twin")
-    assert set(choice["tied"]) == {"good", "twin"} and choice["p_values"]["poor"] < 0.05
-    assert choice["recommended"] == "twin", "the smaller of the two tied models"
-    assert "smallest" in choice["reason"]
+    assert choice.best_on_validation in ("good", "twin")
+    assert set(choice.tied) == {"good", "twin"} and choice.p_values["poor"] < 0.05
+    assert choice.recommended == "twin", "the smaller of the two tied models"
+    assert "smallest" in choice.reason
     # Without resamples only equal values tie: the twin's accuracy equals good's, but its
     # log loss does not, so under log loss the best on validation wins.
-    assert recommend(val, sizes, EvaluateConfig(bootstrap=0))["recommended"] == "twin"
+    assert recommend(val, sizes, EvaluateConfig(bootstrap=0)).recommended == "twin"
     by_loss = recommend(val, sizes, EvaluateConfig(bootstrap=0, primary_metric="log_loss"))
-    assert by_loss["tied"] == [by_loss["best_on_validation"]]
-    assert by_loss["recommended"] == by_loss["best_on_validation"]
+    assert by_loss.tied == [by_loss.best_on_validation]
+    assert by_loss.recommended == by_loss.best_on_validation
 
 
 def test_without_validation_predictions_nothing_is_recommended():
     preds = _three_models()
     choice = recommend(dict.fromkeys(preds), {}, EvaluateConfig(bootstrap=0))
-    assert choice["recommended"] is None and "no model has validation" in choice["reason"]
+    assert choice.recommended is None and "no model has validation" in choice.reason
     alone = recommend({"only": None}, {}, EvaluateConfig(bootstrap=0))
-    assert alone["recommended"] == "only"
+    assert alone.recommended == "only"
 
 
 def test_permuting_only_the_test_predictions_never_changes_the_recommendation(tmp_path):
@@ -448,12 +449,12 @@ def test_comparison_has_a_paired_bootstrap_for_every_metric_and_mcnemar_without_
     evaluations = {n: evaluate_model(p, ["x", "y", "z"], settings, weights=weights)
                    for n, p in preds.items()}
     pair = compare_models(evaluations, preds, ["x", "y", "z"], settings,
-                          {"recommended": "a"})["pairs"][0]
-    assert set(pair["bootstrap"]) == set(settings.metrics)
-    assert pair["bootstrap"]["log_loss"]["difference"] < 0
+                          Selection(recommended="a")).pairs[0]
+    assert set(pair.bootstrap) == set(settings.metrics)
+    assert pair.bootstrap["log_loss"].difference < 0
     plain = EvaluateConfig(bootstrap=0)
     unsure = {n: evaluate_model(p, ["x", "y", "z"], plain) for n, p in preds.items()}
-    marks = compare_models(unsure, preds, ["x", "y", "z"], plain, {"recommended": "a"})["marks"]
+    marks = compare_models(unsure, preds, ["x", "y", "z"], plain, Selection(recommended="a")).marks
     assert marks == {"a": "recommended", "b": "worse on test"}, \
         "McNemar decides accuracy without resamples"
 
@@ -466,12 +467,12 @@ def test_clean_test_leaves_out_images_that_duplicate_training():
     leaked = {"t0", "t1", "t10"}
     found = clean_test(Predictions(ids, y, prob), leaked, ["a", "b"],
                        EvaluateConfig(bootstrap=50))
-    assert found["images"] == 17 and found["removed"] == 3
+    assert found.images == 17 and found.removed == 3
     keep = np.array([i not in leaked for i in ids])
     expected = (prob[keep].argmax(1) == y[keep]).mean()
-    assert found["metrics"]["accuracy"]["value"] == pytest.approx(expected)
-    assert "low" in found["metrics"]["accuracy"] and set(found["recall"]) == {"a", "b"}
-    assert found["support"] == {"a": 8, "b": 9}
+    assert found.metrics["accuracy"].value == pytest.approx(expected)
+    assert found.metrics["accuracy"].low is not None and set(found.recall) == {"a", "b"}
+    assert found.support == {"a": 8, "b": 9}
 
 
 def test_clean_test_recall_of_a_class_left_without_images_is_undefined():
@@ -482,15 +483,17 @@ def test_clean_test_recall_of_a_class_left_without_images_is_undefined():
     every_a = {i for i, label in zip(ids, y, strict=True) if label == 0}
     found = clean_test(Predictions(ids, y, prob), every_a, ["a", "b"],
                        EvaluateConfig(bootstrap=0))
-    assert found["support"] == {"a": 0, "b": 10}
-    assert found["recall"] == {"a": None, "b": 0.9}
+    assert found.support == {"a": 0, "b": 10}
+    assert found.recall == {"a": None, "b": 0.9}
 
 
 def test_each_model_is_tested_against_each_reference():
     from visionbench.evaluate.references import against_references
     from visionbench.schemas.evaluate import Reference
 
-    summaries = {
+    summaries = {name: EvaluationDocument.model_validate(
+        {**summary, "per_class": {}, "confusion": {"counts": [], "normalized": []}})
+        for name, summary in {
         # 312 of 394 correct: the brain study's RGB CNN reported 0.74 on the same split.
         "ours": {"images": 394, "metrics": {
             "accuracy": {"value": 312 / 394, "low": 0.756, "high": 0.825},
@@ -500,18 +503,18 @@ def test_each_model_is_tested_against_each_reference():
             "accuracy": {"value": 250 / 394, "low": 0.59, "high": 0.68},
             "f1_weighted": {"value": 0.6, "low": 0.55, "high": 0.65},
             "log_loss": {"value": 1.0, "low": 0.9, "high": 1.1}}},
-    }
+    }.items()}
     references = {"study": Reference.model_validate(
         {"accuracy": 0.74, "f1_weighted": 0.68, "log_loss": 0.65, "source": "report"})}
     found = against_references(summaries, references, 0.05)["study"]
-    assert found["source"] == "report" and found["metrics"]["accuracy"] == 0.74
-    ours, weak = found["models"]["ours"], found["models"]["weak"]
-    assert ours["accuracy"]["verdict"] == "better"
-    assert ours["accuracy"]["p_greater"] == pytest.approx(0.0098, abs=5e-5)
-    assert weak["accuracy"]["verdict"] == "worse" and weak["accuracy"]["p_less"] < 1e-4
-    assert ours["f1_weighted"]["verdict"] == "better"  # the reference is below the interval
-    assert ours["log_loss"]["verdict"] == "within the interval"
-    assert weak["log_loss"]["verdict"] == "worse"  # lower is better: reference below interval
+    assert found.source == "report" and found.metrics["accuracy"] == 0.74
+    ours, weak = found.models["ours"], found.models["weak"]
+    assert ours["accuracy"].verdict == "better"
+    assert ours["accuracy"].p_greater == pytest.approx(0.0098, abs=5e-5)
+    assert weak["accuracy"].verdict == "worse" and weak["accuracy"].p_less < 1e-4
+    assert ours["f1_weighted"].verdict == "better"  # the reference is below the interval
+    assert ours["log_loss"].verdict == "within the interval"
+    assert weak["log_loss"].verdict == "worse"  # lower is better: reference below interval
 
 
 def test_a_class_absent_from_test_is_left_out_of_the_macro_auc_not_counted_as_zero():
@@ -573,11 +576,11 @@ def test_a_model_tuned_on_validation_is_recommended_with_the_caveat_where_the_cl
     val = _three_models(seed=11)
     sizes = {"good": 1000, "twin": 10, "poor": 1}
     plain = recommend(val, sizes, EvaluateConfig(bootstrap=300))
-    assert "tuned" not in plain["reason"]
-    tuned = recommend(val, sizes, EvaluateConfig(bootstrap=300), tuned={plain["recommended"]})
-    assert tuned["recommended"] == plain["recommended"]
+    assert "tuned" not in plain.reason
+    tuned = recommend(val, sizes, EvaluateConfig(bootstrap=300), tuned={plain.recommended})
+    assert tuned.recommended == plain.recommended
     assert ("settings were tuned on this same validation split, so its validation score is "
-            "optimistic") in tuned["reason"]
+            "optimistic") in tuned.reason
 
 
 def test_robustness_runs_on_a_stratified_sample_with_its_interval(tmp_path):

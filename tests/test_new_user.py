@@ -216,5 +216,5 @@ def test_a_single_model_is_not_said_to_beat_every_other():
 
     y = np.array([0, 1, 0, 1])
     alone = {"only": Predictions(["a", "b", "c", "d"], y, np.eye(2)[y] * 0.8 + 0.1)}
-    reason = recommend(alone, {"only": 10}, EvaluateConfig(bootstrap=50))["reason"]
+    reason = recommend(alone, {"only": 10}, EvaluateConfig(bootstrap=50)).reason
     assert "every other model" not in reason and "the only model" in reason

@@ -285,8 +285,10 @@ def test_values_an_edited_run_folder_feeds_into_computation_are_checked(pets_run
     cases = {
         "data.json": (lambda d: d.update(image_shape=[40000, 40000, 3]), "image_shape"),
         "mlp/model.json": (lambda d: d["input"].update(std=[0.0]), "std must be positive"),
-        "mlp/evaluation.json": (lambda d: d.update(temperature={"value": 0.0}),
-                                "temperature is 0.0"),
+        "mlp/evaluation.json": (lambda d: d.update(temperature={
+            "value": 0.0, "fitted_on": "validation", "validation_images": 4,
+            "validation_nll": {"before": 1.0, "after": 1.0}, "test": {},
+            "reliability": {"bins": []}}), "temperature.value: Input should be greater than 0"),
     }
     for name, (change, message) in cases.items():
         folder = _copy(pets_run, tmp_path / name.replace("/", "_"))

@@ -35,22 +35,29 @@ from visionbench.evaluate.statistics import (
     percentile_interval,
 )
 from visionbench.rundir.documents import (
+    AucDifference,
     BeforeAfter,
     BinaryReading,
     BootstrapSettings,
     ChosenThreshold,
     ClassRow,
     ClinicalReading,
+    Comparison,
     ConformalSummary,
     ConfusedPair,
     Confusion,
     EvaluationDocument,
     Interval,
+    McNemar,
     Notice,
+    PairedDifference,
+    PairedGain,
+    PairTest,
     PrCurve,
     Reliability,
     ReliabilityBin,
     RocCurve,
+    Selection,
     TemperatureScaling,
 )
 from visionbench.rundir.predictions import Predictions
@@ -312,8 +319,8 @@ def most_confused(counts: np.ndarray, classes: list[str], top: int = 10) -> list
 
 def compare_models(
     evaluations: dict[str, ModelEvaluation], predictions: dict[str, Predictions],
-    classes: list[str], settings: EvaluateConfig, selection: dict[str, Any],
-) -> dict[str, Any]:
+    classes: list[str], settings: EvaluateConfig, selection: Selection,
+) -> Comparison:
     """Paired tests between every two models on the same test images, and each model's
     mark against the recommended one (`selection`, chosen on validation): the test split
     describes the choice, it never makes it."""
@@ -326,58 +333,54 @@ def compare_models(
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             pa, pb = predictions[a], predictions[b]
-            pair: dict[str, Any] = {
-                "a": a, "b": b,
-                "mcnemar": mcnemar(pa.y_pred == pa.y_true, pb.y_pred == pb.y_true),
-            }
             # The paired bootstrap of the difference, for every headline metric.
             shared = set(evaluations[a].resampled) & set(evaluations[b].resampled)
-            pair["bootstrap"] = {
-                m: paired_bootstrap(
+            pairs.append(PairTest(
+                a=a, b=b, mcnemar=McNemar(**mcnemar(pa.y_pred == pa.y_true,
+                                                    pb.y_pred == pb.y_true)),
+                bootstrap={m: PairedDifference(**paired_bootstrap(
                     evaluations[a].resampled[m], evaluations[b].resampled[m],
                     evaluations[a].document.metrics[m].value,
-                    evaluations[b].document.metrics[m].value, settings.confidence)
-                for m in settings.metrics if m in shared
-            }
-            pair["delong"] = _delong_pairs(pa, pb, classes)
-            pairs.append(pair)
-    recommended = selection.get("recommended")
+                    evaluations[b].document.metrics[m].value, settings.confidence))
+                    for m in settings.metrics if m in shared},
+                delong=_delong_pairs(pa, pb, classes)))
+    recommended = selection.recommended
     marks = {}
     if recommended in names:
         for name in names:
             marks[name] = ("recommended" if name == recommended else
                            _test_mark(name, recommended, pairs, metric, value, settings.alpha))
-    return {"primary_metric": metric.name, "recommended": recommended,
-            "test_best": test_best, "selection": selection, "alpha": settings.alpha,
-            "marks": marks, "pairs": pairs}
+    return Comparison(primary_metric=metric.name, recommended=recommended,
+                      test_best=test_best, selection=selection, alpha=settings.alpha,
+                      marks=marks, pairs=pairs)
 
 
-def paired_gain(pairs: list[dict[str, Any]], model: str, against: str, metric: str
-                ) -> dict[str, Any] | None:
+def paired_gain(pairs: list[PairTest], model: str, against: str, metric: str
+                ) -> PairedGain | None:
     """`model` minus `against` on `metric` from the comparison's paired tests: the
     difference, its paired bootstrap interval and p-value, and McNemar's p-value (None when
     the two were not compared)."""
-    pair = next((p for p in pairs if {p["a"], p["b"]} == {model, against}), None)
+    pair = next((p for p in pairs if {p.a, p.b} == {model, against}), None)
     if pair is None:
         return None
-    tested = pair["bootstrap"].get(metric)
-    sign = 1 if pair["a"] == model else -1
-    found: dict[str, Any] = {"model": model, "against": against, "metric": metric,
-                             "mcnemar_p": pair["mcnemar"]["p_value"]}
-    if tested:
-        bounds = sorted((sign * tested["low"], sign * tested["high"]))
-        found.update(difference=sign * tested["difference"], low=bounds[0], high=bounds[1],
-                     p_value=tested["p_value"])
-    return found
+    tested = pair.bootstrap.get(metric)
+    if not tested:
+        return PairedGain(model=model, against=against, metric=metric,
+                          mcnemar_p=pair.mcnemar.p_value)
+    sign = 1 if pair.a == model else -1
+    low, high = sorted((sign * tested.low, sign * tested.high))
+    return PairedGain(model=model, against=against, metric=metric,
+                      mcnemar_p=pair.mcnemar.p_value, difference=sign * tested.difference,
+                      low=low, high=high, p_value=tested.p_value)
 
 
-def _test_mark(name: str, recommended: str, pairs: list[dict[str, Any]], metric: Metric,
+def _test_mark(name: str, recommended: str, pairs: list[PairTest], metric: Metric,
                value: dict[str, float], alpha: float) -> str:
     """How `name` compares with the recommended model on test: a description only."""
-    pair = next(p for p in pairs if {p["a"], p["b"]} == {name, recommended})
-    tested = pair["bootstrap"].get(metric.name)
-    p_value = tested["p_value"] if tested else (
-        pair["mcnemar"]["p_value"] if metric.name == "accuracy" else math.nan)
+    pair = next(p for p in pairs if {p.a, p.b} == {name, recommended})
+    tested = pair.bootstrap.get(metric.name)
+    p_value = tested.p_value if tested else (
+        pair.mcnemar.p_value if metric.name == "accuracy" else math.nan)
     if math.isnan(p_value):
         return "untested"
     if p_value >= alpha:
@@ -386,10 +389,11 @@ def _test_mark(name: str, recommended: str, pairs: list[dict[str, Any]], metric:
     return "better on test" if better else "worse on test"
 
 
-def _delong_pairs(a: Predictions, b: Predictions, classes: list[str]) -> dict[str, Any]:
+def _delong_pairs(a: Predictions, b: Predictions, classes: list[str]
+                  ) -> dict[str, AucDifference]:
     """AUCs compared (DeLong, or a permutation test for a class with few test images): the
     positive class for two classes, else one-vs-rest per class."""
-    if len(classes) == 2:
-        return {classes[1]: auc_difference_test(a.prob[:, 1], b.prob[:, 1], a.y_true == 1)}
-    return {name: auc_difference_test(a.prob[:, k], b.prob[:, k], a.y_true == k)
-            for k, name in enumerate(classes)}
+    tested = [1] if len(classes) == 2 else range(len(classes))
+    return {classes[k]: AucDifference(**auc_difference_test(a.prob[:, k], b.prob[:, k],
+                                                            a.y_true == k))
+            for k in tested}

@@ -34,15 +34,22 @@ from visionbench.rundir.documents import (
     CleanTest,
     Comparison,
     DataRecord,
+    FoldComparison,
     FoldMetric,
     FoldStatistics,
+    HeadlineOnCleanTest,
+    HeadlineOverFolds,
+    HeadlineOverSeeds,
+    Interval,
     Leaderboard,
     LeaderboardRow,
     ModelMetrics,
+    ReferenceRow,
     RepeatStatistics,
     Spread,
     Status,
     Sweep,
+    TtaGain,
 )
 from visionbench.rundir.layout import ModelFolder, RunFolder
 from visionbench.rundir.predictions import Predictions
@@ -135,19 +142,19 @@ def _compare(run: RunFolder, classes: list[str], outcomes: dict[str, ModelMetric
     sweep = run.read(Sweep)
     selection = recommend({name: validation[name] for name in predictions}, sizes, settings,
                           tuned={sweep.tuned} if sweep is not None else set())
-    compared = compare_models(evaluations, predictions, classes, settings, selection)
-    compared["references"] = against_references(
+    comparison = compare_models(evaluations, predictions, classes, settings, selection)
+    comparison.references = against_references(
         {name: found.document for name, found in evaluations.items()}, settings.references,
         settings.alpha)
-    compared["tta"] = [{**gain, "views": outcomes[name].tta["views"]}
-                       for name in augmented if name in evaluations
-                       and (gain := paired_gain(compared["pairs"], name,
-                                                outcomes[name].tta["model"],
-                                                settings.primary_metric)) is not None]
-    compared["folds"] = fold_comparisons(
+    comparison.tta = [TtaGain(**gain.model_dump(exclude_unset=True),
+                              views=outcomes[name].tta["views"])
+                      for name in augmented if name in evaluations
+                      and (gain := paired_gain(comparison.pairs, name,
+                                               outcomes[name].tta["model"],
+                                               settings.primary_metric)) is not None]
+    comparison.folds = fold_comparisons(
         {name: found.document.folds for name, found in evaluations.items()
-         if found.document.folds is not None}, selection.get("recommended"), settings)
-    comparison = Comparison.model_validate(compared)
+         if found.document.folds is not None}, selection.recommended, settings)
     run.write(comparison)
     return _leaderboard(outcomes, evaluations, comparison, settings)
 
@@ -224,7 +231,7 @@ def fold_statistics(folds: list[Predictions], settings: EvaluateConfig, per_repe
 
 
 def fold_comparisons(folds: dict[str, FoldStatistics], recommended: str | None,
-                     settings: EvaluateConfig) -> list[dict[str, Any]]:
+                     settings: EvaluateConfig) -> list[FoldComparison]:
     """Every cross-validated model against the recommended one on the primary metric, fold
     by fold: the mean difference and the corrected resampled t-test (Nadeau & Bengio)."""
     if recommended not in folds:
@@ -238,9 +245,9 @@ def fold_comparisons(folds: dict[str, FoldStatistics], recommended: str | None,
         differences = (np.asarray(other.metrics[primary].values)
                        - np.asarray(base.metrics[primary].values))
         t, p = corrected_resampled_t(differences, base.train_size, base.test_size)
-        found.append({"model": name, "against": recommended, "metric": primary,
-                      "difference": float(differences.mean()), "t": t, "p_value": p,
-                      "folds": int(base.count)})
+        found.append(FoldComparison(model=name, against=recommended, metric=primary,
+                                    difference=float(differences.mean()), t=t, p_value=p,
+                                    folds=int(base.count)))
     return found
 
 
@@ -257,18 +264,20 @@ def _leaderboard(outcomes: dict[str, ModelMetrics], evaluations: dict[str, Model
                 row["missed_positives"] = document.clinical.argmax.missed_positives.value
             row["notes"] = document.notes
             if document.clean_test is not None:
-                row["clean_test"] = {"images": document.clean_test.images, **document.clean_test
-                                     .metrics[primary.name].model_dump(exclude_unset=True)}
+                row["clean_test"] = HeadlineOnCleanTest(
+                    images=document.clean_test.images, **document.clean_test
+                    .metrics[primary.name].model_dump(exclude_unset=True))
             if document.folds is not None:
-                row["folds"] = {"count": document.folds.count, "repeats": document.folds.repeats,
-                                **document.folds.metrics[primary.name].model_dump()}
-                tested = next((c for c in comparison.folds if c["model"] == name), None)
-                if tested is not None:
-                    row["folds"]["p_value"] = tested["p_value"]
+                tested = next((c for c in comparison.folds if c.model == name), None)
+                row["folds"] = HeadlineOverFolds(
+                    count=document.folds.count, repeats=document.folds.repeats,
+                    **document.folds.metrics[primary.name].model_dump(),
+                    **({} if tested is None else {"p_value": tested.p_value}))
             if document.repeats is not None:
-                row["repeats"] = {"count": document.repeats.count,
-                                  **document.repeats.metrics[primary.name].model_dump()}
-        row["validation"] = comparison.selection.get("values", {}).get(name)
+                row["repeats"] = HeadlineOverSeeds(
+                    count=document.repeats.count,
+                    **document.repeats.metrics[primary.name].model_dump())
+        row["validation"] = comparison.selection.values.get(name)
         row["parameters"] = outcome.parameters
         row["epochs"] = outcome.epochs
         row["train_seconds"] = outcome.timing.get("train_seconds")
@@ -289,7 +298,7 @@ def _leaderboard(outcomes: dict[str, ModelMetrics], evaluations: dict[str, Model
         metrics=computed, headline=headline_metrics(primary.name, settings.headline, computed),
         recommended=comparison.recommended, test_best=comparison.test_best,
         rows=rows,
-        references={name: {"source": ref.source, "metrics": dict(ref.metrics)}
+        references={name: ReferenceRow(source=ref.source, metrics=dict(ref.metrics))
                     for name, ref in settings.references.items()})
 
 
@@ -323,8 +332,8 @@ def _csv(board: Leaderboard) -> str:
             values += ["", "", ""] if entry is None else [
                 blank(entry.value), blank(entry.low), blank(entry.high)]
         values.append(blank(row.missed_positives))
-        spread = row.repeats or {}
-        values += [spread.get("count", ""), spread.get("mean", ""), spread.get("std", "")]
+        spread = row.repeats
+        values += (["", "", ""] if spread is None else [spread.count, spread.mean, spread.std])
         values += [blank(getattr(row, c)) for c in COLUMNS_AFTER]
         writer.writerow(values)
     return buffer.getvalue()
@@ -347,9 +356,7 @@ def _markdown(board: Leaderboard) -> str:
     for row in board.rows:
         cells = [display.interval(row.metrics.get(m), 4, 4) for m in shown]
         if repeated:
-            spread = row.repeats
-            cells.append(f"{spread['mean']:.4f} ± {spread['std']:.4f} (n={spread['count']})"
-                         if spread else "–")
+            cells.append(_spread(row.repeats, "–"))
         missed = row.missed_positives
         lines.append(
             f"| {row.model} | {row.status.value} | " + " | ".join(cells)
@@ -360,7 +367,7 @@ def _markdown(board: Leaderboard) -> str:
         )
     blank = " | –" * (len(lines[2].split(" | ")) - len(shown) - 2)
     for name, reference in board.references.items():
-        cells = [display.number(reference["metrics"].get(m)) for m in shown]
+        cells = [display.number(reference.metrics.get(m)) for m in shown]
         lines.append(f"| {name} | reference | " + " | ".join(cells) + blank + " |")
     return "\n".join(lines) + "\n"
 
@@ -387,9 +394,7 @@ def board_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
         cells += [display.number(getattr(row.metrics.get(m), "value", None)) for m in others]
         cells.append(display.number(row.validation))
         if repeated:
-            spread = row.repeats
-            cells.append(f"{spread['mean']:.4f} ± {spread['std']:.4f} (n={spread['count']})"
-                         if spread else display.MISSING)
+            cells.append(_spread(row.repeats, display.MISSING))
         if folded:
             cells.append(fold_cell(row.folds))
         if clinical:
@@ -400,28 +405,36 @@ def board_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
                   row.mark or row.error]
         rows.append(cells)
     for name, reference in board.references.items():
-        values = [display.number(reference["metrics"].get(m)) for m in [primary, *others]]
+        values = [display.number(reference.metrics.get(m)) for m in [primary, *others]]
         rows.append([name, "reference", *values,
                      *[display.MISSING] * (len(header) - len(values) - 3), "(reference)"])
     return header, rows
 
 
-def fold_cell(folds: dict[str, Any] | None) -> str:
+def _spread(spread: HeadlineOverSeeds | None, missing: str) -> str:
+    """The primary metric over seeds in one cell: mean ± sd (n)."""
+    if spread is None:
+        return missing
+    return f"{spread.mean:.4f} ± {spread.std:.4f} (n={spread.count})"
+
+
+def fold_cell(folds: HeadlineOverFolds | None) -> str:
     """A model's cross-validated primary metric in one cell: mean [corrected interval], and
     the corrected resampled t-test's p against the recommended model.
 
     Example:
-        >>> fold_cell({"count": 3, "mean": 0.85, "low": 0.65, "high": 1.0, "p_value": 0.16})
+        >>> fold_cell(HeadlineOverFolds(count=3, mean=0.85, low=0.65, high=1.0,
+        ...                             values=[0.7, 0.85, 1.0], p_value=0.16))
         '0.8500 [0.650, 1.000] (3 folds), p 0.160'
     """
     if not folds:
         return display.MISSING
-    entry = {"value": folds["mean"], "low": folds["low"], "high": folds["high"]}
-    repeats = folds.get("repeats", 1)
-    shape = (f"{folds['count'] // repeats} folds × {repeats}" if repeats > 1
-             else f"{folds['count']} folds")
+    entry = Interval(value=folds.mean, low=folds.low, high=folds.high)
+    shape = (f"{folds.count // folds.repeats} folds × {folds.repeats}" if folds.repeats > 1
+             else f"{folds.count} folds")
     text = f"{display.interval(entry)} ({shape})"
-    return text + (f", p {display.p_value(folds['p_value'])}" if "p_value" in folds else "")
+    return text + (f", p {display.p_value(folds.p_value)}" if folds.p_value is not None
+                   else "")
 
 
 def recommendation_sentence(board: Leaderboard) -> str:

@@ -13,12 +13,16 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from scipy import stats
 
 from visionbench.evaluate.metrics import METRICS
-from visionbench.rundir.documents import EvaluationDocument
+from visionbench.rundir.documents import (
+    EvaluationDocument,
+    ReferenceComparison,
+    ReferenceTest,
+)
 from visionbench.schemas.evaluate import Reference
 
 
@@ -30,23 +34,24 @@ def binomial_p(correct: int, images: int, reference: float,
 
 
 def against_references(evaluations: dict[str, EvaluationDocument],
-                       references: dict[str, Reference], alpha: float) -> dict[str, Any]:
+                       references: dict[str, Reference], alpha: float
+                       ) -> dict[str, ReferenceComparison]:
     """For each reference and model (its evaluation): the tests and placements described
     in the module doc."""
-    found: dict[str, Any] = {}
+    found: dict[str, ReferenceComparison] = {}
     for name, reference in references.items():
         models = {}
         for model, evaluation in evaluations.items():
             models[model] = {metric: _against(metric, value, evaluation, alpha)
                              for metric, value in reference.metrics.items()
                              if metric in evaluation.metrics}
-        found[name] = {"source": reference.source, "metrics": dict(reference.metrics),
-                       "models": models}
+        found[name] = ReferenceComparison(source=reference.source,
+                                          metrics=dict(reference.metrics), models=models)
     return found
 
 
 def _against(metric: str, reference: float, evaluation: EvaluationDocument, alpha: float
-             ) -> dict[str, Any]:
+             ) -> ReferenceTest:
     entry = evaluation.metrics[metric]
     value = entry.value
     if metric == "accuracy":
@@ -56,14 +61,14 @@ def _against(metric: str, reference: float, evaluation: EvaluationDocument, alph
         less = binomial_p(correct, images, reference, "less")
         verdict = ("better" if greater < alpha else "worse" if less < alpha
                    else "no significant difference")
-        return {"test": "exact binomial, one-sided", "p_greater": greater, "p_less": less,
-                "verdict": verdict}
+        return ReferenceTest(test="exact binomial, one-sided", p_greater=greater, p_less=less,
+                             verdict=verdict)
     if entry.low is None or entry.high is None:
-        return {"test": "none (no interval)", "verdict": "untested"}
+        return ReferenceTest(test="none (no interval)", verdict="untested")
     higher = METRICS.get(metric).higher_is_better
     if entry.low <= reference <= entry.high:
         verdict = "within the interval"
     else:
         above_interval = reference > entry.high
         verdict = "better" if above_interval != higher else "worse"
-    return {"test": "reference against the bootstrap interval", "verdict": verdict}
+    return ReferenceTest(test="reference against the bootstrap interval", verdict=verdict)

@@ -22,20 +22,20 @@ Example:
     >>> poor = Predictions(list("abcd"), y, np.array([[.4, .6], [.8, .2], [.6, .4], [.2, .8]]))
     >>> choice = recommend({"good": good, "poor": poor}, {"good": 10, "poor": 5},
     ...                    EvaluateConfig(bootstrap=0))
-    >>> choice["recommended"], choice["values"]
+    >>> choice.recommended, choice.values
     ('good', {'good': 1.0, 'poor': 0.5})
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
 from visionbench.errors import UserError
 from visionbench.evaluate.metrics import METRICS, compute
 from visionbench.evaluate.statistics import bootstrap_weights, paired_bootstrap
+from visionbench.rundir.documents import Selection
 from visionbench.rundir.predictions import Predictions
 from visionbench.schemas.evaluate import EvaluateConfig
 
@@ -45,7 +45,7 @@ UNKNOWN = math.inf
 
 
 def recommend(validation: dict[str, Predictions | None], sizes: dict[str, float],
-              settings: EvaluateConfig, tuned: set[str] | None = None) -> dict[str, Any]:
+              settings: EvaluateConfig, tuned: set[str] | None = None) -> Selection:
     """The recommended model and how it was chosen, from validation predictions alone.
 
     `sizes` maps a model to its parameter count, the tie-breaker; `tuned` names models
@@ -57,18 +57,17 @@ def recommend(validation: dict[str, Predictions | None], sizes: dict[str, float]
     metric = METRICS.get(settings.primary_metric)
     candidates = {name: found for name, found in validation.items()
                   if found is not None and len(found.y_true)}
-    result: dict[str, Any] = {"split": "validation", "metric": metric.name,
-                              "alpha": settings.alpha, "values": {}, "p_values": {},
-                              "tied": [], "best_on_validation": None, "recommended": None}
+    chosen_by = {"split": "validation", "metric": metric.name, "alpha": settings.alpha}
     if not candidates:
         if len(validation) == 1:
             only = next(iter(validation))
-            result.update(recommended=only, reason=f"{only} is the only model; it has no "
-                          "validation predictions, so nothing was chosen")
-        else:
-            result["reason"] = ("no model has validation predictions, so none is recommended; "
-                                "the test table only describes the models")
-        return result
+            return Selection(**chosen_by, values={}, p_values={}, tied=[],
+                             best_on_validation=None, recommended=only,
+                             reason=f"{only} is the only model; it has no validation "
+                             "predictions, so nothing was chosen")
+        return Selection(**chosen_by, values={}, p_values={}, tied=[], best_on_validation=None,
+                         recommended=None, reason="no model has validation predictions, so "
+                         "none is recommended; the test table only describes the models")
     reference = next(iter(candidates.values()))
     for name, found in candidates.items():
         if found.ids != reference.ids:
@@ -90,9 +89,8 @@ def recommend(validation: dict[str, Predictions | None], sizes: dict[str, float]
         reason += (f" — but {chosen}'s settings were tuned on this same validation split, so "
                    "its validation score is optimistic and this comparison favours it; its "
                    "test score is the fair one")
-    result.update(values=point, p_values=p_values, tied=tied, best_on_validation=leader,
-                  recommended=chosen, reason=reason)
-    return result
+    return Selection(**chosen_by, values=point, p_values=p_values, tied=tied,
+                     best_on_validation=leader, recommended=chosen, reason=reason)
 
 
 def _p_values_against(leader: str, candidates: dict[str, Predictions], metric: str,

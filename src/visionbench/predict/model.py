@@ -8,7 +8,6 @@ reading's threshold chosen on validation, and an uncertainty margin chosen on va
 
 from __future__ import annotations
 
-import math
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from io import IOBase
@@ -497,15 +496,6 @@ def _listed(states: dict[str, str]) -> str:
     return "; ".join(f"{name} ({state})" for name, state in states.items()) or "none"
 
 
-def _positive(value: object, what: str) -> float:
-    """`value` if it is a positive, finite number; else a one-line error naming `what`."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(
-            value) and value > 0:
-        return float(value)
-    raise UserError(f"{what} is {value!r}, not a positive number: the file was edited or "
-                    "damaged (run `visionbench evaluate` on the run to write it again)")
-
-
 def _readings(predictor: Predictor, folder: ModelFolder, data: DataRecord) -> None:
     """The positive reading's threshold (from the evaluation), the uncertainty margin (from
     the validation predictions) and the most faithful explanation method (from the
@@ -520,8 +510,7 @@ def _readings(predictor: Predictor, folder: ModelFolder, data: DataRecord) -> No
         predictor.gradcam_layer = explanations.gradcam_layer
     evaluation = folder.read(EvaluationDocument)
     if evaluation is not None and evaluation.temperature:
-        predictor.temperature = _positive(evaluation.temperature.value,
-                                          f"{folder.file(EvaluationDocument)}: temperature")
+        predictor.temperature = evaluation.temperature.value
     if evaluation is not None and evaluation.conformal:
         found = evaluation.conformal
         predictor.conformal = ConformalSets(score=found.score, threshold=found.threshold,

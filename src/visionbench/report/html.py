@@ -382,9 +382,9 @@ def _recommendation(run: Run, chosen: str, primary: str) -> str:
     entry = run.row(chosen).metrics[primary]
     level = display.level(run.board.confidence)
     text = f"<b>Recommended: {html.escape(chosen)}</b>"
-    if selection.get("reason"):
-        text += f" — {html.escape(selection['reason'])}"
-    validation = selection.get("values", {}).get(chosen)
+    if selection.reason:
+        text += f" — {html.escape(selection.reason)}"
+    validation = selection.values.get(chosen)
     if validation is not None:
         text += f" (validation {primary} {display.number(validation)})"
     text += f". Its test {primary}: {display.number(entry.value)}"
@@ -400,18 +400,18 @@ def _recommendation(run: Run, chosen: str, primary: str) -> str:
                  "scores is optimistic, and choosing by it would let the test split decide. "
                  f"Against {html.escape(chosen)} on test: "
                  f"{html.escape(run.comparison.marks.get(test_best, 'untested'))}.")
-    tied = [m for m in selection.get("tied", []) if m != chosen]
+    tied = [m for m in selection.tied if m != chosen]
     if tied:
         text += (f"<br>Not told apart from the best on validation (paired bootstrap, alpha "
                  f"{run.comparison.alpha}): {display.names(map(html.escape, tied))}.")
     for name, reference in run.comparison.references.items():
-        test = reference["models"].get(chosen, {}).get("accuracy")
+        test = reference.models.get(chosen, {}).get("accuracy")
         if test is not None:
             text += (f"<br>Against {html.escape(name)} (accuracy "
-                     f"{display.number(reference['metrics']['accuracy'])}"
-                     + (f", {html.escape(reference['source'])}" if reference["source"] else "")
-                     + f"): {html.escape(test['verdict'])} (one-sided exact binomial p = "
-                     f"{display.p_value(test['p_greater'])} that it is better).")
+                     f"{display.number(reference.metrics['accuracy'])}"
+                     + (f", {html.escape(reference.source)}" if reference.source else "")
+                     + f"): {html.escape(test.verdict)} (one-sided exact binomial p = "
+                     f"{display.p_value(test.p_greater)} that it is better).")
     evaluation = run.evaluations.get(chosen)
     clinical = evaluation.clinical if evaluation else None
     if clinical:
@@ -423,9 +423,9 @@ def _recommendation(run: Run, chosen: str, primary: str) -> str:
                  "predicted negative</b>.")
     clean = run.row(chosen).clean_test
     if clean:
-        text += (f"<br>On the {clean['images']} test images that do not duplicate a "
-                 f"training image: {primary} {display.number(clean['value'])}"
-                 + (f" ({display.bounds(clean)})" if "low" in clean else "") + ".")
+        text += (f"<br>On the {clean.images} test images that do not duplicate a "
+                 f"training image: {primary} {display.number(clean.value)}"
+                 + (f" ({display.bounds(clean)})" if clean.low is not None else "") + ".")
     return text
 
 
@@ -459,10 +459,10 @@ def _leaderboard(page: Page, run: Run) -> None:
             f"<td>{_fmt(row.train_seconds, 1)}</td>"
             f"<td>{html.escape(row.mark or row.error)}</td></tr>")
     for name, reference in board.references.items():
-        cells = "".join(f"<td>{_fmt(reference['metrics'].get(m))}</td>" for m in shown)
+        cells = "".join(f"<td>{_fmt(reference.metrics.get(m))}</td>" for m in shown)
         body.append(f"<tr class=\"reference\"><td>{html.escape(name)}</td><td>reference</td>"
                     f"{cells}<td>–</td><td>–</td><td>–</td><td>–</td>"
-                    f"<td>{html.escape(reference['source'])}</td></tr>")
+                    f"<td>{html.escape(reference.source)}</td></tr>")
     page.add(f'<p class="muted">Click a column to sort. Ranked by test {primary}, a '
              "description: the recommendation is made on validation "
              f"({html.escape(recommendation_sentence(board))}) Brackets are "
@@ -500,16 +500,16 @@ def _tta(page: Page, run: Run) -> None:
         return
     body = []
     for gain in gains:
-        difference = ("–" if gain.get("difference") is None else
-                      f"{gain['difference']:+.4f} [{gain['low']:+.4f}, {gain['high']:+.4f}]")
-        p_value = gain.get("p_value")
-        body.append(f"<tr><td>{html.escape(gain['model'])}</td>"
-                    f"<td>{html.escape(gain['against'])}</td>"
-                    f"<td>{html.escape(', '.join(gain.get('views', [])))}</td>"
+        difference = ("–" if gain.difference is None else
+                      f"{gain.difference:+.4f} [{gain.low:+.4f}, {gain.high:+.4f}]")
+        p_value = gain.p_value
+        body.append(f"<tr><td>{html.escape(gain.model)}</td>"
+                    f"<td>{html.escape(gain.against)}</td>"
+                    f"<td>{html.escape(', '.join(gain.views))}</td>"
                     f"<td>{html.escape(difference)}</td>"
                     f"<td>{'–' if p_value is None else display.p_value(p_value)}</td>"
-                    f"<td>{display.p_value(gain['mcnemar_p'])}</td></tr>")
-    metric = html.escape(gains[0]["metric"])
+                    f"<td>{display.p_value(gain.mcnemar_p)}</td></tr>")
+    metric = html.escape(gains[0].metric)
     page.add('<h3 id="tta">Test-time augmentation</h3>'
              '<p class="muted">Each model\'s probabilities averaged over views of every '
              "image, against the plain model on the same test images: the "
@@ -563,24 +563,24 @@ def _references(run: Run) -> str:
         return ""
     parts = []
     for name, reference in found.items():
-        metrics = list(reference["metrics"])
-        head = "".join(f"<th>{_breakable(m)} {display.number(reference['metrics'][m])}</th>"
+        metrics = list(reference.metrics)
+        head = "".join(f"<th>{_breakable(m)} {display.number(reference.metrics[m])}</th>"
                        for m in metrics)
         rows = []
-        for model, tests in reference["models"].items():
+        for model, tests in reference.models.items():
             cells = []
             for metric in metrics:
                 test = tests.get(metric)
                 if test is None:
                     cells.append("<td>–</td>")
                     continue
-                text = test["verdict"]
-                if "p_greater" in test:
-                    text += (f" (p better {display.p_value(test['p_greater'])}, p worse "
-                             f"{display.p_value(test['p_less'])})")
+                text = test.verdict
+                if test.p_greater is not None:
+                    text += (f" (p better {display.p_value(test.p_greater)}, p worse "
+                             f"{display.p_value(test.p_less)})")
                 cells.append(f"<td>{html.escape(text)}</td>")
             rows.append(f"<tr><td>{html.escape(model)}</td>{''.join(cells)}</tr>")
-        source = f" ({html.escape(reference['source'])})" if reference["source"] else ""
+        source = f" ({html.escape(reference.source)})" if reference.source else ""
         parts.append(f"<h3>Against {html.escape(name)}{source}</h3><table><thead><tr>"
                      f"<th>model</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
     return ('<p class="muted">Only a reference\'s numbers are known, not its predictions: '
@@ -598,29 +598,30 @@ def _folds(page: Page, run: Run) -> None:
     if not rows:
         return
     primary = board.primary_metric
-    tests = {found["model"]: found for found in run.comparison.folds}
+    tests = {found.model: found for found in run.comparison.folds}
     body, below = [], []
     for row in rows:
-        folds = row.folds or {}
-        values = [v for v in folds.get("values", []) if v is not None]
+        folds = row.folds
+        assert folds is not None  # the rows shown are those with folds
+        values = [v for v in folds.values if v is not None]
         tested_value = (row.metrics.get(primary).value if row.metrics.get(primary) else None)
         higher = METRICS.get(primary).higher_is_better
         if values and tested_value is not None and (
                 tested_value < min(values) if higher else tested_value > max(values)):
             below.append(f"{row.model} ({_fmt(tested_value)} on test; folds "
                          f"{_fmt(min(values))}–{_fmt(max(values))})")
-        mean = {"value": folds.get("mean"), "low": folds.get("low"), "high": folds.get("high")}
+        mean = Interval(value=folds.mean, low=folds.low, high=folds.high)
         tested = tests.get(row.model)
         versus = ("recommended" if row.model == board.recommended else
-                  f"{tested['difference']:+.4f}, p {display.p_value(tested['p_value'])}"
+                  f"{tested.difference:+.4f}, p {display.p_value(tested.p_value)}"
                   if tested else "–")
         body.append(f"<tr><td>{html.escape(row.model)}</td>"
                     f"<td>{html.escape(display.interval(mean))}</td>"
-                    f"<td>{', '.join(_fmt(v) for v in folds.get('values', []))}</td>"
+                    f"<td>{', '.join(_fmt(v) for v in folds.values)}</td>"
                     f"<td>{html.escape(versus)}</td></tr>")
-    first = rows[0].folds or {}
-    repeats = first.get("repeats", 1)
-    count = first.get("count", 0) // max(repeats, 1)
+    first = rows[0].folds
+    repeats = first.repeats if first else 1
+    count = (first.count if first else 0) // max(repeats, 1)
     again = (f", repeated {repeats} times with the folds cut anew and another seed"
              if repeats > 1 else "")
     page.add('<h3 id="folds">Cross-validation</h3>'

@@ -464,7 +464,8 @@ class BeforeAfter(Part):
 class TemperatureScaling(Part):
     """The temperature fitted on validation, and calibration before and after."""
 
-    value: float
+    # Predict divides logits by it: an edited document with 0 or NaN is refused at read.
+    value: float = Field(gt=0, allow_inf_nan=False)
     fitted_on: str
     validation_images: int
     validation_nll: BeforeAfter
@@ -574,6 +575,117 @@ class EvaluationDocument(Document):
                                                "sizes on test.")
 
 
+class Selection(Part):
+    """How the recommended model was chosen on validation: each model's value there, the
+    models not told apart from the best (paired bootstrap p-values against it), the choice
+    and the reason in words (empty in folders written before the choice moved to
+    validation)."""
+
+    split: str = "validation"
+    metric: str | None = None
+    alpha: float | None = None
+    values: dict[str, float] = Field(default_factory=dict)
+    p_values: dict[str, float] = Field(default_factory=dict)
+    tied: list[str] = Field(default_factory=list)
+    best_on_validation: str | None = None
+    recommended: str | None = None
+    reason: str | None = None
+
+
+class McNemar(Part):
+    """McNemar's test on two models' paired correctness."""
+
+    only_a: int
+    only_b: int
+    statistic: float
+    p_value: float
+    method: str
+
+
+class PairedDifference(Part):
+    """A - B on one metric over shared bootstrap resamples: estimate, interval, p-value."""
+
+    difference: float
+    low: float
+    high: float
+    p_value: float
+    resamples: int | None = Field(None, description="Older folders did not record it.")
+
+
+class AucDifference(Part):
+    """Two correlated ROC AUCs compared (DeLong, or a permutation test with few images of
+    a class)."""
+
+    auc_a: float
+    auc_b: float
+    z: float
+    p_value: float
+    method: str | None = None
+    positives: int | None = None
+    negatives: int | None = None
+
+
+class PairTest(Part):
+    """Two models on the same test images: McNemar, the paired bootstrap of each metric,
+    the AUC tests per class."""
+
+    a: str
+    b: str
+    mcnemar: McNemar
+    bootstrap: dict[str, PairedDifference] = Field(default_factory=dict)
+    delong: dict[str, AucDifference] = Field(default_factory=dict)
+
+
+class PairedGain(Part):
+    """`model` minus `against` on `metric` from their paired tests on test."""
+
+    model: str
+    against: str
+    metric: str
+    mcnemar_p: float
+    difference: float | None = None
+    low: float | None = None
+    high: float | None = None
+    p_value: float | None = None
+
+
+class TtaGain(PairedGain):
+    """A test-time augmentation row against its plain model, with the views it averages."""
+
+    views: list[str]
+
+
+class FoldComparison(Part):
+    """A cross-validated model against the recommended one, fold by fold (corrected
+    resampled t-test)."""
+
+    model: str
+    against: str
+    metric: str
+    difference: float
+    t: float
+    p_value: float
+    folds: int
+
+
+class ReferenceTest(Part):
+    """A model against a reference value on one metric."""
+
+    test: str
+    p_greater: float | None = None
+    p_less: float | None = None
+    verdict: str
+
+
+class ReferenceComparison(Part):
+    """A reference's numbers and source, and every model tested against it."""
+
+    source: str
+    metrics: dict[str, float]
+    models: dict[str, dict[str, ReferenceTest]] = Field(
+        default_factory=dict, description="Model -> metric -> its test.")
+
+
 def _test_chosen_best(value: Any) -> Any:
     """Version 1 documents named one `best`, chosen on the test split: it reads as the
     test-best, and nothing is recommended until `visionbench evaluate` chooses on
@@ -594,23 +706,62 @@ class Comparison(Document):
     primary_metric: str
     recommended: str | None
     test_best: str | None = None
-    selection: dict[str, Any] = Field(default_factory=dict)
+    selection: Selection = Field(default_factory=Selection)
     alpha: float
     marks: dict[str, str]
-    pairs: list[dict[str, Any]]
-    folds: list[dict[str, Any]] = Field(default_factory=list, description="k-fold: each "
+    pairs: list[PairTest]
+    folds: list[FoldComparison] = Field(default_factory=list, description="k-fold: each "
                                         "model against the recommended one, fold by fold "
                                         "(corrected resampled t-test).")
-    references: dict[str, Any] = Field(default_factory=dict, description="Each reference's "
-                                       "numbers and source, and every model tested against it.")
-    tta: list[dict[str, Any]] = Field(default_factory=list, description="Each test-time "
-                                      "augmentation row against its plain model on test: "
-                                      "paired difference, interval, p-values.")
+    references: dict[str, ReferenceComparison] = Field(
+        default_factory=dict, description="Each reference's numbers and source, and every "
+        "model tested against it.")
+    tta: list[TtaGain] = Field(default_factory=list, description="Each test-time "
+                               "augmentation row against its plain model on test: paired "
+                               "difference, interval, p-values.")
 
     @model_validator(mode="before")
     @classmethod
     def _version_1(cls, value: Any) -> Any:
         return _test_chosen_best(value)
+
+
+class HeadlineOnCleanTest(Part):
+    """The primary metric on the test images that do not duplicate a training image."""
+
+    images: int
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+
+
+class HeadlineOverSeeds(Part):
+    """The primary metric across training repeats (seeds)."""
+
+    count: int
+    mean: float
+    std: float
+    values: list[float]
+
+
+class HeadlineOverFolds(Part):
+    """The primary metric on each fold's validation images, its mean and corrected
+    interval, and the corrected resampled t-test against the recommended model."""
+
+    count: int
+    repeats: int = 1
+    mean: float
+    low: float
+    high: float
+    values: list[float]
+    p_value: float | None = None
+
+
+class ReferenceRow(Part):
+    """A reference shown on the leaderboard: its source and values."""
+
+    source: str
+    metrics: dict[str, float]
 
 
 class LeaderboardRow(BaseModel):
@@ -623,12 +774,13 @@ class LeaderboardRow(BaseModel):
     metrics: dict[str, Interval] = Field(default_factory=dict)
     missed_positives: float | None = None
     notes: list[Notice] = Field(default_factory=list)
-    clean_test: dict[str, Any] | None = None
-    repeats: dict[str, Any] | None = None
-    folds: dict[str, Any] | None = Field(None, description="k-fold: the primary metric on "
-                                         "each fold's validation images, its mean and "
-                                         "corrected interval, and the corrected resampled "
-                                         "t-test against the recommended model.")
+    clean_test: HeadlineOnCleanTest | None = None
+    repeats: HeadlineOverSeeds | None = None
+    folds: HeadlineOverFolds | None = Field(None, description="k-fold: the primary metric "
+                                            "on each fold's validation images, its mean "
+                                            "and corrected interval, and the corrected "
+                                            "resampled t-test against the recommended "
+                                            "model.")
     validation: float | None = Field(None, description="The primary metric on the "
                                      "validation split, on which the recommendation is made.")
     parameters: int | None = None
@@ -654,7 +806,7 @@ class Leaderboard(Document):
     recommended: str | None
     test_best: str | None = None
     rows: list[LeaderboardRow]
-    references: dict[str, dict[str, Any]] = Field(
+    references: dict[str, ReferenceRow] = Field(
         default_factory=dict, description="Reference rows: name -> source and metric values.")
 
     @model_validator(mode="before")
