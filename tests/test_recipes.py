@@ -112,7 +112,7 @@ def test_brain_tumor_recipe_smoke(tmp_path):
         "models.best.input.size=64", "models.large.input.size=64"], tmp_path)
     assert len(result.models) == 7
     # One RGB cache: the study's CNNs read it grey, cnn_rgb and the backbones in colour.
-    channels = {name: metrics.input["channels"] for name, metrics in result.models.items()}
+    channels = {name: metrics.input.channels for name, metrics in result.models.items()}
     assert channels == {"cnn_relu": 1, "cnn_rgb": 3, "cnn_relu_augmented": 1,
                         "cnn_sigmoid": 1, "transfer": 3, "best": 3, "large": 3}
     board = (result.folder / "leaderboard.md").read_text()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from visionbench.rundir.documents import ModelMetrics, Status
+from visionbench.rundir.documents import ModelMetrics, Status, Timing
 from visionbench.rundir.layout import RunFolder
 from visionbench.rundir.predictions import Predictions
 
@@ -48,8 +48,8 @@ def write_ensembles(run: RunFolder, ensembles: dict[str, list[str]],
             description="Mean of the probabilities of " + ", ".join(members) + ".",
             parameters=sum(m.parameters or 0 for m in found if m is not None),
             epochs=None,
-            timing={"train_seconds": sum(m.timing.get("train_seconds") or 0
-                                         for m in found if m is not None)},
+            timing=Timing(train_seconds=sum(m.timing.train_seconds or 0
+                                            for m in found if m is not None)),
             files=target.predictions_checksums(),
         ))
         written.append(name)

@@ -147,10 +147,10 @@ def _compare(run: RunFolder, classes: list[str], outcomes: dict[str, ModelMetric
         {name: found.document for name, found in evaluations.items()}, settings.references,
         settings.alpha)
     comparison.tta = [TtaGain(**gain.model_dump(exclude_unset=True),
-                              views=outcomes[name].tta["views"])
+                              views=outcomes[name].tta.views)
                       for name in augmented if name in evaluations
-                      and (gain := paired_gain(comparison.pairs, name,
-                                               outcomes[name].tta["model"],
+                      and (source := outcomes[name].tta) is not None
+                      and (gain := paired_gain(comparison.pairs, name, source.model,
                                                settings.primary_metric)) is not None]
     comparison.folds = fold_comparisons(
         {name: found.document.folds for name, found in evaluations.items()
@@ -280,7 +280,7 @@ def _leaderboard(outcomes: dict[str, ModelMetrics], evaluations: dict[str, Model
         row["validation"] = comparison.selection.values.get(name)
         row["parameters"] = outcome.parameters
         row["epochs"] = outcome.epochs
-        row["train_seconds"] = outcome.timing.get("train_seconds")
+        row["train_seconds"] = outcome.timing.train_seconds
         row["mark"] = comparison.marks.get(name, "")
         row["error"] = outcome.error or ""
         rows.append(LeaderboardRow.model_validate(row))

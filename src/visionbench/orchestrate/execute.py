@@ -42,13 +42,22 @@ from visionbench.orchestrate.task import FoldItem, Mode, ModelTask
 from visionbench.orchestrate.unfamiliar import fit_model_detector
 from visionbench.provenance import code_version, command_line, describe_hardware
 from visionbench.rundir.documents import (
+    CodeVersion,
+    EpochRow,
     Explanations,
+    FoldScore,
     History,
+    InputRecord,
     ModelCard,
     ModelMetrics,
+    RepeatScore,
     Robustness,
     SplitScore,
+    StageReport,
     Status,
+    Timing,
+    TrainingEvent,
+    TtaSource,
 )
 from visionbench.rundir.layout import ModelFolder, RunFolder, nested
 from visionbench.rundir.predictions import Predictions
@@ -186,22 +195,25 @@ def train_model(
     folder.write(ModelCard(model=name, family=model_cfg.family_name, classes=data.classes,
                            input=built.input, output=built.output,
                            config=model_cfg.model_dump(mode="json")))
-    folder.write(History(epochs=trainer.history, events=trainer.events,
-                         stages=trainer.freeze_reports))
+    # The trainer keeps plain rows (they go into its checkpoint); the document types them.
+    stages = [StageReport(**report) for report in trainer.freeze_reports]
+    folder.write(History(epochs=[EpochRow(**row) for row in trainer.history],
+                         events=[TrainingEvent(**event) for event in trainer.events],
+                         stages=stages))
     scores = _record_evaluations(trainer, splits, task, explain_settings(config, name))
     outcome = ModelMetrics(
         model=name, status=Status.OK, description=model_cfg.description,
-        parameters=built.parameter_count(), stages=trainer.freeze_reports,
+        parameters=built.parameter_count(), stages=stages,
         epochs=trainer.epoch, device=str(device), hardware=describe_hardware(str(device)),
-        command=command_line(), code=code_version(),
-        input={"size": list(built.input.size), "channels": built.input.channels,
-               "mean": list(built.input.mean), "std": list(built.input.std),
-               "per_image": built.input.per_image},
+        command=command_line(), code=CodeVersion(**code_version()),
+        input=InputRecord(size=list(built.input.size), channels=built.input.channels,
+                          mean=list(built.input.mean), std=list(built.input.std),
+                          per_image=built.input.per_image),
         notes=built.notes,
-        timing={"train_seconds": round(trainer.train_seconds, 3),
-                "wall_seconds_this_call": round(wall, 3),
-                "images_per_second": round(trainer.images_seen
-                                           / max(trainer.train_seconds, 1e-9), 1)},
+        timing=Timing(train_seconds=round(trainer.train_seconds, 3),
+                      wall_seconds_this_call=round(wall, 3),
+                      images_per_second=round(trainer.images_seen
+                                              / max(trainer.train_seconds, 1e-9), 1)),
         **scores, files=folder.predictions_checksums())
     folder.write(outcome)
     report(_summary_line(outcome))
@@ -215,7 +227,7 @@ def train_model(
     return outcome
 
 
-def _train_repeats(task: ModelTask, report: Report) -> list[dict[str, Any]]:
+def _train_repeats(task: ModelTask, report: Report) -> list[RepeatScore]:
     """Train the extra repeats of a model (seeds seed+1...) into `<model>/repeats/<k>/`.
 
     Repeats keep predictions, history and metrics (no checkpoints, no pictures, no
@@ -236,8 +248,7 @@ def _train_repeats(task: ModelTask, report: Report) -> list[dict[str, Any]]:
         metrics.seed = base.seed + repeat
         sub.write(metrics)
         found.append(metrics)
-    return [{"seed": m.seed, "test": None if m.test is None else m.test.model_dump()}
-            for m in found]
+    return [RepeatScore(seed=m.seed, test=m.test) for m in found]
 
 
 def light_config(config: Config, name: str) -> Config:
@@ -281,9 +292,7 @@ def cross_validate(task: ModelTask, *, report: Report = print) -> ModelMetrics:
     folder.write_predictions("val", out_of_fold, data.classes)
     outcome.val = _score(out_of_fold)
     outcome.notes.append(note)
-    outcome.folds = [{"fold": k, "epochs": m.epochs,
-                      "val": None if m.val is None else m.val.model_dump(),
-                      "test": None if m.test is None else m.test.model_dump()}
+    outcome.folds = [FoldScore(fold=k, epochs=m.epochs, val=m.val, test=m.test)
                      for k, m in enumerate(done)]
     outcome.files = folder.predictions_checksums()
     folder.write(outcome)
@@ -357,10 +366,10 @@ def _fold_ensemble(task: ModelTask, done: list[ModelMetrics]) -> ModelMetrics:
         model=name, status=Status.OK, description=config.models[name].description,
         parameters=first.parameters, stages=first.stages, epochs=first.epochs,
         device=first.device, hardware=first.hardware, command=command_line(),
-        code=code_version(), input=first.input, fold_ensemble=True,
+        code=CodeVersion(**code_version()), input=first.input, fold_ensemble=True,
         notes=[f"{len(done)} fold models; parameters and epochs are the first fold's"],
-        timing={"train_seconds": round(sum(m.timing.get("train_seconds", 0.0)
-                                           for m in done), 3)},
+        timing=Timing(train_seconds=round(sum(m.timing.train_seconds or 0.0 for m in done),
+                                          3)),
         test=_score(test))
 
 
@@ -419,9 +428,10 @@ def _record_tta(evaluator: Evaluator, splits: dict[str, SplitImages], classes: l
         description=f"{plain.model} with test-time augmentation: its probabilities averaged "
         f"over {len(views)} views ({', '.join(views)}).",
         epochs=plain.epochs, device=plain.device, hardware=plain.hardware, input=plain.input,
-        tta={"model": plain.model, "views": views}, val=scores.get("val"),
+        tta=TtaSource(model=plain.model, views=views), val=scores.get("val"),
         test=scores.get("test"),
-        timing={**plain.timing, "tta_seconds": round(time.perf_counter() - started, 3)},
+        timing=Timing(**plain.timing.model_dump(exclude_unset=True),
+                      tta_seconds=round(time.perf_counter() - started, 3)),
         files=folder.predictions_checksums())
     folder.write(outcome)
     return outcome
@@ -517,9 +527,9 @@ def evaluate_external(task: ModelTask, report: Report = print) -> ModelMetrics:
     outcome = ModelMetrics(
         model=name, status=Status.OK, description=model_cfg.description,
         external=str(model_cfg.external), parameters=None, epochs=0,
-        input={"size": list(spec.size), "channels": spec.channels, "mean": list(spec.mean),
-               "std": list(spec.std), "layout": wanted.layout, "scale": wanted.scale},
-        timing={}, **scores, files=task.folder.predictions_checksums())
+        input=InputRecord(size=list(spec.size), channels=spec.channels, mean=list(spec.mean),
+                          std=list(spec.std), layout=wanted.layout, scale=wanted.scale),
+        timing=Timing(), **scores, files=task.folder.predictions_checksums())
     task.folder.write(outcome)
     accuracy = outcome.test.accuracy if outcome.test else 0.0
     report(f"{name} (external): test accuracy {accuracy:.4f}")
@@ -562,7 +572,7 @@ def _summary_line(metrics: ModelMetrics) -> str:
         if split is not None:
             parts.append(f"{'val' if split is metrics.val else 'test'} accuracy "
                          f"{split.accuracy:.4f}")
-    parts.append(f"{metrics.timing['train_seconds']:.1f}s")
+    parts.append(f"{metrics.timing.train_seconds or 0.0:.1f}s")
     return ", ".join(parts)
 
 

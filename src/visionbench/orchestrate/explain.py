@@ -27,9 +27,12 @@ def legacy_card(run: RunFolder, config: Config, name: str) -> ModelCard:
     data = run.require(DataRecord)
     model = config.models[name]
     stored = metrics.input
-    spec = InputSpec(size=tuple(stored["size"]), channels=stored["channels"],
-                     mean=tuple(stored["mean"]), std=tuple(stored["std"]),
-                     per_image=stored.get("per_image", False), resize=model.input.resize)
+    if stored is None:
+        raise UserError(f"model {name} of {run.path} records no input settings: it cannot be "
+                        "rebuilt; train it again")
+    spec = InputSpec(size=tuple(stored.size), channels=stored.channels,
+                     mean=tuple(stored.mean), std=tuple(stored.std),
+                     per_image=bool(stored.per_image), resize=model.input.resize)
     return ModelCard(model=name, family=model.family_name, classes=data.classes, input=spec,
                      output=model.output, config=model.model_dump(mode="json"))
 

@@ -346,7 +346,7 @@ def load(run_dir: Path | str, model: str | None = None) -> Predictor:
                           members_names=names, member_cards=cards,
                           decode_settings=_decode_settings(run, saved, data), run=run)
     if metrics.tta:
-        predictor.views = list(metrics.tta["views"])
+        predictor.views = list(metrics.tta.views)
     _readings(predictor, folder, data)
     if not metrics.fold_ensemble:
         # One network (itself, or the model its test-time augmentation row averages), or

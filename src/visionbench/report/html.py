@@ -1087,8 +1087,8 @@ def _model_section(page: Page, folder: ModelFolder, row: LeaderboardRow,
     stages = metrics.stages
     if stages:
         parts.append("<p class=\"muted\">" + "; ".join(
-            f"stage {html.escape(s['stage'])}: {s['trainable']:,} trainable, {s['frozen']:,} "
-            f"frozen ({html.escape(s['rule'])})" for s in stages) + "</p>")
+            f"stage {html.escape(s.stage)}: {s.trainable:,} trainable, {s.frozen:,} "
+            f"frozen ({html.escape(s.rule)})" for s in stages) + "</p>")
     plots = []
     history = folder.read(History)
     if history and history.epochs:

@@ -68,6 +68,12 @@ class Document(BaseModel):
                                  "written with it and checked when it is read.")
 
 
+class Part(BaseModel):
+    """Base of a document's nested parts: unknown keys are refused, as in documents."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class Interval(BaseModel):
     """A value with its bootstrap interval when one was computed."""
 
@@ -88,6 +94,70 @@ class SplitScore(BaseModel):
     images: int
 
 
+class StageReport(Part):
+    """A training stage's trainable set: how many parameters train, how many are frozen,
+    and the rule that chose them."""
+
+    stage: str
+    trainable: int
+    frozen: int
+    rule: str
+
+
+class CodeVersion(Part):
+    """visionbench's version and the git commit of its source (when it has one)."""
+
+    visionbench: str
+    commit: str | None = None
+    dirty: bool | None = None
+
+
+class InputRecord(Part):
+    """What the model was fed: size, channels, normalisation (a model trained elsewhere:
+    its layout and scale)."""
+
+    size: list[int]
+    channels: int
+    mean: list[float]
+    std: list[float]
+    per_image: bool | None = None
+    layout: str | None = None
+    scale: float | None = None
+
+
+class Timing(Part):
+    """Seconds spent (training, this call's wall clock, test-time augmentation) and the
+    training throughput."""
+
+    train_seconds: float | None = None
+    wall_seconds_this_call: float | None = None
+    images_per_second: float | None = None
+    tta_seconds: float | None = None
+
+
+class RepeatScore(Part):
+    """A training repeat's seed and its test score."""
+
+    seed: int | None
+    test: SplitScore | None = None
+
+
+class FoldScore(Part):
+    """A fold model's epochs and its validation (the fold) and test scores."""
+
+    fold: int
+    epochs: int | None
+    val: SplitScore | None = None
+    test: SplitScore | None = None
+
+
+class TtaSource(Part):
+    """A test-time augmentation row: the model whose weights predict, and its views."""
+
+    model: str
+    views: list[str]
+
+
 class ModelMetrics(Document):
     """`<model>/metrics.json`: how a model was made and what became of it."""
 
@@ -98,27 +168,27 @@ class ModelMetrics(Document):
     status: Status
     description: str | None = None
     parameters: int | None = None
-    stages: list[dict[str, Any]] = Field(default_factory=list)
+    stages: list[StageReport] = Field(default_factory=list)
     epochs: int | None = None
     device: str | None = None
     hardware: str | None = None
     command: list[str] = Field(default_factory=list)
-    code: dict[str, Any] = Field(default_factory=dict)
-    input: dict[str, Any] = Field(default_factory=dict)
+    code: CodeVersion | None = None
+    input: InputRecord | None = None
     notes: list[str] = Field(default_factory=list)
-    timing: dict[str, float] = Field(default_factory=dict)
+    timing: Timing = Field(default_factory=Timing)
     val: SplitScore | None = None
     test: SplitScore | None = None
-    repeats: list[dict[str, Any]] | None = None
-    folds: list[dict[str, Any]] | None = Field(None, description="k-fold: each fold model's "
-                                               "epochs and validation and test scores.")
+    repeats: list[RepeatScore] | None = None
+    folds: list[FoldScore] | None = Field(None, description="k-fold: each fold model's "
+                                          "epochs and validation and test scores.")
     fold_ensemble: bool = Field(False, description="k-fold: the test split is predicted by "
                                 "the mean of the fold models (in folds/<k>/), not a refit.")
     seed: int | None = None
     external: str | None = None
     ensemble: list[str] | None = None
-    tta: dict[str, Any] | None = Field(None, description="Test-time augmentation: `model` "
-                                       "(whose weights predict) and its `views`.")
+    tta: TtaSource | None = Field(None, description="Test-time augmentation: `model` "
+                                  "(whose weights predict) and its `views`.")
     error: str | None = None
     exit_code: int | None = None
     files: dict[str, str] = Field(default_factory=dict, description="SHA-256 of the "
@@ -134,7 +204,7 @@ class ModelMetrics(Document):
         """The run's models whose weights give this row's answers: an ensemble's members,
         the model of a test-time augmentation row, else this model itself (a fold
         ensemble's are its fold models, in the model's own folder)."""
-        return self.ensemble or ([self.tta["model"]] if self.tta else [self.model])
+        return self.ensemble or ([self.tta.model] if self.tta else [self.model])
 
 
 class ModelCard(Document):
@@ -152,15 +222,43 @@ class ModelCard(Document):
     config: dict[str, Any]
 
 
+class EpochRow(Part):
+    """One epoch of training: its stage, training and validation loss and accuracy,
+    learning rate, seconds and images."""
+
+    epoch: int
+    stage: str | None = None
+    train_loss: float
+    train_accuracy: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    lr: float | None = None
+    seconds: float | None = None
+    images: int | None = None
+
+
+class TrainingEvent(Part):
+    """Something a callback did: early stopping (its best and stopping epochs, whether the
+    best weights were restored) or a learning-rate reduction."""
+
+    event: str
+    stage: str | None = None
+    epoch: int | None = None
+    best_epoch: int | None = None
+    stopped_epoch: int | None = None
+    restored: bool | None = None
+    lr: float | None = None
+
+
 class History(Document):
     """`<model>/history.json`: one row per epoch, events, and each stage's trainable set."""
 
     FILE: ClassVar[str] = "history.json"
     LEVEL: ClassVar[Literal["run", "model"]] = "model"
 
-    epochs: list[dict[str, Any]]
-    events: list[dict[str, Any]] = Field(default_factory=list)
-    stages: list[dict[str, Any]] = Field(default_factory=list)
+    epochs: list[EpochRow]
+    events: list[TrainingEvent] = Field(default_factory=list)
+    stages: list[StageReport] = Field(default_factory=list)
 
 
 class RunEntry(BaseModel):
@@ -339,12 +437,6 @@ class Sweep(Document):
     importance: dict[str, float] = Field(default_factory=dict)
     # How each searched setting is drawn against the score: "log", "linear" or "category".
     scales: dict[str, Literal["log", "linear", "category"]] = Field(default_factory=dict)
-
-
-class Part(BaseModel):
-    """Base of a document's nested parts: unknown keys are refused, as in documents."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class ClassRow(Part):

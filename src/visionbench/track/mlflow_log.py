@@ -105,7 +105,7 @@ def log_to_mlflow(run: RunFolder, settings: TrackingConfig) -> dict[str, Any]:
         child_id = child.info.run_id
         card = folder.read(ModelCard)
         history = folder.read(History)
-        metrics = [Metric(key, value, now, int(epoch["epoch"]))
+        metrics = [Metric(key, value, now, epoch.epoch)
                    for epoch in (history.epochs if history else [])
                    for key, value in epoch_curves(epoch).items()]
         for metric, interval in row.metrics.items():

@@ -38,7 +38,7 @@ def log_to_tensorboard(run: RunFolder, settings: TrackingConfig) -> dict[str, An
         last = 0
         with SummaryWriter(log_dir=str(target)) as writer:
             for epoch in history.epochs:
-                last = int(epoch["epoch"])
+                last = epoch.epoch
                 for column, value in epoch_curves(epoch).items():
                     writer.add_scalar(scalar_name(column), value, last)
             for metric, interval in row.metrics.items():

@@ -9,7 +9,7 @@ from typing import Any
 
 from visionbench.errors import UserError
 from visionbench.registry import Registry
-from visionbench.rundir.documents import Tracking
+from visionbench.rundir.documents import EpochRow, Tracking
 from visionbench.rundir.layout import RunFolder
 from visionbench.schemas.tracking import TrackingConfig
 
@@ -74,14 +74,13 @@ def flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, str]:
 NOT_CURVES = ("epoch", "seconds", "images")
 
 
-def epoch_curves(row: dict[str, Any]) -> dict[str, float]:
+def epoch_curves(row: EpochRow) -> dict[str, float]:
     """The numbers of one history row worth a curve (losses, accuracies, learning rate).
 
     Example:
-        >>> epoch_curves({"epoch": 2, "stage": "all", "train_loss": 0.5, "lr": 0.01,
-        ...               "seconds": 3.0})
+        >>> epoch_curves(EpochRow(epoch=2, stage="all", train_loss=0.5, lr=0.01, seconds=3.0))
         {'train_loss': 0.5, 'lr': 0.01}
     """
-    return {key: float(value) for key, value in row.items()
+    return {key: float(value) for key, value in row.model_dump().items()
             if key not in NOT_CURVES and isinstance(value, int | float)
             and not isinstance(value, bool)}
