@@ -118,7 +118,7 @@ def test_the_deploy_program_needs_neither_torch_nor_visionbench(run, tmp_path, c
 
 def test_evaluating_the_export_reproduces_the_runs_test_metrics(run, tmp_path):
     main(["export", str(run), "--model", "cnn", "--out", str(tmp_path / "cnn")])
-    assert main(["evaluate", "--model", str(tmp_path / "cnn" / "model.onnx"), "--data",
+    assert main(["evaluate", "--external", str(tmp_path / "cnn" / "model.onnx"), "--data",
                  str(run / "config.yaml"), "--name", "exported", "--set",
                  f"output.dir={tmp_path / 'again'}"]) == 0
     again = next((tmp_path / "again").rglob("exported/evaluation.json"))

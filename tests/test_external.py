@@ -64,6 +64,7 @@ def test_external_model_gets_the_same_predictions_file_and_metrics(kind, tmp_pat
         path = tmp_path / "old.pt"
         torch.jit.trace(model, example).save(str(path))
     config = _data_config(tmp_path)
+    # `--model` is the option's former name, kept as an alias of `--external`.
     code = main(["evaluate", "--model", str(path), "--data", str(config), "--name", "keras",
                  "--set", "models.keras.input.layout=nhwc", "--set",
                  "models.keras.input.scale=255", "--set", "models.keras.input.mean=[0.0]",
@@ -98,6 +99,6 @@ def test_external_model_that_does_not_fit_is_a_one_line_error(tmp_path, capsys):
     path = tmp_path / "broken.onnx"
     path.write_bytes(b"not a model")
     pytest.importorskip("onnxruntime")
-    code = main(["evaluate", "--model", str(path), "--data", str(_data_config(tmp_path))])
+    code = main(["evaluate", "--external", str(path), "--data", str(_data_config(tmp_path))])
     assert code == 2
     assert "cannot load ONNX model" in capsys.readouterr().err

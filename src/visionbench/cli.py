@@ -94,8 +94,10 @@ def inspect(
         ),
     ] = None,
 ) -> None:
-    """Counts, image statistics, corrupt files, duplicates and class variance of a dataset;
-    for a finished run folder, the images whose label its model disputes (cleanlab)."""
+    """Two jobs, by what is given. A CONFIG (or recipe): the dataset's counts, image
+    statistics, corrupt files, duplicates, image-quality issues and class variance. A
+    finished RUN_DIR: the images whose label its model disputes (cleanlab), with --model
+    and --split."""
     if Path(config).is_dir():
         if split not in ("val", "test"):
             raise UserError(f"--split {split}: write val or test")
@@ -291,10 +293,13 @@ def evaluate_command(
         Path | None, typer.Argument(help="A run folder written by `visionbench run`.")
     ] = None,
     set_: SetOption = None,
-    model: Annotated[
+    external: Annotated[
         Path | None,
-        typer.Option("--model", help="Evaluate a model trained elsewhere (.onnx, or a "
-                     "TorchScript .pt) on the data of --data."),
+        # `--model` names a model of the run everywhere else; it stays an alias here so the
+        # commands written before keep working.
+        typer.Option("--external", "--model", help="Evaluate a model trained elsewhere "
+                     "(.onnx, or a TorchScript .pt) on the data of --data (--model: its "
+                     "former name, kept as an alias)."),
     ] = None,
     data: Annotated[
         str | None, typer.Option("--data", help="The config whose data (and evaluate) to use.")
@@ -311,18 +316,18 @@ def evaluate_command(
     from visionbench.report.html import write_report
     from visionbench.rundir import RunFolder
 
-    if model is not None:
+    if external is not None:
         if data is None or run_dir is not None:
-            raise UserError("--model needs --data CONFIG (and no run folder)")
+            raise UserError("--external needs --data CONFIG (and no run folder)")
         from visionbench.orchestrate.export import evaluation_overrides
 
         # An export's own card says how its graph is fed; the user's --set still wins.
-        cfg = load_config(data, [f"models.{name}.external={model}",
-                                 *evaluation_overrides(model, name), *(set_ or [])])
+        cfg = load_config(data, [f"models.{name}.external={external}",
+                                 *evaluation_overrides(external, name), *(set_ or [])])
         _finish(run_config(cfg, only=[name], report=_report))
         return
     if run_dir is None:
-        raise UserError("give a run folder, or use --model FILE --data CONFIG")
+        raise UserError("give a run folder, or use --external FILE --data CONFIG")
     run = RunFolder(run_dir).check()
     cfg = load_config(run.config_file, set_ or [])
     # Only the models this folder ran: a run made with --model leaves the others untrained.

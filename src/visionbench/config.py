@@ -203,7 +203,7 @@ def config_from_dict(
         from visionbench import registries  # noqa: F401
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        raise UserError(_describe(exc, raw, source, lines or {}, overridden)) from None
+        raise UserError(_error_line(exc, raw, source, lines or {}, overridden)) from None
     _check_names(config)
     _check_ensembles(config)
     _check_tta(config)
@@ -487,7 +487,7 @@ def _where(
     return source
 
 
-def _describe(
+def _error_line(
     error: ValidationError,
     raw: dict[str, Any],
     source: str,

@@ -34,7 +34,7 @@ class LrFinding:
     setting: str | None
 
 
-def _setting(config: Config, name: str, rate: float) -> str:
+def _set_option(config: Config, name: str, rate: float) -> str:
     """The `--set` (or the config key) that trains model `name` at `rate`."""
     stages = config.models[name].stages
     if stages:
@@ -98,7 +98,7 @@ def lr_find(config: Config, name: str, steps: int = 200, start: float = 1e-7,
     stage = plan_stages(model_cfg)[0].name
     _draw(curve, picture, f"{config.output.name}: {name}, stage {stage}, "
           f"batch {train_cfg.batch_size} ({device})")
-    setting = None if curve.suggestion is None else _setting(config, name, curve.suggestion)
+    setting = None if curve.suggestion is None else _set_option(config, name, curve.suggestion)
     write_json(record, {"model": name, "stage": stage, "start": start, "end": end,
                         "steps": steps, "device": str(device), "setting": setting,
                         **asdict(curve)})

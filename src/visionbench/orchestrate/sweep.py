@@ -180,8 +180,9 @@ def _search(optuna: Any, config: Config, data: PreparedData, run: RunFolder,
         if found["state"] == "complete":
             trial.set_user_attr("epochs", found["epochs"])
             study.tell(trial, found["value"])
+            tried = _settings_text(job.values[trial.number])
             report(f"sweep trial {trial.number + 1}/{settings.trials}: validation "
-                   f"{metric.name} {found['value']:.4f} ({_describe(job.values[trial.number])})")
+                   f"{metric.name} {found['value']:.4f} ({tried})")
         else:
             state = optuna.trial.TrialState.PRUNED if found["state"] == "pruned" else \
                 optuna.trial.TrialState.FAIL
@@ -218,7 +219,7 @@ def _search(optuna: Any, config: Config, data: PreparedData, run: RunFolder,
                        "best_so_far": best_so_far})
     best = study.best_trial
     report(f"sweep: best trial {best.number + 1} of {len(trials)}, validation {metric.name} "
-           f"{best.value:.4f} ({_describe(best.params)}) -> model {settings.tuned}")
+           f"{best.value:.4f} ({_settings_text(best.params)}) -> model {settings.tuned}")
     return Sweep(model=settings.model, tuned=settings.tuned, metric=metric.name,
                  direction=direction, pruner=settings.pruner, trials=trials,
                  best={"number": best.number, "value": best.value, "params": best.params},
@@ -244,7 +245,7 @@ def _importance(optuna: Any, study: Any, finished: int) -> dict[str, float]:
     return {name: float(value) for name, value in found.items() if np.isfinite(value)}
 
 
-def _describe(values: dict[str, Any]) -> str:
+def _settings_text(values: dict[str, Any]) -> str:
     return ", ".join(f"{path} {value:.3g}" if isinstance(value, float) else f"{path} {value}"
                      for path, value in values.items())
 

@@ -532,7 +532,7 @@ def _sweep(page: Page, run: Run) -> None:
         return
     states = Counter(t["state"] for t in found.trials)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
-    best = ", ".join(f"{html.escape(k)} {html.escape(_setting(v))}"
+    best = ", ".join(f"{html.escape(k)} {html.escape(_setting_text(v))}"
                      for k, v in found.best["params"].items())
     page.add('<h3 id="sweep">Sweep</h3>'
              f'<p class="muted">{len(found.trials)} trials searched the settings of '
@@ -551,7 +551,8 @@ def _sweep(page: Page, run: Run) -> None:
              + "</div>")
 
 
-def _setting(value: Any) -> str:
+def _setting_text(value: Any) -> str:
+    """A searched setting's value as the sweep's sentence writes it."""
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
