@@ -58,7 +58,7 @@ def main() -> None:
         result = run_config(config, report=lambda _: None)
         for name in config.models:
             predictor = load(result.folder, name)
-            own = RunFolder(result.folder).model(name).require(Unfamiliar).flagged["test"]["share"]
+            own = RunFolder(result.folder).model(name).require(Unfamiliar).flagged["test"].share
             counts = [sum(bool(p.unfamiliar) for p in predictor.predict(images))
                       for images in foreign.values()]
             print(f"{method:12} {name:10} {own:17.3f} "

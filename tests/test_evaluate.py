@@ -436,7 +436,7 @@ def test_error_analysis_pictures_and_top_losses(tmp_path):
     assert all((tmp_path / f).stat().st_size > 1000 for f in found.files)
     assert found.error_rate == {"a": 0.25, "b": pytest.approx(1 / 3)}
     assert len(found.top_losses) == 4
-    assert all(row["true"] != row["predicted"] for row in found.top_losses[:3])
+    assert all(row.true != row.predicted for row in found.top_losses[:3])
 
 
 def test_comparison_has_a_paired_bootstrap_for_every_metric_and_mcnemar_without_bootstrap():

@@ -35,9 +35,9 @@ def test_a_feature_detector_passes_its_share_of_familiar_images_and_flags_far_on
     fitted = fit_unfamiliar(method, 0.95, train, validation, _layer(),
                             {"test": familiar, "foreign": far})
     arrays, flagged = fitted.arrays, fitted.flagged
-    assert flagged["val"]["share"] == pytest.approx(0.05, abs=0.0025)
-    assert flagged["test"]["share"] < 0.12, "familiar images pass about as often as validation"
-    assert flagged["foreign"]["share"] == 1.0
+    assert flagged["val"].share == pytest.approx(0.05, abs=0.0025)
+    assert flagged["test"].share < 0.12, "familiar images pass about as often as validation"
+    assert flagged["foreign"].share == 1.0
     assert all(isinstance(value, np.ndarray) for value in arrays.values())
 
 
@@ -130,8 +130,8 @@ def test_a_run_fits_each_models_detector_on_training_and_sets_it_on_validation(r
         assert (found.method, found.keep) == ("mahalanobis", 0.9)
         assert abs(found.train_images - 40) <= 3, "a stratified sample (rounded per class)"
         val = found.flagged["val"]
-        assert val["flagged"] <= round(0.1 * val["images"]) + 1
-        assert found.flagged["test"]["images"] == 18
+        assert val.flagged <= round(0.1 * val.images) + 1
+        assert found.flagged["test"].images == 18
         arrays = folder.read_unfamiliar_arrays(found.arrays_checksum)
         assert set(arrays) == {"mu", "precision", "weight", "bias", "val_scores",
                                "generic_val_scores"}
@@ -318,9 +318,9 @@ def test_without_named_sets_each_detector_is_measured_on_generated_ones(run):
     assert set(found.foreign) == {"generated: noise", "generated: blank",
                                   "generated: photo crops", "generated: digits"}
     for measured in found.foreign.values():
-        assert measured["images"] == 60
-        assert 0 <= measured["auroc_low"] <= measured["auroc"] <= measured["auroc_high"] <= 1
-        assert 0 <= measured["fpr_at_95"] <= 1 and 0 <= measured["flagged"] <= 1
+        assert measured.images == 60
+        assert 0 <= measured.auroc_low <= measured.auroc <= measured.auroc_high <= 1
+        assert 0 <= measured.fpr_at_95 <= 1 and 0 <= measured.flagged <= 1
     report = (run / "report.html").read_text()
     assert '<h2 id="unfamiliar">Unfamiliar images</h2>' in report
     assert "No foreign image set was named" in report
@@ -353,7 +353,7 @@ output: {{dir: {tmp_path / 'runs'}}}
     run = next((tmp_path / "runs" / "named").iterdir())
     found = RunFolder(run).model("mlp").require(Unfamiliar)
     assert list(found.foreign) == [str(foreign)]
-    assert found.foreign[str(foreign)]["images"] == 4
+    assert found.foreign[str(foreign)].images == 4
     assert "No foreign image set was named" not in (run / "report.html").read_text()
 
 
@@ -366,9 +366,9 @@ def test_separation_auroc_equals_scikit_learns():
     familiar, foreign = rng.normal(size=200).round(1), rng.normal(0.7, 1, 50).round(1)
     found = separation(familiar, foreign, 1.0, resamples=200)
     expected = roc_auc_score(np.r_[np.zeros(200), np.ones(50)], np.r_[familiar, foreign])
-    assert found["auroc"] == pytest.approx(expected, abs=1e-12)
-    assert found["auroc_low"] < expected < found["auroc_high"]
-    assert found["flagged"] == pytest.approx((foreign > 1.0).mean())
+    assert found.auroc == pytest.approx(expected, abs=1e-12)
+    assert found.auroc_low < expected < found.auroc_high
+    assert found.flagged == pytest.approx((foreign > 1.0).mean())
 
 
 def test_the_bootstrap_auroc_equals_scikit_learns_with_the_same_weights():

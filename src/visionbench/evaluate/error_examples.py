@@ -14,7 +14,7 @@ import numpy as np
 
 from visionbench.fileio import atomic_path
 from visionbench.pictures import contact_sheet, save_png, tile
-from visionbench.rundir.documents import ErrorAnalysis
+from visionbench.rundir.documents import ErrorAnalysis, TopLoss
 from visionbench.rundir.layout import ModelFolder
 from visionbench.rundir.predictions import Predictions
 
@@ -83,8 +83,8 @@ def error_analysis(images: np.ndarray, test: Predictions, classes: list[str],
     return ErrorAnalysis(
         files=written,
         error_rate=dict(zip(classes, errors, strict=True)),
-        top_losses=[{"id": test.ids[i], "true": classes[test.y_true[i]],
-                     "predicted": classes[y_pred[i]],
-                     "confidence": float(test.prob[i, y_pred[i]]), "loss": float(losses[i])}
+        top_losses=[TopLoss(id=test.ids[i], true=classes[test.y_true[i]],
+                            predicted=classes[y_pred[i]],
+                            confidence=float(test.prob[i, y_pred[i]]), loss=float(losses[i]))
                     for i in top],
     )

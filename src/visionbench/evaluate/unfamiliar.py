@@ -31,6 +31,7 @@ from torch import nn
 
 from visionbench.errors import UserError
 from visionbench.registry import Registry
+from visionbench.rundir.documents import FlaggedShare, ForeignSeparation
 from visionbench.runtime.features import output_layer
 
 Arrays = dict[str, np.ndarray]
@@ -333,10 +334,10 @@ def fit_unfamiliar(method: str, keep: float, train: tuple[np.ndarray, np.ndarray
                                       for split, values in own.items()}, own)
 
 
-def flag_counts(scores: np.ndarray, threshold: float) -> dict[str, float]:
+def flag_counts(scores: np.ndarray, threshold: float) -> FlaggedShare:
     """How many of `scores` are above `threshold`: images, flagged, share."""
     count = int((scores > threshold).sum())
-    return {"images": len(scores), "flagged": count, "share": count / max(len(scores), 1)}
+    return FlaggedShare(images=len(scores), flagged=count, share=count / max(len(scores), 1))
 
 
 # Bootstrap resamples scored at once by `separation`.
@@ -374,7 +375,7 @@ def weighted_auroc(familiar: np.ndarray, foreign: np.ndarray, familiar_weights: 
 
 def separation(familiar: np.ndarray, foreign: np.ndarray, threshold: float,
                resamples: int = 1000, confidence: float = 0.95, seed: int = 0
-               ) -> dict[str, float]:
+               ) -> ForeignSeparation:
     """How well scores tell `foreign` images from `familiar` ones: AUROC (foreign
     positive) with a percentile bootstrap interval (each set resampled on its own), the
     false-positive rate at 95 % true-positive rate (the share of familiar images at or
@@ -383,7 +384,7 @@ def separation(familiar: np.ndarray, foreign: np.ndarray, threshold: float,
 
     Example:
         >>> found = separation(np.arange(100.0), np.arange(100.0) + 1000, 99.0, 50)
-        >>> found["auroc"], found["fpr_at_95"], found["flagged"]
+        >>> found.auroc, found.fpr_at_95, found.flagged
         (1.0, 0.0, 1.0)
     """
     rng = np.random.default_rng(seed)
@@ -396,9 +397,9 @@ def separation(familiar: np.ndarray, foreign: np.ndarray, threshold: float,
     tail = (1 - confidence) / 2
     reached = np.quantile(foreign, 0.05, method="inverted_cdf")
     ones = (np.ones((1, len(familiar))), np.ones((1, len(foreign))))
-    return {"images": len(foreign),
-            "auroc": float(weighted_auroc(familiar, foreign, *ones)[0]),
-            "auroc_low": float(np.quantile(values, tail)) if values else float("nan"),
-            "auroc_high": float(np.quantile(values, 1 - tail)) if values else float("nan"),
-            "fpr_at_95": float((familiar >= reached).mean()),
-            "flagged": float((foreign > threshold).mean())}
+    return ForeignSeparation(
+        images=len(foreign), auroc=float(weighted_auroc(familiar, foreign, *ones)[0]),
+        auroc_low=float(np.quantile(values, tail)) if values else float("nan"),
+        auroc_high=float(np.quantile(values, 1 - tail)) if values else float("nan"),
+        fpr_at_95=float((familiar >= reached).mean()),
+        flagged=float((foreign > threshold).mean()))

@@ -43,6 +43,7 @@ from visionbench.orchestrate.unfamiliar import fit_model_detector
 from visionbench.provenance import code_version, command_line, describe_hardware
 from visionbench.rundir.documents import (
     CodeVersion,
+    CorruptionLevel,
     EpochRow,
     Explanations,
     FoldScore,
@@ -549,7 +550,7 @@ def robustness(evaluator: Evaluator, test: SplitImages, severities: dict[str, li
     # The drop is measured against the same images.
     chosen = torch.from_numpy(keep)
     clean_accuracy = float((clean[chosen].argmax(1) == test.targets[chosen]).double().mean())
-    found: dict[str, list[dict[str, float]]] = {}
+    found: dict[str, list[CorruptionLevel]] = {}
     for name, levels in severities.items():
         corrupt = CORRUPTIONS.get(name)
         rows = []
@@ -559,8 +560,8 @@ def robustness(evaluator: Evaluator, test: SplitImages, severities: dict[str, li
             accuracy = evaluator.evaluate(sample, partial(corrupt, severity=severity, gen=gen)
                                           ).accuracy
             low, high = binomial_interval(round(accuracy * len(sample)), len(sample))
-            rows.append({"severity": severity, "accuracy": accuracy,
-                         "drop": clean_accuracy - accuracy, "low": low, "high": high})
+            rows.append(CorruptionLevel(severity=severity, accuracy=accuracy,
+                                        drop=clean_accuracy - accuracy, low=low, high=high))
         found[name] = rows
     return Robustness(clean_accuracy=clean_accuracy, corruptions=found, images=len(sample),
                       test_images=len(test))

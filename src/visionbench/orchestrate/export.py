@@ -271,7 +271,7 @@ def _unfamiliar_card(run: RunFolder, predictor: Predictor) -> ExportUnfamiliar |
     return ExportUnfamiliar(
         method=check.method, keep=check.keep, threshold=check.threshold,
         generic=embedding.describe() if fitted.generic else None,
-        flagged={split: counts["share"] for split, counts in fitted.flagged.items()})
+        flagged={split: counts.share for split, counts in fitted.flagged.items()})
 
 
 def evaluation_overrides(model_file: Path, name: str) -> list[str]:

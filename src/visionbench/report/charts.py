@@ -11,7 +11,7 @@ from itertools import pairwise
 from typing import Any, Literal
 
 from visionbench import display
-from visionbench.rundir.documents import EvaluationDocument
+from visionbench.rundir.documents import EvaluationDocument, Robustness
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf"]
@@ -319,14 +319,14 @@ def reliability(evaluation: EvaluationDocument, colour: str) -> Figure:
         yaxis={"title": {"text": "accuracy"}})}
 
 
-def robustness(found: dict[str, Any], colour: str, severity: dict[str, str]) -> Figure:
+def robustness(found: Robustness, colour: str, severity: dict[str, str]) -> Figure:
     """Accuracy against each corruption's severity, one small panel per corruption with the
     severity's own values and unit (`severity`: name -> axis title), the clean accuracy
     dotted in each."""
-    corruptions = list(found["corruptions"].items())
+    corruptions = list(found.corruptions.items())
     columns = min(3, len(corruptions))
     rows = -(-len(corruptions) // columns)
-    clean = found["clean_accuracy"]
+    clean = found.clean_accuracy
     data, layout = [], _layout(f"Robustness: accuracy under corruption (clean {clean:.3f}, "
                                "dotted)", height=150 + 170 * rows, showlegend=False,
                                grid={"rows": rows, "columns": columns, "pattern": "independent",
@@ -334,12 +334,16 @@ def robustness(found: dict[str, Any], colour: str, severity: dict[str, str]) -> 
     shapes = []
     for i, (name, points) in enumerate(corruptions, 1):
         suffix = "" if i == 1 else str(i)
+        # Older folders hold no interval: no whiskers then.
+        bounds = [(r.low, r.high) for r in points if r.low is not None and r.high is not None]
         bars = ({"error_y": {"type": "data", "symmetric": False,
-                             "array": [r["high"] - r["accuracy"] for r in points],
-                             "arrayminus": [r["accuracy"] - r["low"] for r in points]}}
-                if all("low" in r for r in points) else {})
+                             "array": [high - r.accuracy
+                                       for r, (_, high) in zip(points, bounds, strict=True)],
+                             "arrayminus": [r.accuracy - low
+                                            for r, (low, _) in zip(points, bounds, strict=True)]}}
+                if len(bounds) == len(points) else {})
         data.append({"type": "scatter", "mode": "lines+markers", "name": name, **bars,
-                     "x": [r["severity"] for r in points], "y": [r["accuracy"] for r in points],
+                     "x": [r.severity for r in points], "y": [r.accuracy for r in points],
                      "xaxis": f"x{suffix}", "yaxis": f"y{suffix}", "line": {"color": colour},
                      "hovertemplate": f"{name} %{{x}}: %{{y:.3f}}<extra></extra>"})
         layout[f"xaxis{suffix}"] = {"title": {"text": severity.get(name, f"{name} severity"),

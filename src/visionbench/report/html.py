@@ -879,11 +879,11 @@ def _unfamiliar(page: Page, run: Run) -> None:
         for name in sets:
             measured = document.foreign.get(name)
             cells.append("<td>–</td>" if measured is None else
-                         f"<td>{_fmt(measured['auroc'], 3)} <span class=\"muted\">"
-                         f"[{_fmt(measured['auroc_low'], 3)}, {_fmt(measured['auroc_high'], 3)}]"
-                         f"</span>, {_fmt(measured['fpr_at_95'], 3)}, "
-                         f"{measured['flagged']:.0%}</td>")
-        shares = "".join(f"<td>{document.flagged[split]['share']:.1%}</td>"
+                         f"<td>{_fmt(measured.auroc, 3)} <span class=\"muted\">"
+                         f"[{_fmt(measured.auroc_low, 3)}, {_fmt(measured.auroc_high, 3)}]"
+                         f"</span>, {_fmt(measured.fpr_at_95, 3)}, "
+                         f"{measured.flagged:.0%}</td>")
+        shares = "".join(f"<td>{document.flagged[split].share:.1%}</td>"
                          if split in document.flagged else "<td>–</td>"
                          for split in ("val", "test"))
         body.append(f"<tr><td>{html.escape(model)}</td><td>{html.escape(document.method)}"
@@ -1106,7 +1106,7 @@ def _model_section(page: Page, folder: ModelFolder, row: LeaderboardRow,
     plots.append(page.plot(charts.reliability(document, colour)))
     found = folder.read(Robustness)
     if found and found.corruptions:
-        plots.append(page.plot(charts.robustness(found.model_dump(), colour, SEVERITY)))
+        plots.append(page.plot(charts.robustness(found, colour, SEVERITY)))
     parts.append('<div class="grid">' + "".join(plots) + "</div>")
     if found and found.corruptions and found.images and found.images < (found.test_images or 0):
         parts.append(f'<p class="muted">Robustness ran on a stratified sample of '

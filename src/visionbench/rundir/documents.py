@@ -916,15 +916,37 @@ class Leaderboard(Document):
                                        if m in self.metrics and m != self.primary_metric)]
 
 
+class TopLoss(Part):
+    """A test image the model got most wrong: its id, classes, confidence and loss."""
+
+    id: str
+    true: str
+    predicted: str
+    confidence: float
+    loss: float
+
+
 class ErrorAnalysis(Document):
     """`<model>/errors.json`: error rate per class, the highest-loss images, the pictures."""
 
     FILE: ClassVar[str] = "errors.json"
     LEVEL: ClassVar[Literal["run", "model"]] = "model"
 
-    error_rate: dict[str, Any]
-    top_losses: list[dict[str, Any]]
+    error_rate: dict[str, float] = Field(description="Class -> share of its test images "
+                                         "misclassified.")
+    top_losses: list[TopLoss]
     files: list[str]
+
+
+class CorruptionLevel(Part):
+    """Test accuracy at one severity of a corruption, its drop from clean, and its exact
+    interval (older folders: none)."""
+
+    severity: float
+    accuracy: float
+    drop: float
+    low: float | None = None
+    high: float | None = None
 
 
 class Robustness(Document):
@@ -934,10 +956,31 @@ class Robustness(Document):
     LEVEL: ClassVar[Literal["run", "model"]] = "model"
 
     clean_accuracy: float
-    corruptions: dict[str, list[dict[str, float]]]
+    corruptions: dict[str, list[CorruptionLevel]]
     images: int | None = Field(None, description="The test images it ran on: a stratified "
                                "sample when fewer than the split's (older folders: all).")
     test_images: int | None = None
+
+
+class FlaggedShare(Part):
+    """How many images of a set a detector flags at its threshold."""
+
+    images: int
+    flagged: int
+    share: float
+
+
+class ForeignSeparation(Part):
+    """How well a detector's scores tell a foreign set from the familiar split: AUROC
+    (foreign positive) with its bootstrap interval, the false-positive rate at 95 % true
+    positives, and the share of the foreign set flagged."""
+
+    images: int
+    auroc: float
+    auroc_low: float
+    auroc_high: float
+    fpr_at_95: float
+    flagged: float
 
 
 class Unfamiliar(Document):
@@ -953,13 +996,13 @@ class Unfamiliar(Document):
     keep: float
     threshold: float
     train_images: int
-    flagged: dict[str, dict[str, float]] = Field(
+    flagged: dict[str, FlaggedShare] = Field(
         description="Split -> images, flagged (count) and share.")
     arrays_checksum: str
     generic: bool = Field(False, description="Combined with the run's generic-embedding "
                           "detector (`unfamiliar_generic.json`): the threshold is then on "
                           "the higher of the two ranks among validation scores.")
-    foreign: dict[str, dict[str, float]] = Field(
+    foreign: dict[str, ForeignSeparation] = Field(
         default_factory=dict, description="Foreign set -> images, AUROC against the "
         "familiar split with its bootstrap interval, FPR at 95 % TPR, share flagged. "
         "Sets named 'generated: ...' were made by visionbench (no set was named).")
