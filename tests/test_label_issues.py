@@ -28,15 +28,15 @@ def test_flipped_labels_are_found_and_ranked_first():
     given[flipped] = (truth[flipped] + 1) % 3
     found = label_issues(Predictions([f"img{i}" for i in range(300)], given, prob),
                          ["a", "b", "c"])
-    named = {row["id"] for row in found["issues"]}
+    named = {row.id for row in found["issues"]}
     planted = {f"img{i}" for i in flipped}
     assert named == planted
     assert found["found"] == 15 and found["images_scored"] == 300
-    assert sum(row["issues"] for row in found["by_class"].values()) == 15
-    assert sum(pair["count"] for pair in found["pairs"]) == 15
+    assert sum(row.issues for row in found["by_class"].values()) == 15
+    assert sum(pair.count for pair in found["pairs"]) == 15
     first = found["issues"][0]
-    assert first["given_probability"] == min(r["given_probability"] for r in found["issues"])
-    assert first["suggested"] != first["given"]
+    assert first.given_probability == min(r.given_probability for r in found["issues"])
+    assert first.suggested != first.given
 
 
 def _tinted(colour: int, index: int) -> Image.Image:

@@ -579,11 +579,11 @@ def _inspect_run(run_dir: Path, model: str | None, split: str, as_json: bool) ->
                  f"({found.source} predictions of {found.model}) have a label the model "
                  "disputes", soft_wrap=True)
     for pair in found.pairs:
-        stdout.print(f"  given {pair['given']}, model says {pair['suggested']}: "
-                     f"{pair['count']}", soft_wrap=True)
+        stdout.print(f"  given {pair.given}, model says {pair.suggested}: {pair.count}",
+                     soft_wrap=True)
     for row in found.issues[:10]:
-        stdout.print(f"  {row['id']}: given {row['given']} ({row['given_probability']:.2f}), "
-                     f"model says {row['suggested']} ({row['suggested_probability']:.2f})",
+        stdout.print(f"  {row.id}: given {row.given} ({row.given_probability:.2f}), "
+                     f"model says {row.suggested} ({row.suggested_probability:.2f})",
                      soft_wrap=True)
     stdout.print(f"all of them: {RunFolder(run_dir).file(type(found))}; the report shows them",
                  soft_wrap=True)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from visionbench.errors import UserError
+from visionbench.rundir.documents import ClassIssues, LabelIssue, LabelPair
 from visionbench.rundir.predictions import Predictions
 
 METHOD = "cleanlab find_label_issues (prune_by_noise_rate), ranked by self-confidence"
@@ -40,17 +41,17 @@ def label_issues(predictions: Predictions, classes: list[str]) -> dict[str, Any]
     issues = []
     for index in ranked.tolist():
         given, suggested = int(labels[index]), int(prob[index].argmax())
-        issues.append({"id": predictions.ids[index], "given": classes[given],
-                       "suggested": classes[suggested],
-                       "given_probability": float(prob[index, given]),
-                       "suggested_probability": float(prob[index, suggested])})
-    found = Counter(row["given"] for row in issues)
-    pairs = Counter((row["given"], row["suggested"]) for row in issues)
+        issues.append(LabelIssue(id=predictions.ids[index], given=classes[given],
+                                 suggested=classes[suggested],
+                                 given_probability=float(prob[index, given]),
+                                 suggested_probability=float(prob[index, suggested])))
+    found = Counter(row.given for row in issues)
+    pairs = Counter((row.given, row.suggested) for row in issues)
     return {
         "method": METHOD, "images_scored": len(labels), "found": len(issues),
-        "by_class": {name: {"images": int(present[k]), "issues": found.get(name, 0)}
+        "by_class": {name: ClassIssues(images=int(present[k]), issues=found.get(name, 0))
                      for k, name in enumerate(classes)},
-        "pairs": [{"given": given, "suggested": suggested, "count": count}
+        "pairs": [LabelPair(given=given, suggested=suggested, count=count)
                   for (given, suggested), count in pairs.most_common()],
         "issues": issues,
     }

@@ -18,7 +18,7 @@ from visionbench.errors import UserError
 from visionbench.evaluate.metrics import METRICS, compute
 from visionbench.orchestrate.execute import Report, light_config, train_model
 from visionbench.orchestrate.task import ModelTask
-from visionbench.rundir.documents import Sweep
+from visionbench.rundir.documents import Sweep, SweepBest, SweepTrial
 from visionbench.rundir.layout import RunFolder
 from visionbench.runtime.executors import EXECUTORS
 from visionbench.schemas.models import ModelConfig
@@ -81,7 +81,7 @@ def run_sweep(config: Config, data: PreparedData, run: RunFolder, report: Report
     if done is None:
         done = _search(optuna, config, data, run, report)
         run.write(done)
-    tuned = tuned_model(config, done.best["params"])
+    tuned = tuned_model(config, done.best.params)
     tuned.description = (f"the best of {len(done.trials)} trials of a sweep of "
                          f"{settings.model} on validation {done.metric}")
     updated = config.model_copy(deep=True)
@@ -212,17 +212,17 @@ def _search(optuna: Any, config: Config, data: PreparedData, run: RunFolder,
         if trial.value is not None and (best_so_far is None
                                         or sign * trial.value > sign * best_so_far):
             best_so_far = trial.value
-        trials.append({"number": trial.number, "state": trial.state.name.lower(),
-                       "value": trial.value, "params": trial.params,
-                       "epochs": trial.user_attrs.get("epochs"),
-                       "last_epoch": max(trial.intermediate_values, default=None),
-                       "best_so_far": best_so_far})
+        trials.append(SweepTrial(number=trial.number, state=trial.state.name.lower(),
+                                 value=trial.value, params=trial.params,
+                                 epochs=trial.user_attrs.get("epochs"),
+                                 last_epoch=max(trial.intermediate_values, default=None),
+                                 best_so_far=best_so_far))
     best = study.best_trial
     report(f"sweep: best trial {best.number + 1} of {len(trials)}, validation {metric.name} "
            f"{best.value:.4f} ({_settings_text(best.params)}) -> model {settings.tuned}")
     return Sweep(model=settings.model, tuned=settings.tuned, metric=metric.name,
                  direction=direction, pruner=settings.pruner, trials=trials,
-                 best={"number": best.number, "value": best.value, "params": best.params},
+                 best=SweepBest(number=best.number, value=best.value, params=best.params),
                  importance=_importance(optuna, study, len(finished)),
                  scales={name: "category" if space.choices is not None else
                          "log" if space.log else "linear"

@@ -11,7 +11,7 @@ from itertools import pairwise
 from typing import Any, Literal
 
 from visionbench import display
-from visionbench.rundir.documents import EvaluationDocument, Robustness
+from visionbench.rundir.documents import EvaluationDocument, Robustness, SweepTrial
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf"]
@@ -96,15 +96,15 @@ def fold_spread(rows: list[dict[str, Any]], metric: str, colour: dict[str, str])
                                             yaxis={"title": {"text": metric}})}
 
 
-def sweep_progress(trials: list[dict[str, Any]], metric: str) -> Figure:
+def sweep_progress(trials: list[SweepTrial], metric: str) -> Figure:
     """Each trial's validation score in order, and the best so far as a step line."""
-    numbers = [t["number"] + 1 for t in trials]
+    numbers = [t.number + 1 for t in trials]
     return {"data": [
         {"type": "scatter", "mode": "markers", "name": "trial", "x": numbers,
-         "y": [t["value"] for t in trials],
-         "text": [t["state"] for t in trials], "marker": {"size": 9, "color": PALETTE[0]}},
+         "y": [t.value for t in trials],
+         "text": [t.state for t in trials], "marker": {"size": 9, "color": PALETTE[0]}},
         {"type": "scatter", "mode": "lines", "name": "best so far", "x": numbers,
-         "y": [t["best_so_far"] for t in trials], "line": {"shape": "hv",
+         "y": [t.best_so_far for t in trials], "line": {"shape": "hv",
                                                           "color": PALETTE[1]}},
     ], "layout": _layout(f"Sweep: validation {metric} by trial",
                          xaxis={"title": {"text": "trial"}},
@@ -121,16 +121,16 @@ def sweep_importance(importance: dict[str, float]) -> Figure:
                               xaxis={"title": {"text": "share of variance"}})}
 
 
-def sweep_settings(trials: list[dict[str, Any]], metric: str, scales: dict[str, str]) -> Figure:
+def sweep_settings(trials: list[SweepTrial], metric: str, scales: dict[str, str]) -> Figure:
     """The score of each finished trial against each searched setting, one panel per
     setting sharing the score axis, each on the scale it was searched on (`scales`: name ->
     log, linear or category; a setting missing there is linear when every value is a
     number). Plain scatter panels, not parallel coordinates: those
     need WebGL, which a headless or remote browser often lacks, and their axis titles sit
     where the figure's title goes."""
-    finished = [t for t in trials if t["value"] is not None and t["params"]]
-    names = list(finished[0]["params"]) if finished else []
-    scores = [t["value"] for t in finished]
+    finished = [t for t in trials if t.value is not None and t.params]
+    names = list(finished[0].params) if finished else []
+    scores = [t.value for t in finished]
     columns = max(1, len(names))
     layout = _layout(f"Sweep: validation {metric} of each finished trial against each setting",
                      showlegend=False,
@@ -138,13 +138,13 @@ def sweep_settings(trials: list[dict[str, Any]], metric: str, scales: dict[str, 
     data = []
     for i, name in enumerate(names, 1):
         suffix = "" if i == 1 else str(i)
-        values = [t["params"].get(name) for t in finished]
+        values = [t.params.get(name) for t in finished]
         numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
         scale = scales.get(name, "linear" if numeric else "category")
         data.append({"type": "scatter", "mode": "markers", "x": values if scale != "category"
                      else [str(v) for v in values], "y": scores, "xaxis": f"x{suffix}",
                      "yaxis": "y", "marker": {"size": 8, "color": PALETTE[0]},
-                     "text": [f"trial {t['number'] + 1}" for t in finished],
+                     "text": [f"trial {t.number + 1}" for t in finished],
                      "hovertemplate": f"%{{text}}: {name} %{{x}}, {metric} %{{y:.4f}}"
                                       "<extra></extra>"})
         layout[f"xaxis{suffix}"] = {"title": {"text": name, "font": {"size": 11}},

@@ -530,17 +530,17 @@ def _sweep(page: Page, run: Run) -> None:
     found = run.folder.read(Sweep)
     if found is None:
         return
-    states = Counter(t["state"] for t in found.trials)
+    states = Counter(t.state for t in found.trials)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
     best = ", ".join(f"{html.escape(k)} {html.escape(_setting_text(v))}"
-                     for k, v in found.best["params"].items())
+                     for k, v in found.best.params.items())
     page.add('<h3 id="sweep">Sweep</h3>'
              f'<p class="muted">{len(found.trials)} trials searched the settings of '
              f"{html.escape(found.model)} ({html.escape(counts)}; pruner "
              f"{html.escape(found.pruner)}), each trained on the training split and scored by "
              f"{html.escape(found.metric)} on the validation split; the trials were not given "
-             f"the test split. The best, trial {found.best['number'] + 1} "
-             f"({html.escape(_fmt(found.best['value']))}: {best}), became model "
+             f"the test split. The best, trial {found.best.number + 1} "
+             f"({html.escape(_fmt(found.best.value))}: {best}), became model "
              f"{html.escape(found.tuned)}, trained again and evaluated on test once. Its "
              f"validation score is the best of {len(found.trials)} tries, so it is "
              "optimistic; its test score is not.</p>"
@@ -679,15 +679,15 @@ def _label_issues(page: Page, run: Run) -> None:
 
 
 def _label_issue_list(page: Page, run: Run, found: LabelIssues, split: str) -> None:
-    pairs = "".join(f"<tr><td>{html.escape(p['given'])}</td><td>{html.escape(p['suggested'])}"
-                    f"</td><td>{p['count']}</td></tr>" for p in found.pairs)
-    classes = ", ".join(f"{html.escape(name)} {row['issues']} of {row['images']}"
+    pairs = "".join(f"<tr><td>{html.escape(p.given)}</td><td>{html.escape(p.suggested)}"
+                    f"</td><td>{p.count}</td></tr>" for p in found.pairs)
+    classes = ", ".join(f"{html.escape(name)} {row.issues} of {row.images}"
                         for name, row in found.by_class.items())
     shown = found.issues[:found.shown]
     rows = "".join(
-        f"<tr><td>{html.escape(row['id'])}</td><td>{html.escape(row['given'])}</td>"
-        f"<td>{_fmt(row['given_probability'], 3)}</td><td>{html.escape(row['suggested'])}</td>"
-        f"<td>{_fmt(row['suggested_probability'], 3)}</td></tr>" for row in shown)
+        f"<tr><td>{html.escape(row.id)}</td><td>{html.escape(row.given)}</td>"
+        f"<td>{_fmt(row.given_probability, 3)}</td><td>{html.escape(row.suggested)}</td>"
+        f"<td>{_fmt(row.suggested_probability, 3)}</td></tr>" for row in shown)
     page.add(f"<p><b>{found.found}</b> of the {found.images_scored} images scored out of "
              f"sample ({html.escape(found.source)} predictions of "
              f"{html.escape(found.model)}) have a given label the model disputes, by "

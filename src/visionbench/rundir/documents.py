@@ -322,6 +322,31 @@ class DataRecord(Document):
         return set(self.duplicates.get("test_duplicates_of_training", []))
 
 
+class ClassIssues(Part):
+    """A given class: its images scored and the issues found among them."""
+
+    images: int
+    issues: int
+
+
+class LabelPair(Part):
+    """How many images given one class the model says are another."""
+
+    given: str
+    suggested: str
+    count: int
+
+
+class LabelIssue(Part):
+    """An image whose given label the model disputes, with both probabilities."""
+
+    id: str
+    given: str
+    suggested: str
+    given_probability: float
+    suggested_probability: float
+
+
 class LabelIssues(Document):
     """`data/label_issues.json`: images whose given label a model disputes (confident
     learning on out-of-sample probabilities), most severe first."""
@@ -335,12 +360,12 @@ class LabelIssues(Document):
     images_scored: int
     found: int
     shown: int = Field(24, description="How many of the worst the report lists and draws.")
-    by_class: dict[str, dict[str, int]] = Field(description="Given class -> images scored "
-                                                "and issues found.")
-    pairs: list[dict[str, Any]] = Field(default_factory=list, description="(given, "
-                                        "suggested) -> count, most frequent first.")
-    issues: list[dict[str, Any]] = Field(default_factory=list, description="Every issue: "
-                                         "id, given, suggested, probability of each.")
+    by_class: dict[str, ClassIssues] = Field(description="Given class -> images scored "
+                                             "and issues found.")
+    pairs: list[LabelPair] = Field(default_factory=list, description="(given, suggested) -> "
+                                   "count, most frequent first.")
+    issues: list[LabelIssue] = Field(default_factory=list, description="Every issue, most "
+                                     "severe first.")
 
 
 class LabelIssuesOfTest(LabelIssues):
@@ -419,6 +444,29 @@ class Tracking(Document):
     trackers: dict[str, dict[str, Any]]
 
 
+class SweepTrial(Part):
+    """One trial of a sweep: its state, validation score, settings, epochs, and the best
+    score so far."""
+
+    number: int
+    state: str
+    value: float | None = None
+    # Setting path -> value: the searched space decides the keys and their types.
+    params: dict[str, Any] = Field(default_factory=dict)
+    epochs: int | None = None
+    last_epoch: int | None = None
+    best_so_far: float | None = None
+
+
+class SweepBest(Part):
+    """The best trial: its number, validation score and settings."""
+
+    number: int
+    value: float
+    # Setting path -> value, as in `SweepTrial.params`.
+    params: dict[str, Any]
+
+
 class Sweep(Document):
     """`sweep.json`: a search over one model's settings on validation: every trial (its
     settings, state, validation score, the best score so far), the best one, which became
@@ -432,8 +480,8 @@ class Sweep(Document):
     metric: str
     direction: Literal["maximize", "minimize"]
     pruner: str
-    trials: list[dict[str, Any]]
-    best: dict[str, Any]
+    trials: list[SweepTrial]
+    best: SweepBest
     importance: dict[str, float] = Field(default_factory=dict)
     # How each searched setting is drawn against the score: "log", "linear" or "category".
     scales: dict[str, Literal["log", "linear", "category"]] = Field(default_factory=dict)
