@@ -6,8 +6,13 @@ names those files. Documents are written with the keys that were set (no invente
 defaults), and validated when read: a damaged or foreign file is a one-line error, and a
 folder written by an older visionbench (no `schema_version`) reads as version 1.
 
-Deeply nested parts (curves, per-class tables, duplicate findings) stay mappings: they are
-produced and rendered in one place each, and typing every leaf would only repeat them.
+Nested parts are typed too (`Part`: unknown keys refused), built as such by their producers
+and read as attributes; mappings remain where the keys are data (class, model, split,
+metric names) and where the content is free-form, each said where it is declared. Parts
+added after a folder format shipped have defaults, so older folders still read. Not yet
+typed (issue 28, docs/ISSUE_28_PROGRESS.md): the data record's split policy, duplicate,
+cache, group and ignored-file findings, the inspection's image statistics and variance,
+and the export card's decode, graph and parity records.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class Notice(BaseModel):
 
     code: str
     message: str
+    # Free-form: the numbers behind the sentence, different for every code.
     data: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -219,6 +225,8 @@ class ModelCard(Document):
     classes: list[str]
     input: InputSpec
     output: str
+    # Free-form: the model's resolved config section, as `ModelConfig` dumps it (validated
+    # again as one when the model is rebuilt).
     config: dict[str, Any]
 
 
@@ -441,6 +449,8 @@ class Tracking(Document):
     FILE: ClassVar[str] = "tracking.json"
     LEVEL: ClassVar[Literal["run", "model"]] = "run"
 
+    # Tracker -> its facts: each registered tracker decides what it reports (MLflow's
+    # URI, experiment and run ids; TensorBoard's folders; or why it failed).
     trackers: dict[str, dict[str, Any]]
 
 
