@@ -293,11 +293,3 @@ def test_a_bad_key_is_refused_before_torch_or_any_registering_module_loads(tmp_p
                           timeout=120)
     assert "unknown key 'modles'; did you mean 'models'?" in done.stderr
     assert "loaded: []" in done.stdout, done.stdout + done.stderr
-
-
-def test_a_misspelt_registered_name_is_still_refused_with_its_line(tmp_path):
-    path = write(tmp_path, "data: {source: digits}\nmodels:\n  a: {preset: mlp}\n"
-                 "train:\n  optimizer: {name: adamm}\n")
-    with pytest.raises(UserError, match=r"line 5: train.optimizer.name: unknown optimizer "
-                       r"'adamm'; did you mean 'adam'\?"):
-        load_config(path)
