@@ -124,8 +124,6 @@ NOT_YET_TYPED = {
     *(("DataRecord", name) for name in ("positive_group", "split_policy", "ignored_files",
                                         "duplicates", "cache", "groups")),
     ("Inspection", "image_stats"), ("Inspection", "variance"),
-    *(("ExportCard", name) for name in ("decode", "input", "output", "members", "data",
-                                        "parity")),
 }
 # Reads of free-form content by key, each with its reason.
 FREE_FORM_READS = {

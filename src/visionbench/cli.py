@@ -483,9 +483,10 @@ def export_command(
 
     folder = ExportFolder(export_model(run_dir, model, out, report=_report))
     parity = folder.require(ExportCard).parity
-    stdout.print(f"export: {folder.path} (parity on {parity['images']} test images: largest "
-                 f"probability difference {parity['max_abs_difference']:.1e}, top-1 agreement "
-                 f"{parity['top1_agreement']:.4f})", soft_wrap=True, highlight=False)
+    assert parity is not None, "export writes its parity check"
+    stdout.print(f"export: {folder.path} (parity on {parity.images} test images: largest "
+                 f"probability difference {parity.max_abs_difference:.1e}, top-1 agreement "
+                 f"{parity.top1_agreement:.4f})", soft_wrap=True, highlight=False)
 
 
 @app.command(name="app")

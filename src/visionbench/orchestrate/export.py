@@ -16,7 +16,6 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -34,8 +33,12 @@ from visionbench.rundir.documents import (
     DataRecord,
     EvaluationDocument,
     ExportCard,
+    ExportData,
+    ExportMember,
     ExportTrainingHashes,
     ExportUnfamiliar,
+    GraphTensor,
+    Parity,
     TrainingHashes,
     Unfamiliar,
 )
@@ -44,6 +47,8 @@ from visionbench.runtime import embedding
 from visionbench.runtime.features import features_and_logits
 from visionbench.runtime.progress import ignore
 from visionbench.runtime.trained import LoadedModel
+from visionbench.schemas.data import PreprocessConfig
+from visionbench.schemas.inputs import InputSpec
 from visionbench.version import __version__
 
 # What the export must reproduce of PyTorch on the test images, or it fails.
@@ -128,14 +133,14 @@ def export_model(run_dir: Path, model: str | None = None, out: Path | None = Non
         _onnx(graph, pictures, staged.onnx)
         parity = _parity(graph, staged.onnx, pictures,
                          check.threshold if check is not None else None)
-        if parity["max_abs_difference"] > MAX_DIFFERENCE or min(
-                parity["top1_agreement"], parity.get("unfamiliar_agreement", 1.0)) < \
-                MIN_AGREEMENT:
+        flags = 1.0 if parity.unfamiliar_agreement is None else parity.unfamiliar_agreement
+        if parity.max_abs_difference > MAX_DIFFERENCE or min(parity.top1_agreement,
+                                                               flags) < MIN_AGREEMENT:
             raise UserError(
                 f"the ONNX graph of {predictor.name} differs from PyTorch on the test images "
-                f"(largest probability difference {parity['max_abs_difference']:.2e}, top-1 "
-                f"agreement {parity['top1_agreement']:.4f}, unfamiliar flags' agreement "
-                f"{parity.get('unfamiliar_agreement', 1.0):.4f}; limits "
+                f"(largest probability difference {parity.max_abs_difference:.2e}, top-1 "
+                f"agreement {parity.top1_agreement:.4f}, unfamiliar flags' agreement "
+                f"{flags:.4f}; limits "
                 f"{MAX_DIFFERENCE:g} and {MIN_AGREEMENT}): nothing was exported")
         staged.write(_card(run, predictor, parity))
         hashes = run.read(TrainingHashes)
@@ -199,7 +204,7 @@ def _onnx(graph: _Graph, pictures: np.ndarray, path: Path) -> None:
 
 
 def _parity(graph: _Graph, path: Path, pictures: np.ndarray, threshold: float | None
-            ) -> dict[str, Any]:
+            ) -> Parity:
     """Largest probability difference and top-1 agreement, onnxruntime against PyTorch;
     with a detector, the largest unfamiliarity difference and the flags' agreement at
     `threshold`."""
@@ -215,46 +220,48 @@ def _parity(graph: _Graph, path: Path, pictures: np.ndarray, threshold: float | 
             ours.append([t.numpy() for t in (found if isinstance(found, tuple) else (found,))])
             theirs.append(session.run(None, {"images": batch}))
     a, b = (np.concatenate([batch[0] for batch in side]) for side in (ours, theirs))
-    parity: dict[str, Any] = {
-        "images": len(a), "chosen": f"up to {PARITY_IMAGES} test images: half nearest the "
-        "decision boundary, half at random",
-        "max_abs_difference": float(np.abs(a - b).max()),
-        "top1_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
-        "limits": {"max_abs_difference": MAX_DIFFERENCE, "top1_agreement": MIN_AGREEMENT}}
-    if threshold is not None:
-        x, y = (np.concatenate([batch[1] for batch in side]) for side in (ours, theirs))
-        parity["unfamiliar_max_abs_difference"] = float(np.abs(x - y).max())
-        parity["unfamiliar_agreement"] = float(((x > threshold) == (y > threshold)).mean())
-        parity["limits"]["unfamiliar_agreement"] = MIN_AGREEMENT
-    return parity
+    limits = {"max_abs_difference": MAX_DIFFERENCE, "top1_agreement": MIN_AGREEMENT}
+    checked = {"images": len(a), "chosen": f"up to {PARITY_IMAGES} test images: half "
+               "nearest the decision boundary, half at random",
+               "max_abs_difference": float(np.abs(a - b).max()),
+               "top1_agreement": float((a.argmax(1) == b.argmax(1)).mean())}
+    if threshold is None:
+        return Parity(**checked, limits=limits)
+    x, y = (np.concatenate([batch[1] for batch in side]) for side in (ours, theirs))
+    return Parity(**checked, limits={**limits, "unfamiliar_agreement": MIN_AGREEMENT},
+                  unfamiliar_max_abs_difference=float(np.abs(x - y).max()),
+                  unfamiliar_agreement=float(((x > threshold) == (y > threshold)).mean()))
 
 
-def _card(run: RunFolder, predictor: Predictor, parity: dict[str, Any]) -> ExportCard:
+def _card(run: RunFolder, predictor: Predictor, parity: Parity) -> ExportCard:
     data = run.require(DataRecord)
     evaluation = run.model(predictor.name).read(EvaluationDocument)
     height, width = data.image_shape
     channels = predictor.decode_settings.channels
-    members = []
-    for name, card in zip(predictor.members_names, predictor.member_cards, strict=True):
-        members.append({"model": name, "family": card.family, "output": card.output,
-                        "input": card.input.model_dump(mode="json")})
+    # The card is read without visionbench: every setting is written, defaults included
+    # (a part writes only the fields set on it).
+    members = [ExportMember(model=name, family=card.family, output=card.output,
+                            input=InputSpec(**card.input.model_dump()))
+               for name, card in zip(predictor.members_names, predictor.member_cards,
+                                     strict=True)]
     versions = package_versions(("torch", "onnx", "onnxruntime", "onnxscript", "timm"))
     return ExportCard(
         model=predictor.name, classes=predictor.classes,
-        decode=predictor.decode_settings.model_dump(mode="json"),
-        input={"name": "images", "dtype": "uint8", "shape": ["batch", height, width, channels],
-               "layout": "NHWC, the decoded image as it is (0-255)"},
-        output={"name": "probabilities", "dtype": "float32",
-                "shape": ["batch", len(predictor.classes)],
-                "holds": "class probabilities in the order of `classes`"},
+        decode=PreprocessConfig(**predictor.decode_settings.model_dump()),
+        input=GraphTensor(name="images", dtype="uint8",
+                          shape=["batch", height, width, channels],
+                          layout="NHWC, the decoded image as it is (0-255)"),
+        output=GraphTensor(name="probabilities", dtype="float32",
+                           shape=["batch", len(predictor.classes)],
+                           holds="class probabilities in the order of `classes`"),
         members=members, positive_classes=predictor.positive, threshold=predictor.threshold,
         margin=predictor.margin, margin_note=predictor.margin_note,
         temperature=predictor.temperature, conformal=predictor.conformal,
         unfamiliar=_unfamiliar_card(run, predictor),
         test_metrics=dict(evaluation.metrics) if evaluation else {},
         # The SHA-256 of the run's data record: its classes, splits, counts and duplicates.
-        data={"source": data.source, "fingerprint": file_checksum(run.file(DataRecord)),
-              "test_images": parity["images"]},
+        data=ExportData(source=data.source, fingerprint=file_checksum(run.file(DataRecord)),
+                        test_images=parity.images),
         software={"visionbench": __version__, "python": platform.python_version(),
                   **versions},
         parity=parity, source_run=str(run.path))
@@ -282,7 +289,7 @@ def evaluation_overrides(model_file: Path, name: str) -> list[str]:
     if not folder.is_export() or Path(model_file).name != folder.onnx.name:
         return []
     card = folder.require(ExportCard)
-    channels = card.input["shape"][3]
+    channels = int(card.input.shape[3])
     zeros, ones = ",".join(["0"] * channels), ",".join(["1"] * channels)
     entry = f"models.{name}"
     # No size: the data config decodes at the data size, which is the graph's input size.

@@ -432,9 +432,9 @@ def _load_export(folder: ExportFolder) -> Predictor:
                         "'visionbench[onnx]'") from None
     card = folder.require(ExportCard)
     session = _onnx_session(onnxruntime, folder)
-    settings = PreprocessConfig.model_validate(card.decode)
+    settings = card.decode
     predictor = Predictor(name=card.model, classes=card.classes, card=card, members=[],
-                          members_names=[m["model"] for m in card.members],
+                          members_names=[m.model for m in card.members],
                           decode_settings=settings, positive=card.positive_classes,
                           threshold=card.threshold, margin=card.margin,
                           margin_note=card.margin_note, graph=session,

@@ -11,8 +11,8 @@ and read as attributes; mappings remain where the keys are data (class, model, s
 metric names) and where the content is free-form, each said where it is declared. Parts
 added after a folder format shipped have defaults, so older folders still read. Not yet
 typed (issue 28, docs/ISSUE_28_PROGRESS.md): the data record's split policy, duplicate,
-cache, group and ignored-file findings, the inspection's image statistics and variance,
-and the export card's decode, graph and parity records.
+cache, group and ignored-file findings, and the inspection's image statistics and
+variance.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from visionbench.schemas.data import PreprocessConfig
 from visionbench.schemas.evaluate import HEADLINE
 from visionbench.schemas.inputs import InputSpec, size_problem
 
@@ -1216,6 +1217,48 @@ class ConformalSets(Part):
     coverage: float
 
 
+class GraphTensor(Part):
+    """An input or output of the ONNX graph: its name, dtype and shape, and what it is."""
+
+    name: str
+    dtype: str
+    shape: list[int | str]
+    layout: str | None = None
+    holds: str | None = None
+
+
+class ExportMember(Part):
+    """A network inside the graph: its model, family, output kind and what it is fed."""
+
+    model: str
+    family: str
+    output: str
+    input: InputSpec
+
+
+class ExportData(Part):
+    """The data the export was checked on: the source, the SHA-256 of the run's data
+    record, and how many test images the parity check used."""
+
+    source: str
+    fingerprint: str
+    test_images: int
+
+
+class Parity(Part):
+    """onnxruntime against PyTorch on test images: the largest probability difference,
+    top-1 agreement (with a detector: its scores' difference and flags' agreement), and the
+    limits an export must meet."""
+
+    images: int
+    chosen: str | None = None
+    max_abs_difference: float
+    top1_agreement: float
+    limits: dict[str, float] = Field(default_factory=dict)
+    unfamiliar_max_abs_difference: float | None = None
+    unfamiliar_agreement: float | None = None
+
+
 class ExportCard(Document):
     """`model.json` of an export folder: everything needed to use `model.onnx` without
     visionbench — how to decode an image into its uint8 input, what comes out, the readings
@@ -1226,13 +1269,13 @@ class ExportCard(Document):
 
     model: str
     classes: list[str]
-    decode: dict[str, Any] = Field(description="How an image becomes the uint8 (H, W, C) "
-                                   "input: the run's data.preprocess, size included.")
-    input: dict[str, Any] = Field(description="The ONNX input: name, dtype, shape.")
-    output: dict[str, Any] = Field(description="The ONNX output: name, what it holds.")
-    members: list[dict[str, Any]] = Field(description="The model (or an ensemble's members): "
-                                          "family, input size, channels, normalisation, "
-                                          "resize, output kind; applied inside the graph.")
+    decode: PreprocessConfig = Field(description="How an image becomes the uint8 (H, W, C) "
+                                     "input: the run's data.preprocess, size included.")
+    input: GraphTensor = Field(description="The ONNX input: name, dtype, shape.")
+    output: GraphTensor = Field(description="The ONNX output: name, what it holds.")
+    members: list[ExportMember] = Field(description="The model (or an ensemble's members): "
+                                        "family, input size, channels, normalisation, "
+                                        "resize, output kind; applied inside the graph.")
     positive_classes: list[str] | None = None
     threshold: float | None = None
     margin: float | None = None
@@ -1245,7 +1288,7 @@ class ExportCard(Document):
     unfamiliar: ExportUnfamiliar | None = Field(None, description="The unfamiliar-image "
                                                 "detector scored inside the graph.")
     test_metrics: dict[str, Interval] = Field(default_factory=dict)
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: ExportData | None = None
     software: dict[str, str] = Field(default_factory=dict)
-    parity: dict[str, Any] = Field(default_factory=dict)
+    parity: Parity | None = None
     source_run: str
