@@ -45,10 +45,10 @@ def write_label_issues(run: RunFolder, settings: LabelIssuesConfig, data: Prepar
     run.write(found)
     shown = found.issues[:settings.shown]
     if shown:
-        draw_grid(data.pictures([row["id"] for row in shown]),
-                  [f"{row['id'].rsplit('/', 1)[-1][-24:]}\ngiven {row['given']} "
-                   f"({row['given_probability']:.2f})\nmodel: {row['suggested']} "
-                   f"({row['suggested_probability']:.2f})" for row in shown],
+        draw_grid(data.pictures([row.id for row in shown]),
+                  [f"{row.id.rsplit('/', 1)[-1][-24:]}\ngiven {row.given} "
+                   f"({row.given_probability:.2f})\nmodel: {row.suggested} "
+                   f"({row.suggested_probability:.2f})" for row in shown],
                   label_issues_chart(run.data_dir, split),
                   f"Suspected label errors: {found.found} of {found.images_scored} images "
                   f"({found.source} predictions of {model})")
