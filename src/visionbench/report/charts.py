@@ -11,7 +11,15 @@ from itertools import pairwise
 from typing import Any, Literal
 
 from visionbench import display
-from visionbench.rundir.documents import EvaluationDocument, Robustness, SweepTrial
+from visionbench.rundir.documents import (
+    Comparison,
+    EvaluationDocument,
+    History,
+    Interval,
+    LeaderboardRow,
+    Robustness,
+    SweepTrial,
+)
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf"]
@@ -34,20 +42,21 @@ def _layout(title: str, **extra: Any) -> dict[str, Any]:
     return layout
 
 
-def metric_bars(rows: list[dict[str, Any]], metrics: list[str], colour: dict[str, str],
+def metric_bars(rows: list[LeaderboardRow], metrics: list[str], colour: dict[str, str],
                 confidence: float) -> Figure:
     """Grouped bars of headline metrics per model, with their bootstrap intervals."""
     data = []
     for row in rows:
-        if "metrics" not in row:
+        if not row.metrics:
             continue
-        values = [row["metrics"].get(m, {}) for m in metrics]
+        values = [row.metrics.get(m) or Interval(value=None) for m in metrics]
         data.append({
-            "type": "bar", "name": row["model"], "x": metrics,
-            "y": [v.get("value") for v in values], "marker": {"color": colour[row["model"]]},
+            "type": "bar", "name": row.model, "x": metrics,
+            "y": [v.value for v in values], "marker": {"color": colour[row.model]},
             "error_y": {"type": "data", "symmetric": False,
-                        "array": [v["high"] - v["value"] if "high" in v else 0 for v in values],
-                        "arrayminus": [v["value"] - v["low"] if "low" in v else 0
+                        "array": [v.high - v.value if v.high is not None else 0
+                                  for v in values],
+                        "arrayminus": [v.value - v.low if v.low is not None else 0
                                        for v in values]},
         })
     layout = _layout(f"Headline metrics on test (whiskers: {display.level(confidence)} "
@@ -55,17 +64,17 @@ def metric_bars(rows: list[dict[str, Any]], metrics: list[str], colour: dict[str
     return {"data": data, "layout": layout}
 
 
-def accuracy_vs_time(rows: list[dict[str, Any]], metric: str, colour: dict[str, str],
+def accuracy_vs_time(rows: list[LeaderboardRow], metric: str, colour: dict[str, str],
                      bounds: tuple[float, float] = (-math.inf, math.inf)) -> Figure:
     """The primary metric against training seconds, one point per model; the axis stays
     within the values the metric can take (`bounds`: no AUC axis running to 1.5)."""
     # Named in the legend, not beside the points: two models of similar time and score
     # would write their names over each other.
     data = [{
-        "type": "scatter", "mode": "markers", "name": row["model"],
-        "x": [row.get("train_seconds") or 0], "y": [row["metrics"][metric]["value"]],
-        "marker": {"size": 12, "color": colour[row["model"]]},
-    } for row in rows if "metrics" in row and metric in row["metrics"]]
+        "type": "scatter", "mode": "markers", "name": row.model,
+        "x": [row.train_seconds or 0], "y": [row.metrics[metric].value],
+        "marker": {"size": 12, "color": colour[row.model]},
+    } for row in rows if metric in row.metrics]
     values = [point["y"][0] for point in data if point["y"][0] is not None]
     yaxis: dict[str, Any] = {"title": {"text": metric}}
     if values and math.isfinite(bounds[0]) and math.isfinite(bounds[1]):
@@ -77,21 +86,21 @@ def accuracy_vs_time(rows: list[dict[str, Any]], metric: str, colour: dict[str, 
                                             yaxis=yaxis)}
 
 
-def fold_spread(rows: list[dict[str, Any]], metric: str, colour: dict[str, str]) -> Figure:
+def fold_spread(rows: list[LeaderboardRow], metric: str, colour: dict[str, str]) -> Figure:
     """The primary metric on each fold's validation images, one column of points per
     cross-validated model, with its mean as a bar behind them."""
-    folded = [row for row in rows if row.get("folds")]
+    folded = [(row.model, row.folds) for row in rows if row.folds]
     data: list[dict[str, Any]] = [{
-        "type": "bar", "x": [row["model"] for row in folded],
-        "y": [row["folds"]["mean"] for row in folded], "name": "mean over folds",
-        "marker": {"color": [colour[row["model"]] for row in folded]}, "opacity": 0.35,
+        "type": "bar", "x": [model for model, _ in folded],
+        "y": [folds.mean for _, folds in folded], "name": "mean over folds",
+        "marker": {"color": [colour[model] for model, _ in folded]}, "opacity": 0.35,
     }]
     data += [{
-        "type": "scatter", "mode": "markers", "name": row["model"], "showlegend": False,
-        "x": [row["model"]] * len(row["folds"]["values"]), "y": row["folds"]["values"],
-        "text": [f"fold {k + 1}" for k in range(len(row["folds"]["values"]))],
-        "marker": {"size": 10, "color": colour[row["model"]], "line": {"width": 1}},
-    } for row in folded]
+        "type": "scatter", "mode": "markers", "name": model, "showlegend": False,
+        "x": [model] * len(folds.values), "y": folds.values,
+        "text": [f"fold {k + 1}" for k in range(len(folds.values))],
+        "marker": {"size": 10, "color": colour[model], "line": {"width": 1}},
+    } for model, folds in folded]
     return {"data": data, "layout": _layout(f"Validation {metric} on each fold",
                                             yaxis={"title": {"text": metric}})}
 
@@ -164,63 +173,66 @@ def _in_order(values: list[Any]) -> list[str]:
     return [str(v) for v in sorted(set(values), key=key)]
 
 
-def significance_matrix(comparison: dict[str, Any], models: list[str]) -> Figure:
+def significance_matrix(comparison: Comparison, models: list[str]) -> Figure:
     """Pairwise p-values of the primary metric's paired bootstrap (McNemar without it);
     a p-value at the bootstrap's resolution reads `< 1/B`."""
-    metric = comparison["primary_metric"]
+    metric = comparison.primary_metric
     index = {m: i for i, m in enumerate(models)}
     values: list[list[float | None]] = [[None] * len(models) for _ in models]
     text: list[list[str]] = [[""] * len(models) for _ in models]
-    for pair in comparison["pairs"]:
-        if pair["a"] not in index or pair["b"] not in index:
+    for pair in comparison.pairs:
+        if pair.a not in index or pair.b not in index:
             continue
-        tested = pair.get("bootstrap", {}).get(metric) or pair["mcnemar"]
-        a, b = index[pair["a"]], index[pair["b"]]
-        values[a][b] = values[b][a] = round(tested["p_value"], 4)
-        text[a][b] = text[b][a] = display.p_value(tested["p_value"], tested.get("resamples"))
+        bootstrap = pair.bootstrap.get(metric)
+        p_value = bootstrap.p_value if bootstrap else pair.mcnemar.p_value
+        a, b = index[pair.a], index[pair.b]
+        values[a][b] = values[b][a] = round(p_value, 4)
+        text[a][b] = text[b][a] = display.p_value(p_value,
+                                                  bootstrap.resamples if bootstrap else None)
     return {"data": [{"type": "heatmap", "z": values, "x": models, "y": models, "text": text,
                       "zmin": 0, "zmax": 0.2, "colorscale": "RdBu", "texttemplate": "%{text}",
                       "hovertemplate": "%{y} vs %{x}: p %{text}<extra></extra>",
                       "xgap": 2, "ygap": 2,
                       "colorbar": {"title": {"text": "p"}}}],
-            "layout": _layout(f"Pairwise p-values ({metric}; < {comparison['alpha']} = "
+            "layout": _layout(f"Pairwise p-values ({metric}; < {comparison.alpha} = "
                               "significant)", yaxis={"autorange": "reversed"})}
 
 
-def training_curves(history: dict[str, Any], colour: str) -> list[Figure]:
+def training_curves(history: History, colour: str) -> list[Figure]:
     """Loss and accuracy per epoch, train vs validation, with stages, early stopping and
     learning-rate reductions marked."""
-    epochs = history["epochs"]
-    x = [row["epoch"] for row in epochs]
+    epochs = history.epochs
+    x = [row.epoch for row in epochs]
     shapes, notes = [], []
     for previous, row in pairwise(epochs):
-        if row["stage"] != previous["stage"]:
-            shapes.append({"type": "line", "x0": row["epoch"] - 0.5, "x1": row["epoch"] - 0.5,
+        if row.stage != previous.stage:
+            shapes.append({"type": "line", "x0": row.epoch - 0.5, "x1": row.epoch - 0.5,
                            "y0": 0, "y1": 1, "yref": "paper", "line": {"dash": "dot"}})
-            notes.append({"x": row["epoch"] - 0.5, "y": 0.99, "yref": "paper",
+            notes.append({"x": row.epoch - 0.5, "y": 0.99, "yref": "paper",
                           "yanchor": "top", "xanchor": "left",
-                          "text": f"stage {row['stage']}", "showarrow": False})
-    for event in history.get("events", []):
-        if event["event"] == "early_stopping" and event.get("best_epoch"):
-            shapes.append({"type": "line", "x0": event["best_epoch"], "x1": event["best_epoch"],
+                          "text": f"stage {row.stage}", "showarrow": False})
+    for event in history.events:
+        if event.event == "early_stopping" and event.best_epoch:
+            shapes.append({"type": "line", "x0": event.best_epoch, "x1": event.best_epoch,
                            "y0": 0, "y1": 1, "yref": "paper",
                            "line": {"color": "green", "dash": "dash"}})
-            notes.append({"x": event["best_epoch"], "y": 0.85, "yref": "paper",
+            notes.append({"x": event.best_epoch, "y": 0.85, "yref": "paper",
                           "yanchor": "top", "xanchor": "right",
-                          "text": "best (restored)" if event.get("restored") else "best",
+                          "text": "best (restored)" if event.restored else "best",
                           "showarrow": False, "font": {"color": "green"}})
-        if event["event"] == "lr_reduced":
-            notes.append({"x": event["epoch"], "y": 0.05, "yref": "paper",
-                          "text": f"lr → {event['lr']:.0e}", "showarrow": True, "ay": -25})
+        if event.event == "lr_reduced":
+            notes.append({"x": event.epoch, "y": 0.05, "yref": "paper",
+                          "text": f"lr → {event.lr:.0e}", "showarrow": True, "ay": -25})
     figures = []
+    curves = {"loss": ([r.train_loss for r in epochs], [r.val_loss for r in epochs]),
+              "accuracy": ([r.train_accuracy for r in epochs], [r.val_accuracy for r in epochs])}
     for key, label in (("loss", "Loss"), ("accuracy", "Accuracy")):
+        train, validation = curves[key]
         data = [{"type": "scatter", "mode": "lines+markers", "name": "train", "x": x,
-                 "y": [r[f"train_{key}"] for r in epochs],
-                 "line": {"color": colour, "dash": "dot"}}]
-        if any(r[f"val_{key}"] is not None for r in epochs):
+                 "y": train, "line": {"color": colour, "dash": "dot"}}]
+        if any(v is not None for v in validation):
             data.append({"type": "scatter", "mode": "lines+markers", "name": "validation",
-                         "x": x, "y": [r[f"val_{key}"] for r in epochs],
-                         "line": {"color": colour}})
+                         "x": x, "y": validation, "line": {"color": colour}})
         values = [v for trace in data for v in trace["y"] if v is not None]
         yaxis, title = {}, f"{label} per epoch"
         if key == "loss":

@@ -477,15 +477,14 @@ def _leaderboard(page: Page, run: Run) -> None:
              "leaderboard.csv and each model's evaluation.json.</p>"
              + _references(run))
     bars = [m for m in shown if METRICS.get(m).share]
-    rows = [row.model_dump(exclude_unset=True) for row in board.rows]
-    comparison = run.comparison.model_dump()
+    rows = board.rows
     if not any(row.status == Status.OK for row in board.rows):
         return  # every model failed: the sentence above says why; no chart has a bar
     page.add('<div class="grid">'
              + page.plot(charts.metric_bars(rows, bars, colour, board.confidence))
              + page.plot(charts.accuracy_vs_time(rows, primary, colour,
                                                  METRICS.get(primary).bounds))
-             + (page.plot(charts.significance_matrix(comparison, list(run.evaluations)))
+             + (page.plot(charts.significance_matrix(run.comparison, list(run.evaluations)))
                 if len(run.evaluations) > 1 else "") + "</div>")
     _tta(page, run)
     _folds(page, run)
@@ -650,7 +649,7 @@ def _folds(page: Page, run: Run) -> None:
              + f"<table><thead><tr><th>model</th><th>{html.escape(primary)} mean [CI]</th>"
              "<th>per fold</th><th>vs recommended (difference, p)</th></tr></thead>"
              f"<tbody>{''.join(body)}</tbody></table>"
-             + page.plot(charts.fold_spread([r.model_dump() for r in rows], primary,
+             + page.plot(charts.fold_spread(rows, primary,
                                             run.colour)))
 
 
@@ -1093,7 +1092,7 @@ def _model_section(page: Page, folder: ModelFolder, row: LeaderboardRow,
     plots = []
     history = folder.read(History)
     if history and history.epochs:
-        plots += [page.plot(f) for f in charts.training_curves(history.model_dump(), colour)]
+        plots += [page.plot(f) for f in charts.training_curves(history, colour)]
     plots.append(page.plot(charts.confusion(document, classes, False)))
     plots.append(page.plot(charts.confusion(document, classes, True)))
     if document.roc:
