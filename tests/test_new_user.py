@@ -201,10 +201,11 @@ def test_help_shows_the_extra_to_install():
 
 def test_a_metric_axis_stays_within_what_the_metric_can_take():
     from visionbench.report.charts import accuracy_vs_time
+    from visionbench.rundir.documents import LeaderboardRow
 
-    figure = accuracy_vs_time([{"model": "a", "metrics": {"roc_auc_macro": {"value": 1.0}},
-                                "train_seconds": 3}], "roc_auc_macro", {"a": "#000"},
-                              (0.0, 1.0))
+    row = LeaderboardRow.model_validate({"model": "a", "status": "ok", "train_seconds": 3,
+                                         "metrics": {"roc_auc_macro": {"value": 1.0}}})
+    figure = accuracy_vs_time([row], "roc_auc_macro", {"a": "#000"}, (0.0, 1.0))
     low, high = figure["layout"]["yaxis"]["range"]
     assert 0.9 < low < 1.0 < high <= 1.03
 
