@@ -49,7 +49,10 @@ def _how_split(data: DataRecord) -> str:
                    else TESTED_BY_REFIT) + ".")
     kept = [name for name, key in (("test", "test"), ("validation", "val"))
             if policy.get(key) == "given"]
-    if policy["given"] == "pool" and given:
+    # Folders written before the record said what was done hold "given" beside a pool:
+    # they read as the shares they state.
+    shares = all(isinstance(policy.get(key), int | float) for key in ("test", "val"))
+    if policy["given"] == "pool" and given and shares:
         return (f"Splits: the source's splits ({given}) were pooled, then test "
                 f"{policy['test']:.0%} of all images and validation {policy['val']:.0%} of the "
                 f"rest, stratified, seed {seed}; duplicate images always land in the same "
