@@ -63,6 +63,11 @@ EVALUATED = ("leaderboard.json", "leaderboard.csv", "comparison.json", "evaluati
              "report.html")
 
 
+# What recipe runs hold that their snapshots, written before, may lack: additions, not
+# changes (`compare`'s `new_files` and `new_keys`).
+ADDITIONS = {"new_files": ("model.json",), "new_keys": ("schema_version", "checksum", "files")}
+
+
 class SnapshotWarning(UserWarning):
     """Part of a snapshot could not be compared by value on this machine."""
 
@@ -256,21 +261,15 @@ def _transplant(folder: Path, copy: Path, before: dict[str, Any], now: dict[str,
 def _reevaluated(folder: Path, before: dict[str, Any], now: dict[str, Any],
                  root: Path | None) -> dict[str, Any]:
     """The `EVALUATED` files of a copy of the run that holds the snapshot's training outputs,
-    evaluated again from them as `visionbench evaluate` does."""
-    from visionbench.config import load_config
-    from visionbench.evaluate.leaderboard import evaluate_folder
-    from visionbench.report.html import write_report
-    from visionbench.rundir import RunFolder
+    evaluated again from them by `visionbench evaluate`."""
+    from visionbench.cli import main
 
     with tempfile.TemporaryDirectory() as scratch:
         # The report names the run by its folder and the one above it.
         copy = Path(scratch) / folder.parent.name / folder.name
         shutil.copytree(folder, copy, symlinks=True)
         _transplant(folder, copy, before, now)
-        run = RunFolder(copy).check()
-        config = load_config(run.config_file)
-        evaluate_folder(run, config.evaluate, list(run.outcomes(list(config.models))), "quiet")
-        write_report(run, "quiet")
+        assert main(["evaluate", str(copy)]) == 0, f"{copy} could not be evaluated again"
         again = digest(copy, root, aliases=(folder,))
     return {relative: content for relative, content in again.items() if _evaluated(relative)}
 

@@ -34,7 +34,6 @@ def test_values_are_compared_on_the_numerics_that_wrote_the_snapshot(tmp_path, m
         "toy.metrics.json.accuracy: 0.5 before, 0.6 now"]
 
 
-QUICKSTART = {"new_files": ("model.json",), "new_keys": ("schema_version", "checksum", "files")}
 
 
 def _elsewhere(monkeypatch) -> None:
@@ -48,7 +47,7 @@ def test_on_other_numerics_the_run_is_evaluated_again_from_the_snapshots_outputs
     with pytest.warns(golden.SnapshotWarning, match=r"compared by shape only \(.*"
                       r"mlp/history\.json.*\); the data, the evaluation"):
         assert golden.compare(quickstart_run.folder, "quickstart", root=quickstart_run.root,
-                              **QUICKSTART) == []
+                              **golden.ADDITIONS) == []
 
 
 @pytest.mark.slow
@@ -58,10 +57,10 @@ def test_on_other_numerics_other_trained_weights_still_match(tmp_path, monkeypat
     result = smoke_run("quickstart", ["train.seed=7"], tmp_path)
     snapshot = json.loads((golden.GOLDEN / "quickstart.json").read_text())[golden.NUMERICS]
     monkeypatch.setattr(golden, "numerics", lambda: snapshot)
-    assert golden.compare(result.folder, "quickstart", root=tmp_path, **QUICKSTART) != []
+    assert golden.compare(result.folder, "quickstart", root=tmp_path, **golden.ADDITIONS) != []
     _elsewhere(monkeypatch)
     with pytest.warns(golden.SnapshotWarning):
-        assert golden.compare(result.folder, "quickstart", root=tmp_path, **QUICKSTART) == []
+        assert golden.compare(result.folder, "quickstart", root=tmp_path, **golden.ADDITIONS) == []
 
 
 def test_on_other_numerics_a_changed_report_word_fails(quickstart_run, monkeypatch):
@@ -71,7 +70,7 @@ def test_on_other_numerics_a_changed_report_word_fails(quickstart_run, monkeypat
                         lambda *args: recommendation(*args).replace("Recommended", "Advised"))
     with pytest.warns(golden.SnapshotWarning):
         problems = golden.compare(quickstart_run.folder, "quickstart",
-                                  root=quickstart_run.root, **QUICKSTART)
+                                  root=quickstart_run.root, **golden.ADDITIONS)
     assert problems and all(p.startswith("quickstart.report.html[") for p in problems)
     assert any("Advised" in p for p in problems)
 
@@ -83,7 +82,7 @@ def test_on_other_numerics_a_changed_value_from_predictions_fails(quickstart_run
         accuracy, fn=lambda conf: accuracy.fn(conf) * 0.99))
     with pytest.warns(golden.SnapshotWarning):
         problems = golden.compare(quickstart_run.folder, "quickstart",
-                                  root=quickstart_run.root, **QUICKSTART)
+                                  root=quickstart_run.root, **golden.ADDITIONS)
     assert any(".bootstrap.accuracy." in p for p in problems), problems
 
 
@@ -96,7 +95,7 @@ def test_on_the_snapshots_numerics_a_changed_report_word_fails(quickstart_run):
     try:
         report.write_text(text.replace("Recommended", "Advised", 1))
         problems = golden.compare(quickstart_run.folder, "quickstart", root=quickstart_run.root,
-                                  **QUICKSTART)
+                                  **golden.ADDITIONS)
     finally:
         report.write_text(text)
     assert len(problems) == 1 and "Advised" in problems[0]

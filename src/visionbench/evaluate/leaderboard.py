@@ -40,7 +40,6 @@ from visionbench.rundir.documents import (
     HeadlineOnCleanTest,
     HeadlineOverFolds,
     HeadlineOverSeeds,
-    Interval,
     Leaderboard,
     LeaderboardRow,
     ModelMetrics,
@@ -429,10 +428,9 @@ def fold_cell(folds: HeadlineOverFolds | None) -> str:
     """
     if not folds:
         return display.MISSING
-    entry = Interval(value=folds.mean, low=folds.low, high=folds.high)
     shape = (f"{folds.count // folds.repeats} folds × {folds.repeats}" if folds.repeats > 1
              else f"{folds.count} folds")
-    text = f"{display.interval(entry)} ({shape})"
+    text = f"{display.interval(folds.interval)} ({shape})"
     return text + (f", p {display.p_value(folds.p_value)}" if folds.p_value is not None
                    else "")
 

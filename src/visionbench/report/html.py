@@ -610,13 +610,12 @@ def _folds(page: Page, run: Run) -> None:
                 tested_value < min(values) if higher else tested_value > max(values)):
             below.append(f"{row.model} ({_fmt(tested_value)} on test; folds "
                          f"{_fmt(min(values))}–{_fmt(max(values))})")
-        mean = Interval(value=folds.mean, low=folds.low, high=folds.high)
         tested = tests.get(row.model)
         versus = ("recommended" if row.model == board.recommended else
                   f"{tested.difference:+.4f}, p {display.p_value(tested.p_value)}"
                   if tested else "–")
         body.append(f"<tr><td>{html.escape(row.model)}</td>"
-                    f"<td>{html.escape(display.interval(mean))}</td>"
+                    f"<td>{html.escape(display.interval(folds.interval))}</td>"
                     f"<td>{', '.join(_fmt(v) for v in folds.values)}</td>"
                     f"<td>{html.escape(versus)}</td></tr>")
     first = rows[0].folds

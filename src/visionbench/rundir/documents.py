@@ -40,11 +40,15 @@ class Status(str, Enum):
     NOT_RUN = "not run"
 
 
-class Notice(BaseModel):
-    """A warning or note as a record: a stable `code` the report renders by, the sentence a
-    reader sees, and the numbers behind it."""
+class Part(BaseModel):
+    """Base of a document's nested parts: unknown keys are refused, as in documents."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class Notice(Part):
+    """A warning or note as a record: a stable `code` the report renders by, the sentence a
+    reader sees, and the numbers behind it."""
 
     code: str
     message: str
@@ -75,26 +79,16 @@ class Document(BaseModel):
                                  "written with it and checked when it is read.")
 
 
-class Part(BaseModel):
-    """Base of a document's nested parts: unknown keys are refused, as in documents."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class Interval(BaseModel):
+class Interval(Part):
     """A value with its bootstrap interval when one was computed."""
-
-    model_config = ConfigDict(extra="forbid")
 
     value: float | None
     low: float | None = None
     high: float | None = None
 
 
-class SplitScore(BaseModel):
+class SplitScore(Part):
     """Loss and accuracy of a model on one split, as training measured them."""
-
-    model_config = ConfigDict(extra="forbid")
 
     loss: float
     accuracy: float
@@ -270,10 +264,8 @@ class History(Document):
     stages: list[StageReport] = Field(default_factory=list)
 
 
-class RunEntry(BaseModel):
+class RunEntry(Part):
     """A model's line in `run.json`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     status: Status
     error: str | None = None
@@ -384,11 +376,9 @@ class LabelIssuesOfTest(LabelIssues):
     FILE: ClassVar[str] = "data/label_issues_test.json"
 
 
-class QualityIssue(BaseModel):
+class QualityIssue(Part):
     """One image-quality issue: how many images have it, per split and class, which test
     images (for each model's accuracy on them), and a few examples."""
-
-    model_config = ConfigDict(extra="forbid")
 
     meaning: str
     images: int
@@ -398,11 +388,9 @@ class QualityIssue(BaseModel):
     picture: str | None = Field(None, description="Thumbnails of the examples, in data/.")
 
 
-class ImageQuality(BaseModel):
+class ImageQuality(Part):
     """Image-quality issues of the dataset (cleanvision's checks and grey stored as
     colour); an image may have several."""
-
-    model_config = ConfigDict(extra="forbid")
 
     images: int
     issues: dict[str, QualityIssue] = Field(default_factory=dict)
@@ -877,13 +865,10 @@ class Comparison(Document):
         return _test_chosen_best(value)
 
 
-class HeadlineOnCleanTest(Part):
+class HeadlineOnCleanTest(Interval):
     """The primary metric on the test images that do not duplicate a training image."""
 
     images: int
-    value: float | None
-    low: float | None = None
-    high: float | None = None
 
 
 class HeadlineOverSeeds(Part):
@@ -907,6 +892,11 @@ class HeadlineOverFolds(Part):
     values: list[float]
     p_value: float | None = None
 
+    @property
+    def interval(self) -> Interval:
+        """The mean over folds with its corrected interval."""
+        return Interval(value=self.mean, low=self.low, high=self.high)
+
 
 class ReferenceRow(Part):
     """A reference shown on the leaderboard: its source and values."""
@@ -915,10 +905,8 @@ class ReferenceRow(Part):
     metrics: dict[str, float]
 
 
-class LeaderboardRow(BaseModel):
+class LeaderboardRow(Part):
     """One model on the leaderboard."""
-
-    model_config = ConfigDict(extra="forbid")
 
     model: str
     status: Status
@@ -1084,10 +1072,8 @@ class GenericUnfamiliar(Document):
     arrays_checksum: str
 
 
-class PropertyShiftRow(BaseModel):
+class PropertyShiftRow(Part):
     """One image property compared between the training sample and another set."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str
     distance: float = Field(description="Kolmogorov-Smirnov distance (0 to 1).")
@@ -1098,10 +1084,8 @@ class PropertyShiftRow(BaseModel):
                         "the configured distance.")
 
 
-class SplitShift(BaseModel):
+class SplitShift(Part):
     """The two-sample test of one set of images against the training sample."""
-
-    model_config = ConfigDict(extra="forbid")
 
     reference_images: int
     images: int
@@ -1134,10 +1118,8 @@ class ShiftDocument(Document):
     reference_checksum: str
 
 
-class SegmentRow(BaseModel):
+class SegmentRow(Part):
     """One quantile bin of one image property on the test split."""
-
-    model_config = ConfigDict(extra="forbid")
 
     property: str
     bin: int
@@ -1189,12 +1171,10 @@ class Explanations(Document):
     notes: list[str] = Field(default_factory=list)
 
 
-class ExportUnfamiliar(BaseModel):
+class ExportUnfamiliar(Part):
     """The card's account of the unfamiliar-image detector inside an export's graph: the
     graph's second output `unfamiliar` is the score; above `threshold` the model should
     not be trusted to answer."""
-
-    model_config = ConfigDict(extra="forbid")
 
     method: str
     keep: float = Field(description="The share of validation images the threshold lets "
