@@ -197,9 +197,14 @@ def _same(a: Any, b: Any, where: str, problems: list[str]) -> None:
 
 def numerics() -> str:
     """What decides training's floating point on this machine: architecture, CPU vendor,
-    the vector unit torch's CPU kernels use, and torch's version."""
+    the vector unit torch's CPU kernels use, and the versions of torch and of the libraries
+    that fit the run's small models (the shift test's PCA and logistic regression: a new
+    NumPy, SciPy or scikit-learn moves its AUC in the fourth digit)."""
     import platform
 
+    import numpy
+    import scipy
+    import sklearn
     import torch
 
     cpuinfo = Path("/proc/cpuinfo")
@@ -207,7 +212,8 @@ def numerics() -> str:
     vendor = next((line.split(":", 1)[1].strip() for line in lines
                    if line.startswith("vendor_id")), platform.processor())
     return (f"{platform.machine()} {vendor} {torch.backends.cpu.get_cpu_capability()} "
-            f"torch {torch.__version__}")
+            f"torch {torch.__version__} numpy {numpy.__version__} scipy {scipy.__version__} "
+            f"scikit-learn {sklearn.__version__}")
 
 
 def _shape(value: Any) -> Any:

@@ -13,7 +13,7 @@ from visionbench.evaluate.evaluation import choose_threshold, compare_models, ev
 from visionbench.evaluate.metrics import METRICS, compute, confusion_matrix
 from visionbench.evaluate.selection import recommend
 from visionbench.evaluate.statistics import bootstrap_weights, delong, mcnemar, paired_bootstrap
-from visionbench.rundir.documents import EvaluationDocument, Selection
+from visionbench.rundir.documents import EvaluationDocument, PositiveGroupRecord, Selection
 from visionbench.rundir.predictions import Predictions, read_predictions, write_predictions
 from visionbench.schemas.evaluate import EvaluateConfig, ThresholdConfig
 
@@ -338,7 +338,8 @@ def test_threshold_is_chosen_on_validation_only():
 
 def test_clinical_reading_counts_missed_positives_of_the_group():
     y, prob = _from_confusion(MRI_MODEL_1)
-    group = {"name": "any_tumour", "classes": ["glioma", "meningioma", "pituitary"]}
+    group = PositiveGroupRecord(name="any_tumour",
+                                classes=["glioma", "meningioma", "pituitary"])
     val = Predictions(["v"] * len(y), y, prob)
     summary = evaluate_model(Predictions([str(i) for i in range(len(y))], y, prob), MRI_CLASSES,
                              EvaluateConfig(bootstrap=100), val=val, group=group,

@@ -51,10 +51,10 @@ def test_a_patients_images_stay_in_one_split_and_without_grouping_they_do_not(tm
                     split={**split, "group_by": r"person(\d+)_"})
     assert all(len(splits) == 1 for splits in _patient_splits(grouped).values())
     assert set(grouped.split.tolist()) == {"train", "val", "test"}
-    summary = grouped.record["groups"]
-    assert summary["groups"] == 24 and summary["groups_of_several"] == 24
-    assert summary["without_group"] == 0 and summary["straddling"]["groups"] == 0
-    assert not [w for w in grouped.record["warnings"] if w["code"] == "groups_straddle_splits"]
+    summary = grouped.record.groups
+    assert summary.groups == 24 and summary.groups_of_several == 24
+    assert summary.without_group == 0 and summary.straddling.groups == 0
+    assert not [w for w in grouped.record.warnings if w.code == "groups_straddle_splits"]
 
 
 def test_folds_keep_a_patient_whole(tmp_path):
@@ -77,11 +77,13 @@ def test_a_given_split_that_mixes_a_patient_is_reported(tmp_path):
     pattern(0, 901).save(root / "test" / "well" / "person99_0.png")
     pattern(1, 902).save(root / "test" / "sick" / "person98_0.png")
     data = _data(source="presplit", path=str(root), split={"val": 0.25, "group_by": "person\\d+"})
-    straddling = data.record["groups"]["straddling"]
-    assert straddling == {"groups": 1, "splits": {"test + train": 1}, "examples": ["person4"]}
-    warning = next(w for w in data.record["warnings"] if w["code"] == "groups_straddle_splits")
-    assert "1 group(s) by pattern 'person\\d+' in the image ids" in warning["message"]
-    assert "1 in test + train; e.g. person4" in warning["message"]
+    straddling = data.record.groups.straddling
+    assert straddling.model_dump() == {"groups": 1, "splits": {"test + train": 1},
+                                       "examples": ["person4"]}
+    warning = next(w for w in data.record.warnings if w.code == "groups_straddle_splits")
+    assert warning.data == straddling.model_dump()
+    assert "1 group(s) by pattern 'person\\d+' in the image ids" in warning.message
+    assert "1 in test + train; e.g. person4" in warning.message
 
 
 def test_groups_from_a_csv_column(tmp_path):
@@ -94,7 +96,7 @@ def test_groups_from_a_csv_column(tmp_path):
     data = _data(source="csv", path=str(root / "list.csv"),
                  split={"val": 0.3, "test": 0.3, "seed": 5, "group_by": {"column": "patient"}})
     assert all(len(splits) == 1 for splits in _patient_splits(data).values())
-    assert data.record["groups"]["by"] == "CSV column 'patient'"
+    assert data.record.groups.by == "CSV column 'patient'"
     with pytest.raises(UserError, match=re.escape(
             "'ward' is not a column of manifest list.csv; its columns: patient")):
         _data(source="csv", path=str(root / "list.csv"), split={"group_by": {"column": "ward"}})

@@ -23,7 +23,7 @@ def test_folder_is_split_into_three_stratified_splits(class_folder):
             split={"val": 0.25, "test": 0.25},
         )
     )
-    assert data.record["splits"] == {
+    assert data.record.splits == {
         "train": {"cat": 7, "dog": 7, "fox": 7},
         "val": {"cat": 2, "dog": 2, "fox": 2},  # 25 % of the 9 left after the test carve-out
         "test": {"cat": 3, "dog": 3, "fox": 3},
@@ -57,15 +57,15 @@ def test_duplicates_across_splits_are_found(presplit_folder):
     data = prepare_data(
         data_config(source="presplit", path=str(presplit_folder), preprocess={"size": 24})
     )
-    found = data.record["duplicates"]
-    assert found["exact"]["across"]["train~test"]["pairs"] == 1
-    assert found["exact"]["within"]["train"]["pairs"] == 1
-    assert found["near"]["across"]["train~test"]["images"] == 1
-    assert found["exact"]["across"]["train~test"]["examples"] == [
+    found = data.record.duplicates
+    assert found.exact.across["train~test"].pairs == 1
+    assert found.exact.within["train"].pairs == 1
+    assert found.near.across["train~test"].images == 1
+    assert found.exact.across["train~test"].examples == [
         ["Training/tumour/img 0.png", "Testing/tumour/copy.png"]
     ]
-    assert any(w["code"] == "test_duplicates" and w["data"]["images"] == 2
-               and "2 test image(s) duplicate" in w["message"] for w in data.record["warnings"])
+    assert any(w.code == "test_duplicates" and w.data["images"] == 2
+               and "2 test image(s) duplicate" in w.message for w in data.record.warnings)
     # The within-train duplicate pair never straddles train and validation.
     pair = [data.ids.index("Training/tumour/img 1.png"), data.ids.index("Training/tumour/dup.png")]
     assert data.split[pair[0]] == data.split[pair[1]]
@@ -78,11 +78,11 @@ def test_duplicates_across_splits_are_found(presplit_folder):
             duplicates={"policy": "drop_from_test"},
         )
     )
-    assert sorted(dropped.record["duplicates"]["dropped_from_test"]) == [
+    assert sorted(dropped.record.duplicates.dropped_from_test) == [
         "Testing/healthy/near.jpg",
         "Testing/tumour/copy.png",
     ]
-    assert dropped.record["totals"]["test"] == 9
+    assert dropped.record.totals["test"] == 9
     with pytest.raises(UserError, match=r"2 test image\(s\) duplicate.*policy is 'fail'"):
         prepare_data(
             data_config(
@@ -105,11 +105,11 @@ def test_near_candidates_whose_pixels_differ_are_not_duplicates(class_folder):
     data = prepare_data(data_config(source="folder", path=str(class_folder),
                                     preprocess={"size": 16}, split={"val": 0.0, "test": 0.0},
                                     duplicates={"near_threshold": 32}))
-    found = data.record["duplicates"]
-    assert found["near"]["within"]["train"]["pairs"] == 1
-    assert found["near"]["within"]["train"]["examples"] == [["cat/img 0.png", "cat/resaved.jpg"]]
-    assert found["near_candidates_rejected"] > 100
-    assert found["near_similarity"] == 0.97
+    found = data.record.duplicates
+    assert found.near.within["train"].pairs == 1
+    assert found.near.within["train"].examples == [["cat/img 0.png", "cat/resaved.jpg"]]
+    assert found.near_candidates_rejected > 100
+    assert found.near_similarity == 0.97
 
 
 def test_test_class_missing_from_training(presplit_folder):
@@ -132,22 +132,21 @@ def test_limit_per_class_and_pooling_given_splits(presplit_folder):
             split={"limit_per_class": 3, "given": "pool", "val": 0.0, "test": 0.34},
         )
     )
-    assert sum(data.record["totals"].values()) == 12  # 3 per class per given split
-    assert data.record["totals"]["test"] == 4
+    assert sum(data.record.totals.values()) == 12  # 3 per class per given split
+    assert data.record.totals["test"] == 4
     # The record (and the report) say the test split was made here, not given.
-    assert data.record["split_policy"]["test"] == 0.34
+    assert data.record.split_policy.test == 0.34
     from visionbench.data.describe import describe_splits
-    from visionbench.rundir import DataRecord
 
-    assert describe_splits(DataRecord.model_validate(data.record)).startswith(
+    assert describe_splits(data.record).startswith(
         "Splits: the source's splits (test 6, train 6) were pooled, then test 34% of all")
     kept = prepare_data(data_config(source="presplit", path=str(presplit_folder)))
-    assert "test split is kept as given" in describe_splits(
-        DataRecord.model_validate(kept.record))
+    assert "test split is kept as given" in describe_splits(kept.record)
     # A folder written before the record said what was done: a pool beside a test split
     # "given" (the stored mnist run) is described, not a formatting error.
-    older = {**data.record, "split_policy": {**data.record["split_policy"], "test": "given"}}
-    assert "test split is kept as given" in describe_splits(DataRecord.model_validate(older))
+    older = data.record.model_copy(update={
+        "split_policy": data.record.split_policy.model_copy(update={"test": "given"})})
+    assert "test split is kept as given" in describe_splits(older)
 
 
 def test_normalization_statistics_come_from_training_only(class_folder):
@@ -202,11 +201,11 @@ def test_class_variance_matches_brute_force(class_folder):
     mu = x.mean(0)
     intra = [((x[y == k] - x[y == k].mean(0)) ** 2).sum(1).mean() for k in range(3)]
     inter = sum((y == k).sum() * ((x[y == k].mean(0) - mu) ** 2).sum() for k in range(3))
-    assert [v["intra_variance"] for v in got["per_class"].values()] == pytest.approx(intra)
-    assert got["inter_variance_study"] == pytest.approx(inter)
-    assert got["ratio_study"] == pytest.approx(inter / sum(intra))
+    assert [v.intra_variance for v in got.per_class.values()] == pytest.approx(intra)
+    assert got.inter_variance_study == pytest.approx(inter)
+    assert got.ratio_study == pytest.approx(inter / sum(intra))
     within = sum((y == k).sum() * intra[k] for k in range(3))
-    assert got["fisher_ratio"] == pytest.approx(inter / within)
+    assert got.fisher_ratio == pytest.approx(inter / within)
 
 
 def test_a_grey_model_reads_an_rgb_cache_as_pil_greys_it(class_folder):
@@ -258,7 +257,7 @@ def test_every_skipped_file_is_listed_with_its_reason_in_the_report(class_folder
     result = run_config(config, report=lines.append)
     assert "3 file(s) skipped (unreadable, not images, or links)" in lines[0]
     record = result.run.require(DataRecord)
-    assert record.ignored_files["files"] == ["cat/notes.txt",
+    assert record.ignored_files.files == ["cat/notes.txt",
                                              "dog/away.png (a broken or looping link)"]
     report = result.run.report_file.read_text()
     assert "Skipped files (3)" in report
@@ -284,13 +283,12 @@ def _npz_with_its_own_validation(path):
 
 def test_a_source_with_its_own_validation_split_is_described_as_given(tmp_path):
     from visionbench.data.describe import describe_splits
-    from visionbench.rundir import DataRecord
 
     path = _npz_with_its_own_validation(tmp_path / "own.npz")
     data = prepare_data(data_config(source="npz", path=str(path), class_names=["a", "b"],
                                     duplicates={"near": False}))
-    assert data.record["totals"] == {"train": 24, "val": 8, "test": 8}
-    sentence = describe_splits(DataRecord.model_validate(data.record))
+    assert data.record.totals == {"train": 24, "val": 8, "test": 8}
+    sentence = describe_splits(data.record)
     assert sentence == "Splits: the source's test and validation splits are kept as given and " \
         "untouched."
     assert "20%" not in sentence and "seed" not in sentence

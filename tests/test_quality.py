@@ -90,7 +90,7 @@ def test_cleanvision_never_opens_a_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(PIL.Image, "open", refuse)
     found = image_quality(prepared, tmp_path)
-    assert found["images"] == 24 and set(found["issues"]) >= {"dark", "blurry", "odd_size"}
+    assert found.images == 24 and set(found.issues) >= {"dark", "blurry", "odd_size"}
 
 
 def test_a_document_cannot_name_the_picture_the_report_embeds():

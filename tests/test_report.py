@@ -186,7 +186,8 @@ def test_duplicate_banners_are_ranked_merged_and_say_what_a_validation_leak_bias
     record = DataRecord(
         source="s", classes=["a", "b"], channels=1, image_shape=[8, 8],
         splits={}, totals={},
-        duplicates={"exact": {"across": {"train~val": found(2, 2), "train~test": found(3, 3)}},
+        duplicates={"policy": "warn", "near_threshold": 4,
+                    "exact": {"across": {"train~val": found(2, 2), "train~test": found(3, 3)}},
                     "near": {"across": {"train~val": found(4, 3, 1), "val~test": found(1, 1)}}},
         warnings=[Notice(code="test_duplicates", message="4 test image(s) duplicate ...",
                          data={"images": 4})])

@@ -118,13 +118,6 @@ def test_an_edited_document_or_predictions_file_is_caught_by_its_checksum(tmp_pa
 # sweep trial's settings.
 FREE_FORM = {("Notice", "data"), ("ModelCard", "config"), ("Tracking", "trackers"),
              ("SweepTrial", "params"), ("SweepBest", "params")}
-# Still mappings read by key, to be typed (docs/ISSUE_28_PROGRESS.md): remove each from
-# here when it is typed, and the test holds its readers to attributes.
-NOT_YET_TYPED = {
-    *(("DataRecord", name) for name in ("positive_group", "split_policy", "ignored_files",
-                                        "duplicates", "cache", "groups")),
-    ("Inspection", "image_stats"), ("Inspection", "variance"),
-}
 # Reads of free-form content by key, each with its reason.
 FREE_FORM_READS = {
     ("runtime/trained.py", "config"),  # the device the model was trained on, if it said
@@ -153,9 +146,9 @@ def _untyped_fields() -> set[tuple[str, str]]:
 
 def test_document_content_is_typed_and_read_as_attributes():
     untyped = _untyped_fields()
-    # Every untyped mapping is free-form by design or on the list still to type.
-    assert untyped == FREE_FORM | NOT_YET_TYPED, untyped ^ (FREE_FORM | NOT_YET_TYPED)
-    checked = {name for _, name in untyped - NOT_YET_TYPED}
+    # Every untyped mapping is free-form by design, and read by key only where said.
+    assert untyped == FREE_FORM, untyped ^ FREE_FORM
+    checked = {name for _, name in untyped}
     found = []
     for path in sorted(SRC.rglob("*.py")):
         relative = path.relative_to(SRC).as_posix()

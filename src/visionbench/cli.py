@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TextIO
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 from rich.console import Console
@@ -29,7 +29,7 @@ from visionbench.version import __version__
 if TYPE_CHECKING:
     from visionbench.orchestrate import RunResult
     from visionbench.predict.shift import BatchShift
-    from visionbench.rundir import Leaderboard
+    from visionbench.rundir import ImageQuality, Inspection, Leaderboard, ShiftDocument
 
 app = typer.Typer(
     add_completion=False,
@@ -110,15 +110,15 @@ def inspect(
     from visionbench.data.dataset import prepare_data
     from visionbench.data.inspect import inspect_data
     from visionbench.provenance import save_config
-    from visionbench.rundir import DataRecord, RunFolder
+    from visionbench.rundir import RunFolder
 
     data = prepare_data(cfg.data)
     folder = out or cfg.output.dir / str(cfg.output.name) / "inspect"
-    report = inspect_data(data, folder)
-    report["cache_usage"] = vars(cache_usage())
+    inspection = inspect_data(data, folder)
     # An inspection folder holds the data part of a run folder.
-    RunFolder(folder).write(DataRecord.model_validate(data.record))
+    RunFolder(folder).write(data.record)
     shift = cfg.evaluate.shift
+    measured = None
     if shift is not None:
         from visionbench.orchestrate.shift import measure_shift
         from visionbench.orchestrate.unfamiliar import embed_splits
@@ -127,14 +127,22 @@ def inspect(
         embedded = embed_splits(data, shift.images, cfg.train.seed, cfg.train.progress,
                                 cfg.train.device)
         measure_shift(RunFolder(folder), data, embedded, shift, cfg.train.seed)
-        found = RunFolder(folder).read(ShiftDocument)
-        report["shift"] = found.model_dump(mode="json") if found is not None else None
+        measured = RunFolder(folder).read(ShiftDocument)
     save_config(cfg, folder)
-    report["output"] = str(folder)
+    usage = cache_usage()
     if as_json:
+        report = {**inspection.model_dump(mode="json", exclude_unset=True,
+                                          exclude={"schema_version", "checksum"}),
+                  "cache_usage": vars(usage), "output": str(folder)}
+        if shift is not None:
+            report["shift"] = measured.model_dump(mode="json") if measured else None
         sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
     else:
-        _print_inspection(report)
+        _print_inspection(inspection, measured)
+        stdout.print(f"decode cache: {usage.root} ({usage.entries} decoded dataset(s), "
+                     f"{display.megabytes(usage.bytes)}; `visionbench cache clear` empties "
+                     "it)", soft_wrap=True)
+        stdout.print(f"charts and data.json in {folder}", soft_wrap=True)
 
 
 cache_app = typer.Typer(no_args_is_help=True, help="The decode cache: where it is, how big, "
@@ -590,84 +598,76 @@ def _inspect_run(run_dir: Path, model: str | None, split: str, as_json: bool) ->
                  soft_wrap=True)
 
 
-def _print_inspection(report: dict[str, Any]) -> None:
+def _print_inspection(inspection: Inspection, shift: ShiftDocument | None) -> None:
+    """What `visionbench inspect` found, as tables and sentences."""
     from visionbench.data.describe import (
         describe_class_separation,
         describe_limit,
         describe_splits,
     )
-    from visionbench.rundir import DataRecord
 
-    classes = report["classes"]
-    splits = list(report["splits"])
-    shape = "x".join(map(str, report["image_shape"]))
-    table = Table(title=f"{report['source']}  ({shape}, {report['channels']} ch)")
+    splits = list(inspection.splits)
+    shape = "x".join(map(str, inspection.image_shape))
+    table = Table(title=f"{inspection.source}  ({shape}, {inspection.channels} ch)")
     table.add_column("class")
     for split in splits:
         table.add_column(split, justify="right")
-    for name in classes:
-        table.add_row(name, *(str(report["splits"][s][name]) for s in splits))
-    table.add_row(Text("total", "bold"), *(Text(str(report["totals"][s]), "bold") for s in splits))
+    for name in inspection.classes:
+        table.add_row(name, *(str(inspection.splits[s][name]) for s in splits))
+    table.add_row(Text("total", "bold"),
+                  *(Text(str(inspection.totals[s]), "bold") for s in splits))
     stdout.print(table)
-    record = DataRecord.model_validate({k: v for k, v in report.items()
-                                        if k in DataRecord.model_fields})
-    for sentence in (describe_splits(record), describe_limit(record)):
+    for sentence in (describe_splits(inspection), describe_limit(inspection)):
         if sentence:
             stdout.print(sentence, highlight=False, soft_wrap=True)
 
-    dup = Table(title=f"duplicates (policy: {report['duplicates']['policy']})")
+    found = inspection.duplicates
+    dup = Table(title=f"duplicates (policy: {found.policy if found else 'none'})")
     for column in ("kind", "where", "pairs", "images", "label conflicts"):
         dup.add_column(column, justify="left" if column in ("kind", "where") else "right")
     examples = []
     for kind in ("exact", "near"):
         for place in ("within", "across"):
-            for where, found in report["duplicates"][kind][place].items():
-                counts = (found["pairs"], found["images"], found["label_conflicts"])
-                dup.add_row(kind, where, *map(str, counts))
-                if place == "across" and found["examples"]:
-                    examples.append(f"  {kind} {where}, e.g. {' = '.join(found['examples'][0])}")
+            for where, counts in (found.at(kind, place) if found else {}).items():
+                dup.add_row(kind, where, *map(str, (counts.pairs, counts.images,
+                                                    counts.label_conflicts)))
+                if place == "across" and counts.examples:
+                    examples.append(f"  {kind} {where}, e.g. {' = '.join(counts.examples[0])}")
     stdout.print(dup if dup.row_count else "duplicates: none found")
     for line in examples:
         stdout.print(line, highlight=False)
 
-    for split, stats in report["image_stats"].items():
+    for split, stats in inspection.image_stats.items():
         stdout.print(
-            f"{split}: source sizes {stats['width']['min']}-{stats['width']['max']} px wide, "
-            f"{stats['distinct_sizes']} distinct; modes {stats['modes']}; "
-            f"formats {stats['formats']}"
+            f"{split}: source sizes {stats.width.min}-{stats.width.max} px wide, "
+            f"{stats.distinct_sizes} distinct; modes {stats.modes}; formats {stats.formats}"
         )
-    variance = report["variance"]
-    stdout.print(f"({'+'.join(variance['computed_on'])}) {describe_class_separation(variance)}",
-                 highlight=False, soft_wrap=True)
-    if report["failures"]:
-        stdout.print(f"{len(report['failures'])} file(s) skipped:", style="yellow")
-        for name, why in list(report["failures"].items())[:10]:
+    variance = inspection.variance
+    if variance is not None:
+        stdout.print(f"({'+'.join(variance.computed_on)}) "
+                     f"{describe_class_separation(variance)}", highlight=False, soft_wrap=True)
+    if inspection.failures:
+        stdout.print(f"{len(inspection.failures)} file(s) skipped:", style="yellow")
+        for name, why in list(inspection.failures.items())[:10]:
             stdout.print(printable(f"  {name}: {why}"), markup=False, highlight=False)
-    if report["ignored_files"]["count"]:
-        stdout.print(f"{report['ignored_files']['count']} non-image file(s) ignored")
-    for warning in report["warnings"]:
-        stdout.print(Text("warning: ", "yellow") + warning["message"])
-    _print_quality_and_shift(report)
-    usage = report["cache_usage"]
-    stdout.print(f"decode cache: {usage['root']} ({usage['entries']} decoded dataset(s), "
-                 f"{display.megabytes(usage['bytes'])}; `visionbench cache clear` empties it)",
-                 soft_wrap=True)
-    stdout.print(f"charts and data.json in {report['output']}", soft_wrap=True)
+    if inspection.ignored_files and inspection.ignored_files.count:
+        stdout.print(f"{inspection.ignored_files.count} non-image file(s) ignored")
+    for warning in inspection.warnings:
+        stdout.print(Text("warning: ", "yellow") + warning.message)
+    _print_quality_and_shift(inspection.quality, shift)
 
 
-def _print_quality_and_shift(report: dict[str, Any]) -> None:
+def _print_quality_and_shift(quality: ImageQuality | None, shift: ShiftDocument | None
+                             ) -> None:
     """The image-quality issues found, and each split's shift test against training."""
     from visionbench.evaluate.shift import verdict
-    from visionbench.rundir import ImageQuality, ShiftDocument
 
-    quality = ImageQuality.model_validate(report["quality"]) if report.get("quality") else None
     for issue in (quality.issues.values() if quality else []):
         if issue.images:
             where = ", ".join(f"{split} {sum(counts.values()):,}"
                               for split, counts in issue.counts.items())
             stdout.print(printable(f"image quality: {issue.meaning}: {issue.images:,} "
                                    f"({where})"), markup=False, highlight=False)
-    shift = ShiftDocument.model_validate(report["shift"]) if report.get("shift") else None
     for split, found in (shift.splits.items() if shift else []):
         stdout.print(f"shift: {verdict(found, f'the {split} images')}", markup=False,
                      highlight=False, soft_wrap=True)

@@ -8,7 +8,7 @@ Example:
     >>> from visionbench.config import load_config
     >>> cache = f"data.cache_dir={tempfile.mkdtemp()}"  # a fresh cache, not the user's
     >>> data = prepare_data(load_config("quickstart", [cache]).data)
-    >>> data.classes[:3], sorted(data.record["splits"])
+    >>> data.classes[:3], sorted(data.record.splits)
     (['0', '1', '2'], ['test', 'train', 'val'])
 """
 
@@ -35,7 +35,16 @@ from visionbench.data.normalize import Normalization, resolve_normalization
 from visionbench.data.sources import SourceData
 from visionbench.data.splits import assign_splits, check_classes, stratified_group_folds
 from visionbench.errors import UserError
-from visionbench.rundir.documents import Notice
+from visionbench.rundir.documents import (
+    CacheRecord,
+    DataRecord,
+    DuplicateFindings,
+    GroupFindings,
+    IgnoredFiles,
+    Notice,
+    PositiveGroupRecord,
+    SplitPolicy,
+)
 from visionbench.schemas.data import DataCommon
 
 SPLITS = ("train", "val", "test")
@@ -58,8 +67,14 @@ class PreparedData:
     decoded: Decoded
     # Which images must stay together (duplicates, split.group_by): what folds keep whole.
     groups: np.ndarray | None = None
-    record: dict[str, Any] = field(default_factory=dict)
+    _record: DataRecord | None = field(default=None, repr=False)
     _normalization: Normalization | None = field(default=None, repr=False)
+
+    @property
+    def record(self) -> DataRecord:
+        """What the run stores as `data.json`, built once at the end of `prepare_data`."""
+        assert self._record is not None, "prepare_data builds the record"
+        return self._record
 
     @property
     def channels(self) -> int:
@@ -226,10 +241,8 @@ def prepare_data(config: DataCommon) -> PreparedData:
     )
     check_classes(targets, split, labels.classes)
 
-    findings = {
-        "exact": summarize(pairs.exact, split, targets, ids),
-        "near": summarize(pairs.near, split, targets, ids),
-    }
+    # Counted before drop_from_test takes test images away: the pairs name positions now.
+    exact, near = (summarize(found, split, targets, ids) for found in (pairs.exact, pairs.near))
     leaked = _test_leaks(pairs.all_pairs(), split)
     warnings: list[Notice] = []
     dropped: list[str] = []
@@ -273,21 +286,20 @@ def prepare_data(config: DataCommon) -> PreparedData:
     if grouped is not None:
         warnings += _group_warnings(grouped)
     warnings += _split_named_classes(labels.classes)
-    data.record = _record(data, source, findings, dropped, warnings)
-    if grouped is not None:
-        data.record["groups"] = grouped
-    data.record["duplicates"]["near_candidates_rejected"] = candidates - len(pairs.near)
-    if config.split.limit_per_class is not None:
-        data.record["split_policy"].update(limit_per_class=config.split.limit_per_class,
-                                           before_limit=labelled)
-    # Kept so evaluation can also score the test split without them (policy warn).
-    data.record["duplicates"]["test_duplicates_of_training"] = [] if dropped else leaked_ids
-    given_names = np.asarray([g or "unsplit" for g in (source.splits[i] for i in data.index)])
-    data.record["source_splits"] = {
-        name: _counts(data.targets, given_names == name, data.classes)
-        for name in dict.fromkeys(given_names.tolist())
-    }
-    return data
+    findings = DuplicateFindings(
+        policy=dup.policy,
+        near_threshold=dup.near_threshold if dup.near else None,
+        near_similarity=dup.near_similarity if dup.near else None,
+        exact=exact,
+        near=near,
+        dropped_from_test=dropped,
+        near_candidates_rejected=candidates - len(pairs.near),
+        # Kept so evaluation can also score the test split without them (policy warn).
+        test_duplicates_of_training=[] if dropped else leaked_ids,
+    )
+    return replace(data, _record=_record(
+        data, source, findings, warnings, grouped,
+        labelled if config.split.limit_per_class is not None else None))
 
 
 # Folder names that name a split, not a class: `train/` and `test/` given to
@@ -308,16 +320,16 @@ def _split_named_classes(classes: list[str]) -> list[Notice]:
                    "data.source: presplit")]
 
 
-def _group_warnings(summary: dict[str, Any]) -> list[Notice]:
+def _group_warnings(summary: GroupFindings) -> list[Notice]:
     """A warning when groups have images in more than one split (a source's given split)."""
-    straddling = summary["straddling"]
-    if not straddling["groups"]:
+    straddling = summary.straddling
+    if not straddling.groups:
         return []
-    where = "; ".join(f"{count} in {splits}" for splits, count in straddling["splits"].items())
+    where = "; ".join(f"{count} in {splits}" for splits, count in straddling.splits.items())
     return [Notice(
-        code="groups_straddle_splits", data=straddling,
-        message=f"{straddling['groups']} group(s) by {summary['by']} have images in more than "
-        f"one split ({where}; e.g. {', '.join(straddling['examples'][:3])}): the source's "
+        code="groups_straddle_splits", data=straddling.model_dump(),
+        message=f"{straddling.groups} group(s) by {summary.by} have images in more than "
+        f"one split ({where}; e.g. {', '.join(straddling.examples[:3])}): the source's "
         "given split mixes them, so metrics on the later split may be optimistic "
         "(split.given: pool re-splits everything with groups kept whole)")]
 
@@ -334,10 +346,14 @@ def _test_leaks(pairs: np.ndarray, split: np.ndarray) -> np.ndarray:
 def _record(
     data: PreparedData,
     source: SourceData,
-    findings: dict[str, Any],
-    dropped: list[str],
+    findings: DuplicateFindings,
     warnings: list[Notice],
-) -> dict[str, Any]:
+    groups: GroupFindings | None,
+    before_limit: dict[str, int] | None,
+) -> DataRecord:
+    """What `data.json` says: classes, counts per split, how the splits were made, what was
+    found and skipped, and the warnings (small test classes, undecodable images added
+    here)."""
     classes = data.classes
     splits = {
         name: _counts(data.targets, data.split == name, classes)
@@ -357,60 +373,61 @@ def _record(
                                "skipped"))
     config = data.config
     given_splits = {s for s in source.splits if s} if config.split.given == "keep" else set()
-    record: dict[str, Any] = {
-        "source": source.description,
-        "ids_note": ("<split>/<n> is row n (from 0) of that split's image array (<n> alone "
-                     "when the source has no splits)"
-                     if source.arrays is not None else
-                     "file paths relative to the data folder (or as the manifest lists them)"),
-        "classes": classes,
-        "channels": data.channels,
-        "image_shape": list(data.images.shape[1:3]),
-        "label_notes": data.labels.notes,
-        "positive_group": None
-        if data.labels.positive_group is None
-        else {
-            "name": data.labels.positive_group,
-            "classes": [classes[i] for i in data.labels.positive_classes],
-        },
-        "splits": splits,
-        "totals": {name: sum(counts.values()) for name, counts in splits.items()},
-        "split_policy": {
-            "given": config.split.given,
-            # What was done, not what was configured: a split the source gives is kept (a
-            # pooled source is split here, test included).
-            "val": "given" if "val" in given_splits and config.split.folds is None
-            else config.split.val,
-            "test": "given" if "test" in given_splits else config.split.test,
-            "seed": config.split.seed,
-            "folds": config.split.folds,
-            **({"test_with": config.split.test_with} if config.split.folds else {}),
-        },
-        "failures": data.decoded.failures,
-        "ignored_files": {"count": len(source.ignored), "examples": source.ignored[:10],
-                          "files": source.ignored},
-        "duplicates": {
-            "policy": config.duplicates.policy,
-            "near_threshold": config.duplicates.near_threshold if config.duplicates.near else None,
-            "near_similarity": config.duplicates.near_similarity
-            if config.duplicates.near else None,
-            **findings,
-            "dropped_from_test": dropped,
-        },
-        "cache": {
-            "key": data.decoded.key,
-            "path": str(data.decoded.path),
-            "from_cache": data.decoded.from_cache,
-            "seconds": round(data.decoded.seconds, 3),
-        },
-        "warnings": [warning.model_dump() for warning in warnings],
-    }
+    # What was done, not what was configured: a split the source gives is kept (a pooled
+    # source is split here, test included).
+    with_folds = {"test_with": config.split.test_with} if config.split.folds else {}
+    with_limit = ({"limit_per_class": config.split.limit_per_class,
+                   "before_limit": before_limit} if before_limit is not None else {})
+    policy = SplitPolicy(
+        given=config.split.given,
+        val="given" if "val" in given_splits and config.split.folds is None
+        else config.split.val,
+        test="given" if "test" in given_splits else config.split.test,
+        seed=config.split.seed,
+        folds=config.split.folds,
+        **with_folds,
+        **with_limit,
+    )
+    given_names = np.asarray([g or "unsplit" for g in (source.splits[i] for i in data.index)])
+    # Only the keys that apply are set: the document is written with the keys set.
+    optional: dict[str, Any] = {}
+    if groups is not None:
+        optional["groups"] = groups
     if config.split.folds is not None:
-        record["folds"] = {
+        optional["folds"] = {
             str(k): _counts(data.targets, data.fold == k, classes)
             for k in range(config.split.folds)
         }
-    return record
+    return DataRecord(
+        source=source.description,
+        ids_note=("<split>/<n> is row n (from 0) of that split's image array (<n> alone "
+                  "when the source has no splits)"
+                  if source.arrays is not None else
+                  "file paths relative to the data folder (or as the manifest lists them)"),
+        classes=classes,
+        channels=data.channels,
+        image_shape=list(data.images.shape[1:3]),
+        label_notes=data.labels.notes,
+        positive_group=None if data.labels.positive_group is None else PositiveGroupRecord(
+            name=data.labels.positive_group,
+            classes=[classes[i] for i in data.labels.positive_classes]),
+        splits=splits,
+        totals={name: sum(counts.values()) for name, counts in splits.items()},
+        split_policy=policy,
+        failures=data.decoded.failures,
+        ignored_files=IgnoredFiles(count=len(source.ignored), examples=source.ignored[:10],
+                                   files=source.ignored),
+        duplicates=findings,
+        cache=CacheRecord(key=data.decoded.key, path=str(data.decoded.path),
+                          from_cache=data.decoded.from_cache,
+                          seconds=round(data.decoded.seconds, 3)),
+        warnings=warnings,
+        source_splits={
+            name: _counts(data.targets, given_names == name, classes)
+            for name in dict.fromkeys(given_names.tolist())
+        },
+        **optional,
+    )
 
 
 def training_hashes(data: PreparedData) -> dict[str, Any]:

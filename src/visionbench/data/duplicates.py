@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 
 import numpy as np
+
+from visionbench.rundir.documents import DuplicateCount, DuplicatePlaces
 
 BLOCK_ROWS = 1024
 
@@ -132,32 +134,31 @@ def summarize(
     targets: np.ndarray,
     ids: list[str],
     examples: int = 5,
-) -> dict[str, dict[str, object]]:
+) -> DuplicatePlaces:
     """Counts per split (`within`) and split pair (`across`), with example id pairs.
 
     For each place: `pairs` (duplicate pairs), `images` (images with a duplicate there; for
     `a~b` the images of `b` that also appear in `a`), `label_conflicts` (pairs whose labels
     differ) and up to `examples` example pairs.
     """
-    within: dict[str, dict[str, object]] = {}
-    across: dict[str, dict[str, object]] = {}
+    within: dict[str, _Tally] = {}
+    across: dict[str, _Tally] = {}
     order = {"train": 0, "val": 1, "test": 2}
     for a, b in pairs.tolist():
         first, second = sorted((a, b), key=lambda p: order.get(str(splits[p]), 3))
         split_a, split_b = str(splits[first]), str(splits[second])
         if split_a == split_b:
-            place = within.setdefault(split_a, _empty())
-            place["_images"].update((first, second))
+            place = within.setdefault(split_a, _Tally())
+            place.images.update((first, second))
         else:
-            place = across.setdefault(f"{split_a}~{split_b}", _empty())
-            place["_images"].add(second)
-        place["pairs"] += 1
-        place["label_conflicts"] += int(targets[first] != targets[second])
-        if len(place["examples"]) < examples:
-            place["examples"].append([ids[first], ids[second]])
-    for place in [*within.values(), *across.values()]:
-        place["images"] = len(place.pop("_images"))
-    return {"within": within, "across": across}
+            place = across.setdefault(f"{split_a}~{split_b}", _Tally())
+            place.images.add(second)
+        place.pairs += 1
+        place.label_conflicts += int(targets[first] != targets[second])
+        if len(place.examples) < examples:
+            place.examples.append([ids[first], ids[second]])
+    return DuplicatePlaces(within={where: tally.count() for where, tally in within.items()},
+                           across={where: tally.count() for where, tally in across.items()})
 
 
 CROSS_VALIDATED = "cross-validated"
@@ -173,5 +174,15 @@ def place_label(where: str, folds: bool) -> str:
     return f"within {sides[0]}" if len(set(sides)) == 1 else f"across {'~'.join(sides)}"
 
 
-def _empty() -> dict:
-    return {"pairs": 0, "images": 0, "label_conflicts": 0, "examples": [], "_images": set()}
+@dataclass
+class _Tally:
+    """A place's duplicates as they are counted: its images as a set of positions."""
+
+    pairs: int = 0
+    label_conflicts: int = 0
+    images: set[int] = field(default_factory=set)
+    examples: list[list[str]] = field(default_factory=list)
+
+    def count(self) -> DuplicateCount:
+        return DuplicateCount(pairs=self.pairs, images=len(self.images),
+                              label_conflicts=self.label_conflicts, examples=self.examples)

@@ -8,12 +8,12 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from itertools import pairwise
-from typing import Any
 
 import numpy as np
 
 from visionbench.data.sources import SourceData
 from visionbench.errors import UserError
+from visionbench.rundir.documents import GroupFindings, Straddling
 from visionbench.schemas.data import GroupBy
 
 EXAMPLES = 5
@@ -54,7 +54,7 @@ def group_pairs(names: list[str | None]) -> np.ndarray:
 
 
 def group_summary(group_by: GroupBy, names: list[str | None], split: np.ndarray
-                  ) -> dict[str, Any]:
+                  ) -> GroupFindings:
     """How many groups were found, how many images none, and which groups have images in
     more than one split (only splits a source gives can do that: splits made here keep
     groups whole)."""
@@ -68,12 +68,12 @@ def group_summary(group_by: GroupBy, names: list[str | None], split: np.ndarray
     by_splits: dict[str, int] = defaultdict(int)
     for name in straddling:
         by_splits[" + ".join(sorted(places[name]))] += 1
-    return {
-        "by": group_by.describe(),
-        "groups": len(sizes),
-        "images_in_groups": int(sum(sizes.values())),
-        "groups_of_several": sum(1 for size in sizes.values() if size > 1),
-        "without_group": sum(1 for name in names if name is None),
-        "straddling": {"groups": len(straddling), "splits": dict(by_splits),
-                       "examples": straddling[:EXAMPLES]},
-    }
+    return GroupFindings(
+        by=group_by.describe(),
+        groups=len(sizes),
+        images_in_groups=int(sum(sizes.values())),
+        groups_of_several=sum(1 for size in sizes.values() if size > 1),
+        without_group=sum(1 for name in names if name is None),
+        straddling=Straddling(groups=len(straddling), splits=dict(by_splits),
+                              examples=straddling[:EXAMPLES]),
+    )

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -25,6 +23,13 @@ from visionbench.data.duplicates import place_label
 from visionbench.data.quality import image_quality
 from visionbench.fileio import write_json
 from visionbench.pictures import PNG_OPTIONS, contact_sheet, save_png, tile
+from visionbench.rundir.documents import (
+    ClassSpread,
+    ClassVariance,
+    ImageStats,
+    Inspection,
+    SizeRange,
+)
 from visionbench.rundir.layout import class_chart, duplicate_pairs_chart, sample_chart
 
 CHUNK = 256
@@ -32,9 +37,9 @@ SAMPLES_PER_CLASS = 8
 THUMBNAIL = 128
 
 
-def image_statistics(data: PreparedData) -> dict[str, Any]:
+def image_statistics(data: PreparedData) -> dict[str, ImageStats]:
     """Source image sizes, modes and formats per split (before preprocessing)."""
-    stats: dict[str, Any] = {}
+    stats: dict[str, ImageStats] = {}
     source_positions = data.index
     for split in SPLITS:
         positions = source_positions[data.split == split]
@@ -42,34 +47,28 @@ def image_statistics(data: PreparedData) -> dict[str, Any]:
             continue
         width, height = data.decoded.width[positions], data.decoded.height[positions]
         sizes = Counter(zip(width.tolist(), height.tolist(), strict=True))
-        stats[split] = {
-            "width": {
-                "min": int(width.min()),
-                "median": float(np.median(width)),
-                "max": int(width.max()),
-            },
-            "height": {
-                "min": int(height.min()),
-                "median": float(np.median(height)),
-                "max": int(height.max()),
-            },
-            "distinct_sizes": len(sizes),
-            "most_common_sizes": [f"{w}x{h}: {n}" for (w, h), n in sizes.most_common(3)],
-            "modes": dict(Counter(data.decoded.modes[p] for p in positions.tolist())),
-            "formats": dict(
-                Counter(data.decoded.formats[p] or "array" for p in positions.tolist())
-            ),
-        }
+        stats[split] = ImageStats(
+            width=_size_range(width),
+            height=_size_range(height),
+            distinct_sizes=len(sizes),
+            most_common_sizes=[f"{w}x{h}: {n}" for (w, h), n in sizes.most_common(3)],
+            modes=dict(Counter(data.decoded.modes[p] for p in positions.tolist())),
+            formats=dict(Counter(data.decoded.formats[p] or "array" for p in positions.tolist())),
+        )
     return stats
+
+
+def _size_range(sides: np.ndarray) -> SizeRange:
+    return SizeRange(min=int(sides.min()), median=float(np.median(sides)), max=int(sides.max()))
 
 
 def class_variance(
     data: PreparedData, splits: tuple[str, ...] = ("train", "val")
-) -> dict[str, Any]:
+) -> ClassVariance:
     """Intra/inter-class variance of the flattened uint8 images of `splits` (see module doc)."""
     positions = np.flatnonzero(np.isin(data.split, splits))
     dims = int(np.prod(data.images.shape[1:]))
-    per_class: dict[str, dict[str, float]] = {}
+    per_class: dict[str, ClassSpread] = {}
     sums, counts, intra = [], [], []
     for label, name in enumerate(data.classes):
         members = np.sort(data.index[positions[data.targets[positions] == label]])
@@ -84,7 +83,7 @@ def class_variance(
             squared += float(np.einsum("ij,ij->", as_float, as_float, dtype=np.float64))
         mean = total / len(members)
         variance = squared / len(members) - float(mean @ mean)
-        per_class[name] = {"count": len(members), "intra_variance": variance}
+        per_class[name] = ClassSpread(count=len(members), intra_variance=variance)
         sums.append(total)
         counts.append(len(members))
         intra.append(variance)
@@ -93,30 +92,30 @@ def class_variance(
     grand = np.sum(sums, axis=0) / n.sum()
     inter = float(np.sum(n * np.sum((means - grand) ** 2, axis=1)))
     within = float(np.sum(n * np.asarray(intra)))
-    return {
-        "computed_on": list(splits),
-        "pixel_scale": "uint8 0-255, flattened preprocessed images",
-        "per_class": per_class,
-        "inter_variance_study": inter,
-        "ratio_study": inter / float(np.sum(intra)) if np.sum(intra) > 0 else None,
-        "fisher_ratio": inter / within if within > 0 else None,
-    }
+    return ClassVariance(
+        computed_on=list(splits),
+        pixel_scale="uint8 0-255, flattened preprocessed images",
+        per_class=per_class,
+        inter_variance_study=inter,
+        ratio_study=inter / float(np.sum(intra)) if np.sum(intra) > 0 else None,
+        fisher_ratio=inter / within if within > 0 else None,
+    )
 
 
-def _cached_variance(data: PreparedData) -> dict[str, Any]:
+def _cached_variance(data: PreparedData) -> ClassVariance:
     """`class_variance`, remembered in the cache entry for this exact labelling and split."""
     digest = hashlib.blake2b(digest_size=12)
     for array in (data.index, data.targets, data.split.astype("U5")):
         digest.update(np.ascontiguousarray(array).data)
     path = data.decoded.path / f"variance-{digest.hexdigest()}.json"
     try:
-        return json.loads(path.read_text())
+        return ClassVariance.model_validate_json(path.read_text())
     except (OSError, ValueError):
-        result = class_variance(data)
+        variance = class_variance(data)
     # A read-only cache still gives the answer, just not faster next time.
     with contextlib.suppress(OSError):
-        write_json(path, result)
-    return result
+        write_json(path, variance.model_dump())
+    return variance
 
 
 def plot_class_distribution(data: PreparedData, path: Path) -> Path:
@@ -126,12 +125,12 @@ def plot_class_distribution(data: PreparedData, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    splits = [s for s in SPLITS if s in data.record["splits"]]
+    splits = [s for s in SPLITS if s in data.record.splits]
     x = np.arange(len(data.classes))
     width = 0.8 / max(len(splits), 1)
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(data.classes) + 3), 4))
     for i, split in enumerate(splits):
-        counts = [data.record["splits"][split][name] for name in data.classes]
+        counts = [data.record.splits[split][name] for name in data.classes]
         bars = ax.bar(x + (i - (len(splits) - 1) / 2) * width, counts, width, label=split)
         ax.bar_label(bars, fontsize=7)
     ax.set_xticks(
@@ -155,11 +154,13 @@ def duplicate_pairs(data: PreparedData, path: Path) -> Path | None:
     """Up to PAIRS_SHOWN example duplicate pairs side by side, as the models see them, so a
     reader can judge them: pairs across splits first (near, then exact), then within one;
     None when there is no pair."""
-    found, folds = data.record["duplicates"], "folds" in data.record
+    found, folds = data.record.duplicates, data.record.folds is not None
+    if found is None:
+        return None
     examples = [(kind, place_label(where, folds), pair)
                 for place in ("across", "within") for kind in ("near", "exact")
-                for where, finding in found[kind][place].items()
-                for pair in finding["examples"]]
+                for where, finding in found.at(kind, place).items()
+                for pair in finding.examples]
     examples = examples[:PAIRS_SHOWN]
     if not examples:
         return None
@@ -191,8 +192,9 @@ def sample_grid(data: PreparedData, label: int, path: Path, seed: int = 0) -> Pa
                     path)
 
 
-def inspect_data(data: PreparedData, out_dir: Path) -> dict[str, Any]:
-    """Everything `visionbench inspect` reports; charts are written into `out_dir`."""
+def inspect_data(data: PreparedData, out_dir: Path) -> Inspection:
+    """Everything `visionbench inspect` reports: the data record with image statistics,
+    class variance and image-quality issues; charts are written into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     artifacts = [str(plot_class_distribution(data, class_chart(out_dir)))]
     pairs = duplicate_pairs(data, duplicate_pairs_chart(out_dir))
@@ -200,25 +202,8 @@ def inspect_data(data: PreparedData, out_dir: Path) -> dict[str, Any]:
         artifacts.append(str(pairs))
     for label, name in enumerate(data.classes):
         artifacts.append(str(sample_grid(data, label, sample_chart(out_dir, name))))
-    record = data.record
-    return {
-        **{
-            k: record[k]
-            for k in ("source", "classes", "image_shape", "channels", "splits", "totals")
-        },
-        "source_splits": record["source_splits"],
-        "positive_group": record["positive_group"],
-        "label_notes": record["label_notes"],
-        "split_policy": record["split_policy"],
-        **({"folds": record["folds"]} if "folds" in record else {}),
-        **({"groups": record["groups"]} if "groups" in record else {}),
-        "image_stats": image_statistics(data),
-        "failures": record["failures"],
-        "ignored_files": record["ignored_files"],
-        "duplicates": record["duplicates"],
-        "variance": _cached_variance(data),
-        "quality": image_quality(data, out_dir),
-        "warnings": record["warnings"],
-        "cache": record["cache"],
-        "artifacts": artifacts,
-    }
+    record = data.record.model_dump(exclude_unset=True,
+                                    exclude={"schema_version", "checksum", "ids_note"})
+    return Inspection(**record, image_stats=image_statistics(data),
+                      variance=_cached_variance(data), quality=image_quality(data, out_dir),
+                      artifacts=artifacts)

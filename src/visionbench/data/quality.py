@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -103,9 +102,9 @@ def _grey_as_colour(data: PreparedData, rows: np.ndarray) -> np.ndarray | None:
     return found
 
 
-def image_quality(data: PreparedData, out_dir: Path) -> dict[str, Any]:
+def image_quality(data: PreparedData, out_dir: Path) -> ImageQuality:
     """Each issue's count per split and class, its test images' ids and a strip of
-    examples (written into `out_dir`), as an `ImageQuality` document part."""
+    examples (written into `out_dir`)."""
     positions = np.flatnonzero(np.isin(data.split, ("train", "val", "test")))
     rows = data.index[positions]
     flags = _cleanvision_flags(data, rows)
@@ -133,4 +132,4 @@ def image_quality(data: PreparedData, out_dir: Path) -> dict[str, Any]:
             images=len(where), counts=counts,
             test_ids=[data.ids[p] for p in where if data.split[p] == "test"],
             examples=[data.ids[p] for p in examples], picture=picture)
-    return ImageQuality(images=len(positions), issues=issues).model_dump(mode="json")
+    return ImageQuality(images=len(positions), issues=issues)

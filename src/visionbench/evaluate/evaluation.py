@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_curve
@@ -53,6 +52,7 @@ from visionbench.rundir.documents import (
     PairedDifference,
     PairedGain,
     PairTest,
+    PositiveGroupRecord,
     PrCurve,
     Reliability,
     ReliabilityBin,
@@ -79,10 +79,11 @@ def applicable_metrics(names: list[str], n_classes: int) -> list[str]:
     return [n for n in names if not (n == "top_2_accuracy" and n_classes <= 2)]
 
 
-def positive_classes(classes: list[str], group: dict[str, Any] | None) -> list[int] | None:
+def positive_classes(classes: list[str], group: PositiveGroupRecord | None
+                     ) -> list[int] | None:
     """Indices read as 'positive' clinically: the configured group, else class 1 of two."""
     if group:
-        return [classes.index(c) for c in group["classes"]]
+        return [classes.index(c) for c in group.classes]
     if len(classes) == 2:
         return [1]
     return None
@@ -176,7 +177,7 @@ def clinical_reading(
 
 def evaluate_model(
     test: Predictions, classes: list[str], settings: EvaluateConfig, *,
-    val: Predictions | None = None, group: dict[str, Any] | None = None,
+    val: Predictions | None = None, group: PositiveGroupRecord | None = None,
     weights: np.ndarray | None = None,
 ) -> ModelEvaluation:
     """Every number of one model from its test (and validation) predictions.
@@ -232,7 +233,7 @@ def evaluate_model(
     clinical = None if positive is None else clinical_reading(
         with_temperature(test, temperature),
         None if val is None else with_temperature(val, temperature),
-        positive, classes, weights, settings, group["name"] if group else None)
+        positive, classes, weights, settings, group.name if group else None)
     acting = (acting_on_probabilities(test, val, classes, settings, temperature)
               if wanted and val is not None else {})
     document = EvaluationDocument(

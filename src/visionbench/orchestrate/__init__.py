@@ -32,7 +32,6 @@ from visionbench.orchestrate.task import Mode
 from visionbench.orchestrate.unfamiliar import embed_splits, fit_generic, foreign_sets
 from visionbench.provenance import command_line, save_config
 from visionbench.rundir.documents import (
-    DataRecord,
     GenericUnfamiliar,
     Inspection,
     ModelMetrics,
@@ -84,7 +83,8 @@ def run_config(
         run = RunFolder(resume).check()
         _check_resume(run, config, names, retrain or [])
     data = prepare_data(config.data)
-    skipped = len(data.record["failures"]) + data.record["ignored_files"]["count"]
+    record = data.record
+    skipped = len(record.failures) + (record.ignored_files.count if record.ignored_files else 0)
     if skipped:
         report(f"{skipped} file(s) skipped (unreadable, not images, or links); each is "
                "listed with its reason in data.json and the report")
@@ -93,7 +93,6 @@ def run_config(
     for name in retrain or []:
         shutil.rmtree(run.model(name).path, ignore_errors=True)
     save_config(config, run.path)
-    record = DataRecord.model_validate(data.record)
     run.write(record)
     # What inspect and the report warn of is said here too, before hours of training.
     for warning in record.warnings:

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from PIL import Image
 
@@ -322,16 +322,17 @@ def duplicate_banners(data: DataRecord) -> list[str]:
     training or validation ones (their scores measure memory), then validation images that
     duplicate training ones (they inflate validation scores, which choose the model, stop
     training early and set thresholds)."""
-    across = {kind: data.duplicates.get(kind, {}).get("across", {}) for kind in ("exact", "near")}
+    found = data.duplicates
+    across = {kind: found.at(kind, "across") if found else {} for kind in ("exact", "near")}
 
     def tally(places: tuple[str, ...]) -> tuple[int, dict[str, int], int]:
         images, pairs, conflicts = 0, {}, 0
-        for kind, found in across.items():
-            for where, finding in found.items():
+        for kind, counts in across.items():
+            for where, finding in counts.items():
                 if where in places:
-                    images += finding["images"]
-                    pairs[kind] = pairs.get(kind, 0) + finding["pairs"]
-                    conflicts += finding["label_conflicts"]
+                    images += finding.images
+                    pairs[kind] = pairs.get(kind, 0) + finding.pairs
+                    conflicts += finding.label_conflicts
         return images, pairs, conflicts
 
     def detail(pairs: dict[str, int], conflicts: int) -> str:
@@ -343,7 +344,7 @@ def duplicate_banners(data: DataRecord) -> list[str]:
     leaked = notices_with(data.warnings, "test_duplicates")
     if counted or leaked:
         images = leaked[0].data.get("images", counted) if leaked else counted
-        dropped = bool(data.duplicates.get("dropped_from_test"))
+        dropped = bool(found and found.dropped_from_test)
         banners.append(
             f"{images:,} test image(s) duplicate training or validation images "
             f"({detail(pairs, conflicts)}): "
@@ -634,7 +635,7 @@ def _folds(page: Page, run: Run) -> None:
              "The recommendation is made on the out-of-fold predictions (every training "
              "image once); the test split is predicted by "
              + html.escape(TESTED_BY_ENSEMBLE if run.data.split_policy
-                           and run.data.split_policy.get("test_with") == "fold_ensemble"
+                           and run.data.split_policy.test_with == "fold_ensemble"
                            else TESTED_BY_REFIT)
              + ", and the leaderboard above scores that. Two validation numbers differ on "
              "purpose: the leaderboard's validation column is "
@@ -943,8 +944,7 @@ def native_side(run: Run) -> int:
     the inspection) when known, never more than the decoded size."""
     decoded = min(run.data.image_shape)
     stats = run.inspection.image_stats if run.inspection else {}
-    medians = [min(split["width"]["median"], split["height"]["median"])
-               for split in stats.values() if "width" in split]
+    medians = [min(split.width.median, split.height.median) for split in stats.values()]
     return int(min(decoded, *medians)) if medians else decoded
 
 
@@ -997,17 +997,20 @@ def _split_counts(data: DataRecord) -> dict[str, dict[str, int]]:
             **{s: counts for s, counts in data.splits.items() if s not in ("train", "val")}}
 
 
-def _duplicate_places(data: DataRecord, kind: str) -> dict[str, dict[str, int]]:
+def _duplicate_places(data: DataRecord, kind: Literal["exact", "near"]
+                      ) -> dict[str, dict[str, int]]:
     """Duplicate counts by place as `place_label` names them; with folds the places of the
     cross-validated images are merged (counts summed)."""
-    found: dict[str, dict[str, int]] = {}
+    merged: dict[str, dict[str, int]] = {}
     for place in ("within", "across"):
-        for where, counts in data.duplicates.get(kind, {}).get(place, {}).items():
-            label = place_label(where, bool(data.folds))
-            total = found.setdefault(label, {"pairs": 0, "images": 0, "label_conflicts": 0})
-            for key in total:
-                total[key] += int(counts.get(key, 0))
-    return found
+        found = data.duplicates.at(kind, place) if data.duplicates else {}
+        for where, counts in found.items():
+            total = merged.setdefault(place_label(where, bool(data.folds)),
+                                      {"pairs": 0, "images": 0, "label_conflicts": 0})
+            total["pairs"] += counts.pairs
+            total["images"] += counts.images
+            total["label_conflicts"] += counts.label_conflicts
+    return merged
 
 
 def _data_section(run: Run) -> str:
@@ -1058,7 +1061,9 @@ def _data_section(run: Run) -> str:
 def _skipped(data: DataRecord) -> str:
     """Every file the run left out, with the reason."""
     rows = [(name, why) for name, why in data.failures.items()]
-    for entry in data.ignored_files.get("files", data.ignored_files.get("examples", [])):
+    ignored = data.ignored_files
+    listed = [] if ignored is None else ignored.examples if ignored.files is None else ignored.files
+    for entry in listed:
         name, _, why = entry.partition(" (")
         rows.append((name, why.rstrip(")") if why else "not an image file"))
     if not rows:

@@ -9,10 +9,7 @@ folder written by an older visionbench (no `schema_version`) reads as version 1.
 Nested parts are typed too (`Part`: unknown keys refused), built as such by their producers
 and read as attributes; mappings remain where the keys are data (class, model, split,
 metric names) and where the content is free-form, each said where it is declared. Parts
-added after a folder format shipped have defaults, so older folders still read. Not yet
-typed (issue 28, docs/ISSUE_28_PROGRESS.md): the data record's split policy, duplicate,
-cache, group and ignored-file findings, and the inspection's image statistics and
-variance.
+added after a folder format shipped have defaults, so older folders still read.
 """
 
 from __future__ import annotations
@@ -282,6 +279,104 @@ class RunDocument(Document):
     models: dict[str, RunEntry]
 
 
+class PositiveGroupRecord(Part):
+    """The classes a binary view of the task calls positive, and its name."""
+
+    name: str
+    classes: list[str]
+
+
+class SplitPolicy(Part):
+    """How the splits were made, as done (a split the source gave is "given", never a
+    share)."""
+
+    given: str = Field(description="keep or pool: what was done with the source's splits.")
+    val: float | Literal["given"]
+    test: float | Literal["given"]
+    seed: int
+    folds: int | None = None
+    test_with: str | None = Field(None, description="With folds: what scores the test split.")
+    limit_per_class: int | None = None
+    before_limit: dict[str, int] | None = Field(None, description="Images per class before "
+                                                "split.limit_per_class.")
+
+
+class IgnoredFiles(Part):
+    """Files of the data folder that are not images, skipped."""
+
+    count: int
+    examples: list[str]
+    # Folders written before every file was listed hold the first ten only.
+    files: list[str] | None = None
+
+
+class DuplicateCount(Part):
+    """Duplicates in one place (a split, or a pair of splits `a~b`): pairs, images with a
+    duplicate there (for `a~b` the images of `b` also in `a`), pairs whose labels differ,
+    and example id pairs."""
+
+    pairs: int
+    images: int
+    label_conflicts: int
+    examples: list[list[str]]
+
+
+class DuplicatePlaces(Part):
+    """Duplicates of one kind, by split (`within`) and by pair of splits (`across`)."""
+
+    within: dict[str, DuplicateCount] = Field(default_factory=dict)
+    across: dict[str, DuplicateCount] = Field(default_factory=dict)
+
+
+class DuplicateFindings(Part):
+    """The exact and near duplicates found, the policy applied and what it did."""
+
+    policy: str
+    near_threshold: int | None
+    near_similarity: float | None = None
+    exact: DuplicatePlaces
+    near: DuplicatePlaces
+    dropped_from_test: list[str] = Field(default_factory=list)
+    near_candidates_rejected: int | None = Field(None, description="Near pairs by hash that "
+                                                 "the pixel comparison rejected.")
+    test_duplicates_of_training: list[str] = Field(default_factory=list)
+
+    def at(self, kind: Literal["exact", "near"], place: Literal["within", "across"]
+           ) -> dict[str, DuplicateCount]:
+        """The counts of one kind of duplicate in one kind of place, by split or split
+        pair."""
+        places = self.exact if kind == "exact" else self.near
+        return places.within if place == "within" else places.across
+
+
+class CacheRecord(Part):
+    """The decode cache entry the images came from and how long reading them took."""
+
+    key: str
+    path: str
+    from_cache: bool
+    seconds: float
+
+
+class Straddling(Part):
+    """Groups with images in more than one split, counted by the splits they touch."""
+
+    groups: int
+    splits: dict[str, int]
+    examples: list[str]
+
+
+class GroupFindings(Part):
+    """`split.group_by`: how many groups were found and which straddle the splits."""
+
+    by: str
+    groups: int
+    images_in_groups: int
+    groups_of_several: int
+    without_group: int
+    straddling: Straddling
+
+
 class DataRecord(Document):
     """`data.json`: classes, splits, counts, duplicate findings and how the splits were made."""
 
@@ -294,19 +389,18 @@ class DataRecord(Document):
     channels: int
     image_shape: list[int]
     label_notes: list[str] = Field(default_factory=list)
-    positive_group: dict[str, Any] | None = None
+    positive_group: PositiveGroupRecord | None = None
     splits: dict[str, dict[str, int]]
     totals: dict[str, int]
-    split_policy: dict[str, Any] | None = None
+    split_policy: SplitPolicy | None = None
     failures: dict[str, str] = Field(default_factory=dict)
-    ignored_files: dict[str, Any] = Field(default_factory=dict)
-    duplicates: dict[str, Any] = Field(default_factory=dict)
-    cache: dict[str, Any] = Field(default_factory=dict)
+    ignored_files: IgnoredFiles | None = None
+    duplicates: DuplicateFindings | None = None
+    cache: CacheRecord | None = None
     warnings: list[Notice] = Field(default_factory=list)
     source_splits: dict[str, dict[str, int]] = Field(default_factory=dict)
     folds: dict[str, dict[str, int]] | None = None
-    groups: dict[str, Any] | None = Field(None, description="split.group_by: how many groups "
-                                          "were found and which straddle the splits.")
+    groups: GroupFindings | None = None
 
     @model_validator(mode="after")
     def _usable_shape(self) -> DataRecord:
@@ -320,7 +414,7 @@ class DataRecord(Document):
     @property
     def test_duplicates_of_training(self) -> set[str]:
         """Ids of test images that duplicate a training or validation image."""
-        return set(self.duplicates.get("test_duplicates_of_training", []))
+        return set(self.duplicates.test_duplicates_of_training if self.duplicates else [])
 
 
 class ClassIssues(Part):
@@ -396,14 +490,52 @@ class ImageQuality(Part):
     issues: dict[str, QualityIssue] = Field(default_factory=dict)
 
 
+class SizeRange(Part):
+    """Smallest, median and largest of a source image side, in pixels."""
+
+    min: int
+    median: float
+    max: int
+
+
+class ImageStats(Part):
+    """A split's source images before preprocessing: sizes, modes and formats."""
+
+    width: SizeRange
+    height: SizeRange
+    distinct_sizes: int
+    most_common_sizes: list[str] = Field(description="'WxH: count', the three most common.")
+    modes: dict[str, int]
+    formats: dict[str, int]
+
+
+class ClassSpread(Part):
+    """A class's images and their within-class variance (summed over pixels)."""
+
+    count: int
+    intra_variance: float
+
+
+class ClassVariance(Part):
+    """Between- and within-class variance of the flattened images: how far apart the classes
+    are in raw pixels."""
+
+    computed_on: list[str]
+    pixel_scale: str
+    per_class: dict[str, ClassSpread]
+    inter_variance_study: float
+    ratio_study: float | None
+    fisher_ratio: float | None
+
+
 class Inspection(DataRecord):
     """`data/inspect.json`: the data record with image statistics, class variance and
     image-quality issues."""
 
     FILE: ClassVar[str] = "data/inspect.json"
 
-    image_stats: dict[str, Any] = Field(default_factory=dict)
-    variance: dict[str, Any] = Field(default_factory=dict)
+    image_stats: dict[str, ImageStats] = Field(default_factory=dict)
+    variance: ClassVariance | None = None
     quality: ImageQuality | None = None
     artifacts: list[str] = Field(default_factory=list)
 
