@@ -57,7 +57,7 @@ def run_folders(scratch: Path) -> dict[str, Path]:
 def page_hashes(scratch: Path) -> dict[str, str]:
     """The SHA-256 of each run folder's page, built from a copy at the same relative path
     every time."""
-    from visionbench.report.html import build_report
+    from visionbench.report.build import build_report
     from visionbench.rundir import RunFolder
 
     hashes = {}

@@ -16,7 +16,7 @@ from pathlib import Path
 from visionbench.config import load_config
 from visionbench.orchestrate import run_config
 from visionbench.orchestrate.explain import explain_run
-from visionbench.report.html import write_report
+from visionbench.report.build import write_report
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "brain_tumor_mri"
 MODELS = {

@@ -20,6 +20,11 @@ else the comparison still holds, by value:
   comparison, evaluations and report must equal the snapshot's (`EVALUATED`).
 What was not compared by value is named in a `SnapshotWarning`, never skipped silently.
 
+The report page itself is fingerprinted too (`PAGE`): its bytes, built again from a copy of
+the run whose volatile values are set to constants, with the inlined plotly.js and pictures
+left out (their bytes are plotly's, Pillow's and matplotlib's); on the snapshot's numerics a
+page that differs by one byte fails.
+
 Set `VISIONBENCH_UPDATE_GOLDEN=1` to rewrite the snapshots (only after a change that is
 meant to alter results, and say so in the commit).
 """
@@ -27,6 +32,7 @@ meant to alter results, and say so in the commit).
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -61,6 +67,14 @@ DATA_FILES = ("data.json", "data/inspect.json", "data/training_hashes.json", "ru
 # What `visionbench evaluate` recomputes from the saved predictions (and the report).
 EVALUATED = ("leaderboard.json", "leaderboard.csv", "comparison.json", "evaluation.json",
              "report.html")
+
+
+# The report page's fingerprint, beside the run's files (no run file has this name).
+PAGE = "report.html#bytes"
+# The parts of a page whose bytes are a library's, not the report's: the packed plotly.js
+# and each inlined picture.
+_LIBRARY_BYTES = re.compile(
+    r'(<script id="plotly-gzip"[^>]*>)[^<]*|(src="data:image/\w+;base64,)[^"]*')
 
 
 # What recipe runs hold that their snapshots, written before, may lack: additions, not
@@ -151,6 +165,8 @@ def digest(folder: Path, root: Path | None = None, aliases: tuple[Path, ...] = (
             found[relative] = "<text>"
         else:
             found[relative] = "<file>"
+    if (folder / "report.html").is_file() and (folder / "leaderboard.json").is_file():
+        found[PAGE] = page_fingerprint(folder, (folder, *aliases, sys.prefix, root))
     for place in (folder, *aliases):
         found = _unrooted(found, str(place))
     found = _unrooted(found, sys.prefix)  # weights in site-packages
@@ -221,6 +237,44 @@ def _shape(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _shape(item) for key, item in value.items()}
     return "<list>" if isinstance(value, list) else "<value>"
+
+
+def _constant(value: Any) -> Any:
+    """`value` with every volatile value at every depth set to a constant of its type."""
+    if isinstance(value, dict):
+        return {k: _constant(v) if k not in VOLATILE or isinstance(v, dict | list)
+                else v if v is None else type(v)() for k, v in value.items()}
+    if isinstance(value, list):
+        return [_constant(v) for v in value]
+    return value
+
+
+def page_fingerprint(folder: Path, places: tuple[Path | str | None, ...]) -> dict[str, str]:
+    """The SHA-256 of the run's report page built again from a copy at a fixed path whose
+    documents hold constants where they hold volatile values (times, paths), without the
+    bytes of plotly.js and of the pictures; `places` (the folder, a test's temporary
+    folder) are written `<root>` and the shared data folder `<data>` first."""
+    from visionbench.report.build import build_report
+    from visionbench.rundir.layout import RunFolder
+
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / "runs" / "run"
+        shutil.copytree(folder, copy, symlinks=True)
+        for path in copy.rglob("*.json"):
+            document = _constant(json.loads(path.read_text(encoding="utf-8")))
+            if isinstance(document, dict):
+                # A checksum is of the file as written; a document without one still reads.
+                document.pop("checksum", None)
+                if path.name == "metrics.json":
+                    document.pop("files", None)
+            path.write_text(json.dumps(document), encoding="utf-8")
+        page = build_report(RunFolder(copy))
+    page = _LIBRARY_BYTES.sub(lambda m: m.group(1) or m.group(2), page)
+    page = page.replace(str(SHARED_DATA), "<data>")
+    for place in places:
+        if place is not None:
+            page = page.replace(str(place), "<root>")
+    return {"sha256": hashlib.sha256(page.encode("utf-8")).hexdigest()}
 
 
 def _restore(snapshot: Any, raw: Any, seen: Any) -> Any:

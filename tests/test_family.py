@@ -21,7 +21,7 @@ from visionbench.models.family import (
 )
 from visionbench.orchestrate import run_config
 from visionbench.orchestrate.explain import explain_run
-from visionbench.report.html import build_report
+from visionbench.report.build import build_report
 from visionbench.rundir import Explanations, Leaderboard, ModelCard
 from visionbench.schemas.base import StrictModel
 from visionbench.schemas.models import ModelConfig

@@ -39,7 +39,7 @@ def test_a_run_shows_progress_of_predictions_robustness_explanations_and_the_rep
         "evaluate": {"bootstrap": 0, "robustness": {"noise": [0.1, 0.2]},
                      "explain": {"images": 2, "methods": ["gradcam", "occlusion"]}},
     })
-    from visionbench.report.html import SECTIONS
+    from visionbench.report.run import SECTIONS
 
     run_config(config, report=lambda _: None)
     err = capsys.readouterr().err

@@ -177,7 +177,7 @@ def test_explain_refuses_a_decompression_bomb_in_one_line(run_folder, tmp_path, 
 
 
 def test_duplicate_banners_are_ranked_merged_and_say_what_a_validation_leak_biases():
-    from visionbench.report.html import duplicate_banners
+    from visionbench.report.sections.summary import duplicate_banners
     from visionbench.rundir import DataRecord, Notice
 
     def found(pairs, images, conflicts=0):

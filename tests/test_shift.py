@@ -252,7 +252,7 @@ def test_segments_take_their_edges_from_training_and_test_never_moves_them(rando
 def test_the_report_names_a_weak_segment_with_its_interval(random_run, tmp_path):
     import shutil
 
-    from visionbench.report.html import write_report
+    from visionbench.report.build import write_report
     from visionbench.rundir.documents import Interval, SegmentRow, Segments
     from visionbench.rundir.layout import RunFolder
 

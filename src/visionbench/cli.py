@@ -321,7 +321,7 @@ def evaluate_command(
     from visionbench.evaluate.leaderboard import evaluate_folder
     from visionbench.orchestrate import run_config
     from visionbench.provenance import save_config
-    from visionbench.report.html import write_report
+    from visionbench.report.build import write_report
     from visionbench.rundir import RunFolder
 
     if external is not None:
@@ -356,7 +356,7 @@ def report_command(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `visionbench run`.")],
 ) -> None:
     """Rebuild report.html from the run folder alone (no retraining, no data needed)."""
-    from visionbench.report.html import write_report
+    from visionbench.report.build import write_report
     from visionbench.rundir import Leaderboard, RunFolder
 
     run = RunFolder(run_dir).check()

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from visionbench.app.uploads import UploadLimits
 from visionbench.errors import UserError
 from visionbench.fileio import write_text
-from visionbench.report.html import build_report
+from visionbench.report.build import build_report
 from visionbench.rundir import ExportFolder, Leaderboard, RunFolder
 from visionbench.rundir.layout import REPORT
 

@@ -13,7 +13,7 @@ from visionbench.errors import UserError
 from visionbench.evaluate.leaderboard import evaluate_folder
 from visionbench.orchestrate.label_issues import write_label_issues
 from visionbench.orchestrate.segments import write_segments
-from visionbench.report.html import write_report
+from visionbench.report.build import write_report
 from visionbench.rundir.documents import Leaderboard, ModelMetrics, RunDocument, RunEntry
 from visionbench.rundir.layout import RunFolder
 from visionbench.track import track_run

@@ -10,7 +10,7 @@ from visionbench.data.dataset import PreparedData, prepare_data
 from visionbench.errors import UserError
 from visionbench.evaluate.error_examples import draw_grid
 from visionbench.evaluate.label_issues import label_issues
-from visionbench.report.html import write_report
+from visionbench.report.build import write_report
 from visionbench.rundir.documents import (
     Comparison,
     DataRecord,

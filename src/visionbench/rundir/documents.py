@@ -309,6 +309,12 @@ class IgnoredFiles(Part):
     # Folders written before every file was listed hold the first ten only.
     files: list[str] | None = None
 
+    @property
+    def listed(self) -> list[str]:
+        """Every skipped file, or the first ten in folders written before all were
+        listed."""
+        return self.examples if self.files is None else self.files
+
 
 class DuplicateCount(Part):
     """Duplicates in one place (a split, or a pair of splits `a~b`): pairs, images with a
@@ -319,6 +325,13 @@ class DuplicateCount(Part):
     images: int
     label_conflicts: int
     examples: list[list[str]]
+
+    def __add__(self, other: DuplicateCount) -> DuplicateCount:
+        """Both places' duplicates counted together (with folds, the cross-validated
+        images' places are one)."""
+        return DuplicateCount(pairs=self.pairs + other.pairs, images=self.images + other.images,
+                              label_conflicts=self.label_conflicts + other.label_conflicts,
+                              examples=self.examples + other.examples)
 
 
 class DuplicatePlaces(Part):
