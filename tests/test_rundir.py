@@ -121,7 +121,7 @@ FREE_FORM = {("Notice", "data"), ("ModelCard", "config"), ("Tracking", "trackers
 # Reads of free-form content by key, each with its reason.
 FREE_FORM_READS = {
     ("runtime/trained.py", "config"),  # the device the model was trained on, if it said
-    ("report/html.py", "data"),  # how many test images a duplicate notice counted
+    ("report/sections/summary.py", "data"),  # how many test images a duplicate notice counted
 }
 
 

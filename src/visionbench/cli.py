@@ -418,7 +418,7 @@ def predict_command(
     for note in predictor.notes:
         _report(f"note: {note}")
     # Rows are written as they come; only sorting needs them all (the plan and manifest).
-    found, unreadable, skipped = [], 0, 0
+    predictions, unreadable, skipped = [], 0, 0
     with _text_output(out) as handle:
         writer = RowWriter(handle, predictor, as_json)
         for prediction in predict_files(predictor, files, batch=batch_size,
@@ -427,7 +427,7 @@ def predict_command(
             skipped += prediction.skipped
             unreadable += prediction.error is not None and not prediction.skipped
             if sort_into is not None:
-                found.append(prediction)
+                predictions.append(prediction)
         writer.close()
     if out is not None:
         _report(f"predictions: {out}")
@@ -439,7 +439,7 @@ def predict_command(
     if shift is not None:
         _report_shift(shift)
     if sort_into is not None:
-        placements, manifest = sort_files(found, sort_into, predictor.classes, move=move,
+        placements, manifest = sort_files(predictions, sort_into, predictor.classes, move=move,
                                           dry_run=dry_run)
         verb = "would go" if dry_run else ("moved" if move else "copied")
         for folder, count in counts(placements).items():
@@ -456,9 +456,9 @@ def predict_command(
 
 def _report_shift(shift: BatchShift) -> None:
     """The verdict of `predict --check-shift` and the properties that moved most."""
-    found = shift.result()
-    _report(f"shift: {shift.describe(found, properties=False)}")
-    for row in found.properties[:3]:
+    outcome = shift.result()
+    _report(f"shift: {shift.describe(outcome, properties=False)}")
+    for row in outcome.properties[:3]:
         _report(f"  {row.name}: median {row.other[1]:.3g} here, {row.reference[1]:.3g} in "
                 f"training (distance {row.distance:.2f}{', moved' if row.moved else ''})")
 
@@ -534,20 +534,20 @@ def lr_find_command(
     cfg = load_config(config, set_ or [])
     from visionbench.orchestrate.lr_find import lr_find
 
-    found = lr_find(cfg, model, steps, start, end)
-    curve = found.curve
+    range_test = lr_find(cfg, model, steps, start, end)
+    curve = range_test.curve
     ended = " (stopped early: the loss diverged)" if curve.stopped_early else ""
     stdout.print(f"lr-find: {len(curve.rates)} steps from {curve.rates[0]:.2g} to "
                  f"{curve.rates[-1]:.2g}{ended}")
-    stdout.print(f"picture: {found.picture}")
-    stdout.print(f"numbers: {found.record}")
-    if found.setting is None:
+    stdout.print(f"picture: {range_test.picture}")
+    stdout.print(f"numbers: {range_test.record}")
+    if range_test.setting is None:
         stdout.print("no suggestion: the loss never fell; try a wider range (--start, --end) "
                      "or more --steps")
     else:
         stdout.print(f"suggested rate: {curve.suggestion:.2g} (the steepest fall of the "
                      "smoothed loss; check it on the picture)", soft_wrap=True)
-        stdout.print(f"apply it:       {found.setting}")
+        stdout.print(f"apply it:       {range_test.setting}")
 
 
 @app.command(name="explain")
@@ -580,21 +580,21 @@ def _inspect_run(run_dir: Path, model: str | None, split: str, as_json: bool) ->
     from visionbench.orchestrate.label_issues import label_issues_of_run
     from visionbench.rundir import RunFolder
 
-    found = label_issues_of_run(run_dir, model, split)
+    issues = label_issues_of_run(run_dir, model, split)
     if as_json:
-        sys.stdout.write(found.model_dump_json(indent=2) + "\n")
+        sys.stdout.write(issues.model_dump_json(indent=2) + "\n")
         return
-    stdout.print(f"label issues: {found.found} of {found.images_scored} images "
-                 f"({found.source} predictions of {found.model}) have a label the model "
+    stdout.print(f"label issues: {issues.found} of {issues.images_scored} images "
+                 f"({issues.source} predictions of {issues.model}) have a label the model "
                  "disputes", soft_wrap=True)
-    for pair in found.pairs:
+    for pair in issues.pairs:
         stdout.print(f"  given {pair.given}, model says {pair.suggested}: {pair.count}",
                      soft_wrap=True)
-    for row in found.issues[:10]:
+    for row in issues.issues[:10]:
         stdout.print(f"  {row.id}: given {row.given} ({row.given_probability:.2f}), "
                      f"model says {row.suggested} ({row.suggested_probability:.2f})",
                      soft_wrap=True)
-    stdout.print(f"all of them: {RunFolder(run_dir).file(type(found))}; the report shows them",
+    stdout.print(f"all of them: {RunFolder(run_dir).file(type(issues))}; the report shows them",
                  soft_wrap=True)
 
 
@@ -621,14 +621,14 @@ def _print_inspection(inspection: Inspection, shift: ShiftDocument | None) -> No
         if sentence:
             stdout.print(sentence, highlight=False, soft_wrap=True)
 
-    found = inspection.duplicates
-    dup = Table(title=f"duplicates (policy: {found.policy if found else 'none'})")
+    duplicates = inspection.duplicates
+    dup = Table(title=f"duplicates (policy: {duplicates.policy if duplicates else 'none'})")
     for column in ("kind", "where", "pairs", "images", "label conflicts"):
         dup.add_column(column, justify="left" if column in ("kind", "where") else "right")
     examples = []
     for kind in ("exact", "near"):
         for place in ("within", "across"):
-            for where, counts in (found.at(kind, place) if found else {}).items():
+            for where, counts in (duplicates.at(kind, place) if duplicates else {}).items():
                 dup.add_row(kind, where, *map(str, (counts.pairs, counts.images,
                                                     counts.label_conflicts)))
                 if place == "across" and counts.examples:

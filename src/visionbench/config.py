@@ -296,17 +296,17 @@ def dump_config(config: Config) -> str:
 
 def _line_numbers(node: yaml.Node | None, prefix: tuple[Any, ...] = ()) -> dict[tuple, int]:
     """Map each key path of a composed YAML document to its 1-based line."""
-    found: dict[tuple, int] = {}
+    lines: dict[tuple, int] = {}
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             path = (*prefix, key_node.value)
-            found[path] = key_node.start_mark.line + 1
-            found.update(_line_numbers(value_node, path))
+            lines[path] = key_node.start_mark.line + 1
+            lines.update(_line_numbers(value_node, path))
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            found[(*prefix, index)] = item.start_mark.line + 1
-            found.update(_line_numbers(item, (*prefix, index)))
-    return found
+            lines[(*prefix, index)] = item.start_mark.line + 1
+            lines.update(_line_numbers(item, (*prefix, index)))
+    return lines
 
 
 def _apply_override(raw: dict[str, Any], override: str) -> tuple[str, ...]:

@@ -80,7 +80,8 @@ def _explanation(run_dir: str, model: str, image: bytes) -> Explanation | str:
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
-def _shift(run_dir: str, model: str, images: tuple[bytes, ...]) -> tuple[bool, str] | None:
+def _batch_shift(run_dir: str, model: str, images: tuple[bytes, ...]
+                 ) -> tuple[bool, str] | None:
     """Whether the dropped batch has shifted from the training images, and the sentence
     (None: the run holds no training sample to compare with)."""
     predictor = _predictor(run_dir, model)
@@ -150,7 +151,7 @@ def predict_page(settings: AppSettings) -> None:
                            file_name="visionbench-predictions.csv", mime="text/csv")
     if sum(p.error is None for p in predictions) >= FEWEST:
         with st.spinner("Comparing these images with the training images…"):
-            shift = _shift(run_dir, model, images)
+            shift = _batch_shift(run_dir, model, images)
         if shift is not None:
             (st.warning if shift[0] else st.caption)(plain(f"Shift: {shift[1]}."))
     for position, (image, prediction) in enumerate(zip(images, predictions, strict=True)):

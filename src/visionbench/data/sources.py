@@ -110,7 +110,7 @@ def _walk(folder: Path, data: _Listing) -> list[Path]:
     and a linked file is used only when it stays inside the data root; the others are
     listed among the ignored files with the reason."""
     inside = data.root.resolve()
-    found = []
+    paths = []
     for where, folders, files in os.walk(folder, followlinks=False):
         base = Path(where)
         for name in sorted(folders):
@@ -126,8 +126,8 @@ def _walk(folder: Path, data: _Listing) -> list[Path]:
                 if not target.is_relative_to(inside):
                     data.skipped.append((path, "a link out of the data root"))
                     continue
-            found.append(path)
-    return sorted(found)
+            paths.append(path)
+    return sorted(paths)
 
 
 def _utf8(name: str) -> bool:
@@ -150,7 +150,7 @@ def _scan_class_folders(root: Path, split: str | None, data: _Listing) -> None:
     if not class_dirs:
         raise UserError(f"{root} has no class sub-folders (expected {root}/<class>/<image>)")
     for class_dir in class_dirs:
-        found = 0
+        images = 0
         for file in _walk(class_dir, data):
             if any(_is_hidden(p) for p in file.relative_to(root).parts):
                 continue
@@ -162,10 +162,10 @@ def _scan_class_folders(root: Path, split: str | None, data: _Listing) -> None:
                 continue
             if file.suffix.lower() in EXTENSIONS:
                 data.add(file, class_dir.name, split)
-                found += 1
+                images += 1
             else:
                 data.ignored.append(str(file))
-        if found == 0:
+        if images == 0:
             raise UserError(
                 f"class folder {class_dir} has no images; remove it or add images "
                 f"(extensions: {', '.join(sorted(EXTENSIONS))})"

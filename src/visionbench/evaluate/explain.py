@@ -53,10 +53,10 @@ METHODS: Registry[Method] = Registry("explanation method")
 
 def last_conv_layer(model: nn.Module) -> tuple[str, nn.Module]:
     """The last `Conv2d` in definition order (Grad-CAM's default layer)."""
-    found = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    if not found:
+    convolutions = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convolutions:
         raise UserError("the model has no convolution, so Grad-CAM has no layer to use")
-    return found[-1]
+    return convolutions[-1]
 
 
 def find_layer(model: nn.Module, name: str | None) -> tuple[str, nn.Module]:
@@ -91,10 +91,10 @@ def _integrated_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tenso
                           layer: nn.Module | None, settings: ExplainSettings) -> torch.Tensor:
     from captum.attr import IntegratedGradients
 
-    found = IntegratedGradients(model).attribute(
+    attributions = IntegratedGradients(model).attribute(
         x, baselines=torch.zeros_like(x), target=target, n_steps=settings.steps,
         internal_batch_size=settings.batch_size)
-    return _pixel_map(found)
+    return _pixel_map(attributions)
 
 
 @METHODS.register("smoothgrad")
@@ -103,10 +103,10 @@ def _smoothgrad(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
     from captum.attr import NoiseTunnel, Saliency
 
     spread = float((x.amax() - x.amin()).item()) * settings.noise
-    found = NoiseTunnel(Saliency(model)).attribute(
+    attributions = NoiseTunnel(Saliency(model)).attribute(
         x, nt_type="smoothgrad", nt_samples=settings.samples, stdevs=spread, target=target,
         nt_samples_batch_size=settings.batch_size, abs=True)
-    return _pixel_map(found)
+    return _pixel_map(attributions)
 
 
 @METHODS.register("guided_backprop")
@@ -131,11 +131,11 @@ def _occlusion(model: nn.Module, x: torch.Tensor, target: torch.Tensor,
     # An 8 x 8 grid of non-overlapping patches: 64 forward passes per image.
     window = (x.shape[1], max(2, height // 8), max(2, width // 8))
     stride = window
-    found = Occlusion(model).attribute(
+    attributions = Occlusion(model).attribute(
         x, sliding_window_shapes=window, strides=stride, baselines=0.0, target=target,
         perturbations_per_eval=settings.batch_size)
     # Occlusion's sign says which way the score moved; drops (positive) are the evidence.
-    return found.sum(dim=1).clamp(min=0)
+    return attributions.sum(dim=1).clamp(min=0)
 
 
 def explain(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, method: str,
@@ -148,8 +148,8 @@ def explain(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, metho
     maps = []
     for start in range(0, len(inputs), settings.batch_size):
         x = inputs[start : start + settings.batch_size].clone().requires_grad_(True)
-        found = run(model, x, targets[start : start + settings.batch_size], layer, settings)
-        maps.append(found.detach().float())
+        batch_maps = run(model, x, targets[start : start + settings.batch_size], layer, settings)
+        maps.append(batch_maps.detach().float())
     result = torch.cat(maps)
     peak = result.flatten(1).amax(dim=1).clamp(min=1e-12).view(-1, 1, 1)
     return result / peak
@@ -207,9 +207,9 @@ def explanation_figure(pictures: np.ndarray, maps: dict[str, np.ndarray], titles
                        path: Path) -> None:
     """One row per image: the image, then each method's heat map over it; the images must
     be at the maps' size (the model's input), or a map would cover the wrong pixels."""
-    for method, found in maps.items():
-        if found.shape[1:] != pictures.shape[1:3]:
-            raise ValueError(f"{method} maps are {found.shape[1:]} but the images "
+    for method, method_maps in maps.items():
+        if method_maps.shape[1:] != pictures.shape[1:3]:
+            raise ValueError(f"{method} maps are {method_maps.shape[1:]} but the images "
                              f"{pictures.shape[1:3]}: draw the images at the model's size")
 
     methods = list(maps)
@@ -254,9 +254,9 @@ def explain_model(
     scores: dict[str, Any] = {}
     for method in methods:
         step(method.replace("_", " "))
-        found = explain(model, inputs, targets, method, settings, layer)
-        maps[method] = found.cpu().numpy()
-        per_image = deletion_score(deletion_curve(model, inputs, classes, found))
+        attribution = explain(model, inputs, targets, method, settings, layer)
+        maps[method] = attribution.cpu().numpy()
+        per_image = deletion_score(deletion_curve(model, inputs, classes, attribution))
         scores[method] = {"mean": float(per_image.mean()), "images": per_image.tolist()}
     noise = torch.rand(inputs.shape[0], *inputs.shape[-2:],
                        generator=torch.Generator().manual_seed(0)).to(inputs.device)

@@ -143,7 +143,7 @@ def _compare(run: RunFolder, classes: list[str], outcomes: dict[str, ModelMetric
                           tuned={sweep.tuned} if sweep is not None else set())
     comparison = compare_models(evaluations, predictions, classes, settings, selection)
     comparison.references = against_references(
-        {name: found.document for name, found in evaluations.items()}, settings.references,
+        {name: evaluated.document for name, evaluated in evaluations.items()}, settings.references,
         settings.alpha)
     comparison.tta = [TtaGain(**gain.model_dump(exclude_unset=True),
                               views=outcomes[name].tta.views)
@@ -152,8 +152,8 @@ def _compare(run: RunFolder, classes: list[str], outcomes: dict[str, ModelMetric
                       and (gain := paired_gain(comparison.pairs, name, source.model,
                                                settings.primary_metric)) is not None]
     comparison.folds = fold_comparisons(
-        {name: found.document.folds for name, found in evaluations.items()
-         if found.document.folds is not None}, selection.recommended, settings)
+        {name: evaluated.document.folds for name, evaluated in evaluations.items()
+         if evaluated.document.folds is not None}, selection.recommended, settings)
     run.write(comparison)
     return _leaderboard(outcomes, evaluations, comparison, settings)
 
@@ -162,17 +162,17 @@ def _complete(folder: ModelFolder, split: str, classes: list[str], data: DataRec
               metrics: ModelMetrics) -> Predictions:
     """A model's predictions of `split`, which must cover every image the data record
     counts there (a file cut short would score the rows that are left)."""
-    found = folder.read_predictions(split, classes, metrics)
+    predictions = folder.read_predictions(split, classes, metrics)
     expected = data.totals.get(split)
     if split == "val" and data.folds:
         # Cross-validated: out-of-fold predictions of every training image.
         expected = sum(sum(counts.values()) for counts in data.folds.values())
-    if expected is not None and len(found.ids) != expected:
-        raise UserError(f"{folder.predictions_file(split)} has {len(found.ids)} rows but the "
-                        f"run's {split} split has {expected} images: the file is cut short or "
-                        f"from another run; rerun model {folder.path.name} (delete its folder "
-                        "and resume the run)")
-    return found
+    if expected is not None and len(predictions.ids) != expected:
+        raise UserError(f"{folder.predictions_file(split)} has {len(predictions.ids)} rows "
+                        f"but the run's {split} split has {expected} images: the file is cut "
+                        f"short or from another run; rerun model {folder.path.name} (delete "
+                        "its folder and resume the run)")
+    return predictions
 
 
 def clean_test(test: Predictions, leaked: set[str], classes: list[str],
@@ -187,11 +187,11 @@ def clean_test(test: Predictions, leaked: set[str], classes: list[str],
                          test.y_true[keep], test.prob[keep])
     weights = (bootstrap_weights(subset.y_true, settings.bootstrap, settings.seed)
                if settings.bootstrap and len(subset.y_true) else None)
-    found = evaluate_model(subset, classes, settings, weights=weights).document
+    evaluation = evaluate_model(subset, classes, settings, weights=weights).document
     support = {c: int((subset.y_true == i).sum()) for i, c in enumerate(classes)}
     return CleanTest(images=int(keep.sum()), removed=int((~keep).sum()),
-                     metrics=found.metrics, support=support,
-                     recall={c: found.per_class[c].recall if support[c] else None
+                     metrics=evaluation.metrics, support=support,
+                     recall={c: evaluation.per_class[c].recall if support[c] else None
                              for c in classes})
 
 
@@ -220,13 +220,13 @@ def fold_statistics(folds: list[Predictions], settings: EvaluateConfig, per_repe
     test_size = float(np.mean([len(fold.ids) for fold in folds]))
     # A fold trains on the repeat's other folds: every non-test image but its own.
     train_size = sum(len(fold.ids) for fold in folds[:per_repeat]) - test_size
-    found = {}
+    by_metric = {}
     for n, v in values.items():
         mean, low, high = corrected_interval(np.asarray(v), train_size, test_size,
                                              settings.confidence, METRICS.get(n).bounds)
-        found[n] = FoldMetric(mean=mean, low=low, high=high, values=v)
+        by_metric[n] = FoldMetric(mean=mean, low=low, high=high, values=v)
     return FoldStatistics(count=len(folds), repeats=len(folds) // max(per_repeat, 1),
-                          train_size=train_size, test_size=test_size, metrics=found)
+                          train_size=train_size, test_size=test_size, metrics=by_metric)
 
 
 def fold_comparisons(folds: dict[str, FoldStatistics], recommended: str | None,
@@ -237,17 +237,17 @@ def fold_comparisons(folds: dict[str, FoldStatistics], recommended: str | None,
         return []
     primary = settings.primary_metric
     base = folds[recommended]
-    found = []
+    comparisons = []
     for name, other in folds.items():
         if name == recommended or other.count != base.count:
             continue
         differences = (np.asarray(other.metrics[primary].values)
                        - np.asarray(base.metrics[primary].values))
         t, p = corrected_resampled_t(differences, base.train_size, base.test_size)
-        found.append(FoldComparison(model=name, against=recommended, metric=primary,
+        comparisons.append(FoldComparison(model=name, against=recommended, metric=primary,
                                     difference=float(differences.mean()), t=t, p_value=p,
                                     folds=int(base.count)))
-    return found
+    return comparisons
 
 
 def _leaderboard(outcomes: dict[str, ModelMetrics], evaluations: dict[str, ModelEvaluation],

@@ -55,8 +55,8 @@ def recommend(validation: dict[str, Predictions | None], sizes: dict[str, float]
     against the validation-best, the recommendation and the reason in words.
     """
     metric = METRICS.get(settings.primary_metric)
-    candidates = {name: found for name, found in validation.items()
-                  if found is not None and len(found.y_true)}
+    candidates = {name: predictions for name, predictions in validation.items()
+                  if predictions is not None and len(predictions.y_true)}
     chosen_by = {"split": "validation", "metric": metric.name, "alpha": settings.alpha}
     if not candidates:
         if len(validation) == 1:
@@ -69,8 +69,8 @@ def recommend(validation: dict[str, Predictions | None], sizes: dict[str, float]
                          recommended=None, reason="no model has validation predictions, so "
                          "none is recommended; the test table only describes the models")
     reference = next(iter(candidates.values()))
-    for name, found in candidates.items():
-        if found.ids != reference.ids:
+    for name, predictions in candidates.items():
+        if predictions.ids != reference.ids:
             raise UserError(f"{name}'s validation predictions are for other images than "
                             f"{next(iter(candidates))}'s: evaluate them in separate runs")
     sign = 1.0 if metric.higher_is_better else -1.0
@@ -104,17 +104,17 @@ def _p_values_against(leader: str, candidates: dict[str, Predictions], metric: s
                  for n, p in candidates.items()}
     point = {n: float(compute([metric], p.y_true, p.prob)[metric][0])
              for n, p in candidates.items()}
-    found = {}
+    against_leader = {}
     for name in candidates:
         if name == leader:
             continue
         defined = np.isfinite(resampled[name]) & np.isfinite(resampled[leader])
         if not defined.any() or math.isnan(point[name]):
             continue
-        found[name] = paired_bootstrap(resampled[leader][defined], resampled[name][defined],
-                                       point[leader], point[name],
-                                       settings.confidence)["p_value"]
-    return found
+        against_leader[name] = paired_bootstrap(
+            resampled[leader][defined], resampled[name][defined], point[leader], point[name],
+            settings.confidence)["p_value"]
+    return against_leader
 
 
 def _reason(chosen: str, leader: str, tied: list[str], metric: str, alpha: float,

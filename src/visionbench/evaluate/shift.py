@@ -185,13 +185,13 @@ def colourfulness(pixels: Pixels) -> np.ndarray:
 def pixel_properties(images: np.ndarray, batch: int = 256) -> dict[str, np.ndarray]:
     """Every registered property of uint8 (N, H, W, C) decoded images, in batches (the
     float copies of a whole split would not fit)."""
-    found: dict[str, list[np.ndarray]] = {name: [] for name in PROPERTIES.names()}
+    values: dict[str, list[np.ndarray]] = {name: [] for name in PROPERTIES.names()}
     for first in range(0, len(images), batch):
         chunk = Pixels(np.asarray(images[first:first + batch]))
-        for name in found:
-            found[name].append(np.asarray(PROPERTIES.get(name)(chunk), np.float64))
+        for name in values:
+            values[name].append(np.asarray(PROPERTIES.get(name)(chunk), np.float64))
     return {name: np.concatenate(parts) if parts else np.zeros(0)
-            for name, parts in found.items()}
+            for name, parts in values.items()}
 
 
 def source_properties(width: np.ndarray, height: np.ndarray) -> dict[str, np.ndarray]:
@@ -220,7 +220,7 @@ def property_shifts(reference: dict[str, np.ndarray], other: dict[str, np.ndarra
     """Each property both sets have, compared, the largest distance first."""
     from scipy.stats import ks_2samp
 
-    found = []
+    shifts = []
     for name in reference:
         a, b = reference[name], other.get(name)
         if b is None or not len(a) or not len(b):
@@ -230,8 +230,8 @@ def property_shifts(reference: dict[str, np.ndarray], other: dict[str, np.ndarra
         else:
             tested = ks_2samp(a, b)
             distance, p_value = float(tested.statistic), float(tested.pvalue)
-        found.append(PropertyShift(name, distance, p_value, _quartiles(a), _quartiles(b)))
-    return sorted(found, key=lambda shift: -shift.distance)
+        shifts.append(PropertyShift(name, distance, p_value, _quartiles(a), _quartiles(b)))
+    return sorted(shifts, key=lambda shift: -shift.distance)
 
 
 def _quartiles(values: np.ndarray) -> tuple[float, float, float]:
@@ -268,28 +268,28 @@ def compare(reference: tuple[np.ndarray, dict[str, np.ndarray]],
                                      moved=shift.name in significant) for shift in shifts])
 
 
-def verdict(found: SplitShift, what: str, properties: bool = True) -> str:
+def verdict(test: SplitShift, what: str, properties: bool = True) -> str:
     """One sentence on `found`: whether `what` ("the test images", "these images") look
     like the training images, and (with `properties`) the properties that moved most.
 
     Example:
         >>> row = PropertyShiftRow(name="brightness", distance=0.4, p_value=1e-9,
         ...                        reference=[0.2, 0.3, 0.4], other=[0.4, 0.5, 0.6], moved=True)
-        >>> found = SplitShift(reference_images=500, images=300, mmd2=0.2, p_value=0.001,
+        >>> test = SplitShift(reference_images=500, images=300, mmd2=0.2, p_value=0.001,
         ...                    permutations=999, auc=0.83, shifted=True, properties=[row])
-        >>> for part in verdict(found, "the test images").split("; "):
+        >>> for part in verdict(test, "the test images").split("; "):
         ...     print(part)
         the test images differ from the training images (two-sample test p = 0.001
         a classifier tells them apart with AUC 0.83)
         moved most: brightness (median 0.3 → 0.5)
     """
     # Cross-validated, a classifier that learns nothing scores around 0.5, often below.
-    told = (f"a classifier tells them apart with AUC {found.auc:.2f}" if found.auc > 0.5 else
-            f"a classifier cannot tell them apart (AUC {found.auc:.2f})")
-    tested = f"two-sample test p = {found.p_value:.2g}; {told}"
-    if not found.shifted:
+    told = (f"a classifier tells them apart with AUC {test.auc:.2f}" if test.auc > 0.5 else
+            f"a classifier cannot tell them apart (AUC {test.auc:.2f})")
+    tested = f"two-sample test p = {test.p_value:.2g}; {told}"
+    if not test.shifted:
         return f"{what} look like the training images ({tested})"
-    shown = [row for row in found.properties if row.moved][:3] if properties else []
+    shown = [row for row in test.properties if row.moved][:3] if properties else []
     text = f"{what} differ from the training images ({tested})"
     if shown:
         text += "; moved most: " + ", ".join(

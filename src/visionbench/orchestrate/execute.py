@@ -179,14 +179,14 @@ def train_model(
                             "sweep without it, then train the tuned model distributed")
         checkpoints = ((folder.last_checkpoint, folder.best_weights) if train_cfg.checkpoint
                        else None)
-        found = fit_distributed(FitSpec(
+        state_of_first = fit_distributed(FitSpec(
             built, train_cfg, trainer.stages, splits["train"], splits.get("val"),
             data.classes, device, trainer.meta, state, checkpoints,
             (name, train_cfg.progress), continued=mode is Mode.CONTINUE), train_cfg.distributed)
-        trainer.load_state_dict(found)
+        trainer.load_state_dict(state_of_first)
         built.notes.append(f"trained by {train_cfg.distributed.processes} processes "
                            "(DistributedDataParallel); their weights differed by at most "
-                           f"{found['meta']['process_spread']:.1e} at the end")
+                           f"{state_of_first['meta']['process_spread']:.1e} at the end")
     else:
         trainer.fit()
     wall = time.perf_counter() - started
@@ -235,12 +235,12 @@ def _train_repeats(task: ModelTask, report: Report) -> list[RepeatScore]:
     robustness): enough for mean and standard deviation across seeds.
     """
     base = task.model.train
-    found = []
+    repeats = []
     for repeat in range(1, base.repeats):
         sub = task.folder.repeat(repeat)
         done = sub.read(ModelMetrics)
         if done is not None:
-            found.append(done)
+            repeats.append(done)
             continue
         variant = light_config(task.config, task.name)
         variant.models[task.name].train.seed = base.seed + repeat
@@ -248,8 +248,8 @@ def _train_repeats(task: ModelTask, report: Report) -> list[RepeatScore]:
                                        repeat=repeat), report=report)
         metrics.seed = base.seed + repeat
         sub.write(metrics)
-        found.append(metrics)
-    return [RepeatScore(seed=m.seed, test=m.test) for m in found]
+        repeats.append(metrics)
+    return [RepeatScore(seed=m.seed, test=m.test) for m in repeats]
 
 
 def light_config(config: Config, name: str) -> Config:
@@ -355,10 +355,10 @@ def _fold_ensemble(task: ModelTask, done: list[ModelMetrics]) -> ModelMetrics:
     fold model's to make (they run on one network)."""
     config, name, data, folder = task.config, task.name, task.data, task.folder
     folds = [folder.fold(k) for k in range(len(done))]
-    found = [f.read_predictions("test", data.classes, m) for f, m in
-             zip(folds, done, strict=True)]
-    test = Predictions(found[0].ids, found[0].y_true,
-                       np.mean([p.prob for p in found], axis=0))
+    per_fold = [f.read_predictions("test", data.classes, m) for f, m in
+                zip(folds, done, strict=True)]
+    test = Predictions(per_fold[0].ids, per_fold[0].y_true,
+                       np.mean([p.prob for p in per_fold], axis=0))
     folder.write_predictions("test", test, data.classes)
     folder.write(error_analysis(data.arrays("test")[0], test, data.classes, folder,
                                 config.evaluate.error_examples))
@@ -395,9 +395,9 @@ def _refit(config: Config, name: str, folds: list[ModelMetrics]) -> tuple[Config
 def _out_of_fold(data: PreparedData, folders: list[ModelFolder], metrics: list[ModelMetrics]
                  ) -> Predictions:
     """Every fold's validation predictions together, in the data's order."""
-    found = [f.read_predictions("val", data.classes, m) for f, m in
-             zip(folders, metrics, strict=True)]
-    by_id = {image_id: (target, prob) for fold in found
+    per_fold = [f.read_predictions("val", data.classes, m) for f, m in
+                zip(folders, metrics, strict=True)]
+    by_id = {image_id: (target, prob) for fold in per_fold
              for image_id, target, prob in zip(fold.ids, fold.y_true, fold.prob, strict=True)}
     ids = [data.ids[i] for i in np.flatnonzero(data.fold >= 0).tolist()]
     return Predictions(ids, np.asarray([by_id[i][0] for i in ids]),
@@ -487,7 +487,7 @@ def _record_evaluations(evaluator: Evaluator, splits: dict[str, SplitImages], ta
             predicted[split] = result, predictions
     if unfamiliar is not None and isinstance(evaluator, Trainer):
         folder.write(fit_model_detector(
-            evaluator, splits, {split: found for split, (found, _) in predicted.items()},
+            evaluator, splits, {split: scored for split, (scored, _) in predicted.items()},
             data, unfamiliar, folder, seed, progress))
     if "test" not in predicted:
         return scores
@@ -497,7 +497,7 @@ def _record_evaluations(evaluator: Evaluator, splits: dict[str, SplitImages], ta
     test_images = data.arrays("test")[0]
     folder.write(error_analysis(test_images, predictions, data.classes, folder,
                                 settings.error_examples))
-    levels = sum(len(found) for found in settings.robustness.values())
+    levels = sum(len(severities) for severities in settings.robustness.values())
     with Steps(f"{name} robustness", levels, progress) as steps:
         folder.write(robustness(evaluator, splits["test"], settings.robustness,
                                 result.probabilities, seed, steps.step,
@@ -506,12 +506,12 @@ def _record_evaluations(evaluator: Evaluator, splits: dict[str, SplitImages], ta
         loaded = LoadedModel(evaluator.evaluated_model, evaluator.pipeline, evaluator.device)
         try:
             with Steps(f"{name} explanations", len(explain.methods) + 1, progress) as steps:
-                found = explain_test_set(loaded, data.classes, predictions, explain, folder,
-                                         test_images, steps.step)
+                explanations = explain_test_set(loaded, data.classes, predictions, explain,
+                                                folder, test_images, steps.step)
         except UserError as exc:
             # The model itself is fine: keep it, say why it has no maps.
-            found = Explanations(error=str(exc))
-        folder.write(found)
+            explanations = Explanations(error=str(exc))
+        folder.write(explanations)
     return scores
 
 
@@ -550,7 +550,7 @@ def robustness(evaluator: Evaluator, test: SplitImages, severities: dict[str, li
     # The drop is measured against the same images.
     chosen = torch.from_numpy(keep)
     clean_accuracy = float((clean[chosen].argmax(1) == test.targets[chosen]).double().mean())
-    found: dict[str, list[CorruptionLevel]] = {}
+    by_corruption: dict[str, list[CorruptionLevel]] = {}
     for name, levels in severities.items():
         corrupt = CORRUPTIONS.get(name)
         rows = []
@@ -562,8 +562,8 @@ def robustness(evaluator: Evaluator, test: SplitImages, severities: dict[str, li
             low, high = binomial_interval(round(accuracy * len(sample)), len(sample))
             rows.append(CorruptionLevel(severity=severity, accuracy=accuracy,
                                         drop=clean_accuracy - accuracy, low=low, high=high))
-        found[name] = rows
-    return Robustness(clean_accuracy=clean_accuracy, corruptions=found, images=len(sample),
+        by_corruption[name] = rows
+    return Robustness(clean_accuracy=clean_accuracy, corruptions=by_corruption, images=len(sample),
                       test_images=len(test))
 
 
@@ -679,7 +679,7 @@ def run_models(
             # In parallel, every fold is a task of its own first; each model's task then
             # refits (or averages) from its finished folds.
             execute(train_fold, job, fold_items(config, names), settings,
-                    lambda item, found: None)
+                    lambda item, outcome: None)
         execute(train_one, job, names, settings, outcomes.__setitem__)
     except KeyboardInterrupt:
         # (A `continue` leaves the finished models as they were.)

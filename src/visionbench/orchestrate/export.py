@@ -130,7 +130,7 @@ def export_model(run_dir: Path, model: str | None = None, out: Path | None = Non
                                      ) as scratch:
         staged = ExportFolder(Path(scratch) / "export")
         staged.path.mkdir()
-        _onnx(graph, pictures, staged.onnx)
+        _write_onnx(graph, pictures, staged.onnx)
         parity = _parity(graph, staged.onnx, pictures,
                          check.threshold if check is not None else None)
         flags = 1.0 if parity.unfamiliar_agreement is None else parity.unfamiliar_agreement
@@ -187,7 +187,7 @@ def _test_images(run: RunFolder, predictor: Predictor) -> tuple[np.ndarray, int]
                         f"({exc}): export where the run's data is") from None
 
 
-def _onnx(graph: _Graph, pictures: np.ndarray, path: Path) -> None:
+def _write_onnx(graph: _Graph, pictures: np.ndarray, path: Path) -> None:
     example = torch.from_numpy(np.ascontiguousarray(pictures[:2]))
     outputs = ["probabilities"] + (["unfamiliar"] if graph.scorer is not None else [])
     try:

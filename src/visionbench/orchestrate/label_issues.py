@@ -40,19 +40,19 @@ def write_label_issues(run: RunFolder, settings: LabelIssuesConfig, data: Prepar
     predictions = folder.read_predictions(split, record.classes, metrics)
     kind = LabelIssuesOfTest if split == "test" else LabelIssues
     source = "test" if split == "test" else "out-of-fold" if record.folds else "validation"
-    found = kind(model=model, source=source, shown=settings.shown,
+    issues = kind(model=model, source=source, shown=settings.shown,
                  **label_issues(predictions, record.classes))
-    run.write(found)
-    shown = found.issues[:settings.shown]
+    run.write(issues)
+    shown = issues.issues[:settings.shown]
     if shown:
         draw_grid(data.pictures([row.id for row in shown]),
                   [f"{row.id.rsplit('/', 1)[-1][-24:]}\ngiven {row.given} "
                    f"({row.given_probability:.2f})\nmodel: {row.suggested} "
                    f"({row.suggested_probability:.2f})" for row in shown],
                   label_issues_chart(run.data_dir, split),
-                  f"Suspected label errors: {found.found} of {found.images_scored} images "
-                  f"({found.source} predictions of {model})")
-    return found
+                  f"Suspected label errors: {issues.found} of {issues.images_scored} images "
+                  f"({issues.source} predictions of {model})")
+    return issues
 
 
 def label_issues_of_run(path: Path, model: str | None = None, split: str = "val"
@@ -66,6 +66,6 @@ def label_issues_of_run(path: Path, model: str | None = None, split: str = "val"
     settings = (config.evaluate.label_issues or LabelIssuesConfig()).model_copy()
     if model is not None:
         settings.model = model
-    found = write_label_issues(run, settings, prepare_data(config.data), split)
+    issues = write_label_issues(run, settings, prepare_data(config.data), split)
     write_report(run, "quiet")
-    return found
+    return issues

@@ -49,14 +49,14 @@ def fingerprint(config: Config, name: str, classes: list[str]) -> dict[str, Any]
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
-    found = []
+    differences = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            found += _differences(a, b, f"{prefix}{key}.")
+            differences += _differences(a, b, f"{prefix}{key}.")
         elif a != b:
-            found.append(f"{prefix}{key}")
-    return found
+            differences.append(f"{prefix}{key}")
+    return differences
 
 
 def changed_since(saved: Config, current: Config, names: list[str], run: RunFolder
@@ -65,7 +65,7 @@ def changed_since(saved: Config, current: Config, names: list[str], run: RunFold
     the run's saved config and `current` (the data section counts for every model)."""
     data = _differences(saved.data.model_dump(mode="json"), current.data.model_dump(mode="json"),
                         "data.")
-    found = {}
+    changed = {}
     for name in names:
         if not run.model(name).path.is_dir():
             continue
@@ -75,8 +75,8 @@ def changed_since(saved: Config, current: Config, names: list[str], run: RunFold
             old, new = (fingerprint(c, name, [])["model"] for c in (saved, current))
             keys = [*data, *_differences(old, new, f"models.{name}.")]
         if keys:
-            found[name] = keys
-    return found
+            changed[name] = keys
+    return changed
 
 
 def same_training(saved: dict[str, Any], current: dict[str, Any]) -> bool:

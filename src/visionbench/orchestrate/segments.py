@@ -61,10 +61,10 @@ def write_segments(run: RunFolder, settings: SegmentsConfig, data: PreparedData,
         run.model(model).write(Segments(
             primary_metric=primary, bins=settings.bins, alpha=settings.alpha,
             accuracy=_accuracy(int(correct.sum()), len(correct), confidence),
-            rows=[_row(found, predictions, primary, settings, confidence, seed)
-                  for found in bins],
-            quality=[_row(found, predictions, primary, settings, confidence, seed)
-                     for found in issues]))
+            rows=[_row(segment, predictions, primary, settings, confidence, seed)
+                  for segment in bins],
+            quality=[_row(segment, predictions, primary, settings, confidence, seed)
+                     for segment in issues]))
 
 
 def _accuracy(hits: int, total: int, confidence: float) -> Interval:
@@ -72,15 +72,15 @@ def _accuracy(hits: int, total: int, confidence: float) -> Interval:
     return Interval(value=hits / max(total, 1), low=low, high=high)
 
 
-def _row(found: Bin, predictions: Predictions, primary: str, settings: SegmentsConfig,
+def _row(segment: Bin, predictions: Predictions, primary: str, settings: SegmentsConfig,
          confidence: float, seed: int) -> SegmentRow:
     return SegmentRow(
-        property=found.name, bin=found.bin, low=found.low, high=found.high,
-        images=len(found.members),
-        accuracy=_accuracy(found.correct, len(found.members), confidence),
-        primary=_primary(predictions, found.members, primary, settings.resamples,
+        property=segment.name, bin=segment.bin, low=segment.low, high=segment.high,
+        images=len(segment.members),
+        accuracy=_accuracy(segment.correct, len(segment.members), confidence),
+        primary=_primary(predictions, segment.members, primary, settings.resamples,
                          confidence, seed),
-        p_value=found.p_value, adjusted=found.adjusted, weak=found.weak)
+        p_value=segment.p_value, adjusted=segment.adjusted, weak=segment.weak)
 
 
 def _primary(predictions: Predictions, members: np.ndarray, primary: str, resamples: int,

@@ -175,20 +175,20 @@ def _search(optuna: Any, config: Config, data: PreparedData, run: RunFolder,
     parallel = 1 if config.execution.executor == "local" else settings.parallel
     asked: dict[int, Any] = {}
 
-    def told(item: str, found: dict[str, Any]) -> None:
+    def told(item: str, outcome: dict[str, Any]) -> None:
         trial = asked.pop(int(item))
-        if found["state"] == "complete":
-            trial.set_user_attr("epochs", found["epochs"])
-            study.tell(trial, found["value"])
+        if outcome["state"] == "complete":
+            trial.set_user_attr("epochs", outcome["epochs"])
+            study.tell(trial, outcome["value"])
             tried = _settings_text(job.values[trial.number])
             report(f"sweep trial {trial.number + 1}/{settings.trials}: validation "
-                   f"{metric.name} {found['value']:.4f} ({tried})")
+                   f"{metric.name} {outcome['value']:.4f} ({tried})")
         else:
-            state = optuna.trial.TrialState.PRUNED if found["state"] == "pruned" else \
+            state = optuna.trial.TrialState.PRUNED if outcome["state"] == "pruned" else \
                 optuna.trial.TrialState.FAIL
             study.tell(trial, state=state)
-            report(f"sweep trial {trial.number + 1}/{settings.trials}: {found['state']} "
-                   f"({found.get('reason', '')})")
+            report(f"sweep trial {trial.number + 1}/{settings.trials}: {outcome['state']} "
+                   f"({outcome.get('reason', '')})")
 
     while len(study.trials) < settings.trials:
         batch = []
@@ -239,10 +239,10 @@ def _importance(optuna: Any, study: Any, finished: int) -> dict[str, float]:
             # Few trials make the evaluator warn that its quantiles coincide: the numbers
             # are still what it measured.
             warnings.simplefilter("ignore", UserWarning)
-            found = optuna.importance.get_param_importances(study)
+            importances = optuna.importance.get_param_importances(study)
     except (RuntimeError, ValueError):
         return {}
-    return {name: float(value) for name, value in found.items() if np.isfinite(value)}
+    return {name: float(value) for name, value in importances.items() if np.isfinite(value)}
 
 
 def _settings_text(values: dict[str, Any]) -> str:

@@ -60,7 +60,7 @@ def embed_splits(data: PreparedData, train_images: int, seed: int, progress: str
     when `device` (a `train.device` name) trains on one."""
     on = embedding.device_for(device)
     splits = [split for split in ("train", "val", "test") if len(data.positions(split))]
-    found: dict[str, np.ndarray] = {}
+    by_split: dict[str, np.ndarray] = {}
     positions, labels = np.zeros(0, int), np.zeros(0, int)
     with Steps("generic embedding", len(splits), progress) as steps:
         for split in splits:
@@ -70,10 +70,10 @@ def embed_splits(data: PreparedData, train_images: int, seed: int, progress: str
                 chosen = positions = chosen[keep]
                 labels = data.targets[chosen]
             steps.step(f"generic embedding of {len(chosen):,} {split} images")
-            found[split] = np.concatenate([
+            by_split[split] = np.concatenate([
                 _embedded(data, chosen[first:first + EMBED_CHUNK], on)
                 for first in range(0, len(chosen), EMBED_CHUNK)])
-    return GenericEmbeddings(found, positions, labels)
+    return GenericEmbeddings(by_split, positions, labels)
 
 
 def _embedded(data: PreparedData, positions: np.ndarray, device: torch.device) -> np.ndarray:
@@ -90,16 +90,16 @@ def fit_generic(run: RunFolder, embedded: GenericEmbeddings, train_images: int,
     each `foreign` set (once for all the run's models, embedded as `embed_splits` does for
     `device`); written as `unfamiliar_generic.json` and its arrays. Nothing without a
     validation split (no threshold could be chosen)."""
-    found = embedded.splits
-    if "val" not in found or "train" not in found:
+    by_split = embedded.splits
+    if "val" not in by_split or "train" not in by_split:
         return
     keep = stratified_sample(embedded.labels, train_images, seed)
     labels = embedded.labels[keep]
     arrays = DETECTORS.get(GENERIC_METHOD)().fit(
-        found["train"][keep], labels, {"weight": np.zeros((1, 1)), "bias": np.zeros(1)})
+        by_split["train"][keep], labels, {"weight": np.zeros((1, 1)), "bias": np.zeros(1)})
     for split in ("val", "test"):
-        if split in found:
-            arrays[f"scores_{split}"] = score(GENERIC_METHOD, arrays, found[split])
+        if split in by_split:
+            arrays[f"scores_{split}"] = score(GENERIC_METHOD, arrays, by_split[split])
     for name, pictures in (foreign or {}).items():
         seen = embedding.embed(torch.from_numpy(pictures).permute(0, 3, 1, 2).to(
             embedding.device_for(device)))
@@ -125,8 +125,8 @@ def fit_model_detector(trainer: Trainer, splits: dict[str, SplitImages],
     with Steps(f"{folder.path.name} unfamiliar images", 1 + len(foreign), progress) as steps:
         steps.step(f"features of {len(sample):,} training images")
         fitted = trainer.evaluate(sample, features=True).features
-        features = {split: found.features.numpy() for split, found in predicted.items()
-                    if found.features is not None}
+        features = {split: scored.features.numpy() for split, scored in predicted.items()
+                    if scored.features is not None}
         generic = _generic(RunFolder(folder.path.parent))
         scores = None
         if generic is not None:
@@ -140,20 +140,20 @@ def fit_model_detector(trainer: Trainer, splits: dict[str, SplitImages],
             elif scores is not None:  # a run whose generic detector predates the sets
                 seen = embedding.embed(torch.from_numpy(pictures).permute(0, 3, 1, 2))
                 scores[name] = score(document.method, arrays, seen)
-    found = fit_unfamiliar(
+    detector = fit_unfamiliar(
         settings.method, settings.keep, (fitted.numpy(), sample.targets.numpy()),
         features.pop("val"), output_layer_arrays(trainer.evaluated_model), features, scores)
-    checksum = folder.write_unfamiliar_arrays(found.arrays)
-    familiar = found.scores.get("test", found.scores["val"])
+    checksum = folder.write_unfamiliar_arrays(detector.arrays)
+    familiar = detector.scores.get("test", detector.scores["val"])
     return Unfamiliar(
-        method=settings.method, keep=settings.keep, threshold=found.threshold,
+        method=settings.method, keep=settings.keep, threshold=detector.threshold,
         train_images=len(sample),
-        flagged={split: counts for split, counts in found.flagged.items()
+        flagged={split: counts for split, counts in detector.flagged.items()
                  if split in ("val", "test")},
         arrays_checksum=checksum, generic=generic is not None,
-        foreign={name: separation(familiar, found.scores[name], found.threshold, seed=seed)
+        foreign={name: separation(familiar, detector.scores[name], detector.threshold, seed=seed)
                  for name in foreign},
-        foreign_against="test" if "test" in found.scores else "val")
+        foreign_against="test" if "test" in detector.scores else "val")
 
 
 def foreign_sets(data: PreparedData, settings: UnfamiliarConfig) -> dict[str, np.ndarray]:
@@ -169,7 +169,7 @@ def foreign_sets(data: PreparedData, settings: UnfamiliarConfig) -> dict[str, np
 
 def _generic(run: RunFolder) -> tuple[GenericUnfamiliar, dict[str, np.ndarray]] | None:
     """The run's generic detector and its arrays (None when the run has none)."""
-    found = run.read(GenericUnfamiliar)
-    if found is None:
+    document = run.read(GenericUnfamiliar)
+    if document is None:
         return None
-    return found, run.read_generic_unfamiliar_arrays(found.arrays_checksum)
+    return document, run.read_generic_unfamiliar_arrays(document.arrays_checksum)

@@ -208,7 +208,7 @@ class Predictor:
                 raise UserError(f"the export's graph failed on these images: "
                                 f"{str(exc).splitlines()[0][:200]}") from None
             return outputs[0], outputs[1] if len(outputs) > 1 else None
-        found, features = [], None
+        per_view, features = [], None
         for index, (model, output) in enumerate(self.members):
             images = torch.from_numpy(np.ascontiguousarray(pictures)).permute(0, 3, 1, 2)
             images = images.to(model.device)
@@ -222,10 +222,10 @@ class Predictor:
 
             reading = self.unfamiliar is not None and index == 0
             with (reading_features(model.module) if reading else nullcontext([])) as read:
-                found.append(averaged(seen, self.views).cpu().numpy())
+                per_view.append(averaged(seen, self.views).cpu().numpy())
             if read:
                 features = read[0].numpy()
-        mean = np.mean(found, axis=0) if len(found) > 1 else found[0]
+        mean = np.mean(per_view, axis=0) if len(per_view) > 1 else per_view[0]
         probabilities = mean if self.temperature is None else scaled(mean, self.temperature)
         scores = (self.unfamiliar.scores(features, pictures)
                   if self.unfamiliar is not None and features is not None else None)
@@ -277,11 +277,11 @@ class Predictor:
         index = 0 if output == "sigmoid" else self.classes.index(target)
         method = method or self.faithful_method or "gradcam"
         layer = find_layer(model.module, self.gradcam_layer)[1] if method == "gradcam" else None
-        found = explain(model.module, inputs, torch.tensor([index], device=model.device), method,
-                        ExplainSettings(), layer)
+        maps = explain(model.module, inputs, torch.tensor([index], device=model.device), method,
+                       ExplainSettings(), layer)
         model.module.zero_grad(set_to_none=True)
         seen = model.pipeline.at_model_size(batch).clamp(0, 1).mul(255).round().byte()
-        return Explanation(method=method, target=target, map=found[0].cpu().numpy(),
+        return Explanation(method=method, target=target, map=maps[0].cpu().numpy(),
                            image=seen[0].permute(1, 2, 0).cpu().numpy(),
                            faithful=self.faithful)
 
@@ -296,10 +296,10 @@ def load(run_dir: Path | str, model: str | None = None) -> Predictor:
     model of an export folder (`visionbench export`), which needs onnxruntime, not the run."""
     exported = ExportFolder(Path(run_dir))
     if exported.is_export():
-        found = _load_export(exported.check())
-        if model is not None and model != found.name:
-            raise UserError(f"{run_dir} is an export of one model only: {found.name}")
-        return found
+        loaded = _load_export(exported.check())
+        if model is not None and model != loaded.name:
+            raise UserError(f"{run_dir} is an export of one model only: {loaded.name}")
+        return loaded
     run = RunFolder(Path(run_dir)).check()
     data = run.require(DataRecord)
     states = run.model_states()
@@ -512,9 +512,9 @@ def _readings(predictor: Predictor, folder: ModelFolder, data: DataRecord) -> No
     if evaluation is not None and evaluation.temperature:
         predictor.temperature = evaluation.temperature.value
     if evaluation is not None and evaluation.conformal:
-        found = evaluation.conformal
-        predictor.conformal = ConformalSets(score=found.score, threshold=found.threshold,
-                                            coverage=found.coverage_target)
+        conformal = evaluation.conformal
+        predictor.conformal = ConformalSets(score=conformal.score, threshold=conformal.threshold,
+                                            coverage=conformal.coverage_target)
     clinical = evaluation.clinical if evaluation else None
     if clinical:
         predictor.positive = clinical.positive_classes

@@ -68,16 +68,16 @@ class BatchShift:
             self.properties[place] = {name: float(values[number])
                                       for name, values in measured.items()}
 
-    def describe(self, found: SplitShift, properties: bool = True) -> str:
+    def describe(self, test: SplitShift, properties: bool = True) -> str:
         """The verdict on the images seen, with (`properties`) the ones that moved most
         (see `evaluate.shift.verdict`)."""
-        what = (f"these {self.seen:,} images" if self.seen == found.images else
-                f"these {self.seen:,} images (a sample of {found.images:,})")
-        return verdict(found, what, properties)
+        what = (f"these {self.seen:,} images" if self.seen == test.images else
+                f"these {self.seen:,} images (a sample of {test.images:,})")
+        return verdict(test, what, properties)
 
     def result(self) -> SplitShift:
         """The test of the sample of new images against the training sample."""
-        kept = [i for i, found in enumerate(self.embeddings) if found is not None]
+        kept = [i for i, embedding in enumerate(self.embeddings) if embedding is not None]
         if len(kept) < FEWEST:
             raise UserError(f"--check-shift needs at least {FEWEST} readable images to "
                             f"compare with the training sample; {len(kept)} were given")
@@ -95,7 +95,7 @@ def check_shift(predictor: Predictor, images: list[ImageInput], batch: int = 64
     """The shift test of `images` (paths, files, PIL images, arrays) against the run's
     training sample, as `predict --check-shift` runs it, and its sentence; unreadable
     images are left out (their predictions say why)."""
-    found = BatchShift(predictor)
+    batch_shift = BatchShift(predictor)
     for first in range(0, len(images), batch):
         pictures, sizes = [], []
         for image in images[first:first + batch]:
@@ -106,6 +106,6 @@ def check_shift(predictor: Predictor, images: list[ImageInput], batch: int = 64
             pictures.append(pixels)
             sizes.append((facts.width, facts.height))
         if pictures:
-            found.add(np.stack(pictures), np.array(sizes))
-    result = found.result()
-    return result, found.describe(result)
+            batch_shift.add(np.stack(pictures), np.array(sizes))
+    result = batch_shift.result()
+    return result, batch_shift.describe(result)

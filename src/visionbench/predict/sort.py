@@ -270,7 +270,7 @@ def _finish_interrupted(out: Path, manifest: _Manifest) -> int:
             # The killed sort's manifest: rows it wrote are not written again.
             recorded = _destinations(next((Path(name) for name, entry in steps.items()
                                            if entry.get("manifest")), None))
-            finished += sum(_finish(Path(source), entry, manifest, recorded)
+            finished += sum(_finish_entry(Path(source), entry, manifest, recorded)
                             for source, entry in steps.items())
         journal.unlink(missing_ok=True)
     return finished
@@ -310,7 +310,7 @@ def _destinations(manifest: Path | None) -> set[str]:
             for row in csv.DictReader(io.StringIO(complete)) if row.get("destination")}
 
 
-def _finish(source: Path, entry: dict, manifest: _Manifest, recorded: set[str]) -> int:
+def _finish_entry(source: Path, entry: dict, manifest: _Manifest, recorded: set[str]) -> int:
     if entry.get("done") or "wanted" not in entry:
         return 0
     placed = _found_placed(source, entry)

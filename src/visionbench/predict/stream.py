@@ -51,24 +51,24 @@ class Prediction:
         reading (binary or grouped tasks), the uncertainty flag, the unfamiliar flag and
         score (with `unfamiliar`), the conformal set (with `sets`; its classes joined by
         `|`, most probable first) and any error."""
-        found: dict[str, Any] = {"path": self.source, "predicted": self.predicted or ""}
+        row: dict[str, Any] = {"path": self.source, "predicted": self.predicted or ""}
         for name in classes:
             value = (self.probabilities or {}).get(name)
-            found[f"prob_{name}"] = "" if value is None else round(value, 6)
+            row[f"prob_{name}"] = "" if value is None else round(value, 6)
         if positive:
-            found["positive"] = "" if self.positive is None else self.positive
-            found["positive_probability"] = ("" if self.positive_probability is None
+            row["positive"] = "" if self.positive is None else self.positive
+            row["positive_probability"] = ("" if self.positive_probability is None
                                              else round(self.positive_probability, 6))
-        found["uncertain"] = "" if self.uncertain is None else self.uncertain
+        row["uncertain"] = "" if self.uncertain is None else self.uncertain
         if unfamiliar:
-            found["unfamiliar"] = "" if self.unfamiliar is None else self.unfamiliar
-            found["unfamiliar_score"] = ("" if self.unfamiliar_score is None
+            row["unfamiliar"] = "" if self.unfamiliar is None else self.unfamiliar
+            row["unfamiliar_score"] = ("" if self.unfamiliar_score is None
                                          else round(self.unfamiliar_score, 6))
         if sets:
-            found["prediction_set"] = "|".join(self.prediction_set or [])
-        found["duplicate_of_training"] = self.duplicate or ""
-        found["error"] = self.error or ""
-        return found
+            row["prediction_set"] = "|".join(self.prediction_set or [])
+        row["duplicate_of_training"] = self.duplicate or ""
+        row["error"] = self.error or ""
+        return row
 
 
 class _Skipped(str):
@@ -124,7 +124,7 @@ def predict_items(predictor: Predictor, items: Iterable[Any], batch: int = BATCH
             decoded = [future.result() for _, future in pending]
             # The next batch decodes on the pool while this one is read by the model.
             pending = submitted()
-            good = [i for i, found in enumerate(decoded) if not isinstance(found, str)]
+            good = [i for i, outcome in enumerate(decoded) if not isinstance(outcome, str)]
             pictures = np.stack([decoded[i][0] for i in good]) if good else None
             probabilities, scores = (predictor.read(pictures) if pictures is not None
                                      else (np.zeros((0, len(predictor.classes))), None))
@@ -137,13 +137,13 @@ def predict_items(predictor: Predictor, items: Iterable[Any], batch: int = BATCH
                     # An edited card or temperature can make them NaN: never a class.
                     yield Prediction(source=_name(item, position), error=NOT_FINITE)
                 elif i in rows:
-                    found = _reading(predictor, _name(item, position), rows[i])
-                    found.duplicate = decoded[i][1]
+                    prediction = _reading(predictor, _name(item, position), rows[i])
+                    prediction.duplicate = decoded[i][1]
                     if i in unfamiliarity and predictor.unfamiliar is not None:
-                        found.unfamiliar_score = float(unfamiliarity[i])
-                        found.unfamiliar = (found.unfamiliar_score
-                                            > predictor.unfamiliar.threshold)
-                    yield found
+                        prediction.unfamiliar_score = float(unfamiliarity[i])
+                        prediction.unfamiliar = (prediction.unfamiliar_score
+                                                 > predictor.unfamiliar.threshold)
+                    yield prediction
                 else:
                     yield Prediction(source=_name(item, position), error=str(decoded[i]),
                                      skipped=isinstance(decoded[i], _Skipped))
@@ -158,17 +158,17 @@ def predict_files(predictor: Predictor, files: list[Path], batch: int = BATCH,
 
 def _reading(predictor: Predictor, source: str, prob: np.ndarray) -> Prediction:
     top = int(prob.argmax())
-    found = Prediction(source=source,
-                       probabilities={c: float(p) for c, p in zip(predictor.classes, prob,
-                                                                  strict=True)},
-                       predicted=predictor.classes[top])
+    prediction = Prediction(source=source,
+                            probabilities={c: float(p) for c, p in zip(predictor.classes, prob,
+                                                                       strict=True)},
+                            predicted=predictor.classes[top])
     if predictor.positive:
         score = float(prob[predictor.positive_indices].sum())
-        found.positive_probability = score
-        found.positive = score >= (predictor.threshold or 0.5)
-    found.uncertain = (predictor.margin is not None and float(prob[top]) < predictor.margin)
-    found.prediction_set = predictor.prediction_set(prob)
-    return found
+        prediction.positive_probability = score
+        prediction.positive = score >= (predictor.threshold or 0.5)
+    prediction.uncertain = (predictor.margin is not None and float(prob[top]) < predictor.margin)
+    prediction.prediction_set = predictor.prediction_set(prob)
+    return prediction
 
 
 class RowWriter:

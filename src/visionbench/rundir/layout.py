@@ -180,10 +180,10 @@ class _Folder:
 
     def require(self, kind: type[D]) -> D:
         """Document `kind`; a one-line error names the missing file."""
-        found = self.read(kind)
-        if found is None:
+        document = self.read(kind)
+        if document is None:
             raise UserError(f"no {kind.FILE} in {self.path}")
-        return found
+        return document
 
     def has(self, kind: type[Document]) -> bool:
         """Whether document `kind` was written."""
@@ -197,9 +197,9 @@ class _Folder:
         """A one-line error if anything inside the folder is a symbolic link: visionbench
         never writes one, and a received folder's link could make a reader embed, serve or
         overwrite a file elsewhere (`mlp/misclassified.png -> ~/.ssh/id_rsa`)."""
-        found = links_inside(self.path)
-        if found:
-            shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5
+        links = links_inside(self.path)
+        if links:
+            shown = ", ".join(links[:5]) + (f" and {len(links) - 5} more" if len(links) > 5
                                             else "")
             raise UserError(f"{self.path} holds symbolic links, which visionbench never "
                             f"writes: {shown}; remove them, or replace each with the file "
@@ -213,13 +213,13 @@ def links_inside(folder: Path) -> list[str]:
         >>> links_inside(Path("/nonexistent"))
         []
     """
-    found = []
+    links = []
     for root, dirs, files in os.walk(folder, followlinks=False):
         for name in dirs + files:
             path = Path(root) / name
             if path.is_symlink():
-                found.append(str(path.relative_to(folder)))
-    return sorted(found)
+                links.append(str(path.relative_to(folder)))
+    return sorted(links)
 
 
 class ExportFolder(_Folder):
@@ -333,9 +333,9 @@ class ModelFolder(_Folder):
 
     def repeats(self) -> list[ModelFolder]:
         """The repeats that wrote test predictions, in order."""
-        found = [ModelFolder(p.parent) for p in (self.path / REPEATS).glob("*/" +
-                                                                          PREDICTIONS["test"])]
-        return sorted(found, key=lambda folder: folder.path.as_posix())
+        repeats = [ModelFolder(p.parent) for p in (self.path / REPEATS).glob(
+            "*/" + PREDICTIONS["test"])]
+        return sorted(repeats, key=lambda folder: folder.path.as_posix())
 
     def fold(self, index: int) -> ModelFolder:
         """The folder of the model trained with fold `index` as validation (k-fold)."""
@@ -343,19 +343,19 @@ class ModelFolder(_Folder):
 
     def folds(self) -> list[ModelFolder]:
         """The folds that wrote validation predictions, in fold order."""
-        found = [ModelFolder(p.parent) for p in (self.path / FOLDS).glob(
+        folds = [ModelFolder(p.parent) for p in (self.path / FOLDS).glob(
             "*/" + PREDICTIONS["val"])]
-        return sorted(found, key=lambda folder: int(folder.path.name))
+        return sorted(folds, key=lambda folder: int(folder.path.name))
 
     def repeated_folds(self) -> list[ModelFolder]:
         """The folds of every repeat of the cross-validation (repeat 0's first), in (repeat,
         fold) order: what the per-fold statistics are computed on."""
-        found = self.folds()
+        folds = self.folds()
         repeats = sorted((p for p in (self.path / REPEATS).glob("*") if (p / FOLDS).is_dir()),
                          key=lambda path: int(path.name))
         for repeat in repeats:
-            found += ModelFolder(repeat).folds()
-        return found
+            folds += ModelFolder(repeat).folds()
+        return folds
 
     def keep_final_state(self, epochs: int) -> ModelFolder:
         """Copy the model's final state (card, weights, metrics, history, predictions,
@@ -376,12 +376,12 @@ class ModelFolder(_Folder):
 
     def earlier_states(self) -> list[tuple[int, ModelFolder]]:
         """The final states kept before each `continue`, by their epoch count, oldest first."""
-        found = []
+        states = []
         for folder in (self.path / EARLIER).glob("epoch-*"):
             epochs = folder.name.removeprefix("epoch-")
             if epochs.isdigit():
-                found.append((int(epochs), ModelFolder(folder)))
-        return sorted(found, key=lambda item: item[0])
+                states.append((int(epochs), ModelFolder(folder)))
+        return sorted(states, key=lambda item: item[0])
 
     @property
     def explained(self) -> ModelFolder:
@@ -496,22 +496,22 @@ class RunFolder(_Folder):
         if document is not None:
             return {name: entry.status.value + (f": {entry.error}" if entry.error else "")
                     for name, entry in document.models.items()}
-        found = {}
+        statuses = {}
         for folder in sorted(p for p in self.path.iterdir() if p.is_dir()):
             metrics = ModelFolder(folder).read(ModelMetrics)
             if metrics is not None:
-                found[folder.name] = metrics.status.value + (
+                statuses[folder.name] = metrics.status.value + (
                     f": {metrics.error}" if metrics.error else "")
-        return found
+        return statuses
 
     def outcomes(self, names: list[str]) -> dict[str, ModelMetrics]:
         """The metrics of those of `names` that have run (finished or failed)."""
-        found = {}
+        outcomes = {}
         for name in names:
             metrics = self.model(name).read(ModelMetrics)
             if metrics is not None:
-                found[name] = metrics
-        return found
+                outcomes[name] = metrics
+        return outcomes
 
     def finished(self, name: str) -> ModelMetrics | None:
         """Model `name`'s metrics if it finished and has test predictions."""

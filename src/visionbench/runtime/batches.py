@@ -52,14 +52,14 @@ class SplitImages:
 
     def subset(self, keep: np.ndarray) -> SplitImages:
         """These images at positions `keep` only (the same device and storage)."""
-        found = copy.copy(self)
-        found.positions, found.rows = self.positions[keep], self.rows[keep]
-        found.ids = [self.ids[k] for k in keep.tolist()]
-        found.targets = self.targets[torch.from_numpy(keep)]
-        found.device_targets = found.targets.to(self.device)
+        subset = copy.copy(self)
+        subset.positions, subset.rows = self.positions[keep], self.rows[keep]
+        subset.ids = [self.ids[k] for k in keep.tolist()]
+        subset.targets = self.targets[torch.from_numpy(keep)]
+        subset.device_targets = subset.targets.to(self.device)
         if self.images is not None:
-            found.images = self.images[torch.from_numpy(keep).to(self.device)]
-        return found
+            subset.images = self.images[torch.from_numpy(keep).to(self.device)]
+        return subset
 
     def move_to(self, device: torch.device) -> None:
         """Serve batches on `device` (another process's GPU, when several train one model)."""

@@ -47,15 +47,15 @@ def _fold_metrics(folds: FoldStatistics | None, now: int) -> list[Any]:
     (`cv_<metric>`, `_low`, `_high`)."""
     from mlflow.entities import Metric
 
-    found = []
+    metrics = []
     for name, summary in (folds.metrics if folds else {}).items():
-        found += [Metric(f"fold_{name}", float(value), now, step)
-                  for step, value in enumerate(summary.values)]
+        metrics += [Metric(f"fold_{name}", float(value), now, step)
+                    for step, value in enumerate(summary.values)]
         for suffix, value in (("", summary.mean), ("_low", summary.low),
                               ("_high", summary.high)):
             if value is not None and math.isfinite(value):
-                found.append(Metric(f"cv_{name}{suffix}", float(value), now, 0))
-    return found
+                metrics.append(Metric(f"cv_{name}{suffix}", float(value), now, 0))
+    return metrics
 
 
 @TRACKERS.register("mlflow")
@@ -78,9 +78,9 @@ def log_to_mlflow(run: RunFolder, settings: TrackingConfig) -> dict[str, Any]:
     now = int(time.time() * 1000)
 
     def log(run_id: str, params: dict[str, str], metrics: list[Metric]) -> None:
-        found = [Param(k, v[:VALUE_LENGTH]) for k, v in params.items()]
-        for first in range(0, len(found), PARAMS_PER_CALL):
-            client.log_batch(run_id, params=found[first:first + PARAMS_PER_CALL])
+        batch = [Param(k, v[:VALUE_LENGTH]) for k, v in params.items()]
+        for first in range(0, len(batch), PARAMS_PER_CALL):
+            client.log_batch(run_id, params=batch[first:first + PARAMS_PER_CALL])
         for first in range(0, len(metrics), METRICS_PER_CALL):
             client.log_batch(run_id, metrics=metrics[first:first + METRICS_PER_CALL])
 

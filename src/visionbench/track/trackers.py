@@ -36,19 +36,19 @@ def track_run(run: RunFolder, settings: TrackingConfig, report: Callable[[str], 
     or why one failed. A tracker that fails costs nothing of the run folder."""
     if not settings.to:
         return None
-    found: dict[str, dict[str, Any]] = {}
+    facts: dict[str, dict[str, Any]] = {}
     for name in settings.to:
         try:
-            found[name] = TRACKERS.get(name)(run, settings)
+            facts[name] = TRACKERS.get(name)(run, settings)
         except Exception as exc:  # a tracker server or store can fail in many ways
             reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}" \
                 if str(exc).strip() else type(exc).__name__
-            found[name] = {"error": reason}
+            facts[name] = {"error": reason}
             report(f"warning: logging to {name} failed ({reason}); the run folder is "
                    "complete, and `tracking.json` keeps the reason")
         else:
-            report(f"logged to {name}: {found[name].get('where', '')}")
-    document = Tracking(trackers=found)
+            report(f"logged to {name}: {facts[name].get('where', '')}")
+    document = Tracking(trackers=facts)
     run.write(document)
     return document
 
@@ -60,14 +60,14 @@ def flatten(settings: dict[str, Any], prefix: str = "") -> dict[str, str]:
         >>> flatten({"train": {"lr": 0.1, "augment": {"hflip": 0.5}}, "seed": None})
         {'train.lr': '0.1', 'train.augment.hflip': '0.5', 'seed': 'None'}
     """
-    found: dict[str, str] = {}
+    flat: dict[str, str] = {}
     for key, value in settings.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict) and value:
-            found.update(flatten(value, f"{name}."))
+            flat.update(flatten(value, f"{name}."))
         else:
-            found[name] = str(value)
-    return found
+            flat[name] = str(value)
+    return flat
 
 
 # Columns of a history row that are not curves.

@@ -40,7 +40,8 @@ def shift_section(page: Page, run: Run) -> None:
         cells = join(Html("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
                           "<td>{}</td></tr>").format(
             row.name, number(row.distance, 3), display.p_value(row.p_value),
-            _quartiles(row.reference), _quartiles(row.other), "moved" if row.moved else "")
+            _quartiles_text(row.reference), _quartiles_text(row.other),
+            "moved" if row.moved else "")
             for row in test.properties)
         page.add(Html("<h3>Image properties: {split} against training</h3><table><thead><tr>"
                       "<th>property</th><th>distance</th><th>p</th><th>training median "
@@ -49,7 +50,7 @@ def shift_section(page: Page, run: Run) -> None:
                                                                           cells=cells))
 
 
-def _quartiles(values: list[float]) -> Html:
+def _quartiles_text(values: list[float]) -> Html:
     """'median [low quartile, high quartile]'."""
     low, middle, high = values
     return Html('{:.3g} <span class="muted">[{:.3g}, {:.3g}]</span>').format(middle, low, high)
