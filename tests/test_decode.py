@@ -12,7 +12,7 @@ from visionbench.data.decode import (
     preprocess,
     to_mode,
 )
-from visionbench.data.duplicates import popcount64
+from visionbench.data.hamming import popcount64
 from visionbench.schemas.data import PreprocessConfig
 
 

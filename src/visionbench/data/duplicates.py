@@ -18,18 +18,8 @@ from itertools import combinations
 
 import numpy as np
 
+from visionbench.data.hamming import all_pairs_within
 from visionbench.rundir.documents import DuplicateCount, DuplicatePlaces
-
-BLOCK_ROWS = 1024
-
-
-def popcount64(values: np.ndarray) -> np.ndarray:
-    """Number of set bits of each uint64."""
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(values)
-    as_bytes = values.view(np.uint8).reshape(*values.shape, 8)
-    table = np.array([bin(i).count("1") for i in range(256)], np.uint8)
-    return table[as_bytes].sum(axis=-1)
 
 
 @dataclass(frozen=True)
@@ -55,18 +45,7 @@ def exact_pairs(hashes: list[str]) -> np.ndarray:
 
 def near_pairs(phash: np.ndarray, threshold: int) -> np.ndarray:
     """All pairs (i < j) whose pHashes differ in at most `threshold` bits, shape (P, 2)."""
-    phash = np.asarray(phash, dtype=np.uint64)
-    found = []
-    for start in range(0, len(phash), BLOCK_ROWS):
-        block = phash[start : start + BLOCK_ROWS]
-        # Only columns after the block's first row can pair with it (i < j).
-        distance = popcount64(block[:, None] ^ phash[None, start:])
-        rows, cols = np.nonzero(distance <= threshold)
-        cols = cols + start
-        rows = rows + start
-        keep = cols > rows
-        found.append(np.stack([rows[keep], cols[keep]], axis=1))
-    return np.concatenate(found) if found else np.zeros((0, 2), np.int64)
+    return all_pairs_within(phash, threshold)
 
 
 def find_duplicates(hashes: list[str], phash: np.ndarray, threshold: int | None) -> DuplicatePairs:

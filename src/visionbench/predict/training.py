@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from visionbench.data.decode import ImageFacts
-from visionbench.data.duplicates import pixel_similarity, popcount64
+from visionbench.data.duplicates import pixel_similarity
+from visionbench.data.hamming import popcount64
 from visionbench.rundir.documents import TrainingHashes
 
 # Candidates confirmed by pixels at most, closest hashes first.
