@@ -76,3 +76,21 @@ def test_mnist_idx_pool_is_split_stratified(capsys, tmp_path):
     assert code == 0
     assert sum(report["totals"].values()) == 10000
     assert report["totals"]["test"] == pytest.approx(2000, abs=10)
+
+
+@pytest.mark.skipif(not BRAIN.is_dir(), reason="../shared/data/brain_tumor_mri is absent")
+def test_the_indexed_near_duplicate_search_equals_comparing_every_pair_on_the_brain_set():
+    from visionbench.config import load_config
+    from visionbench.data.cache import decode
+    from visionbench.data.hamming import all_pairs_within, hamming_pairs, plan
+
+    config = load_config("recipes/brain_tumor.yaml", [f"data.path={BRAIN}"]).data
+    decoded = decode(config.load(), config.preprocess)
+    codes = decoded.phash[decoded.ok]
+    # Real hashes are far from uniform (3,264 MRIs of four kinds, hundreds of copies): the
+    # index must still find every pair the all-pairs search finds, at the recipe's threshold
+    # and at wider ones.
+    for threshold in (config.duplicates.near_threshold, 8, 12):
+        assert plan(len(codes), threshold) is not None  # the index is what is tested
+        assert hamming_pairs(codes, threshold).tolist() == \
+            all_pairs_within(codes, threshold).tolist()

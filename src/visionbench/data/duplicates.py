@@ -5,8 +5,10 @@ hashes (64-bit pHash) at most `threshold` bits apart, and then their pixels must
 64-bit hash of a small image (28 px X-rays) cannot tell two different images of one kind
 apart, so each candidate pair is kept only if the two decoded images correlate (Pearson, on
 grey pixels, so a brightness or contrast change does not matter) at least `similarity`.
-The all-pairs Hamming search runs in row blocks so memory stays bounded (block x N bytes)
-whatever the dataset size.
+The Hamming search is indexed (`data.hamming.hamming_pairs`: multi-index hashing, a
+million hashes in under a minute), and falls back to comparing every pair in bounded row
+blocks only where that is cheaper (a few thousand images, or a threshold so wide that no
+index helps); both give the same pairs.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from itertools import combinations
 
 import numpy as np
 
-from visionbench.data.hamming import all_pairs_within
+from visionbench.data.hamming import hamming_pairs
 from visionbench.rundir.documents import DuplicateCount, DuplicatePlaces
 
 
@@ -45,7 +47,7 @@ def exact_pairs(hashes: list[str]) -> np.ndarray:
 
 def near_pairs(phash: np.ndarray, threshold: int) -> np.ndarray:
     """All pairs (i < j) whose pHashes differ in at most `threshold` bits, shape (P, 2)."""
-    return all_pairs_within(phash, threshold)
+    return hamming_pairs(phash, threshold)
 
 
 def find_duplicates(hashes: list[str], phash: np.ndarray, threshold: int | None) -> DuplicatePairs:
