@@ -15,11 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from PIL import Image
-
 from visionbench.config import load_config
 from visionbench.data.cache import decode
 from visionbench.data.decode import preprocess
+from visionbench.readers import read_raster
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "brain_tumor_mri"
 
@@ -35,9 +34,8 @@ def main() -> None:
     sample = source.paths[::6]  # spread over every class and size
     started = time.perf_counter()
     for path in sample:
-        with Image.open(path) as image:
-            image.load()
-            preprocess(image, config.data.preprocess)
+        with read_raster(path) as raster:
+            preprocess(raster, config.data.preprocess)
     raw_rate = len(sample) / (time.perf_counter() - started)
     print(f"{count} images")
     print(f"decoder alone, 1 process: {raw_rate:.0f} images/s ({len(sample)} images)")

@@ -13,28 +13,30 @@ from visionbench.data.decode import (
     to_mode,
 )
 from visionbench.data.hamming import popcount64
+from visionbench.readers import Raster
 from visionbench.schemas.data import PreprocessConfig
 
 
 def test_resize_modes_give_requested_shape():
     image = Image.new("RGB", (40, 20), (200, 10, 10))
     for how in ("stretch", "letterbox", "center_crop"):
-        pixels, facts = preprocess(image, PreprocessConfig(size=(16, 12), resize=how))
+        pixels, facts = preprocess(Raster.of(image), PreprocessConfig(size=(16, 12), resize=how))
         assert pixels.shape == (16, 12, 3)
         assert (facts.width, facts.height) == (40, 20)
 
 
 def test_letterbox_pads_with_black_and_keeps_content():
     image = Image.new("L", (40, 20), 255)
-    pixels, _ = preprocess(image, PreprocessConfig(size=16, resize="letterbox", color="grayscale"))
+    settings = PreprocessConfig(size=16, resize="letterbox", color="grayscale")
+    pixels, _ = preprocess(Raster.of(image), settings)
     assert pixels[0, :, 0].max() == 0 and pixels[-1, :, 0].max() == 0
     assert pixels[8, :, 0].min() == 255
 
 
 def test_grayscale_and_gray3_store_one_channel():
     image = pattern(1, 0)
-    assert preprocess(image, PreprocessConfig(color="grayscale"))[0].shape[-1] == 1
-    assert preprocess(image, PreprocessConfig(color="gray3"))[0].shape[-1] == 1
+    assert preprocess(Raster.of(image), PreprocessConfig(color="grayscale"))[0].shape[-1] == 1
+    assert preprocess(Raster.of(image), PreprocessConfig(color="gray3"))[0].shape[-1] == 1
     assert PreprocessConfig(color="gray3").channels == 3
 
 
@@ -53,10 +55,10 @@ def test_exif_orientation_is_applied():
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", exif=exif)
     buffer.seek(0)
-    _, facts = preprocess(Image.open(buffer), PreprocessConfig())
+    _, facts = preprocess(Raster.of(Image.open(buffer)), PreprocessConfig())
     assert (facts.width, facts.height) == (10, 30)
     buffer.seek(0)
-    _, raw = preprocess(Image.open(buffer), PreprocessConfig(exif=False))
+    _, raw = preprocess(Raster.of(Image.open(buffer)), PreprocessConfig(exif=False))
     assert (raw.width, raw.height) == (30, 10)
 
 
@@ -98,8 +100,8 @@ def test_exact_hash_depends_on_pixels_and_shape():
 def test_equalize_spreads_a_dim_image_over_the_full_range():
     rng = np.random.default_rng(0)
     dim = Image.fromarray(rng.integers(40, 90, (32, 32), dtype=np.uint8), "L")
-    plain, _ = preprocess(dim, PreprocessConfig(color="grayscale"))
-    spread, _ = preprocess(dim, PreprocessConfig(color="grayscale", equalize=True))
+    plain, _ = preprocess(Raster.of(dim), PreprocessConfig(color="grayscale"))
+    spread, _ = preprocess(Raster.of(dim), PreprocessConfig(color="grayscale", equalize=True))
     assert plain.max() < 90 and spread.max() == 255 and spread.min() < 10
     # Equalisation keeps the order of grey levels: brighter stays brighter.
     flat_plain, flat_spread = plain.ravel(), spread.ravel()

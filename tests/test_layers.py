@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "visionbench"
 LAYERS = [
     ("visionbench.version", "visionbench.errors", "visionbench.fileio",
      "visionbench.registry", "visionbench.display", "visionbench.pictures",
-     "visionbench.rasters", "visionbench.csvcells"),
+     "visionbench.rasters", "visionbench.readers", "visionbench.csvcells"),
     ("visionbench.schemas",),
     ("visionbench.rundir",),
     ("visionbench.data",),

@@ -642,6 +642,10 @@ def _print_inspection(inspection: Inspection, shift: ShiftDocument | None) -> No
             f"{split}: source sizes {stats.width.min}-{stats.width.max} px wide, "
             f"{stats.distinct_sizes} distinct; modes {stats.modes}; formats {stats.formats}"
         )
+        for keyword, counts in stats.dicom.items():
+            shown = ", ".join(f"{value}: {count}" for value, count in counts.items())
+            stdout.print(f"  DICOM {keyword} (varies): {shown}", highlight=False,
+                         soft_wrap=True)
     variance = inspection.variance
     if variance is not None:
         stdout.print(f"({'+'.join(variance.computed_on)}) "

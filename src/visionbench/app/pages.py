@@ -19,13 +19,15 @@ import streamlit as st
 from visionbench import display
 from visionbench.app.launch import REPORT_URL, AppSettings
 from visionbench.app.uploads import UploadLimits, screen_uploads
+from visionbench.data.decode import as_shown
 from visionbench.errors import UserError
 from visionbench.evaluate.leaderboard import board_table, recommendation_sentence
 from visionbench.predict import Explanation, Prediction, Predictor, load
 from visionbench.predict.shift import FEWEST
 from visionbench.predict.stream import RowWriter
-from visionbench.rasters import open_raster
+from visionbench.readers import read_raster
 from visionbench.rundir import Leaderboard, RunFolder, ShiftDocument, Status
+from visionbench.schemas.data import PreprocessConfig
 
 LIMITS = UploadLimits()
 # The session-state key under which the predict page keeps the predictions it shows.
@@ -58,13 +60,13 @@ def _predictions(run_dir: str, model: str, images: tuple[bytes, ...]) -> list[Pr
 THUMBNAIL = 384
 
 
-def thumbnail(image: bytes) -> np.ndarray | None:
-    """The dropped image as visionbench's own reader decodes it, at most THUMBNAIL pixels a
-    side (uint8 RGB), or None when it is not an image visionbench reads."""
+def thumbnail(image: bytes, settings: PreprocessConfig) -> np.ndarray | None:
+    """The dropped image as visionbench's own readers decode it and the run sees it (a
+    DICOM through its window, MONOCHROME1 inverted), at most THUMBNAIL pixels a side (uint8
+    RGB), or None when it is not an image visionbench reads."""
     try:
-        with open_raster(io.BytesIO(image)) as opened:
-            opened.draft("RGB", (THUMBNAIL, THUMBNAIL))  # JPEGs decode small directly
-            picture = opened.convert("RGB")
+        with read_raster(io.BytesIO(image), frame=settings.frame) as raster:
+            picture = as_shown(raster, settings, "RGB")
     except (UserError, OSError, ValueError):
         return None
     picture.thumbnail((THUMBNAIL, THUMBNAIL))
@@ -206,7 +208,7 @@ def _show(predictor: Predictor, prediction: Prediction, image: bytes, position: 
                        "do not rely on the answer below."))
     st.subheader(plain(f"{prediction.source}: {prediction.predicted} ({top:.1%})"))
     left, middle, right = st.columns([1, 2, 1])
-    shown = thumbnail(image)
+    shown = thumbnail(image, predictor.decode_settings)
     if shown is not None:
         left.image(shown, caption="as dropped", width="stretch")
     middle.plotly_chart(_bars(predictor, probabilities), key=f"probabilities-{position}",

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 
 from visionbench import display
-from visionbench.rasters import EXTENSIONS
+from visionbench.readers import EXTENSIONS
 
 
 @dataclass(frozen=True)

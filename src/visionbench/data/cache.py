@@ -36,7 +36,8 @@ from visionbench.data.decode import ImageFacts, preprocess
 from visionbench.data.sources import SourceData
 from visionbench.errors import UserError
 from visionbench.fileio import atomic_dir, write_json
-from visionbench.rasters import decode_threads, open_raster
+from visionbench.rasters import decode_threads
+from visionbench.readers import Raster, read_raster, reader_for
 from visionbench.schemas.data import PreprocessConfig
 
 CACHE_FORMAT = 1
@@ -119,6 +120,10 @@ def _decode_params(config: PreprocessConfig) -> dict[str, object]:
         "margin_threshold": config.margin_threshold if config.crop_margins else None,
         # Named only when on, so entries made before the option existed stay valid.
         **({"equalize": True} if config.equalize else {}),
+        **({"window": config.model_dump(mode="json")["window"]}
+           if config.window != "auto" else {}),
+        **({"invert_monochrome1": False} if not config.invert_monochrome1 else {}),
+        **({"frame": config.frame} if config.frame is not None else {}),
     }
 
 
@@ -186,8 +191,7 @@ def _output_shape(source: SourceData, config: PreprocessConfig) -> tuple[int, in
     assert source.paths is not None
     for path in source.paths:
         try:
-            with open_raster(path) as image:
-                sizes.setdefault(image.size, str(path))
+            sizes.setdefault(reader_for(path).size(path), str(path))
         except Exception:
             continue
     if len(sizes) > 1:
@@ -202,19 +206,17 @@ def _output_shape(source: SourceData, config: PreprocessConfig) -> tuple[int, in
     return (height, width, channels)
 
 
-def _open(item: Path | np.ndarray) -> Image.Image:
+def _open(item: Path | np.ndarray, frame: int | None) -> Raster:
     if isinstance(item, Path):
-        image = open_raster(item)
-        image.load()
-        return image
-    return Image.fromarray(item)
+        return read_raster(item, frame=frame)
+    return Raster.of(Image.fromarray(item))
 
 
 def decode_item(item: Path | np.ndarray, config: PreprocessConfig) -> np.ndarray:
     """One image (a file or an array row) decoded as the cache would hold it."""
     try:
-        with _open(item) as image:
-            return preprocess(image, config)[0]
+        with _open(item, config.frame) as raster:
+            return preprocess(raster, config)[0]
     except Exception as exc:  # PIL raises many types for unreadable files
         raise UserError(f"cannot read image {item if isinstance(item, Path) else 'row'}: "
                         f"{_describe_failure(exc)}") from None
@@ -251,8 +253,8 @@ def _decode_chunk(
     results: list[tuple[int, ImageFacts | str]] = []
     for item, position in zip(items, positions, strict=True):
         try:
-            with _open(item) as image:
-                pixels, facts = preprocess(image, config)
+            with _open(item, config.frame) as raster:
+                pixels, facts = preprocess(raster, config)
         except Exception as exc:
             results.append((position, _describe_failure(exc)))
             continue

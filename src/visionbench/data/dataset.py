@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,9 +33,10 @@ from visionbench.data.duplicates import (
 from visionbench.data.groups import group_names, group_pairs, group_summary
 from visionbench.data.labels import LabelMapping, map_labels
 from visionbench.data.normalize import Normalization, resolve_normalization
-from visionbench.data.sources import SourceData
+from visionbench.data.sources import DataSource, SourceData
 from visionbench.data.splits import assign_splits, check_classes, stratified_group_folds
 from visionbench.errors import UserError
+from visionbench.readers import refuse_missing
 from visionbench.rundir.documents import (
     CacheRecord,
     DataRecord,
@@ -45,7 +47,6 @@ from visionbench.rundir.documents import (
     PositiveGroupRecord,
     SplitPolicy,
 )
-from visionbench.schemas.data import DataCommon
 
 SPLITS = ("train", "val", "test")
 SMALL_TEST_CLASS = 20
@@ -55,7 +56,7 @@ SMALL_TEST_CLASS = 20
 class PreparedData:
     """Decoded images with their labels and splits; `images[index[i]]` is image `i`."""
 
-    config: DataCommon
+    config: DataSource
     classes: list[str]
     images: np.ndarray
     index: np.ndarray
@@ -67,6 +68,8 @@ class PreparedData:
     decoded: Decoded
     # Which images must stay together (duplicates, split.group_by): what folds keep whole.
     groups: np.ndarray | None = None
+    # The file of each image (`ids` order), for sources of files; None for arrays.
+    paths: list[Path] | None = None
     _record: DataRecord | None = field(default=None, repr=False)
     _normalization: Normalization | None = field(default=None, repr=False)
 
@@ -152,10 +155,10 @@ class PreparedData:
         return replace(self, split=split, _normalization=None)
 
 
-def load_images(config: DataCommon, ids: list[str], size: tuple[int, int]) -> np.ndarray:
+def load_images(config: DataSource, ids: list[str], size: tuple[int, int]) -> np.ndarray:
     """uint8 (N, H, W, C as a model sees them) images of the source's entries `ids`, decoded
     at `size` exactly as the run's cache held them, without preparing the rest of the data."""
-    source: SourceData = config.load()  # type: ignore[attr-defined]
+    source = config.load()
     where = {image_id: i for i, image_id in enumerate(source.ids)}
     missing = [i for i in ids if i not in where]
     if missing:
@@ -183,9 +186,11 @@ def _counts(targets: np.ndarray, mask: np.ndarray, classes: list[str]) -> dict[s
     return {name: int(counted.get(i, 0)) for i, name in enumerate(classes)}
 
 
-def prepare_data(config: DataCommon) -> PreparedData:
+def prepare_data(config: DataSource) -> PreparedData:
     """Load, label, decode (cached), deduplicate-check and split the data `config` names."""
-    source: SourceData = config.load()  # type: ignore[attr-defined]
+    source = config.load()
+    if source.paths is not None:
+        refuse_missing(source.paths, source.description or "the data")
     labels = map_labels(source.labels, config.labels)
     keep = np.flatnonzero(labels.targets >= 0)
     labelled = _counts(labels.targets[keep], np.ones(len(keep), bool), labels.classes)
@@ -279,7 +284,7 @@ def prepare_data(config: DataCommon) -> PreparedData:
 
     data = PreparedData(
         config, labels.classes, decoded.images, index, ids, targets, split, fold, labels, decoded,
-        groups,
+        groups, None if source.paths is None else [source.paths[i] for i in index.tolist()],
     )
     grouped = (group_summary(config.split.group_by, names, split)
                if names is not None and config.split.group_by is not None else None)

@@ -1,8 +1,9 @@
-"""Decoding one image: EXIF orientation, colour mode, dark-margin crop, resize, hashes.
+"""Decoding one image: wide grey values mapped to 0-255, EXIF orientation, colour mode,
+dark-margin crop, resize, hashes.
 
-Everything here works on one image at a time and is pure, so the cache can run it in a
-process pool. The perceptual hash is a DCT hash (pHash): 64 bits that change little when
-an image is re-encoded, resized or slightly brightened.
+Everything here works on one picture a reader gave (`readers.Raster`) at a time and is
+pure, so the cache can run it in a process pool. The perceptual hash is a DCT hash (pHash):
+64 bits that change little when an image is re-encoded, resized or slightly brightened.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-from visionbench.schemas.data import PreprocessConfig
+from visionbench.errors import UserError
+from visionbench.readers import Raster
+from visionbench.schemas.data import FixedWindow, PercentileWindow, PreprocessConfig, WindowRule
 
 # Pixel formats PIL would clip when converting to 8 bits (16-bit medical PNGs, floats).
 _WIDE_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -31,13 +34,57 @@ class ImageFacts:
     phash: int
 
 
-def to_mode(image: Image.Image, mode: str) -> Image.Image:
-    """Convert to `L` or `RGB`, rescaling wide integer/float images instead of clipping."""
+def window_levels(values: np.ndarray, center: float, width: float) -> np.ndarray:
+    """DICOM's linear window (PS3.3 C.11.2.1.2.1): values below `center - 0.5 - (width -
+    1) / 2` are 0, above `center - 0.5 + (width - 1) / 2` are 255, linear between; as
+    float64 levels, not yet rounded.
+
+    Example:
+        >>> window_levels(np.array([0.0, 40.0, 1000.0]), 40, 400).round(1).tolist()
+        [102.3, 127.8, 255.0]
+    """
+    span = max(width - 1.0, 1e-12)
+    levels = ((values - (center - 0.5)) / span + 0.5) * 255.0
+    return np.clip(levels, 0.0, 255.0)
+
+
+def _stretch(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    scale = 255.0 / (high - low) if high > low else 0.0
+    return np.clip((values - low) * scale, 0.0, 255.0)
+
+
+def to_levels(values: np.ndarray, rule: WindowRule, file_window: tuple[float, float] | None
+              ) -> np.ndarray:
+    """Wide grey values (16-bit, DICOM after its rescale) as uint8 levels by `rule` (see
+    `schemas.data.WindowRule`); `file_window` is the (center, width) the file gives.
+
+    Example:
+        >>> to_levels(np.array([[0.0, 500.0, 1000.0]]), "range", None).tolist()
+        [[0, 128, 255]]
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if isinstance(rule, FixedWindow):
+        levels = window_levels(values, rule.center, rule.width)
+    elif isinstance(rule, PercentileWindow):
+        low, high = np.percentile(values, rule.percentiles)
+        levels = _stretch(values, float(low), float(high))
+    elif rule in ("auto", "file") and file_window is not None:
+        levels = window_levels(values, *file_window)
+    elif rule == "file":
+        raise UserError("data.preprocess.window is `file`, but this image gives no window "
+                        "(DICOM Window Center/Width): use auto, range, a fixed window or "
+                        "percentiles")
+    else:
+        levels = _stretch(values, float(values.min()), float(values.max()))
+    return np.rint(levels).astype(np.uint8)
+
+
+def to_mode(image: Image.Image, mode: str, rule: WindowRule = "auto",
+            file_window: tuple[float, float] | None = None) -> Image.Image:
+    """Convert to `L` or `RGB`; wide integer/float grey images are mapped to 0-255 by
+    `rule` (`to_levels`) instead of being clipped."""
     if image.mode in _WIDE_MODES:
-        values = np.asarray(image, dtype=np.float64)
-        low, high = float(values.min()), float(values.max())
-        scale = 255.0 / (high - low) if high > low else 0.0
-        image = Image.fromarray(np.rint((values - low) * scale).astype(np.uint8), "L")
+        image = Image.fromarray(to_levels(np.asarray(image), rule, file_window), "L")
     elif image.mode in ("RGBA", "LA", "P", "PA") and mode == "RGB":
         # Transparent pixels become black rather than whatever colour they hide.
         rgba = image.convert("RGBA")
@@ -117,12 +164,23 @@ def resize(image: Image.Image, size: tuple[int, int], how: str) -> Image.Image:
     raise ValueError(f"unknown resize {how!r}")
 
 
-def preprocess(image: Image.Image, config: PreprocessConfig) -> tuple[np.ndarray, ImageFacts]:
-    """Decode-time preprocessing of one opened image -> (H, W, C) uint8 pixels and facts."""
-    source_mode, source_format = image.mode, image.format or ""
+def as_shown(raster: Raster, config: PreprocessConfig, mode: str | None = None
+             ) -> Image.Image:
+    """The picture as it is seen, in `mode` (default the cache's): upright (EXIF), wide
+    grey values mapped to 0-255 by `config.window`, MONOCHROME1 inverted."""
+    image = raster.image
     if config.exif:
         image = ImageOps.exif_transpose(image)
-    image = to_mode(image, config.decode_mode)
+    image = to_mode(image, mode or config.decode_mode, config.window, raster.window)
+    if raster.monochrome1 and config.invert_monochrome1:
+        image = ImageOps.invert(image)
+    return image
+
+
+def preprocess(raster: Raster, config: PreprocessConfig) -> tuple[np.ndarray, ImageFacts]:
+    """Decode-time preprocessing of one read picture -> (H, W, C) uint8 pixels and facts."""
+    source_mode, source_format = raster.mode, raster.format
+    image = as_shown(raster, config)
     pixels = np.asarray(image)
     facts = ImageFacts(
         width=image.width,

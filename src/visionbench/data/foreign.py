@@ -16,7 +16,7 @@ import numpy as np
 from visionbench.data.cache import decode_item
 from visionbench.data.decode import with_channels
 from visionbench.errors import UserError
-from visionbench.rasters import EXTENSIONS
+from visionbench.readers import EXTENSIONS, is_image
 from visionbench.schemas.data import PreprocessConfig
 
 # Images read from one foreign folder at most (in name order): enough for an AUROC with a
@@ -33,8 +33,8 @@ def folder_images(path: Path, settings: PreprocessConfig) -> np.ndarray:
         raise UserError(f"evaluate.unfamiliar.foreign: {path} does not exist (or is a "
                         "link): name a folder of images unlike the training images")
     files = ([path] if path.is_file() else
-             sorted(f for f in path.rglob("*") if f.suffix.lower() in EXTENSIONS
-                    and f.is_file() and not f.is_symlink()))[:FOLDER_LIMIT]
+             sorted(f for f in path.rglob("*") if f.is_file() and not f.is_symlink()
+                    and is_image(f)))[:FOLDER_LIMIT]
     pictures = []
     for file in files:
         try:

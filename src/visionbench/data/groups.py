@@ -13,6 +13,7 @@ import numpy as np
 
 from visionbench.data.sources import SourceData
 from visionbench.errors import UserError
+from visionbench.readers.dicom import read_tags
 from visionbench.rundir.documents import GroupFindings, Straddling
 from visionbench.schemas.data import GroupBy
 
@@ -34,12 +35,33 @@ def group_names(group_by: GroupBy, source: SourceData) -> list[str | None]:
             raise UserError(f"split.group_by.column {group_by.column!r} is not a column of "
                             f"{source.description or 'the source'}; its columns: {offered}")
         return [value or None for value in source.columns[group_by.column]]
+    if group_by.dicom is not None:
+        return _dicom_groups(group_by.dicom, source)
     pattern = re.compile(group_by.pattern or "")
     names: list[str | None] = []
     for image_id in source.ids:
         found = pattern.search(image_id)
         names.append(None if found is None else
                      (found.group(1) if pattern.groups else found.group(0)) or None)
+    return names
+
+
+def _dicom_groups(keyword: str, source: SourceData) -> list[str | None]:
+    """The value of attribute `keyword` in each file's DICOM header (None: not a DICOM
+    file, or without the attribute)."""
+    if source.paths is None:
+        raise UserError(f"split.group_by: dicom:{keyword} reads DICOM files, but "
+                        f"{source.description or 'the source'} holds arrays")
+    names: list[str | None] = []
+    for path in source.paths:
+        try:
+            names.append(read_tags(path, [keyword]).get(keyword))
+        except UserError:
+            names.append(None)
+    if all(name is None for name in names):
+        raise UserError(f"split.group_by: no file of {source.description or 'the source'} "
+                        f"has the DICOM attribute {keyword}: check the keyword, or group "
+                        "by a pattern in the file names")
     return names
 
 

@@ -21,8 +21,10 @@ import numpy as np
 from visionbench.data.dataset import SPLITS, PreparedData
 from visionbench.data.duplicates import place_label
 from visionbench.data.quality import image_quality
+from visionbench.errors import UserError
 from visionbench.fileio import write_json
 from visionbench.pictures import PNG_OPTIONS, contact_sheet, save_png, tile
+from visionbench.readers.dicom import read_tags
 from visionbench.rundir.documents import (
     ClassSpread,
     ClassVariance,
@@ -33,6 +35,12 @@ from visionbench.rundir.documents import (
 from visionbench.rundir.layout import class_chart, duplicate_pairs_chart, sample_chart
 
 CHUNK = 256
+# The DICOM attributes `inspect` compares between splits, and how many values it lists.
+DESCRIBED = ("Modality", "Manufacturer", "ManufacturerModelName", "PixelSpacing",
+             "WindowCenter", "WindowWidth", "PhotometricInterpretation", "BitsStored",
+             "InstitutionName")
+ABSENT = "absent"
+VALUES_SHOWN = 6
 SAMPLES_PER_CLASS = 8
 THUMBNAIL = 128
 
@@ -56,6 +64,35 @@ def image_statistics(data: PreparedData) -> dict[str, ImageStats]:
             formats=dict(Counter(data.decoded.formats[p] or "array" for p in positions.tolist())),
         )
     return stats
+
+
+def dicom_attributes(data: PreparedData) -> dict[str, dict[str, dict[str, int]]]:
+    """Per split, the counts of each value of the DICOM attributes in `DESCRIBED` that vary
+    across the data's DICOM files (a classic source of shift between hospitals: another
+    manufacturer, pixel spacing or window); empty when the data holds no DICOM file."""
+    positions = [p for p, where in enumerate(data.index.tolist())
+                 if data.decoded.formats[where] == "DICOM"]
+    if data.paths is None or not positions:
+        return {}
+    values: dict[str, list[str]] = {keyword: [] for keyword in DESCRIBED}
+    for position in positions:
+        try:
+            found = read_tags(data.paths[position], list(DESCRIBED))
+        except UserError:
+            found = {}
+        for keyword in DESCRIBED:
+            values[keyword].append(found.get(keyword, ABSENT))
+    varying = [keyword for keyword in DESCRIBED if len(set(values[keyword])) > 1]
+    splits = data.split[positions]
+    by_split: dict[str, dict[str, dict[str, int]]] = {}
+    for split in SPLITS:
+        members = np.flatnonzero(splits == split)
+        if len(members) == 0:
+            continue
+        by_split[split] = {keyword: dict(Counter(values[keyword][m] for m in members.tolist()
+                                                 ).most_common(VALUES_SHOWN))
+                           for keyword in varying}
+    return by_split
 
 
 def _size_range(sides: np.ndarray) -> SizeRange:
@@ -204,6 +241,9 @@ def inspect_data(data: PreparedData, out_dir: Path) -> Inspection:
         artifacts.append(str(sample_grid(data, label, sample_chart(out_dir, name))))
     record = data.record.model_dump(exclude_unset=True,
                                     exclude={"schema_version", "checksum", "ids_note"})
-    return Inspection(**record, image_stats=image_statistics(data),
+    stats = image_statistics(data)
+    for split, attributes in dicom_attributes(data).items():
+        stats[split].dicom = attributes
+    return Inspection(**record, image_stats=stats,
                       variance=_cached_variance(data), quality=image_quality(data, out_dir),
                       artifacts=artifacts)

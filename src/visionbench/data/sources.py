@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 
 from visionbench.errors import UserError
-from visionbench.rasters import EXTENSIONS
+from visionbench.readers import EXTENSIONS, is_image
 from visionbench.registry import Registry
 from visionbench.schemas.data import DataCommon
 
@@ -39,7 +39,16 @@ SPLIT_ALIASES = {
     "testing": "test",
 }
 
-SOURCES: Registry[type[DataCommon]] = Registry("data source")
+class DataSource(DataCommon):
+    """A data source's config: the settings every source shares, its own fields, and
+    `load`, which lists what the source holds. Every registered source is one."""
+
+    def load(self) -> SourceData:
+        """What the source holds, before decoding (paths or arrays, labels, given splits)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how to load")
+
+
+SOURCES: Registry[type[DataSource]] = Registry("data source")
 
 
 @dataclass
@@ -160,7 +169,7 @@ def _scan_class_folders(root: Path, split: str | None, data: _Listing) -> None:
                 data.odd_names.append(relative.encode("utf-8", "surrogateescape").decode(
                     "utf-8", "backslashreplace"))
                 continue
-            if file.suffix.lower() in EXTENSIONS:
+            if is_image(file):
                 data.add(file, class_dir.name, split)
                 images += 1
             else:
@@ -208,7 +217,7 @@ class _Listing:
 
 
 @SOURCES.register("folder")
-class FolderSource(DataCommon):
+class FolderSource(DataSource):
     """A folder with one sub-folder per class; the tool makes every split."""
 
     source: Literal["folder"]
@@ -223,7 +232,7 @@ class FolderSource(DataCommon):
 
 
 @SOURCES.register("presplit")
-class PresplitSource(DataCommon):
+class PresplitSource(DataSource):
     """Pre-split folders: `path/<split>/<class>/...`, e.g. `Training/` and `Testing/`.
 
     `splits` maps `train`/`val`/`test` to folder names; by default the folder names are
@@ -337,7 +346,7 @@ def _array_source(
 
 
 @SOURCES.register("npz")
-class NpzSource(DataCommon):
+class NpzSource(DataSource):
     """Arrays in a `.npz`: MedMNIST keys (`train_images`, `train_labels`, `val_...`,
     `test_...`) or Keras-style keys (`x_train`, `y_train`, `x_test`, `y_test`)."""
 
@@ -402,7 +411,7 @@ _IDX_IMAGES = re.compile(r"^(?P<prefix>.+?)[-.]images?[-.]idx3[-.]ubyte(\.gz)?$"
 
 
 @SOURCES.register("idx")
-class IdxSource(DataCommon):
+class IdxSource(DataSource):
     """MNIST IDX files in a folder: `<prefix>-images-idx3-ubyte[.gz]` with the matching
     `<prefix>-labels-idx1-ubyte[.gz]`; prefix `train` gives the training split, `t10k` or
     `test` the test split."""
@@ -437,7 +446,7 @@ class IdxSource(DataCommon):
 
 
 @SOURCES.register("csv")
-class CsvSource(DataCommon):
+class CsvSource(DataSource):
     """A CSV manifest with a header `path,label[,split]`; relative paths are taken from
     `root` (default: the CSV's folder) and must stay inside it unless `allow_outside_root`."""
 
@@ -500,7 +509,7 @@ class CsvSource(DataCommon):
 
 
 @SOURCES.register("digits")
-class DigitsSource(DataCommon):
+class DigitsSource(DataSource):
     """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes); works offline."""
 
     source: Literal["digits"]
@@ -522,7 +531,7 @@ _TORCHVISION_SETS = {
 
 
 @SOURCES.register("torchvision")
-class TorchvisionSource(DataCommon):
+class TorchvisionSource(DataSource):
     """torchvision's MNIST, Fashion-MNIST or CIFAR-10 under `root`; downloaded only when
     `download: true`."""
 

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from visionbench.errors import UserError
-from visionbench.rasters import EXTENSIONS
+from visionbench.readers import is_image
 
 
 def expand_inputs(arguments: list[str], *, allow_outside: bool = False) -> list[Path]:
@@ -80,13 +80,14 @@ def _from_folder(folder: Path) -> list[Path]:
 
 
 def not_an_image(path: Path) -> str | None:
-    """Why `path` is skipped without being read (its name is not an image's), or None.
+    """Why `path` is skipped without being decoded (neither its extension nor, for a file
+    without one, its first bytes are an image format's), or None.
 
     Example:
         >>> not_an_image(Path("notes.txt")), not_an_image(Path("scan.PNG"))
         ('not an image file (.txt): skipped', None)
     """
-    if path.suffix.lower() in EXTENSIONS:
+    if is_image(path):
         return None
     return f"not an image file ({path.suffix.lower() or 'no extension'}): skipped"
 

@@ -36,7 +36,7 @@ from visionbench.evaluate.unfamiliar import Scorer
 from visionbench.models.outputs import OUTPUTS
 from visionbench.pictures import heat_overlay
 from visionbench.predict.training import TrainingIndex, training_file
-from visionbench.rasters import open_raster
+from visionbench.readers import Raster, read_raster
 from visionbench.rundir.documents import (
     Comparison,
     ConformalSets,
@@ -171,13 +171,13 @@ class Predictor:
         decoded at once beside this one (they share the pixel limit's memory)."""
         try:
             if isinstance(image, Path | str | IOBase):
-                with open_raster(image, threads=threads, follow_links=False) as opened:
-                    opened.load()
-                    pixels, facts = preprocess(opened, self.decode_settings)
+                with read_raster(image, threads=threads, follow_links=False,
+                                 frame=self.decode_settings.frame) as raster:
+                    pixels, facts = preprocess(raster, self.decode_settings)
             else:
                 if isinstance(image, np.ndarray):
                     image = Image.fromarray(image)
-                pixels, facts = preprocess(image, self.decode_settings)
+                pixels, facts = preprocess(Raster.of(image), self.decode_settings)
         except UserError as exc:
             raise UserError(f"cannot read image: {exc}") from None
         except Exception as exc:  # PIL raises many types for unusable images

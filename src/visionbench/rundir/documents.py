@@ -520,6 +520,10 @@ class ImageStats(Part):
     most_common_sizes: list[str] = Field(description="'WxH: count', the three most common.")
     modes: dict[str, int]
     formats: dict[str, int]
+    dicom: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="DICOM attributes whose value varies across the "
+        "data (modality, manufacturer, pixel spacing, window, ...): each value's count in "
+        "this split, the commonest first; 'absent' counts files without it.")
 
 
 class ClassSpread(Part):

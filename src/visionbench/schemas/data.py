@@ -30,6 +30,36 @@ class MeanStd(StrictModel):
 NormalizeName = Literal["unit", "standardize", "dataset", "imagenet"]
 
 
+class FixedWindow(StrictModel):
+    """A display window in the image's own units (Hounsfield units for CT after the
+    DICOM rescale): values from `center - width/2` to `center + width/2` span 0-255."""
+
+    center: float
+    width: float = Field(gt=0)
+
+
+class PercentileWindow(StrictModel):
+    """A stretch between two percentiles of each image's own values: robust to a few
+    extreme pixels (a marker, a metal implant)."""
+
+    percentiles: tuple[float, float]
+
+    @field_validator("percentiles")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0 <= low < high <= 100:
+            raise ValueError("percentiles: two numbers with 0 <= low < high <= 100")
+        return value
+
+
+# How grey values wider than 8 bits (16-bit PNG/TIFF, DICOM) become 0-255: `auto` the
+# file's own window (DICOM Window Center/Width) when it gives one, else each image's range;
+# `file` the file's window, and a file without one is not read; `range` each image's minimum
+# to maximum; a fixed window; percentiles of each image.
+WindowRule = Literal["auto", "file", "range"] | FixedWindow | PercentileWindow
+
+
 class PreprocessConfig(StrictModel):
     """How every image is decoded, once, into the uint8 cache (and normalised later).
 
@@ -47,6 +77,15 @@ class PreprocessConfig(StrictModel):
     margin_threshold: int = Field(10, ge=0, le=254)
     equalize: bool = False
     normalize: NormalizeName | MeanStd = "unit"
+    window: WindowRule = Field(
+        "auto", description="How grey values wider than 8 bits (16-bit PNG/TIFF, DICOM) "
+        "become 0-255: auto (the DICOM file's window, else the image's range), file, range, "
+        "{center, width} or {percentiles: [low, high]}.")
+    invert_monochrome1: bool = Field(
+        True, description="Show DICOM MONOCHROME1 images (stored inverted) as MONOCHROME2.")
+    frame: int | None = Field(
+        None, ge=0, description="Which frame of a multi-frame DICOM to read (0 the first); "
+        "unset, a multi-frame file is not read.")
 
     @field_validator("size", mode="before")
     @classmethod
@@ -77,22 +116,29 @@ class PreprocessConfig(StrictModel):
 class GroupBy(StrictModel):
     r"""Images that belong together (one patient, one session), kept in one split and one
     fold: a regular expression searched in each image's id (its path under the data
-    folder; the first capture group, or else the whole match, names the group), or a column
-    of a CSV manifest. A pattern can be written alone: `group_by: 'person\d+'`. An image
-    the pattern does not match, or with an empty column, is a group of its own."""
+    folder; the first capture group, or else the whole match, names the group), a column
+    of a CSV manifest, or a DICOM attribute of each file (`dicom:PatientID`, any keyword).
+    A pattern can be written alone: `group_by: 'person\d+'`. An image the pattern does not
+    match, with an empty column or without the attribute, is a group of its own."""
 
     pattern: str | None = None
     column: str | None = None
+    dicom: str | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.startswith(DICOM_PREFIX):
+            return {"dicom": value.removeprefix(DICOM_PREFIX)}
         return {"pattern": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _one_way(self) -> GroupBy:
-        if (self.pattern is None) == (self.column is None):
-            raise ValueError("give one of pattern (a regular expression) or column")
+        if sum(way is not None for way in (self.pattern, self.column, self.dicom)) != 1:
+            raise ValueError("give one of pattern (a regular expression), column, or "
+                             "dicom (an attribute keyword such as PatientID)")
+        if self.dicom is not None:
+            _check_dicom_keyword(self.dicom)
         if self.pattern is not None:
             try:
                 re.compile(self.pattern)
@@ -104,8 +150,26 @@ class GroupBy(StrictModel):
     def describe(self) -> str:
         """How the groups are found, in a few words."""
         # Quoted as written: repr() would double every backslash of the pattern.
-        return (f"pattern '{self.pattern}' in the image ids" if self.pattern is not None
-                else f"CSV column '{self.column}'")
+        if self.pattern is not None:
+            return f"pattern '{self.pattern}' in the image ids"
+        if self.dicom is not None:
+            return f"DICOM attribute {self.dicom}"
+        return f"CSV column '{self.column}'"
+
+
+DICOM_PREFIX = "dicom:"
+
+
+def _check_dicom_keyword(keyword: str) -> None:
+    """Refuse a DICOM keyword that names no attribute, or pydicom missing (the extra)."""
+    try:
+        from pydicom.datadict import tag_for_keyword
+    except ImportError:
+        raise ValueError("dicom: grouping by a DICOM attribute needs the dicom extra: pip "
+                         "install 'visionbench[dicom]'") from None
+    if tag_for_keyword(keyword) is None:
+        raise ValueError(f"dicom: {keyword!r} is not a DICOM attribute keyword (e.g. "
+                         "PatientID, StudyInstanceUID, SeriesInstanceUID)")
 
 
 class SplitConfig(StrictModel):
