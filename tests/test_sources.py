@@ -5,17 +5,20 @@ import numpy as np
 import pytest
 
 from conftest import make_class_folders, pattern
-from visionbench.data.sources import SOURCES, read_idx
+from visionbench.data.sources import SOURCES, DataSource, read_idx
 from visionbench.errors import UserError
-from visionbench.schemas.data import DataCommon
 
 
-def source(kind: str, **fields) -> DataCommon:
+def source(kind: str, **fields) -> DataSource:
     return SOURCES.get(kind).model_validate({"source": kind, **fields})
 
 
 def test_every_registered_source_is_tested_here():
-    assert SOURCES.names() == ["csv", "digits", "folder", "idx", "npz", "presplit", "torchvision"]
+    # hf_dataset registers from its own module; tests/test_hf_dataset.py tests it.
+    import visionbench.data.hf_dataset  # noqa: F401
+
+    assert SOURCES.names() == ["csv", "digits", "folder", "hf_dataset", "idx", "npz",
+                               "presplit", "torchvision"]
 
 
 def test_folder_lists_images_and_counts_other_files(class_folder):

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from visionbench.data import hf_dataset  # noqa: F401 - registers source: hf_dataset
 from visionbench.data.sources import SOURCES
 from visionbench.errors import UserError
 from visionbench.models.presets import PRESETS

@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import errno
 import hashlib
+import io
 import json
 import multiprocessing
 import os
@@ -33,7 +34,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from visionbench.data.decode import ImageFacts, preprocess
-from visionbench.data.sources import SourceData
+from visionbench.data.sources import EncodedImages, SourceData
 from visionbench.errors import UserError
 from visionbench.fileio import atomic_dir, write_json
 from visionbench.rasters import decode_threads
@@ -85,8 +86,10 @@ def clear_cache(root: Path | None = None) -> CacheUsage:
     for leftover in (before.root / "decoded").glob(".*.tmp"):
         shutil.rmtree(leftover, ignore_errors=True)
     (before.root / "file-hashes.json").unlink(missing_ok=True)
-    # A local Ray's session files and logs (`runtime.executors.ray_folder`).
-    shutil.rmtree(before.root / "ray", ignore_errors=True)
+    # A local Ray's session files and logs (`runtime.executors.ray_folder`), and the Arrow
+    # copies of Parquet datasets (`data.hf_dataset`).
+    for folder in ("ray", "hf"):
+        shutil.rmtree(before.root / folder, ignore_errors=True)
     return before
 
 
@@ -172,6 +175,10 @@ def cache_key(source: SourceData, config: PreprocessConfig, cache_root: Path) ->
     digest.update("\n".join(source.ids).encode())
     if source.paths is not None:
         digest.update("\n".join(file_hashes(source.paths, cache_root)).encode())
+    elif source.encoded is not None:
+        # The dataset's own files (its ids name the rows): a changed file is a new entry.
+        digest.update("\n".join(file_hashes(source.encoded.content_files(),
+                                             cache_root)).encode())
     else:
         assert source.arrays is not None
         digest.update(f"{source.arrays.shape}{source.arrays.dtype}".encode())
@@ -188,12 +195,16 @@ def _output_shape(source: SourceData, config: PreprocessConfig) -> tuple[int, in
     if config.crop_margins:
         raise UserError("data.preprocess.crop_margins needs data.preprocess.size (e.g. 256)")
     sizes: dict[tuple[int, int], str] = {}
-    assert source.paths is not None
-    for path in source.paths:
+    for position, item in enumerate(source.items):
         try:
-            sizes.setdefault(reader_for(path).size(path), str(path))
+            if isinstance(item, Path):
+                size = reader_for(item).size(item)
+            else:
+                with _open(item, config.frame) as raster:
+                    size = raster.image.size
         except Exception:
             continue
+        sizes.setdefault(size, source.ids[position])
     if len(sizes) > 1:
         examples = ", ".join(f"{w}x{h}" for w, h in list(sizes)[:3])
         raise UserError(
@@ -206,14 +217,17 @@ def _output_shape(source: SourceData, config: PreprocessConfig) -> tuple[int, in
     return (height, width, channels)
 
 
-def _open(item: Path | np.ndarray, frame: int | None) -> Raster:
+def _open(item: Path | np.ndarray | bytes, frame: int | None) -> Raster:
     if isinstance(item, Path):
         return read_raster(item, frame=frame)
+    if isinstance(item, bytes):
+        return read_raster(io.BytesIO(item), frame=frame)
     return Raster.of(Image.fromarray(item))
 
 
-def decode_item(item: Path | np.ndarray, config: PreprocessConfig) -> np.ndarray:
-    """One image (a file or an array row) decoded as the cache would hold it."""
+def decode_item(item: Path | np.ndarray | bytes, config: PreprocessConfig) -> np.ndarray:
+    """One image (a file, an array row or an encoded image) decoded as the cache would hold
+    it."""
     try:
         with _open(item, config.frame) as raster:
             return preprocess(raster, config)[0]
@@ -242,7 +256,7 @@ def _describe_failure(exc: Exception) -> str:
 
 
 def _decode_chunk(
-    items: list[Path] | np.ndarray,
+    items: list[Path] | np.ndarray | EncodedImages,
     positions: list[int],
     images_path: str,
     config_json: str,
@@ -286,7 +300,7 @@ def _run_decode(
     images_path: Path,
     workers: int,
 ) -> list[tuple[int, ImageFacts | str]]:
-    items: list[Path] | np.ndarray = source.paths if source.paths is not None else source.arrays
+    items = source.items
     count = len(source.ids)
     config_json = config.model_dump_json()
     if workers <= 1 or count < POOL_THRESHOLD:

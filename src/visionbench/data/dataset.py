@@ -164,8 +164,7 @@ def load_images(config: DataSource, ids: list[str], size: tuple[int, int]) -> np
     if missing:
         raise UserError(f"{missing[0]} is no longer in {source.description or 'the data'}")
     settings = config.preprocess.model_copy(update={"size": tuple(size)})
-    items = source.paths if source.paths is not None else source.arrays
-    assert items is not None, "a source lists paths or arrays"
+    items = source.items
     pictures = np.stack([decode_item(items[where[i]], settings) for i in ids])
     return with_channels(pictures, config.preprocess.channels)
 
@@ -405,10 +404,10 @@ def _record(
         }
     return DataRecord(
         source=source.description,
-        ids_note=("<split>/<n> is row n (from 0) of that split's image array (<n> alone "
-                  "when the source has no splits)"
-                  if source.arrays is not None else
-                  "file paths relative to the data folder (or as the manifest lists them)"),
+        ids_note=source.ids_note or (
+            "<split>/<n> is row n (from 0) of that split's image array (<n> alone when the "
+            "source has no splits)" if source.arrays is not None else
+            "file paths relative to the data folder (or as the manifest lists them)"),
         classes=classes,
         channels=data.channels,
         image_shape=list(data.images.shape[1:3]),

@@ -51,7 +51,7 @@ def _dicom_groups(keyword: str, source: SourceData) -> list[str | None]:
     file, or without the attribute)."""
     if source.paths is None:
         raise UserError(f"split.group_by: dicom:{keyword} reads DICOM files, but "
-                        f"{source.description or 'the source'} holds arrays")
+                        f"{source.description or 'the source'} lists no files")
     names: list[str | None] = []
     for path in source.paths:
         try:

@@ -18,9 +18,10 @@ import gzip
 import os
 import re
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -51,13 +52,36 @@ class DataSource(DataCommon):
 SOURCES: Registry[type[DataSource]] = Registry("data source")
 
 
+class EncodedImages(Protocol):
+    """Images kept encoded inside a dataset's own files (a Hugging Face dataset's image
+    column), one per entry, read a batch at a time: each item is the image's bytes, or the
+    path of its file when the dataset only names it. Picklable: decode workers open the
+    dataset themselves."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, where: int | slice) -> Any: ...
+
+    def __iter__(self) -> Iterator[bytes | Path]: ...
+
+    def subset(self, keep: list[int]) -> EncodedImages:
+        """The entries at positions `keep`, in that order."""
+        ...
+
+    def content_files(self) -> list[Path]:
+        """The files holding the images, whose content keys the decode cache."""
+        ...
+
+
 @dataclass
 class SourceData:
     """What a source found, before decoding: one entry per image.
 
-    `paths` is set for file sources, `arrays` (N, H, W[, C], uint8) for array sources.
+    `paths` is set for file sources, `arrays` (N, H, W[, C], uint8) for array sources,
+    `encoded` for images kept encoded in a dataset's files.
     `splits` holds the split each image came with (`train`, `val`, `test`) or None;
-    `columns` any other column a manifest gives per image (by column name).
+    `columns` any other column a manifest gives per image (by column name); `ids_note` what
+    an id names, when neither a file path nor an array row does.
     """
 
     ids: list[str]
@@ -65,9 +89,19 @@ class SourceData:
     splits: list[str | None]
     paths: list[Path] | None = None
     arrays: np.ndarray | None = None
+    encoded: EncodedImages | None = None
     ignored: list[str] = field(default_factory=list)
     description: str = ""
     columns: dict[str, list[str]] = field(default_factory=dict)
+    ids_note: str | None = None
+
+    @property
+    def items(self) -> list[Path] | np.ndarray | EncodedImages:
+        """What each entry is read from: its path, its array row or its encoded image."""
+        for kind in (self.paths, self.arrays, self.encoded):
+            if kind is not None:
+                return kind
+        raise ValueError("a source lists paths, arrays or encoded images")
 
     def __post_init__(self) -> None:
         if not self.ids:
@@ -82,9 +116,11 @@ class SourceData:
             splits=[self.splits[i] for i in idx],
             paths=None if self.paths is None else [self.paths[i] for i in idx],
             arrays=None if self.arrays is None else self.arrays[np.asarray(idx, dtype=np.int64)],
+            encoded=None if self.encoded is None else self.encoded.subset(idx),
             ignored=self.ignored,
             description=self.description,
             columns={name: [values[i] for i in idx] for name, values in self.columns.items()},
+            ids_note=self.ids_note,
         )
 
 
@@ -99,7 +135,7 @@ def canonical_split(name: str, where: str) -> str:
         ) from None
 
 
-def _existing(path: Path, what: str, kind: str | None = None) -> Path:
+def existing(path: Path, what: str, kind: str | None = None) -> Path:
     """`path` if it exists and is of `kind` ("folder" or "file", or either when None);
     else a one-line error that says what data.path should name."""
     path = Path(path).expanduser()
@@ -225,7 +261,7 @@ class FolderSource(DataSource):
 
     def load(self) -> SourceData:
         """List the images under `path/<class>/`."""
-        root = _existing(self.path, "data folder", "folder")
+        root = existing(self.path, "data folder", "folder")
         listing = _Listing(root)
         _scan_class_folders(root, None, listing)
         return listing.to_source(f"class folders in {root}")
@@ -245,7 +281,7 @@ class PresplitSource(DataSource):
 
     def load(self) -> SourceData:
         """List the images of each split folder."""
-        root = _existing(self.path, "data folder", "folder")
+        root = existing(self.path, "data folder", "folder")
         folders = self._split_folders(root)
         listing = _Listing(root)
         for split, folder in folders.items():
@@ -356,7 +392,7 @@ class NpzSource(DataSource):
 
     def load(self) -> SourceData:
         """Read the arrays of every split found in the file."""
-        path = _existing(self.path, ".npz file", "file")
+        path = existing(self.path, ".npz file", "file")
         if not zipfile.is_zipfile(path):
             raise UserError(f"{path} is not an .npz archive (a zip of .npy arrays, as "
                             "numpy.savez writes)")
@@ -422,7 +458,7 @@ class IdxSource(DataSource):
 
     def load(self) -> SourceData:
         """Read every image/label file pair in the folder."""
-        root = _existing(self.path, "IDX folder")
+        root = existing(self.path, "IDX folder")
         files = [root] if root.is_file() else sorted(root.iterdir())
         parts = []
         for image_file in files:
@@ -457,7 +493,7 @@ class CsvSource(DataSource):
 
     def load(self) -> SourceData:
         """Read the manifest; every listed file must exist (inside the root)."""
-        manifest = _existing(self.path, "CSV manifest", "file")
+        manifest = existing(self.path, "CSV manifest", "file")
         root = (self.root or manifest.parent).expanduser()
         try:
             with manifest.open(newline="", encoding="utf-8-sig") as handle:
