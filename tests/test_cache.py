@@ -125,3 +125,59 @@ def test_a_damaged_cache_entry_is_decoded_again(class_folder, tmp_path):
     images.write_bytes(images.read_bytes()[:200])  # cut short
     again = decode(source, config, tmp_path)
     assert not again.from_cache and (np.asarray(again.images) == before).all()
+
+
+def test_over_the_disk_budget_images_are_streamed_with_the_same_pixels(class_folder, tmp_path):
+    from visionbench.data.streamed import StreamedImages
+
+    config = PreprocessConfig(size=16, crop_margins=True, margin_threshold=5)
+    stored = decode(folder_source(class_folder), config, tmp_path / "c")
+    streamed = decode(folder_source(class_folder), config, tmp_path / "c", max_gb=0)
+    assert isinstance(streamed.images, StreamedImages) and not streamed.from_cache
+    assert streamed.key == stored.key + cache_module.STREAMED
+    assert not (streamed.path / "images.npy").exists()
+    assert streamed.images.shape == stored.images.shape
+    np.testing.assert_array_equal(streamed.images[np.arange(36)], np.asarray(stored.images))
+    np.testing.assert_array_equal(streamed.images[7], stored.images[7])
+    np.testing.assert_array_equal(streamed.images[3:9:2], stored.images[3:9:2])
+    assert streamed.exact == stored.exact and (streamed.phash == stored.phash).all()
+    again = decode(folder_source(class_folder), config, tmp_path / "c", max_gb=0)
+    assert again.from_cache and isinstance(again.images, StreamedImages)
+
+
+def test_the_default_budget_is_a_share_of_the_free_disk(class_folder, tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from visionbench.data.streamed import StreamedImages
+
+    usage = namedtuple("usage", "total used free")
+    # 36 images of 16x16x3 = 27,648 bytes: half of 40,000 free bytes is too little.
+    monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda path: usage(1, 1, 40_000))
+    tight = decode(folder_source(class_folder), PreprocessConfig(size=16), tmp_path / "c")
+    assert isinstance(tight.images, StreamedImages)
+    monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda path: usage(1, 1, 10**9))
+    roomy = decode(folder_source(class_folder), PreprocessConfig(size=16), tmp_path / "c")
+    assert isinstance(roomy.images, np.memmap)
+    # Once decoded, the entry is used even when it leaves less free space than it takes.
+    monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda path: usage(1, 1, 40_000))
+    assert isinstance(decode(folder_source(class_folder), PreprocessConfig(size=16),
+                             tmp_path / "c").images, np.memmap)
+
+
+def test_a_streamed_split_is_read_a_batch_at_a_time_as_stored(class_folder, tmp_path):
+    import torch
+
+    from visionbench.config import load_config
+    from visionbench.data.dataset import prepare_data
+    from visionbench.runtime.batches import SplitImages
+
+    settings = ["data.source=folder", f"data.path={class_folder}", "data.preprocess.size=16",
+                f"data.cache_dir={tmp_path / 'c'}"]
+    stored = prepare_data(load_config("quickstart", settings).data)
+    streamed = prepare_data(load_config("quickstart", [*settings, "data.cache.max_gb=0"]).data)
+    order = torch.randperm(int((stored.split == "train").sum()), generator=torch.Generator()
+                           .manual_seed(0))
+    batches = [SplitImages(data, "train", torch.device("cpu"), memory_budget_mb=0)
+               .batches(order, 5) for data in (stored, streamed)]
+    for (mine, my_targets), (theirs, their_targets) in zip(*batches, strict=True):
+        assert torch.equal(mine, theirs) and torch.equal(my_targets, their_targets)

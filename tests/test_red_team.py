@@ -30,7 +30,7 @@ def _rows(text: str) -> list[dict[str, str]]:
 
 def test_postscript_named_as_an_image_never_reaches_ghostscript(pets_run, tmp_path,
                                                                  fake_ghostscript, capsys):
-    from visionbench.data.cache import decode_item
+    from visionbench.data.decode import decode_item
     from visionbench.schemas.data import PreprocessConfig
 
     folder = tmp_path / "scans"

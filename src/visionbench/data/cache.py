@@ -15,7 +15,6 @@ import contextlib
 import ctypes
 import errno
 import hashlib
-import io
 import json
 import multiprocessing
 import os
@@ -29,19 +28,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from rich.console import Console
 from rich.progress import Progress
 
-from visionbench.data.decode import ImageFacts, preprocess
+from visionbench.data.decode import ImageFacts, describe_failure, preprocess, read_item
 from visionbench.data.sources import EncodedImages, SourceData
+from visionbench.data.streamed import StreamedImages
 from visionbench.errors import UserError
 from visionbench.fileio import atomic_dir, write_json
 from visionbench.rasters import decode_threads
-from visionbench.readers import Raster, read_raster, reader_for
+from visionbench.readers import reader_for
 from visionbench.schemas.data import PreprocessConfig
 
 CACHE_FORMAT = 1
+# The share of the free disk the decoded images may take by default (`data.cache.max_gb`),
+# and the suffix of an entry that holds only facts, its images decoded as they are read.
+DISK_SHARE = 0.5
+STREAMED = "-streamed"
 # Below this many images a process pool costs more to start than it saves.
 POOL_THRESHOLD = 256
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
@@ -95,9 +98,10 @@ def clear_cache(root: Path | None = None) -> CacheUsage:
 
 @dataclass
 class Decoded:
-    """The decoded images of one source (rows of failed images are zeros) and their facts."""
+    """The decoded images of one source (rows of failed images are zeros; streamed, rows
+    decoded as they are read) and their facts."""
 
-    images: np.ndarray
+    images: np.ndarray | StreamedImages
     ok: np.ndarray
     failures: dict[str, str]
     width: np.ndarray
@@ -200,7 +204,7 @@ def _output_shape(source: SourceData, config: PreprocessConfig) -> tuple[int, in
             if isinstance(item, Path):
                 size = reader_for(item).size(item)
             else:
-                with _open(item, config.frame) as raster:
+                with read_item(item, config.frame) as raster:
                     size = raster.image.size
         except Exception:
             continue
@@ -217,25 +221,6 @@ def _output_shape(source: SourceData, config: PreprocessConfig) -> tuple[int, in
     return (height, width, channels)
 
 
-def _open(item: Path | np.ndarray | bytes, frame: int | None) -> Raster:
-    if isinstance(item, Path):
-        return read_raster(item, frame=frame)
-    if isinstance(item, bytes):
-        return read_raster(io.BytesIO(item), frame=frame)
-    return Raster.of(Image.fromarray(item))
-
-
-def decode_item(item: Path | np.ndarray | bytes, config: PreprocessConfig) -> np.ndarray:
-    """One image (a file, an array row or an encoded image) decoded as the cache would hold
-    it."""
-    try:
-        with _open(item, config.frame) as raster:
-            return preprocess(raster, config)[0]
-    except Exception as exc:  # PIL raises many types for unreadable files
-        raise UserError(f"cannot read image {item if isinstance(item, Path) else 'row'}: "
-                        f"{_describe_failure(exc)}") from None
-
-
 def _die_with_parent(parent: int) -> None:
     """In a decode worker, first thing: ask Linux to kill this process when its parent
     dies, so a crashed or killed run leaves no workers behind; a parent that died while
@@ -248,38 +233,35 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _describe_failure(exc: Exception) -> str:
-    if isinstance(exc, UserError):
-        return str(exc)
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}".rstrip(": ")
-
-
 def _decode_chunk(
     items: list[Path] | np.ndarray | EncodedImages,
     positions: list[int],
     images_path: str,
     config_json: str,
+    shape: tuple[int, int, int],
 ) -> list[tuple[int, ImageFacts | str]]:
-    """Decode `items` into rows `positions` of the memory-mapped `images_path`."""
+    """Decode `items` into rows `positions` of the memory-mapped `images_path`, or, for a
+    streamed entry (`images_path` empty), only learn their facts."""
     config = PreprocessConfig.model_validate_json(config_json)
-    out = np.load(images_path, mmap_mode="r+")
+    out = np.load(images_path, mmap_mode="r+") if images_path else None
     results: list[tuple[int, ImageFacts | str]] = []
     for item, position in zip(items, positions, strict=True):
         try:
-            with _open(item, config.frame) as raster:
+            with read_item(item, config.frame) as raster:
                 pixels, facts = preprocess(raster, config)
         except Exception as exc:
-            results.append((position, _describe_failure(exc)))
+            results.append((position, describe_failure(exc)))
             continue
-        if pixels.shape != out.shape[1:]:
+        if pixels.shape != shape:
             results.append(
                 (position, f"size {facts.width}x{facts.height} differs; set data.preprocess.size")
             )
             continue
-        out[position] = pixels
+        if out is not None:
+            out[position] = pixels
         results.append((position, facts))
-    out.flush()
+    if out is not None:
+        out.flush()
     return results
 
 
@@ -297,14 +279,16 @@ def _clean_stale(cache_root: Path) -> None:
 def _run_decode(
     source: SourceData,
     config: PreprocessConfig,
-    images_path: Path,
+    images_path: Path | None,
     workers: int,
+    shape: tuple[int, int, int],
 ) -> list[tuple[int, ImageFacts | str]]:
     items = source.items
     count = len(source.ids)
     config_json = config.model_dump_json()
+    target = str(images_path) if images_path is not None else ""
     if workers <= 1 or count < POOL_THRESHOLD:
-        return _decode_chunk(items, list(range(count)), str(images_path), config_json)
+        return _decode_chunk(items, list(range(count)), target, config_json, shape)
     chunk = max(16, min(256, count // (workers * 8)))
     starts = range(0, count, chunk)
     results: list[tuple[int, ImageFacts | str]] = []
@@ -322,8 +306,9 @@ def _run_decode(
                 _decode_chunk,
                 items[start : start + chunk],
                 list(range(start, min(start + chunk, count))),
-                str(images_path),
+                target,
                 config_json,
+                shape,
             )
             for start in starts
         ]
@@ -338,41 +323,65 @@ def _run_decode(
     return results
 
 
+def disk_budget(root: Path, max_gb: float | None) -> int:
+    """Bytes the decoded images may take under `root`: `max_gb`, or by default
+    `DISK_SHARE` of the space free there."""
+    if max_gb is not None:
+        return int(max_gb * 1e9)
+    root.mkdir(parents=True, exist_ok=True)
+    return int(shutil.disk_usage(root).free * DISK_SHARE)
+
+
 def decode(
     source: SourceData,
     config: PreprocessConfig,
     cache_root: Path | None = None,
     workers: int | None = None,
+    max_gb: float | None = None,
 ) -> Decoded:
-    """Decode `source` with `config`, or load the cached result of a previous identical call."""
+    """Decode `source` with `config`, or load the cached result of a previous identical
+    call. When the decoded images would take more than the disk budget (`disk_budget`),
+    only their facts are cached and the images are decoded as they are read
+    (`data.streamed.StreamedImages`): the same pixels."""
     started = time.perf_counter()
     root = Path(cache_root) if cache_root else default_cache_root()
     (root / "decoded").mkdir(parents=True, exist_ok=True)
     key = cache_key(source, config, root)
+    # A decoded entry already made is used whatever the free space now (it takes some of
+    # it); a budget said in the config is obeyed.
+    decoded_entry = root / "decoded" / key
+    shape = None
+    if source.arrays is not None or (max_gb is None and (decoded_entry / "meta.json").is_file()):
+        streamed = False  # arrays are in memory already
+    else:
+        shape = _output_shape(source, config)
+        streamed = len(source.ids) * int(np.prod(shape)) > disk_budget(root, max_gb)
+    if streamed:
+        key += STREAMED
     entry = root / "decoded" / key
     from_cache = (entry / "meta.json").is_file()
     if from_cache:
         try:
-            return _load(entry, key, from_cache, time.perf_counter() - started,
-                         len(source.ids))
+            return _load(entry, key, from_cache, time.perf_counter() - started, source, config)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             # A damaged entry (a disk fault, a hand edit): decode again rather than fail.
             shutil.rmtree(entry, ignore_errors=True)
             from_cache = False
     if not from_cache:
         _clean_stale(root)
-        shape = _output_shape(source, config)
+        shape = shape or _output_shape(source, config)
+        threads = workers or decode_threads(os.cpu_count() or 1)
         with atomic_dir(entry) as tmp:
-            images = np.lib.format.open_memmap(
-                tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(len(source.ids), *shape)
-            )
-            del images  # workers write through their own maps
-            _reserve(tmp / "images.npy", root)
-            results = _run_decode(
-                source, config, tmp / "images.npy", workers or decode_threads(os.cpu_count() or 1)
-            )
-            _write_facts(tmp, source, results, key)
-    return _load(entry, key, from_cache, time.perf_counter() - started, len(source.ids))
+            images_path = None
+            if not streamed:
+                images_path = tmp / "images.npy"
+                images = np.lib.format.open_memmap(
+                    images_path, mode="w+", dtype=np.uint8, shape=(len(source.ids), *shape))
+                del images  # workers write through their own maps
+                _reserve(images_path, root)
+            results = _run_decode(source, config, images_path, threads, shape)
+            _write_facts(tmp, source, results, key, shape if streamed else None)
+    return _load(entry, key, from_cache, time.perf_counter() - started, source, config)
 
 
 def _reserve(path: Path, root: Path) -> None:
@@ -397,6 +406,7 @@ def _write_facts(
     source: SourceData,
     results: list[tuple[int, ImageFacts | str]],
     key: str,
+    streamed_shape: tuple[int, int, int] | None,
 ) -> None:
     count = len(source.ids)
     width = np.zeros(count, np.int32)
@@ -424,16 +434,27 @@ def _write_facts(
         "formats": formats,
         "exact": exact,
         "failures": failures,
+        # Set for an entry that holds no images: their decoded shape.
+        **({"streamed": list(streamed_shape)} if streamed_shape is not None else {}),
     }
     (folder / "meta.json").write_text(json.dumps(meta))
 
 
-def _load(entry: Path, key: str, from_cache: bool, seconds: float, count: int) -> Decoded:
+def _load(entry: Path, key: str, from_cache: bool, seconds: float, source: SourceData,
+          config: PreprocessConfig) -> Decoded:
     """An entry read back and checked: every part present, one row per image."""
+    count = len(source.ids)
     meta = json.loads((entry / "meta.json").read_text())
     with np.load(entry / "facts.npz") as facts:
         width, height, phash, ok = (facts[k] for k in ("width", "height", "phash", "ok"))
-    images = np.load(entry / "images.npy", mmap_mode="r")
+    images: np.ndarray | StreamedImages
+    if "streamed" in meta:
+        if source.arrays is not None:
+            raise ValueError("arrays are never streamed")
+        height_width_channels = tuple(int(side) for side in meta["streamed"])
+        images = StreamedImages(source.items, config, height_width_channels)
+    else:
+        images = np.load(entry / "images.npy", mmap_mode="r")
     if meta.get("key") != key or len(images) != count or len(ok) != count:
         raise ValueError(f"cache entry {entry} does not match its key")
     return Decoded(

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from visionbench.data.cache import Decoded, decode, decode_item
-from visionbench.data.decode import with_channels
+from visionbench.data.cache import Decoded, decode
+from visionbench.data.decode import decode_item, with_channels
 from visionbench.data.duplicates import (
     DuplicatePairs,
     connected_groups,
@@ -35,6 +35,7 @@ from visionbench.data.labels import LabelMapping, map_labels
 from visionbench.data.normalize import Normalization, resolve_normalization
 from visionbench.data.sources import DataSource, SourceData
 from visionbench.data.splits import assign_splits, check_classes, stratified_group_folds
+from visionbench.data.streamed import StreamedImages
 from visionbench.errors import UserError
 from visionbench.readers import refuse_missing
 from visionbench.rundir.documents import (
@@ -58,7 +59,7 @@ class PreparedData:
 
     config: DataSource
     classes: list[str]
-    images: np.ndarray
+    images: np.ndarray | StreamedImages
     index: np.ndarray
     ids: list[str]
     targets: np.ndarray
@@ -203,7 +204,8 @@ def prepare_data(config: DataSource) -> PreparedData:
     source = source.subset(keep)
     targets_all = labels.targets[keep]
 
-    decoded = decode(source, config.preprocess, config.cache_dir, config.workers)
+    decoded = decode(source, config.preprocess, config.cache_dir, config.workers,
+                     config.cache.max_gb)
     index = np.flatnonzero(decoded.ok)
     if len(index) == 0:
         raise UserError(f"none of the {len(source.ids)} images could be decoded; check data.path")
@@ -290,6 +292,13 @@ def prepare_data(config: DataSource) -> PreparedData:
     if grouped is not None:
         warnings += _group_warnings(grouped)
     warnings += _split_named_classes(labels.classes)
+    if isinstance(decoded.images, StreamedImages):
+        size = decoded.images.nbytes
+        warnings.append(Notice(
+            code="streamed_images", data={"bytes": size},
+            message=f"the decoded images ({size / 1e9:.1f} GB) are over the decode cache's "
+                    "disk budget: they are decoded from their files each time they are read "
+                    "(the same pixels, slower epochs; data.cache.max_gb sets the budget)"))
     findings = DuplicateFindings(
         policy=dup.policy,
         near_threshold=dup.near_threshold if dup.near else None,
@@ -424,7 +433,9 @@ def _record(
         duplicates=findings,
         cache=CacheRecord(key=data.decoded.key, path=str(data.decoded.path),
                           from_cache=data.decoded.from_cache,
-                          seconds=round(data.decoded.seconds, 3)),
+                          seconds=round(data.decoded.seconds, 3),
+                          **({"streamed": True} if isinstance(data.images, StreamedImages)
+                             else {})),
         warnings=warnings,
         source_splits={
             name: _counts(data.targets, given_names == name, classes)

@@ -9,13 +9,15 @@ pure, so the cache can run it in a process pool. The perceptual hash is a DCT ha
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from visionbench.errors import UserError
-from visionbench.readers import Raster
+from visionbench.readers import Raster, read_raster
 from visionbench.schemas.data import FixedWindow, PercentileWindow, PreprocessConfig, WindowRule
 
 # Pixel formats PIL would clip when converting to 8 bits (16-bit medical PNGs, floats).
@@ -198,3 +200,36 @@ def preprocess(raster: Raster, config: PreprocessConfig) -> tuple[np.ndarray, Im
         image = ImageOps.equalize(image)
     out = np.asarray(image, dtype=np.uint8)
     return (out[..., None] if out.ndim == 2 else out), facts
+
+
+# What one image is read from: a file, an array row, or an encoded image's bytes.
+Item = Path | np.ndarray | bytes
+
+
+def read_item(item: Item, frame: int | None = None, threads: int = 1) -> Raster:
+    """The picture of one item, as its reader gives it (`threads`: how many are decoded at
+    once beside it, sharing the pixel limit)."""
+    if isinstance(item, Path):
+        return read_raster(item, frame=frame, threads=threads)
+    if isinstance(item, bytes):
+        return read_raster(io.BytesIO(item), frame=frame, threads=threads)
+    return Raster.of(Image.fromarray(item))
+
+
+def describe_failure(exc: Exception) -> str:
+    """Why an image could not be read, in one line (Pillow raises many kinds of errors)."""
+    if isinstance(exc, UserError):
+        return str(exc)
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}".rstrip(": ")
+
+
+def decode_item(item: Item, config: PreprocessConfig, threads: int = 1) -> np.ndarray:
+    """One image (a file, an array row or an encoded image) decoded as the cache holds it;
+    a `UserError` with the reason when it cannot be read."""
+    try:
+        with read_item(item, config.frame, threads) as raster:
+            return preprocess(raster, config)[0]
+    except Exception as exc:  # Pillow raises many types for unreadable files
+        raise UserError(f"cannot read image {item if isinstance(item, Path) else 'row'}: "
+                        f"{describe_failure(exc)}") from None

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from visionbench.data.cache import decode_item
-from visionbench.data.decode import with_channels
+from visionbench.data.decode import decode_item, with_channels
 from visionbench.errors import UserError
 from visionbench.readers import EXTENSIONS, is_image
 from visionbench.schemas.data import PreprocessConfig

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from visionbench.config import Config, load_config
-from visionbench.data.cache import decode_item
 from visionbench.data.dataset import load_images
-from visionbench.data.decode import with_channels
+from visionbench.data.decode import decode_item, with_channels
 from visionbench.errors import UserError
 from visionbench.evaluate.model_explanations import explain_images, explain_test_set
 from visionbench.orchestrate.plan import explain_settings

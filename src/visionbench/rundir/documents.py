@@ -369,6 +369,8 @@ class CacheRecord(Part):
     path: str
     from_cache: bool
     seconds: float
+    # The images were over the cache's disk budget: decoded from their files as read.
+    streamed: bool = False
 
 
 class Straddling(Part):

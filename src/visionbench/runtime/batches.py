@@ -2,19 +2,25 @@
 
 In memory, a split is one uint8 tensor (on the GPU when there is one) in channels-last
 layout, and a batch is one indexing operation: no per-sample Python in the hot loop.
-Larger splits are read from the memory-mapped cache by a DataLoader, a batch at a time.
+Larger splits are read from the memory-mapped cache (or decoded from their files, when
+the cache streams them) by a DataLoader, a batch at a time, the next batch read while the
+model works on the current one.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
 
 from visionbench.data.dataset import PreparedData
+
+T = TypeVar("T")
 
 
 def chunks(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
@@ -80,9 +86,20 @@ class SplitImages:
             _Rows(self.source, self.rows, self.targets), batch_size=None,
             sampler=chunks(order, batch_size), pin_memory=self.device.type == "cuda",
         )
-        for images, targets in loader:
+        for images, targets in read_ahead(iter(loader)):
             yield (images.to(self.device, non_blocking=True),
                    targets.to(self.device, non_blocking=True))
+
+
+def read_ahead(batches: Iterator[T]) -> Iterator[T]:
+    """The items of `batches`, the next one read in a thread while the caller works on the
+    current one: a batch read from disk, or decoded from its files when the images are
+    streamed, is ready when the model wants it."""
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as pool:
+        pending = pool.submit(next, batches, None)
+        while (item := pending.result()) is not None:
+            pending = pool.submit(next, batches, None)
+            yield item
 
 
 class _Rows(torch.utils.data.Dataset):

@@ -237,6 +237,15 @@ class DuplicateConfig(StrictModel):
     keep_groups_together: bool = True
 
 
+class CacheConfig(StrictModel):
+    """How much disk the decoded images may take. Above `max_gb` (by default half the free
+    space where the cache lives) the images are not stored decoded: they stay in their
+    files and are decoded a batch at a time, in threads, as they are read (the same pixels,
+    slower epochs); `max_gb: 0` always streams."""
+
+    max_gb: float | None = Field(None, ge=0)
+
+
 class DataCommon(StrictModel):
     """Settings every source shares; each source adds its own fields and a `source` tag."""
 
@@ -244,5 +253,6 @@ class DataCommon(StrictModel):
     split: SplitConfig = Field(default_factory=SplitConfig)
     labels: LabelConfig = Field(default_factory=LabelConfig)
     duplicates: DuplicateConfig = Field(default_factory=DuplicateConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     cache_dir: Path | None = None
     workers: int | None = Field(None, ge=1)
