@@ -1,6 +1,7 @@
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import pattern
@@ -107,3 +108,25 @@ def test_equalize_spreads_a_dim_image_over_the_full_range():
     flat_plain, flat_spread = plain.ravel(), spread.ravel()
     order = np.argsort(flat_plain, kind="stable")
     assert np.all(np.diff(flat_spread[order].astype(int)) >= 0)
+
+
+def test_a_16_bit_png_keeps_its_depth_until_the_configured_window(tmp_path):
+    from visionbench.data.decode import window_levels
+    from visionbench.readers import read_raster
+    from visionbench.schemas.data import FixedWindow, PercentileWindow
+
+    values = np.tile(np.arange(0, 64000, 1000, dtype=np.uint16), (8, 1))
+    Image.fromarray(values).save(tmp_path / "scan.png")
+    with read_raster(tmp_path / "scan.png") as raster:
+        assert raster.image.mode.startswith("I")  # 16 bits, not clipped to 8
+        grey = PreprocessConfig(color="grayscale")
+        ranged = preprocess(raster, grey)[0][..., 0]
+        fixed = preprocess(raster, grey.model_copy(
+            update={"window": FixedWindow(center=20000, width=10000)}))[0][..., 0]
+        cut = preprocess(raster, grey.model_copy(
+            update={"window": PercentileWindow(percentiles=(25, 75))}))[0][..., 0]
+    np.testing.assert_array_equal(ranged, np.rint(values * (255 / 63000)).astype(np.uint8))
+    np.testing.assert_array_equal(fixed, np.rint(window_levels(values.astype(float), 20000,
+                                                               10000)).astype(np.uint8))
+    assert (cut == 0).mean() == pytest.approx(0.25, abs=0.02)
+    assert (cut == 255).mean() == pytest.approx(0.25, abs=0.02)

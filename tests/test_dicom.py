@@ -317,3 +317,17 @@ def test_the_app_accepts_a_dicom_upload_and_shows_it_through_its_window():
     expected = np.rint(window_levels(values, 600, 1600)).astype(np.uint8)
     assert shown.shape == (64, 64, 3)
     np.testing.assert_array_equal(shown[..., 0], expected)
+
+
+def test_a_link_is_not_read_to_learn_its_format_when_links_are_not_followed(tmp_path,
+                                                                           monkeypatch):
+    from visionbench import readers
+
+    (tmp_path / "IM0001").symlink_to(shipped("CT_small.dcm"))
+    opened = []
+    real = readers._head
+    monkeypatch.setattr(readers, "_head", lambda source: opened.append(source) or real(source))
+    with pytest.raises(UserError, match="symbolic link"):
+        read_raster(tmp_path / "IM0001", follow_links=False)
+    assert opened == []
+    assert reader_for(tmp_path / "IM0001") is READERS.get("dicom")  # followed when asked

@@ -56,11 +56,16 @@ def _head(source: Source) -> bytes:
     return head
 
 
-def reader_for(source: Source) -> Reader:
+def reader_for(source: Source, follow_links: bool = True) -> Reader:
     """The reader of `source` (a path or an open binary file): by content when a reader
-    recognises it, else by extension, else Pillow."""
-    head = _head(source) if not isinstance(source, str | os.PathLike) or Path(
-        source).is_file() else b""
+    recognises it, else by extension, else Pillow. Only a regular file's content is looked
+    at, through a link only with `follow_links`."""
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        readable = path.is_file() and (follow_links or not path.is_symlink())
+        head = _head(source) if readable else b""
+    else:
+        head = _head(source)
     for _, reader in READERS.items():
         if reader.claims(head):
             return reader
@@ -92,7 +97,7 @@ def read_raster(source: Source, *, threads: int = 1, follow_links: bool = True,
     `follow_links`), its format's guards, the pixel limit for `threads` concurrent decodes;
     `frame` picks one frame of a multi-frame DICOM. A `UserError` with the reason
     otherwise (a format whose extra is not installed names it)."""
-    reader = require(reader_for(source))
+    reader = require(reader_for(source, follow_links))
     return reader.read(source, threads=threads, follow_links=follow_links, frame=frame)
 
 
