@@ -2,7 +2,8 @@
 files as they are read, `data.cache.max_gb: 0`), on the brain recipe's Lite0 at 224 px.
 
 Run from the repository root:  python benchmarks/streamed_cache.py [DATA_DIR]
-                                   [--per-class 150] [--epochs 1]
+                                   [--per-class 150] [--epochs 1] [--rounds 1]
+                                   [--only memory|batches]
 
 Four one-model runs of the recipe's `best` model (EfficientNet-Lite0, ImageNet weights,
 every layer trained) on a class-balanced subset: the decoded cache and streamed images,
@@ -11,7 +12,9 @@ each with the training split held in memory (the default when it fits
 the path a dataset too large for memory takes). Throughput is training images per second
 of the epochs (`history.json`), the ratio streamed / decoded per memory setting. Each run
 has its own empty cache, so the decoded runs pay for their decode before training, as a
-first run does; that time is printed apart.
+first run does; that time is printed apart. This machine's speed drifts by tens of per
+cent between minutes, so `--rounds N` repeats each pair (decoded, then streamed) and the
+ratio reported is the median of the rounds' ratios.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,23 +72,33 @@ def main() -> None:
     parser.add_argument("data", nargs="?", type=Path, default=DEFAULT)
     parser.add_argument("--per-class", type=int, default=150)
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--only", choices=["memory", "batches"])
     args = parser.parse_args()
     if not args.data.is_dir():
         sys.exit(f"no data at {args.data}")
+    settings = {"memory": ("split in memory", None), "batches": ("read a batch at a time", 0)}
+    chosen = [settings[args.only]] if args.only else list(settings.values())
     with tempfile.TemporaryDirectory() as work:
-        for label, budget in (("split in memory", None), ("read a batch at a time", 0)):
-            rates = {}
-            for streamed in (False, True):
-                row = one_run(args.data, args.per_class, args.epochs, streamed, budget,
-                              Path(work))
-                assert bool(row["streamed"]) == streamed
-                rates[streamed] = row["rate"]
-                kind = "streamed" if streamed else "decoded cache"
-                print(f"{label:>24} | {kind:>13}: {row['rate']:.2f} images/s, epoch "
-                      f"{row['epoch_s']:.1f} s, cache step {row['decode_s']:.1f} s, whole "
-                      f"run {row['wall_s']:.0f} s", flush=True)
-            print(f"{label:>24} | streamed / decoded: {rates[True] / rates[False]:.1%}",
-                  flush=True)
+        for label, budget in chosen:
+            ratios = []
+            for round_number in range(1, args.rounds + 1):
+                rates = {}
+                for streamed in (False, True):
+                    row = one_run(args.data, args.per_class, args.epochs, streamed, budget,
+                                  Path(work))
+                    assert bool(row["streamed"]) == streamed
+                    rates[streamed] = row["rate"]
+                    kind = "streamed" if streamed else "decoded cache"
+                    print(f"{label:>24} | round {round_number} | {kind:>13}: "
+                          f"{row['rate']:.2f} images/s, epoch {row['epoch_s']:.1f} s, cache "
+                          f"step {row['decode_s']:.1f} s, whole run {row['wall_s']:.0f} s",
+                          flush=True)
+                ratios.append(rates[True] / rates[False])
+                print(f"{label:>24} | round {round_number} | streamed / decoded: "
+                      f"{ratios[-1]:.1%}", flush=True)
+            print(f"{label:>24} | median ratio over {len(ratios)} round(s): "
+                  f"{statistics.median(ratios):.1%}", flush=True)
 
 
 if __name__ == "__main__":

@@ -205,9 +205,14 @@ def test_a_missing_dicom_extra_is_refused_in_one_line(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "pip install 'visionbench[dicom]'" in err and "4 file(s)" in err
-    monkeypatch.setitem(sys.modules, "pydicom.datadict", None)
+    # The settings that mean something for DICOM only are refused at config load.
+    monkeypatch.setitem(sys.modules, "pydicom", None)
     with pytest.raises(ValueError, match=r"visionbench\[dicom\]"):
         GroupBy.model_validate("dicom:PatientID")
+    for setting in ({"window": "file"}, {"frame": 0}):
+        with pytest.raises(ValueError, match=r"visionbench\[dicom\]"):
+            PreprocessConfig.model_validate(setting)
+    assert PreprocessConfig.model_validate({"window": "range"}).window == "range"
 
 
 def test_an_unknown_dicom_keyword_is_refused_at_config_load():

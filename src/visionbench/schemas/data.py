@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -87,6 +88,15 @@ class PreprocessConfig(StrictModel):
         None, ge=0, description="Which frame of a multi-frame DICOM to read (0 the first); "
         "unset, a multi-frame file is not read.")
 
+    @model_validator(mode="after")
+    def _dicom_settings_need_pydicom(self) -> PreprocessConfig:
+        # These two settings mean something for DICOM files only: asking for them without
+        # the reader is refused here, before any data is listed.
+        if self.window == "file" or self.frame is not None:
+            setting = "window: file" if self.window == "file" else "frame"
+            require_dicom_extra(f"data.preprocess.{setting} (DICOM only)")
+        return self
+
     @field_validator("size", mode="before")
     @classmethod
     def _square(cls, value: object) -> object:
@@ -160,13 +170,18 @@ class GroupBy(StrictModel):
 DICOM_PREFIX = "dicom:"
 
 
+def require_dicom_extra(purpose: str) -> None:
+    """Refuse `purpose` in one line naming the extra when pydicom is not installed."""
+    if importlib.util.find_spec("pydicom") is None:
+        raise ValueError(f"{purpose} needs the dicom extra: pip install "
+                         "'visionbench[dicom]'")
+
+
 def _check_dicom_keyword(keyword: str) -> None:
     """Refuse a DICOM keyword that names no attribute, or pydicom missing (the extra)."""
-    try:
-        from pydicom.datadict import tag_for_keyword
-    except ImportError:
-        raise ValueError("dicom: grouping by a DICOM attribute needs the dicom extra: pip "
-                         "install 'visionbench[dicom]'") from None
+    require_dicom_extra("dicom: grouping by a DICOM attribute")
+    from pydicom.datadict import tag_for_keyword
+
     if tag_for_keyword(keyword) is None:
         raise ValueError(f"dicom: {keyword!r} is not a DICOM attribute keyword (e.g. "
                          "PatientID, StudyInstanceUID, SeriesInstanceUID)")
