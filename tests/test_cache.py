@@ -181,3 +181,25 @@ def test_a_streamed_split_is_read_a_batch_at_a_time_as_stored(class_folder, tmp_
                .batches(order, 5) for data in (stored, streamed)]
     for (mine, my_targets), (theirs, their_targets) in zip(*batches, strict=True):
         assert torch.equal(mine, theirs) and torch.equal(my_targets, their_targets)
+
+
+def test_reading_ahead_keeps_the_order_reads_the_next_batch_early_and_passes_errors_on():
+    import threading
+
+    from visionbench.runtime.batches import read_ahead
+
+    second_read = threading.Event()
+
+    def batches():
+        yield "first"
+        second_read.set()
+        yield "second"
+        raise ValueError("cannot read image 3")
+
+    reading = read_ahead(batches())
+    assert next(reading) == "first"
+    # The second batch is read while the caller still works on the first.
+    assert second_read.wait(5)
+    assert next(reading) == "second"
+    with pytest.raises(ValueError, match="cannot read image 3"):
+        next(reading)

@@ -3,8 +3,8 @@
 In memory, a split is one uint8 tensor (on the GPU when there is one) in channels-last
 layout, and a batch is one indexing operation: no per-sample Python in the hot loop.
 Larger splits are read from the memory-mapped cache (or decoded from their files, when
-the cache streams them) by a DataLoader, a batch at a time, the next batch read while the
-model works on the current one.
+the cache streams them) by a DataLoader, a batch at a time; beside an accelerator the next
+batch is read while the model works on the current one.
 """
 
 from __future__ import annotations
@@ -86,7 +86,12 @@ class SplitImages:
             _Rows(self.source, self.rows, self.targets), batch_size=None,
             sampler=chunks(order, batch_size), pin_memory=self.device.type == "cuda",
         )
-        for images, targets in read_ahead(iter(loader)):
+        rows = iter(loader)
+        # Beside an accelerator the next batch is read while the current one trains. On the
+        # CPU the model's threads already use every core, and a batch decoded beside them
+        # makes them wait on one another at every parallel step: reading in turn costs
+        # only the decode itself (benchmarks/streamed_cache.py --interleave).
+        for images, targets in rows if self.device.type == "cpu" else read_ahead(rows):
             yield (images.to(self.device, non_blocking=True),
                    targets.to(self.device, non_blocking=True))
 
