@@ -89,8 +89,8 @@ class SplitImages:
         rows = iter(loader)
         # Beside an accelerator the next batch is read while the current one trains. On the
         # CPU the model's threads already use every core, and a batch decoded beside them
-        # makes them wait on one another at every parallel step: reading in turn costs
-        # only the decode itself (benchmarks/streamed_cache.py --interleave).
+        # makes them wait on one another at every parallel step: reading in turn was faster
+        # (benchmarks/streamed_cache.py --interleave; benchmarks/README.md).
         for images, targets in rows if self.device.type == "cpu" else read_ahead(rows):
             yield (images.to(self.device, non_blocking=True),
                    targets.to(self.device, non_blocking=True))
