@@ -94,7 +94,7 @@ def interleaved(data: Path, per_class: int, blocks: int, work: Path
 
     settings = [f"data.path={data}", f"data.split.limit_per_class={per_class}",
                 f"data.cache_dir={work / 'cache'}"]
-    config = load_config("recipes/brain_tumor.yaml", [*settings])
+    config = load_config("recipes/brain_tumor.yaml", settings)
     streamed_config = load_config("recipes/brain_tumor.yaml",
                                   [*settings, "data.cache.max_gb=0"])
     decoded_data = prepare_data(config.data)
@@ -114,7 +114,7 @@ def interleaved(data: Path, per_class: int, blocks: int, work: Path
         [p for p in trainer.model.parameters() if p.requires_grad], stages[-1].optimizer)
     set_train_mode(trainer.model)
     batch_size = model_cfg.train.batch_size
-    # One untimed block first: the first steps pay for allocations the others reuse.
+    # Two untimed steps first: the first steps pay for allocations the others reuse.
     warm = torch.arange(min(2 * batch_size, len(splits["decoded"])))
     for images, targets in splits["decoded"].batches(warm, batch_size):
         trainer.train_step(images, targets, 1e-4, torch.Generator(device=device),
@@ -155,7 +155,8 @@ def interleaved(data: Path, per_class: int, blocks: int, work: Path
 
 
 def main() -> None:
-    """Measure the four runs and print their rates and ratios."""
+    """Measure the whole runs (or, with --interleave, the blocks) and print their rates
+    and ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", nargs="?", type=Path, default=DEFAULT)
     parser.add_argument("--per-class", type=int, default=150)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -171,10 +170,16 @@ DICOM_PREFIX = "dicom:"
 
 
 def require_dicom_extra(purpose: str) -> None:
-    """Refuse `purpose` in one line naming the extra when pydicom is not installed."""
-    if importlib.util.find_spec("pydicom") is None:
-        raise ValueError(f"{purpose} needs the dicom extra: pip install "
-                         "'visionbench[dicom]'")
+    """Refuse `purpose` in one line naming the extra when the DICOM reader's packages are
+    not installed."""
+    # Imported here, only for configs that ask for DICOM: the readers bring NumPy and
+    # Pillow, which the fast first validation of a config does without.
+    from visionbench.readers import READERS
+
+    reader = READERS.get("dicom")
+    if not reader.available():
+        raise ValueError(f"{purpose} needs the {reader.extra} extra: pip install "
+                         f"'visionbench[{reader.extra}]'")
 
 
 def _check_dicom_keyword(keyword: str) -> None:
